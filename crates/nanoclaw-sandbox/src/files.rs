@@ -1,0 +1,312 @@
+//! The file tools' protocol, and its implementation that runs inside the sandbox.
+//!
+//! The host sends one [`FileRequest`] as JSON on the init's stdin and reads one [`FileReply`]
+//! from its stdout. Every path in a request is resolved and opened *inside* the sandbox, where
+//! the only writable places are the workspace and `/tmp`; the host never opens a workspace path,
+//! so a symlink planted by the agent can only ever point at something inside the sandbox.
+//!
+//! Every result is bounded: bytes read, entries listed, matches found, line length.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Backend, ExecRequest, Limits, SandboxError, WORKSPACE_IN_SANDBOX};
+
+/// Bytes of file content returned by one read; the rest is reported, not returned.
+pub const MAX_READ_BYTES: usize = 256 * 1024;
+/// Largest request the init accepts on stdin (bounds a write's content).
+pub const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
+/// Largest reply the host accepts from the init. A reply carries at most `MAX_READ_BYTES` of
+/// text, which JSON escaping can grow by up to six times.
+pub const MAX_REPLY_BYTES: usize = 8 * MAX_READ_BYTES;
+/// Paths returned by one `list`.
+pub const MAX_LIST_ENTRIES: usize = 1000;
+/// Matching lines returned by one `grep`.
+pub const MAX_GREP_MATCHES: usize = 200;
+/// Characters of a matching line shown by `grep`.
+pub const MAX_GREP_LINE_CHARS: usize = 300;
+/// Files larger than this are skipped by `grep`.
+pub const MAX_GREP_FILE_BYTES: u64 = 8 * 1024 * 1024;
+/// Directory entries visited by one walk, so a huge tree cannot stall a tool call.
+pub const MAX_WALK_ENTRIES: usize = 100_000;
+
+/// One file operation, as sent from the host to the init.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum FileRequest {
+    /// Read a text file; `offset` is the first line (1-based), `limit` the number of lines.
+    Read { path: String, offset: Option<usize>, limit: Option<usize> },
+    /// Create or replace a file with `content`, creating parent directories.
+    Write { path: String, content: String },
+    /// Replace the single exact occurrence of `old` with `new`.
+    Edit { path: String, old: String, new: String },
+    /// List files under `path` (default: the workspace) whose relative path matches `pattern`.
+    List { pattern: String, path: Option<String> },
+    /// Search files under `path` for lines matching the regex `pattern`.
+    Grep { pattern: String, path: Option<String>, glob: Option<String>, ignore_case: bool },
+}
+
+/// The init's answer to one [`FileRequest`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case", deny_unknown_fields)]
+pub enum FileReply {
+    Ok { text: String },
+    NotFound { path: String },
+    Error { message: String },
+}
+
+/// Run one file operation in the group's sandbox.
+pub async fn run_file_op(
+    backend: &dyn Backend,
+    workspace: PathBuf,
+    request: &FileRequest,
+    limits: Limits,
+) -> Result<FileReply, SandboxError> {
+    let stdin = serde_json::to_vec(request).map_err(|e| SandboxError::BadReply(e.to_string()))?;
+    let req = ExecRequest {
+        workspace,
+        program: crate::Program::FileRequest,
+        stdin,
+        limits: Limits { output_bytes: MAX_REPLY_BYTES, ..limits },
+    };
+    let out = backend.exec(&req).await?;
+    if out.stdout.dropped > 0 {
+        return Err(SandboxError::BadReply(format!("reply larger than {MAX_REPLY_BYTES} bytes")));
+    }
+    match out.state {
+        crate::ExitState::Exited(0) => serde_json::from_slice(&out.stdout.bytes)
+            .map_err(|e| SandboxError::BadReply(format!("{e}"))),
+        crate::ExitState::TimedOut => Ok(FileReply::Error {
+            message: format!("timed out after {} s", limits.wall_time.as_secs()),
+        }),
+        other => Err(SandboxError::BadReply(format!(
+            "file helper ended with {other}: {}",
+            out.stderr.text_lossy()
+        ))),
+    }
+}
+
+/// Inside the sandbox: read one request from stdin, carry it out, print the reply.
+pub fn serve_one_request() -> i32 {
+    let mut raw = Vec::new();
+    let reply = match std::io::stdin().take(MAX_REQUEST_BYTES as u64 + 1).read_to_end(&mut raw) {
+        Err(e) => FileReply::Error { message: format!("reading the request: {e}") },
+        Ok(_) if raw.len() > MAX_REQUEST_BYTES => {
+            FileReply::Error { message: format!("request larger than {MAX_REQUEST_BYTES} bytes") }
+        }
+        Ok(_) => match serde_json::from_slice::<FileRequest>(&raw) {
+            Ok(req) => execute(&req),
+            Err(e) => FileReply::Error { message: format!("bad request: {e}") },
+        },
+    };
+    let Ok(json) = serde_json::to_vec(&reply) else { return 1 };
+    let mut stdout = std::io::stdout().lock();
+    if stdout.write_all(&json).and_then(|()| stdout.flush()).is_err() {
+        return 1;
+    }
+    0
+}
+
+/// Carry out one request against the sandbox's own file system.
+pub fn execute(req: &FileRequest) -> FileReply {
+    let result = match req {
+        FileRequest::Read { path, offset, limit } => read(path, *offset, *limit),
+        FileRequest::Write { path, content } => write(path, content),
+        FileRequest::Edit { path, old, new } => edit(path, old, new),
+        FileRequest::List { pattern, path } => list(pattern, path.as_deref()),
+        FileRequest::Grep { pattern, path, glob, ignore_case } => {
+            grep(pattern, path.as_deref(), glob.as_deref(), *ignore_case)
+        }
+    };
+    match result {
+        Ok(text) => FileReply::Ok { text },
+        Err(OpError::NotFound(path)) => FileReply::NotFound { path },
+        Err(OpError::Failed(message)) => FileReply::Error { message },
+    }
+}
+
+enum OpError {
+    NotFound(String),
+    Failed(String),
+}
+
+fn io_error(path: &str, e: std::io::Error) -> OpError {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        OpError::NotFound(path.to_owned())
+    } else {
+        OpError::Failed(format!("{path}: {e}"))
+    }
+}
+
+/// Relative paths are taken from the workspace.
+fn resolve(path: &str) -> PathBuf {
+    let p = Path::new(path);
+    if p.is_absolute() { p.to_path_buf() } else { Path::new(WORKSPACE_IN_SANDBOX).join(p) }
+}
+
+fn read_text(path: &str) -> Result<String, OpError> {
+    let bytes = fs::read(resolve(path)).map_err(|e| io_error(path, e))?;
+    String::from_utf8(bytes).map_err(|_| OpError::Failed(format!("{path} is not UTF-8 text")))
+}
+
+fn read(path: &str, offset: Option<usize>, limit: Option<usize>) -> Result<String, OpError> {
+    let text = read_text(path)?;
+    let first = offset.unwrap_or(1).max(1);
+    let selected: String = match (offset, limit) {
+        (None, None) => text,
+        _ => text
+            .split_inclusive('\n')
+            .skip(first - 1)
+            .take(limit.unwrap_or(usize::MAX))
+            .collect(),
+    };
+    if selected.len() <= MAX_READ_BYTES {
+        return Ok(selected);
+    }
+    let mut cut = MAX_READ_BYTES;
+    while !selected.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    Ok(format!(
+        "{}\n[truncated: showed {cut} of {} bytes; read with offset and limit for the rest]",
+        &selected[..cut],
+        selected.len()
+    ))
+}
+
+fn write(path: &str, content: &str) -> Result<String, OpError> {
+    let target = resolve(path);
+    if let Some(parent) = target.parent() {
+        fs::create_dir_all(parent).map_err(|e| io_error(path, e))?;
+    }
+    fs::write(&target, content).map_err(|e| io_error(path, e))?;
+    Ok(format!("wrote {} bytes to {path}", content.len()))
+}
+
+fn edit(path: &str, old: &str, new: &str) -> Result<String, OpError> {
+    if old.is_empty() {
+        return Err(OpError::Failed("old text is empty; give the exact text to replace".into()));
+    }
+    let text = read_text(path)?;
+    match text.matches(old).count() {
+        0 => Err(OpError::Failed(format!("old text not found in {path}; nothing changed"))),
+        1 => {
+            fs::write(resolve(path), text.replacen(old, new, 1)).map_err(|e| io_error(path, e))?;
+            Ok(format!("edited {path}: replaced 1 occurrence"))
+        }
+        n => Err(OpError::Failed(format!(
+            "old text occurs {n} times in {path}; include more surrounding text so it matches once; nothing changed"
+        ))),
+    }
+}
+
+fn glob_matcher(pattern: &str) -> Result<globset::GlobMatcher, OpError> {
+    globset::GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .build()
+        .map(|g| g.compile_matcher())
+        .map_err(|e| OpError::Failed(format!("bad glob {pattern:?}: {e}")))
+}
+
+/// Every regular file under `root`, as paths relative to it, sorted. Symlinks are listed but
+/// never followed into, so a walk cannot loop or leave the tree.
+fn walk(root: &Path) -> Result<Vec<PathBuf>, OpError> {
+    let mut files = Vec::new();
+    let mut pending = vec![PathBuf::new()];
+    let mut visited = 0usize;
+    while let Some(rel) = pending.pop() {
+        let entries = match fs::read_dir(root.join(&rel)) {
+            Ok(entries) => entries,
+            Err(e) if rel.as_os_str().is_empty() => {
+                return Err(io_error(&root.display().to_string(), e));
+            }
+            Err(_) => continue, // an unreadable subdirectory is skipped, not fatal
+        };
+        for entry in entries.flatten() {
+            visited += 1;
+            if visited > MAX_WALK_ENTRIES {
+                return Err(OpError::Failed(format!(
+                    "more than {MAX_WALK_ENTRIES} entries under {}; narrow the path",
+                    root.display()
+                )));
+            }
+            let child = rel.join(entry.file_name());
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => pending.push(child),
+                Ok(_) => files.push(child),
+                Err(_) => {}
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn list(pattern: &str, path: Option<&str>) -> Result<String, OpError> {
+    let matcher = glob_matcher(pattern)?;
+    let root = resolve(path.unwrap_or("."));
+    let hits: Vec<_> = walk(&root)?.into_iter().filter(|p| matcher.is_match(p)).collect();
+    if hits.is_empty() {
+        return Ok(format!("no files match {pattern:?}"));
+    }
+    let mut out: Vec<String> =
+        hits.iter().take(MAX_LIST_ENTRIES).map(|p| p.display().to_string()).collect();
+    if hits.len() > MAX_LIST_ENTRIES {
+        out.push(format!("[truncated: {} of {} matches shown]", MAX_LIST_ENTRIES, hits.len()));
+    }
+    Ok(out.join("\n"))
+}
+
+fn grep(
+    pattern: &str,
+    path: Option<&str>,
+    glob: Option<&str>,
+    ignore_case: bool,
+) -> Result<String, OpError> {
+    let regex = regex::RegexBuilder::new(pattern)
+        .case_insensitive(ignore_case)
+        .size_limit(1 << 20)
+        .build()
+        .map_err(|e| OpError::Failed(format!("bad regex {pattern:?}: {e}")))?;
+    let filter = glob.map(glob_matcher).transpose()?;
+    let root = resolve(path.unwrap_or("."));
+    // A single file may be named directly.
+    let (base, files) = if root.is_file() {
+        let name = root.file_name().map(PathBuf::from).unwrap_or_default();
+        (root.parent().map(Path::to_path_buf).unwrap_or_default(), vec![name])
+    } else {
+        (root.clone(), walk(&root)?)
+    };
+    let mut out = Vec::new();
+    let mut total = 0usize;
+    for rel in files {
+        if filter.as_ref().is_some_and(|f| !f.is_match(&rel)) {
+            continue;
+        }
+        let full = base.join(&rel);
+        if fs::symlink_metadata(&full).map_or(true, |m| !m.is_file() || m.len() > MAX_GREP_FILE_BYTES) {
+            continue;
+        }
+        let Ok(bytes) = fs::read(&full) else { continue };
+        let Ok(text) = String::from_utf8(bytes) else { continue }; // binary files are skipped
+        for (n, line) in text.lines().enumerate() {
+            if regex.is_match(line) {
+                total += 1;
+                if out.len() < MAX_GREP_MATCHES {
+                    let shown: String = line.chars().take(MAX_GREP_LINE_CHARS).collect();
+                    out.push(format!("{}:{}:{shown}", rel.display(), n + 1));
+                }
+            }
+        }
+    }
+    if total == 0 {
+        return Ok(format!("no lines match {pattern:?}"));
+    }
+    if total > MAX_GREP_MATCHES {
+        out.push(format!("[truncated: {MAX_GREP_MATCHES} of {total} matching lines shown]"));
+    }
+    Ok(out.join("\n"))
+}

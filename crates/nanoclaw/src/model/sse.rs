@@ -1,0 +1,117 @@
+//! A Server-Sent Events decoder: bytes in, `(event, data)` pairs out.
+//!
+//! Owns only framing (fields, line endings, blank-line dispatch). It keeps at most
+//! `MAX_EVENT_BYTES` of an unfinished event, so a server that never ends an event cannot grow
+//! memory without bound.
+
+/// Largest single event accepted, in bytes.
+pub const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
+
+/// One dispatched event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// The `event:` field, or empty when the server sent none.
+    pub event: String,
+    /// The `data:` lines joined with `\n`.
+    pub data: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SseError {
+    #[error("an event of more than {MAX_EVENT_BYTES} bytes")]
+    TooLarge,
+    #[error("the event stream is not UTF-8")]
+    NotUtf8,
+}
+
+/// Incremental decoder: feed chunks as they arrive, take complete events.
+#[derive(Default)]
+pub struct Decoder {
+    buf: Vec<u8>,
+    event: String,
+    data: Vec<String>,
+}
+
+impl Decoder {
+    /// Add a chunk and return every event it completed.
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<Event>, SseError> {
+        self.buf.extend_from_slice(chunk);
+        let mut out = Vec::new();
+        while let Some(end) = self.buf.iter().position(|&b| b == b'\n') {
+            let mut line: Vec<u8> = self.buf.drain(..=end).collect();
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            let line = String::from_utf8(line).map_err(|_| SseError::NotUtf8)?;
+            if let Some(event) = self.line(&line) {
+                out.push(event);
+            }
+        }
+        let pending = self.buf.len() + self.data.iter().map(String::len).sum::<usize>();
+        if pending > MAX_EVENT_BYTES {
+            return Err(SseError::TooLarge);
+        }
+        Ok(out)
+    }
+
+    fn line(&mut self, line: &str) -> Option<Event> {
+        if line.is_empty() {
+            if self.data.is_empty() {
+                self.event.clear();
+                return None;
+            }
+            let data = std::mem::take(&mut self.data).join("\n");
+            return Some(Event { event: std::mem::take(&mut self.event), data });
+        }
+        if line.starts_with(':') {
+            return None; // a comment, e.g. a keep-alive
+        }
+        let (field, value) = match line.split_once(':') {
+            Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
+            None => (line, ""),
+        };
+        match field {
+            "event" => self.event = value.to_owned(),
+            "data" => self.data.push(value.to_owned()),
+            _ => {} // id, retry and unknown fields are not used
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_split_across_chunks() {
+        let mut d = Decoder::default();
+        assert!(d.feed(b"event: ping\nda").unwrap().is_empty());
+        let ev = d.feed(b"ta: {\"a\":1}\n\n").unwrap();
+        assert_eq!(ev, vec![Event { event: "ping".into(), data: "{\"a\":1}".into() }]);
+    }
+
+    #[test]
+    fn crlf_comments_and_multiline_data() {
+        let mut d = Decoder::default();
+        let ev = d.feed(b": keep-alive\r\ndata: a\r\ndata: b\r\n\r\ndata:[DONE]\n\n").unwrap();
+        assert_eq!(ev.len(), 2);
+        assert_eq!(ev[0].data, "a\nb");
+        assert_eq!(ev[1].data, "[DONE]");
+        assert_eq!(ev[1].event, "");
+    }
+
+    #[test]
+    fn unbounded_event_is_refused() {
+        let mut d = Decoder::default();
+        let big = vec![b'x'; MAX_EVENT_BYTES + 1];
+        assert_eq!(d.feed(&big), Err(SseError::TooLarge));
+    }
+
+    #[test]
+    fn invalid_utf8_is_an_error_not_a_panic() {
+        let mut d = Decoder::default();
+        assert_eq!(d.feed(b"data: \xff\n\n"), Err(SseError::NotUtf8));
+    }
+}

@@ -1,0 +1,468 @@
+//! The store: one SQLite database in the data dir, in WAL mode, with numbered migrations run at
+//! open. It holds groups, sessions, the inbox, turns, conversation history and the outbox.
+//!
+//! One connection behind a std `Mutex` is the single writer: every statement is short and
+//! nothing async happens while the lock is held. Each state change a crash could split (claiming
+//! messages for a turn; finishing a turn with its reply) is one transaction, which is what makes
+//! "nothing accepted is lost, nothing answered twice" hold across `kill -9`.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use nanoclaw_core::GroupId;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::model::{Message, Usage};
+
+/// Migrations, in order. Entry `n` moves the schema from version `n` to `n + 1`. Never edit one
+/// that has shipped; add a new one.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE groups (
+    id          TEXT PRIMARY KEY,
+    created_at  INTEGER NOT NULL
+);
+CREATE TABLE sessions (
+    id          INTEGER PRIMARY KEY,
+    group_id    TEXT NOT NULL REFERENCES groups(id),
+    started_at  INTEGER NOT NULL,
+    ended_at    INTEGER
+);
+CREATE TABLE turns (
+    id          INTEGER PRIMARY KEY,
+    group_id    TEXT NOT NULL REFERENCES groups(id),
+    session_id  INTEGER NOT NULL REFERENCES sessions(id),
+    status      TEXT NOT NULL CHECK (status IN ('running', 'done', 'failed', 'interrupted')),
+    error       TEXT,
+    started_at  INTEGER NOT NULL,
+    finished_at INTEGER
+);
+CREATE TABLE inbox (
+    id          INTEGER PRIMARY KEY,
+    group_id    TEXT NOT NULL REFERENCES groups(id),
+    channel     TEXT NOT NULL,
+    sender      TEXT NOT NULL,
+    text        TEXT NOT NULL,
+    status      TEXT NOT NULL CHECK (status IN ('pending', 'processing', 'done')),
+    turn_id     INTEGER REFERENCES turns(id),
+    received_at INTEGER NOT NULL
+);
+CREATE INDEX inbox_pending ON inbox(group_id, status);
+CREATE TABLE history (
+    id            INTEGER PRIMARY KEY,
+    turn_id       INTEGER NOT NULL REFERENCES turns(id),
+    seq           INTEGER NOT NULL,
+    message       TEXT NOT NULL,
+    input_tokens  INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    created_at    INTEGER NOT NULL,
+    UNIQUE (turn_id, seq)
+);
+CREATE TABLE outbox (
+    id          INTEGER PRIMARY KEY,
+    group_id    TEXT NOT NULL REFERENCES groups(id),
+    channel     TEXT NOT NULL,
+    turn_id     INTEGER NOT NULL REFERENCES turns(id),
+    text        TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    sent_at     INTEGER
+);
+CREATE INDEX outbox_unsent ON outbox(channel, sent_at);
+"#];
+
+/// Store errors carry SQLite's message; the caller adds what it was doing.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("a stored message is corrupt: {0}")]
+    Corrupt(#[from] serde_json::Error),
+    #[error("the database schema is version {found}, newer than this nanoclaw knows ({known})")]
+    TooNew { found: i64, known: i64 },
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+pub type InboxId = i64;
+pub type TurnId = i64;
+
+/// An accepted inbound message.
+#[derive(Clone, Debug)]
+pub struct Inbound {
+    pub id: InboxId,
+    pub channel: String,
+    pub sender: String,
+    pub text: String,
+}
+
+/// A turn claimed for processing, with the messages it answers.
+#[derive(Debug)]
+pub struct ClaimedTurn {
+    pub id: TurnId,
+    pub group: GroupId,
+    pub session_id: i64,
+    pub messages: Vec<Inbound>,
+}
+
+/// A reply waiting in (or delivered from) the outbox.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Outbound {
+    pub id: i64,
+    pub group: String,
+    pub channel: String,
+    pub turn_id: TurnId,
+    pub text: String,
+    pub created_at: i64,
+}
+
+/// How a turn ended, for [`Store::finish_turn`].
+pub enum TurnEnd<'a> {
+    /// Answered; the reply goes to the outbox.
+    Done { reply: &'a str },
+    /// Failed; `notice` tells the user why and goes to the outbox.
+    Failed { error: &'a str, notice: &'a str },
+}
+
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+impl Store {
+    /// Open (creating if needed) the database at `path` and bring its schema up to date.
+    pub fn open(path: &Path) -> Result<Store> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrate(&conn)?;
+        Ok(Store { conn: Mutex::new(conn) })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave a half-applied change: every change is a
+        // transaction, rolled back when its guard dropped. So a poisoned lock is safe to reuse.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn ensure_group(conn: &Connection, group: &GroupId) -> Result<()> {
+        conn.execute(
+            "INSERT OR IGNORE INTO groups (id, created_at) VALUES (?1, ?2)",
+            params![group.as_str(), now()],
+        )?;
+        Ok(())
+    }
+
+    /// Commit an inbound message. Only after this returns may the channel acknowledge it.
+    pub fn accept_inbound(&self, group: &GroupId, channel: &str, sender: &str, text: &str) -> Result<InboxId> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        Self::ensure_group(&tx, group)?;
+        tx.execute(
+            "INSERT INTO inbox (group_id, channel, sender, text, status, received_at)
+             VALUES (?1, ?2, ?3, ?4, 'pending', ?5)",
+            params![group.as_str(), channel, sender, text, now()],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// After a crash: turns still marked running were interrupted, and their messages go back to
+    /// pending so they are answered. Returns how many messages were requeued.
+    pub fn recover_interrupted(&self) -> Result<usize> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE turns SET status = 'interrupted', finished_at = ?1 WHERE status = 'running'",
+            params![now()],
+        )?;
+        let n = tx.execute("UPDATE inbox SET status = 'pending', turn_id = NULL WHERE status = 'processing'", [])?;
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// Groups that have messages waiting.
+    pub fn groups_with_pending(&self) -> Result<Vec<GroupId>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT DISTINCT group_id FROM inbox WHERE status = 'pending' ORDER BY group_id")?;
+        let ids = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        // Ids were validated when first stored; one that no longer parses is skipped, not trusted.
+        Ok(ids.into_iter().filter_map(|s| s.parse().ok()).collect())
+    }
+
+    /// Claim every pending message of `group` for a new turn, in one transaction.
+    /// Returns `None` when nothing is pending.
+    pub fn claim_turn(&self, group: &GroupId) -> Result<Option<ClaimedTurn>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let messages = {
+            let mut stmt = tx.prepare(
+                "SELECT id, channel, sender, text FROM inbox
+                 WHERE group_id = ?1 AND status = 'pending' ORDER BY id",
+            )?;
+            stmt.query_map([group.as_str()], |r| {
+                Ok(Inbound { id: r.get(0)?, channel: r.get(1)?, sender: r.get(2)?, text: r.get(3)? })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        if messages.is_empty() {
+            return Ok(None);
+        }
+        let session_id = Self::current_session(&tx, group)?;
+        tx.execute(
+            "INSERT INTO turns (group_id, session_id, status, started_at) VALUES (?1, ?2, 'running', ?3)",
+            params![group.as_str(), session_id, now()],
+        )?;
+        let turn = tx.last_insert_rowid();
+        for m in &messages {
+            tx.execute("UPDATE inbox SET status = 'processing', turn_id = ?1 WHERE id = ?2", params![turn, m.id])?;
+        }
+        tx.commit()?;
+        Ok(Some(ClaimedTurn { id: turn, group: group.clone(), session_id, messages }))
+    }
+
+    fn current_session(conn: &Connection, group: &GroupId) -> Result<i64> {
+        let open: Option<i64> = conn
+            .query_row(
+                "SELECT id FROM sessions WHERE group_id = ?1 AND ended_at IS NULL ORDER BY id DESC LIMIT 1",
+                [group.as_str()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(id) = open {
+            return Ok(id);
+        }
+        conn.execute("INSERT INTO sessions (group_id, started_at) VALUES (?1, ?2)", params![group.as_str(), now()])?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// End the group's current session; the next turn starts a fresh one with no history.
+    pub fn new_session(&self, group: &GroupId) -> Result<()> {
+        let conn = self.conn();
+        Self::ensure_group(&conn, group)?;
+        conn.execute(
+            "UPDATE sessions SET ended_at = ?1 WHERE group_id = ?2 AND ended_at IS NULL",
+            params![now(), group.as_str()],
+        )?;
+        Ok(())
+    }
+
+    /// Persist one step of a turn (a message, a model response or a tool result).
+    pub fn append_step(&self, turn: TurnId, seq: u32, message: &Message, usage: Usage) -> Result<()> {
+        let json = serde_json::to_string(message)?;
+        self.conn().execute(
+            "INSERT INTO history (turn_id, seq, message, input_tokens, output_tokens, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![turn, seq, json, usage.input_tokens as i64, usage.output_tokens as i64, now()],
+        )?;
+        Ok(())
+    }
+
+    /// The steps of the session's completed turns, newest turns first, whole turns only, until
+    /// `budget_tokens` is spent. Returned oldest first, ready for the prompt.
+    pub fn history(&self, session_id: i64, before_turn: TurnId, budget_tokens: usize) -> Result<Vec<Message>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT h.turn_id, h.message FROM history h JOIN turns t ON t.id = h.turn_id
+             WHERE t.session_id = ?1 AND t.status = 'done' AND t.id < ?2
+             ORDER BY h.turn_id DESC, h.seq ASC",
+        )?;
+        let rows = stmt
+            .query_map(params![session_id, before_turn], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut turns: Vec<Vec<Message>> = Vec::new();
+        let mut current = None;
+        for (turn, json) in rows {
+            if current != Some(turn) {
+                turns.push(Vec::new());
+                current = Some(turn);
+            }
+            if let Some(t) = turns.last_mut() {
+                t.push(serde_json::from_str(&json)?);
+            }
+        }
+        let mut spent = 0usize;
+        let mut kept = Vec::new();
+        for turn in turns {
+            let cost: usize = turn.iter().map(Message::approx_tokens).sum();
+            if spent + cost > budget_tokens {
+                break;
+            }
+            spent += cost;
+            kept.push(turn);
+        }
+        Ok(kept.into_iter().rev().flatten().collect())
+    }
+
+    /// Finish a turn in one transaction: its reply (or failure notice) into the outbox, its
+    /// messages marked done. Either all of this happens or none of it.
+    pub fn finish_turn(&self, turn: &ClaimedTurn, channel: &str, end: TurnEnd<'_>) -> Result<i64> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let (status, error, text) = match end {
+            TurnEnd::Done { reply } => ("done", None, reply),
+            TurnEnd::Failed { error, notice } => ("failed", Some(error), notice),
+        };
+        tx.execute(
+            "UPDATE turns SET status = ?1, error = ?2, finished_at = ?3 WHERE id = ?4",
+            params![status, error, now(), turn.id],
+        )?;
+        tx.execute("UPDATE inbox SET status = 'done' WHERE turn_id = ?1", [turn.id])?;
+        tx.execute(
+            "INSERT INTO outbox (group_id, channel, turn_id, text, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![turn.group.as_str(), channel, turn.id, text, now()],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Outbox rows of a group with id greater than `after`, oldest first (sent or not).
+    pub fn replies_after(&self, group: &GroupId, after: i64, limit: usize) -> Result<Vec<Outbound>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, group_id, channel, turn_id, text, created_at FROM outbox
+             WHERE group_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+        )?;
+        let rows = stmt
+            .query_map(params![group.as_str(), after, limit as i64], row_to_outbound)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// Unsent outbox rows for a channel, oldest first.
+    pub fn unsent(&self, channel: &str) -> Result<Vec<Outbound>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, group_id, channel, turn_id, text, created_at FROM outbox
+             WHERE channel = ?1 AND sent_at IS NULL ORDER BY id",
+        )?;
+        let rows = stmt.query_map([channel], row_to_outbound)?.collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// Mark outbox rows as accepted by their channel.
+    pub fn mark_sent(&self, ids: &[i64]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for id in ids {
+            tx.execute("UPDATE outbox SET sent_at = ?1 WHERE id = ?2 AND sent_at IS NULL", params![now(), id])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+fn row_to_outbound(r: &rusqlite::Row<'_>) -> rusqlite::Result<Outbound> {
+    Ok(Outbound {
+        id: r.get(0)?,
+        group: r.get(1)?,
+        channel: r.get(2)?,
+        turn_id: r.get(3)?,
+        text: r.get(4)?,
+        created_at: r.get(5)?,
+    })
+}
+
+fn migrate(conn: &Connection) -> Result<()> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(StoreError::TooNew { found: version, known });
+    }
+    for (n, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        // Each migration and its version bump commit together.
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", n as i64 + 1)?;
+        tx.commit()?;
+        tracing::info!(version = n + 1, "store migrated");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        (dir, s)
+    }
+
+    fn g(s: &str) -> GroupId {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn migrations_are_idempotent_and_wal_is_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        drop(Store::open(&path).unwrap());
+        let s = Store::open(&path).unwrap();
+        let mode: String = s.conn().pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        drop(Store::open(&path).unwrap());
+        Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
+        assert!(matches!(Store::open(&path), Err(StoreError::TooNew { found: 99, .. })));
+    }
+
+    #[test]
+    fn interrupted_turn_requeues_its_messages_and_answers_once() {
+        let (_d, s) = store();
+        s.accept_inbound(&g("a"), "api", "u", "hello").unwrap();
+        let turn = s.claim_turn(&g("a")).unwrap().unwrap();
+        assert!(s.claim_turn(&g("a")).unwrap().is_none(), "claimed messages are not claimed twice");
+        drop(turn); // the process dies here
+        assert_eq!(s.recover_interrupted().unwrap(), 1);
+        let turn = s.claim_turn(&g("a")).unwrap().unwrap();
+        assert_eq!(turn.messages.len(), 1);
+        s.finish_turn(&turn, "api", TurnEnd::Done { reply: "hi" }).unwrap();
+        assert_eq!(s.recover_interrupted().unwrap(), 0);
+        assert!(s.claim_turn(&g("a")).unwrap().is_none());
+        assert_eq!(s.replies_after(&g("a"), 0, 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn history_is_per_session_and_whole_turns_within_budget() {
+        let (_d, s) = store();
+        for i in 0..3 {
+            s.accept_inbound(&g("a"), "api", "u", &format!("m{i}")).unwrap();
+            let t = s.claim_turn(&g("a")).unwrap().unwrap();
+            s.append_step(t.id, 0, &Message::User { text: format!("m{i}") }, Usage::default()).unwrap();
+            s.append_step(t.id, 1, &Message::Assistant { text: "x".repeat(400), tool_calls: vec![] }, Usage::default())
+                .unwrap();
+            s.finish_turn(&t, "api", TurnEnd::Done { reply: "ok" }).unwrap();
+        }
+        s.accept_inbound(&g("a"), "api", "u", "now").unwrap();
+        let t = s.claim_turn(&g("a")).unwrap().unwrap();
+        let all = s.history(t.session_id, t.id, 100_000).unwrap();
+        assert_eq!(all.len(), 6);
+        assert_eq!(all[0], Message::User { text: "m0".into() });
+        let some = s.history(t.session_id, t.id, 250).unwrap();
+        assert_eq!(some.len(), 2, "only the newest whole turn fits");
+        assert_eq!(some[0], Message::User { text: "m2".into() });
+        // Another group's history is invisible.
+        s.accept_inbound(&g("b"), "api", "u", "x").unwrap();
+        let tb = s.claim_turn(&g("b")).unwrap().unwrap();
+        assert!(s.history(tb.session_id, tb.id, 100_000).unwrap().is_empty());
+        // A new session starts empty.
+        s.new_session(&g("a")).unwrap();
+        s.finish_turn(&t, "api", TurnEnd::Done { reply: "ok" }).unwrap();
+        s.accept_inbound(&g("a"), "api", "u", "fresh").unwrap();
+        let t2 = s.claim_turn(&g("a")).unwrap().unwrap();
+        assert!(s.history(t2.session_id, t2.id, 100_000).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,69 @@
+//! The terminal channel: `nanoclaw chat` (a conversation on stdin/stdout) and `nanoclaw ask`
+//! (one message, the reply on stdout). Each line is committed to the inbox before the turn runs,
+//! and a reply is marked sent once it has been printed.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use nanoclaw_core::GroupId;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::agent::{Agent, TurnResult};
+use crate::home::Home;
+
+/// The channel name stored with messages from the terminal.
+pub const CHANNEL: &str = "terminal";
+/// The sender name for the person at the terminal: the owner.
+const OWNER: &str = "owner";
+
+pub async fn ask(home: Home, group: GroupId, text: String) -> anyhow::Result<ExitCode> {
+    let (agent, _lock) = crate::build_agent(home, false).await?;
+    let ok = exchange(&agent, &group, &text).await?;
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+pub async fn chat(home: Home, group: GroupId) -> anyhow::Result<ExitCode> {
+    let (agent, _lock) = crate::build_agent(home, true).await?;
+    eprintln!("nanoclaw chat, group {group}. /new starts a fresh session, /quit or Ctrl-D leaves.");
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        eprint!("> ");
+        let _ = std::io::stderr().flush();
+        let Some(line) = lines.next_line().await? else { break };
+        match line.trim() {
+            "" => continue,
+            "/quit" | "/exit" => break,
+            "/new" => {
+                agent.store.new_session(&group)?;
+                eprintln!("(new session: earlier history is no longer in the prompt)");
+            }
+            text => {
+                exchange(&agent, &group, text).await?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Commit one message, run the group's turns, print this channel's replies. Returns whether
+/// the last turn produced an answer (rather than a failure notice).
+async fn exchange(agent: &Agent, group: &GroupId, text: &str) -> anyhow::Result<bool> {
+    agent.store.accept_inbound(group, CHANNEL, OWNER, text)?;
+    let results = agent.drain_group(group).await?;
+    let mut ok = true;
+    for reply in agent.store.unsent(CHANNEL)? {
+        let failed = results.iter().any(|(turn, r)| *turn == reply.turn_id && matches!(r, TurnResult::Failed(_)));
+        if failed {
+            eprintln!("nanoclaw: {}", reply.text);
+        } else {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}", reply.text)?;
+            out.flush()?;
+        }
+        agent.store.mark_sent(&[reply.id])?;
+    }
+    if let Some((_, TurnResult::Failed(_))) = results.last() {
+        ok = false;
+    }
+    Ok(ok)
+}
