@@ -451,7 +451,7 @@ mod tests {
         let all = s.history(t.session_id, t.id, 100_000).unwrap();
         assert_eq!(all.len(), 6);
         assert_eq!(all[0], Message::User { text: "m0".into() });
-        let some = s.history(t.session_id, t.id, 250).unwrap();
+        let some = s.history(t.session_id, t.id, 150).unwrap();
         assert_eq!(some.len(), 2, "only the newest whole turn fits");
         assert_eq!(some[0], Message::User { text: "m2".into() });
         // Another group's history is invisible.

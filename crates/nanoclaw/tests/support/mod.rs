@@ -1,0 +1,69 @@
+//! Test support: a scripted model server and a disposable nanoclaw data dir.
+#![allow(dead_code)]
+
+pub mod model_server;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+pub use model_server::{ScriptedModel, Step, Wire};
+
+/// The nanoclaw binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_nanoclaw")
+}
+
+/// A data dir with a config pointing at a scripted model server.
+pub struct TestHome {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestHome {
+    /// `nanoclaw init`, then `[model]` pointed at `model_url` with the given wire format, plus
+    /// any extra config text.
+    pub fn new(wire: Wire, model_url: &str, extra: &str) -> TestHome {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = std::process::Command::new(bin()).arg("--home").arg(dir.path()).arg("init").output().expect("run init");
+        assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
+        let provider = match wire {
+            Wire::Anthropic => "anthropic",
+            Wire::Openai => "openai",
+        };
+        let base = match wire {
+            Wire::Anthropic => model_url.to_owned(),
+            Wire::Openai => format!("{model_url}/v1"),
+        };
+        let config = format!(
+            "[model]\nprovider = \"{provider}\"\nname = \"scripted\"\nbase_url = \"{base}\"\nmax_retries = 2\nrequest_timeout_secs = 20\n{extra}"
+        );
+        std::fs::write(dir.path().join("nanoclaw.toml"), config).expect("write config");
+        TestHome { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn workspace(&self, group: &str) -> PathBuf {
+        self.path().join("workspaces").join(group)
+    }
+
+    pub fn command(&self) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new(bin());
+        c.arg("--home").arg(self.path());
+        c.env_remove("NANOCLAW_HOME").env("ANTHROPIC_API_KEY", "test-key").env("OPENAI_API_KEY", "test-key");
+        c.kill_on_drop(true);
+        c
+    }
+
+    /// Run `nanoclaw ARGS...` to completion.
+    pub async fn run(&self, args: &[&str]) -> Output {
+        let fut = self.command().args(args).output();
+        tokio::time::timeout(Duration::from_secs(60), fut).await.expect("nanoclaw timed out").expect("run nanoclaw")
+    }
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
