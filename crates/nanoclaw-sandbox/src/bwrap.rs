@@ -76,6 +76,10 @@ impl BwrapBackend {
                 "--ro-bind",
                 &self.init,
                 INIT_PATH_IN_SANDBOX,
+                // Every mount point exists now; the root itself becomes read-only, so the only
+                // writable places are the workspace and /tmp.
+                "--remount-ro",
+                "/",
                 "--chdir",
                 WORKSPACE_IN_SANDBOX,
                 "--",
