@@ -33,7 +33,9 @@ pub enum Reason {
 impl Reason {
     pub fn describe(self) -> &'static str {
         match self {
-            Reason::DefaultSandboxed => "default rule: tools that run inside the sandbox are allowed",
+            Reason::DefaultSandboxed => {
+                "default rule: tools that run inside the sandbox are allowed"
+            }
             Reason::DefaultOutsideSandbox => {
                 "default rule: tools with effects outside the sandbox need a human's approval"
             }
@@ -65,7 +67,11 @@ mod tests {
     use super::*;
 
     fn call(name: &str) -> ToolCall {
-        ToolCall { id: "c1".into(), name: name.into(), arguments: serde_json::json!({}) }
+        ToolCall {
+            id: "c1".into(),
+            name: name.into(),
+            arguments: serde_json::json!({}),
+        }
     }
 
     #[test]
@@ -84,11 +90,17 @@ mod tests {
 
     #[test]
     fn outside_effects_ask_by_default() {
-        assert_eq!(decide(&call("send"), ToolEffect::OutsideSandbox).decision, Decision::Ask);
+        assert_eq!(
+            decide(&call("send"), ToolEffect::OutsideSandbox).decision,
+            Decision::Ask
+        );
     }
 
     #[test]
     fn unknown_tool_is_never_allowed() {
-        assert_eq!(decide(&call("nope"), ToolEffect::Unknown).decision, Decision::Deny);
+        assert_eq!(
+            decide(&call("nope"), ToolEffect::Unknown).decision,
+            Decision::Deny
+        );
     }
 }

@@ -51,7 +51,8 @@ impl FromStr for GroupId {
         if s.len() > MAX_GROUP_ID_LEN {
             return Err(GroupIdError::TooLong(s.to_owned()));
         }
-        let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_';
+        let allowed =
+            |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_';
         let first_ok = s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit());
         if !first_ok || !s.chars().all(allowed) {
             return Err(GroupIdError::BadCharacter(s.to_owned()));
@@ -86,7 +87,9 @@ mod tests {
 
     #[test]
     fn rejects_path_traversal_and_separators() {
-        for bad in ["..", ".", "a/b", "../etc", "a\\b", "-x", "_x", "Main", "a b", "a\0b", "é"] {
+        for bad in [
+            "..", ".", "a/b", "../etc", "a\\b", "-x", "_x", "Main", "a b", "a\0b", "é",
+        ] {
             assert!(bad.parse::<GroupId>().is_err(), "{bad:?} was accepted");
         }
     }
@@ -95,7 +98,10 @@ mod tests {
     fn rejects_empty_and_overlong() {
         assert_eq!("".parse::<GroupId>(), Err(GroupIdError::Empty));
         let long = "a".repeat(MAX_GROUP_ID_LEN + 1);
-        assert!(matches!(long.parse::<GroupId>(), Err(GroupIdError::TooLong(_))));
+        assert!(matches!(
+            long.parse::<GroupId>(),
+            Err(GroupIdError::TooLong(_))
+        ));
         assert!("a".repeat(MAX_GROUP_ID_LEN).parse::<GroupId>().is_ok());
     }
 

@@ -62,7 +62,11 @@ impl BwrapBackend {
             )
         })?;
         let init = utf8(init)?.to_owned();
-        Ok(BwrapBackend { bwrap, init, common_args: common_args() })
+        Ok(BwrapBackend {
+            bwrap,
+            init,
+            common_args: common_args(),
+        })
     }
 
     /// The full argument list for one request.
@@ -110,7 +114,9 @@ impl Backend for BwrapBackend {
             .await?;
             // bwrap reports its own setup failures on stderr with this prefix and status 1.
             if out.state == run::ExitState::Exited(1) && out.stderr.bytes.starts_with(b"bwrap: ") {
-                return Err(SandboxError::Setup(out.stderr.text_lossy().trim().to_owned()));
+                return Err(SandboxError::Setup(
+                    out.stderr.text_lossy().trim().to_owned(),
+                ));
             }
             Ok(out)
         })
@@ -166,12 +172,16 @@ fn common_args() -> Vec<String> {
     for name in USR_LINKS {
         let host = Path::new("/").join(name);
         match std::fs::read_link(&host) {
-            Ok(target) => {
-                a.extend(["--symlink".to_owned(), target.display().to_string(), host.display().to_string()])
-            }
-            Err(_) if host.is_dir() => {
-                a.extend(["--ro-bind".to_owned(), host.display().to_string(), host.display().to_string()])
-            }
+            Ok(target) => a.extend([
+                "--symlink".to_owned(),
+                target.display().to_string(),
+                host.display().to_string(),
+            ]),
+            Err(_) if host.is_dir() => a.extend([
+                "--ro-bind".to_owned(),
+                host.display().to_string(),
+                host.display().to_string(),
+            ]),
             Err(_) => {}
         }
     }
@@ -182,13 +192,14 @@ fn common_args() -> Vec<String> {
 }
 
 fn utf8(path: &Path) -> Result<&str, SandboxError> {
-    path.to_str().ok_or_else(|| {
-        SandboxError::Setup(format!("path {} is not valid UTF-8", path.display()))
-    })
+    path.to_str()
+        .ok_or_else(|| SandboxError::Setup(format!("path {} is not valid UTF-8", path.display())))
 }
 
 /// The first executable named `name` on `PATH`.
 pub fn find_on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
 }

@@ -38,15 +38,31 @@ pub const MAX_WALK_ENTRIES: usize = 100_000;
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum FileRequest {
     /// Read a text file; `offset` is the first line (1-based), `limit` the number of lines.
-    Read { path: String, offset: Option<usize>, limit: Option<usize> },
+    Read {
+        path: String,
+        offset: Option<usize>,
+        limit: Option<usize>,
+    },
     /// Create or replace a file with `content`, creating parent directories.
     Write { path: String, content: String },
     /// Replace the single exact occurrence of `old` with `new`.
-    Edit { path: String, old: String, new: String },
+    Edit {
+        path: String,
+        old: String,
+        new: String,
+    },
     /// List files under `path` (default: the workspace) whose relative path matches `pattern`.
-    List { pattern: String, path: Option<String> },
+    List {
+        pattern: String,
+        path: Option<String>,
+    },
     /// Search files under `path` for lines matching the regex `pattern`.
-    Grep { pattern: String, path: Option<String>, glob: Option<String>, ignore_case: bool },
+    Grep {
+        pattern: String,
+        path: Option<String>,
+        glob: Option<String>,
+        ignore_case: bool,
+    },
 }
 
 /// The init's answer to one [`FileRequest`].
@@ -70,11 +86,16 @@ pub async fn run_file_op(
         workspace,
         program: crate::Program::FileRequest,
         stdin,
-        limits: Limits { output_bytes: MAX_REPLY_BYTES, ..limits },
+        limits: Limits {
+            output_bytes: MAX_REPLY_BYTES,
+            ..limits
+        },
     };
     let out = backend.exec(&req).await?;
     if out.stdout.dropped > 0 {
-        return Err(SandboxError::BadReply(format!("reply larger than {MAX_REPLY_BYTES} bytes")));
+        return Err(SandboxError::BadReply(format!(
+            "reply larger than {MAX_REPLY_BYTES} bytes"
+        )));
     }
     match out.state {
         crate::ExitState::Exited(0) => serde_json::from_slice(&out.stdout.bytes)
@@ -92,19 +113,32 @@ pub async fn run_file_op(
 /// Inside the sandbox: read one request from stdin, carry it out, print the reply.
 pub fn serve_one_request() -> i32 {
     let mut raw = Vec::new();
-    let reply = match std::io::stdin().take(MAX_REQUEST_BYTES as u64 + 1).read_to_end(&mut raw) {
-        Err(e) => FileReply::Error { message: format!("reading the request: {e}") },
-        Ok(_) if raw.len() > MAX_REQUEST_BYTES => {
-            FileReply::Error { message: format!("request larger than {MAX_REQUEST_BYTES} bytes") }
-        }
+    let reply = match std::io::stdin()
+        .take(MAX_REQUEST_BYTES as u64 + 1)
+        .read_to_end(&mut raw)
+    {
+        Err(e) => FileReply::Error {
+            message: format!("reading the request: {e}"),
+        },
+        Ok(_) if raw.len() > MAX_REQUEST_BYTES => FileReply::Error {
+            message: format!("request larger than {MAX_REQUEST_BYTES} bytes"),
+        },
         Ok(_) => match serde_json::from_slice::<FileRequest>(&raw) {
             Ok(req) => execute(&req),
-            Err(e) => FileReply::Error { message: format!("bad request: {e}") },
+            Err(e) => FileReply::Error {
+                message: format!("bad request: {e}"),
+            },
         },
     };
-    let Ok(json) = serde_json::to_vec(&reply) else { return 1 };
+    let Ok(json) = serde_json::to_vec(&reply) else {
+        return 1;
+    };
     let mut stdout = std::io::stdout().lock();
-    if stdout.write_all(&json).and_then(|()| stdout.flush()).is_err() {
+    if stdout
+        .write_all(&json)
+        .and_then(|()| stdout.flush())
+        .is_err()
+    {
         return 1;
     }
     0
@@ -113,13 +147,20 @@ pub fn serve_one_request() -> i32 {
 /// Carry out one request against the sandbox's own file system.
 pub fn execute(req: &FileRequest) -> FileReply {
     let result = match req {
-        FileRequest::Read { path, offset, limit } => read(path, *offset, *limit),
+        FileRequest::Read {
+            path,
+            offset,
+            limit,
+        } => read(path, *offset, *limit),
         FileRequest::Write { path, content } => write(path, content),
         FileRequest::Edit { path, old, new } => edit(path, old, new),
         FileRequest::List { pattern, path } => list(pattern, path.as_deref()),
-        FileRequest::Grep { pattern, path, glob, ignore_case } => {
-            grep(pattern, path.as_deref(), glob.as_deref(), *ignore_case)
-        }
+        FileRequest::Grep {
+            pattern,
+            path,
+            glob,
+            ignore_case,
+        } => grep(pattern, path.as_deref(), glob.as_deref(), *ignore_case),
     };
     match result {
         Ok(text) => FileReply::Ok { text },
@@ -144,7 +185,11 @@ fn io_error(path: &str, e: std::io::Error) -> OpError {
 /// Relative paths are taken from the workspace.
 fn resolve(path: &str) -> PathBuf {
     let p = Path::new(path);
-    if p.is_absolute() { p.to_path_buf() } else { Path::new(WORKSPACE_IN_SANDBOX).join(p) }
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        Path::new(WORKSPACE_IN_SANDBOX).join(p)
+    }
 }
 
 fn read_text(path: &str) -> Result<String, OpError> {
@@ -188,11 +233,15 @@ fn write(path: &str, content: &str) -> Result<String, OpError> {
 
 fn edit(path: &str, old: &str, new: &str) -> Result<String, OpError> {
     if old.is_empty() {
-        return Err(OpError::Failed("old text is empty; give the exact text to replace".into()));
+        return Err(OpError::Failed(
+            "old text is empty; give the exact text to replace".into(),
+        ));
     }
     let text = read_text(path)?;
     match text.matches(old).count() {
-        0 => Err(OpError::Failed(format!("old text not found in {path}; nothing changed"))),
+        0 => Err(OpError::Failed(format!(
+            "old text not found in {path}; nothing changed"
+        ))),
         1 => {
             fs::write(resolve(path), text.replacen(old, new, 1)).map_err(|e| io_error(path, e))?;
             Ok(format!("edited {path}: replaced 1 occurrence"))
@@ -248,14 +297,24 @@ fn walk(root: &Path) -> Result<Vec<PathBuf>, OpError> {
 fn list(pattern: &str, path: Option<&str>) -> Result<String, OpError> {
     let matcher = glob_matcher(pattern)?;
     let root = resolve(path.unwrap_or("."));
-    let hits: Vec<_> = walk(&root)?.into_iter().filter(|p| matcher.is_match(p)).collect();
+    let hits: Vec<_> = walk(&root)?
+        .into_iter()
+        .filter(|p| matcher.is_match(p))
+        .collect();
     if hits.is_empty() {
         return Ok(format!("no files match {pattern:?}"));
     }
-    let mut out: Vec<String> =
-        hits.iter().take(MAX_LIST_ENTRIES).map(|p| p.display().to_string()).collect();
+    let mut out: Vec<String> = hits
+        .iter()
+        .take(MAX_LIST_ENTRIES)
+        .map(|p| p.display().to_string())
+        .collect();
     if hits.len() > MAX_LIST_ENTRIES {
-        out.push(format!("[truncated: {} of {} matches shown]", MAX_LIST_ENTRIES, hits.len()));
+        out.push(format!(
+            "[truncated: {} of {} matches shown]",
+            MAX_LIST_ENTRIES,
+            hits.len()
+        ));
     }
     Ok(out.join("\n"))
 }
@@ -276,7 +335,10 @@ fn grep(
     // A single file may be named directly.
     let (base, files) = if root.is_file() {
         let name = root.file_name().map(PathBuf::from).unwrap_or_default();
-        (root.parent().map(Path::to_path_buf).unwrap_or_default(), vec![name])
+        (
+            root.parent().map(Path::to_path_buf).unwrap_or_default(),
+            vec![name],
+        )
     } else {
         (root.clone(), walk(&root)?)
     };
@@ -287,11 +349,15 @@ fn grep(
             continue;
         }
         let full = base.join(&rel);
-        if fs::symlink_metadata(&full).map_or(true, |m| !m.is_file() || m.len() > MAX_GREP_FILE_BYTES) {
+        if fs::symlink_metadata(&full)
+            .map_or(true, |m| !m.is_file() || m.len() > MAX_GREP_FILE_BYTES)
+        {
             continue;
         }
         let Ok(bytes) = fs::read(&full) else { continue };
-        let Ok(text) = String::from_utf8(bytes) else { continue }; // binary files are skipped
+        let Ok(text) = String::from_utf8(bytes) else {
+            continue;
+        }; // binary files are skipped
         for (n, line) in text.lines().enumerate() {
             if regex.is_match(line) {
                 total += 1;
@@ -306,7 +372,163 @@ fn grep(
         return Ok(format!("no lines match {pattern:?}"));
     }
     if total > MAX_GREP_MATCHES {
-        out.push(format!("[truncated: {MAX_GREP_MATCHES} of {total} matching lines shown]"));
+        out.push(format!(
+            "[truncated: {MAX_GREP_MATCHES} of {total} matching lines shown]"
+        ));
     }
     Ok(out.join("\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Requests with absolute paths into a temp dir exercise the same code the init runs.
+    fn at(dir: &tempfile::TempDir, rel: &str) -> String {
+        dir.path().join(rel).display().to_string()
+    }
+
+    fn ok(reply: FileReply) -> String {
+        match reply {
+            FileReply::Ok { text } => text,
+            other => panic!("expected ok, got {other:?}"),
+        }
+    }
+
+    fn err(reply: FileReply) -> String {
+        match reply {
+            FileReply::Error { message } => message,
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn write_creates_parents_and_read_selects_lines() {
+        let d = tempfile::tempdir().unwrap();
+        ok(execute(&FileRequest::Write {
+            path: at(&d, "a/b/c.txt"),
+            content: "1\n2\n3\n4\n".into(),
+        }));
+        let read = |offset, limit| {
+            execute(&FileRequest::Read {
+                path: at(&d, "a/b/c.txt"),
+                offset,
+                limit,
+            })
+        };
+        assert_eq!(ok(read(None, None)), "1\n2\n3\n4\n");
+        assert_eq!(ok(read(Some(2), Some(2))), "2\n3\n");
+        assert_eq!(ok(read(Some(9), None)), "");
+    }
+
+    #[test]
+    fn read_of_a_huge_file_is_truncated_with_a_note() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("big"), "é".repeat(MAX_READ_BYTES)).unwrap();
+        let text = ok(execute(&FileRequest::Read {
+            path: at(&d, "big"),
+            offset: None,
+            limit: None,
+        }));
+        assert!(text.contains("[truncated: showed"));
+        assert!(text.len() < MAX_READ_BYTES + 200);
+    }
+
+    #[test]
+    fn read_refuses_binary_and_reports_missing() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("bin"), [0xff, 0xfe, 0x00]).unwrap();
+        assert!(
+            err(execute(&FileRequest::Read {
+                path: at(&d, "bin"),
+                offset: None,
+                limit: None
+            }))
+            .contains("not UTF-8")
+        );
+        let missing = execute(&FileRequest::Read {
+            path: at(&d, "nope"),
+            offset: None,
+            limit: None,
+        });
+        assert!(matches!(missing, FileReply::NotFound { .. }));
+    }
+
+    #[test]
+    fn edit_needs_exactly_one_match_and_changes_nothing_otherwise() {
+        let d = tempfile::tempdir().unwrap();
+        let p = at(&d, "f");
+        std::fs::write(&p, "x y x").unwrap();
+        let edit = |old: &str| {
+            execute(&FileRequest::Edit {
+                path: p.clone(),
+                old: old.into(),
+                new: "Z".into(),
+            })
+        };
+        assert!(err(edit("x")).contains("occurs 2 times"));
+        assert!(err(edit("q")).contains("not found"));
+        assert!(err(edit("")).contains("empty"));
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "x y x");
+        ok(edit("y"));
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "x Z x");
+    }
+
+    #[test]
+    fn list_matches_globs_and_never_follows_symlinked_dirs() {
+        let d = tempfile::tempdir().unwrap();
+        for f in ["a.md", "sub/b.md", "sub/c.txt"] {
+            ok(execute(&FileRequest::Write {
+                path: at(&d, f),
+                content: String::new(),
+            }));
+        }
+        std::os::unix::fs::symlink("/", d.path().join("root-link")).unwrap();
+        let list = |pattern: &str| {
+            execute(&FileRequest::List {
+                pattern: pattern.into(),
+                path: Some(at(&d, "")),
+            })
+        };
+        assert_eq!(ok(list("**/*.md")), "a.md\nsub/b.md");
+        assert_eq!(ok(list("*.md")), "a.md");
+        assert_eq!(ok(list("root-link/**")), "no files match \"root-link/**\"");
+        assert!(err(list("[")).contains("bad glob"));
+    }
+
+    #[test]
+    fn grep_finds_lines_skips_binary_and_caps_matches() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("t.txt"), "alpha\nBeta\ngamma\n").unwrap();
+        std::fs::write(d.path().join("b.bin"), [b'a', 0xff, b'\n']).unwrap();
+        let many: String = (0..MAX_GREP_MATCHES + 5)
+            .map(|i| format!("hit {i}\n"))
+            .collect();
+        std::fs::write(d.path().join("many.txt"), many).unwrap();
+        let grep = |pattern: &str, ignore_case, glob: Option<&str>| {
+            execute(&FileRequest::Grep {
+                pattern: pattern.into(),
+                path: Some(at(&d, "")),
+                glob: glob.map(str::to_owned),
+                ignore_case,
+            })
+        };
+        assert_eq!(ok(grep("^beta$", true, None)), "t.txt:2:Beta");
+        assert_eq!(ok(grep("^beta$", false, None)), "no lines match \"^beta$\"");
+        let capped = ok(grep("^hit", false, Some("many.txt")));
+        assert!(capped.ends_with(&format!(
+            "[truncated: {MAX_GREP_MATCHES} of {} matching lines shown]",
+            MAX_GREP_MATCHES + 5
+        )));
+        assert!(err(grep("(", false, None)).contains("bad regex"));
+    }
+
+    #[test]
+    fn requests_with_unknown_fields_are_rejected() {
+        let r: Result<FileRequest, _> =
+            serde_json::from_str(r#"{"op":"read","path":"a","follow":true}"#);
+        assert!(r.is_err());
+        let r: Result<FileRequest, _> = serde_json::from_str(r#"{"op":"chmod","path":"a"}"#);
+        assert!(r.is_err());
+    }
 }

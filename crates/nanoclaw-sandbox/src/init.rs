@@ -25,7 +25,9 @@ pub fn main(args: &[String]) -> i32 {
             };
             exec(argv)
         }
-        Some((mode, rest)) if mode == "file" && rest.is_empty() => crate::files::serve_one_request(),
+        Some((mode, rest)) if mode == "file" && rest.is_empty() => {
+            crate::files::serve_one_request()
+        }
         _ => usage(),
     }
 }
@@ -38,7 +40,9 @@ fn usage() -> i32 {
 fn exec(argv: &[String]) -> i32 {
     use std::os::unix::process::ExitStatusExt;
     match Command::new(&argv[0]).args(&argv[1..]).status() {
-        Ok(status) => status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+        Ok(status) => status
+            .code()
+            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
         Err(e) => {
             eprintln!("nanoclaw init: cannot run {:?}: {e}", argv[0]);
             EXIT_CANNOT_RUN

@@ -91,7 +91,10 @@ pub struct ExecOutput {
 pub enum SandboxError {
     /// The backend's program could not be started.
     #[error("could not start {program}: {source}")]
-    Spawn { program: String, source: std::io::Error },
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
     /// The backend started but could not build the sandbox.
     #[error("the sandbox could not be set up: {0}")]
     Setup(String),
@@ -107,7 +110,8 @@ pub enum SandboxError {
 }
 
 /// A boxed future, so backends can sit behind `dyn Backend`.
-pub type ExecFuture<'a> = Pin<Box<dyn Future<Output = Result<ExecOutput, SandboxError>> + Send + 'a>>;
+pub type ExecFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<ExecOutput, SandboxError>> + Send + 'a>>;
 
 /// A sandbox backend. Every command the agent runs goes through one of these.
 pub trait Backend: Send + Sync {
@@ -123,7 +127,10 @@ pub async fn self_test(backend: &dyn Backend, workspace: PathBuf) -> Result<(), 
         workspace,
         program: Program::Command(vec!["true".into()]),
         stdin: Vec::new(),
-        limits: Limits { wall_time: Duration::from_secs(10), output_bytes: 4096 },
+        limits: Limits {
+            wall_time: Duration::from_secs(10),
+            output_bytes: 4096,
+        },
     };
     let out = backend.exec(&req).await?;
     match out.state {
@@ -148,7 +155,10 @@ impl Backend for UnavailableBackend {
 
     fn exec<'a>(&'a self, _req: &'a ExecRequest) -> ExecFuture<'a> {
         Box::pin(async move {
-            Err(SandboxError::Unavailable(format!("no sandbox backend works, so no command can run: {}", self.reason)))
+            Err(SandboxError::Unavailable(format!(
+                "no sandbox backend works, so no command can run: {}",
+                self.reason
+            )))
         })
     }
 }

@@ -70,7 +70,10 @@ pub async fn run_capped(
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|source| SandboxError::Spawn { program: program.to_owned(), source })?;
+        .map_err(|source| SandboxError::Spawn {
+            program: program.to_owned(),
+            source,
+        })?;
 
     // Feed and drain on their own tasks so that what was printed before a timeout is kept.
     let feed = child.stdin.take().map(|mut pipe| {
@@ -132,7 +135,9 @@ fn exit_state(status: std::process::ExitStatus) -> ExitState {
 /// Read a pipe to its end, keeping at most `cap` bytes and counting the rest.
 async fn drain<R: AsyncRead + Unpin>(pipe: Option<R>, cap: usize) -> std::io::Result<Captured> {
     let mut captured = Captured::default();
-    let Some(mut pipe) = pipe else { return Ok(captured) };
+    let Some(mut pipe) = pipe else {
+        return Ok(captured);
+    };
     let mut buf = vec![0u8; READ_CHUNK];
     loop {
         let n = pipe.read(&mut buf).await?;

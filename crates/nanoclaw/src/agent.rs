@@ -38,12 +38,18 @@ pub struct Agent {
 
 impl Agent {
     pub fn limits(config: &Config) -> Limits {
-        Limits { wall_time: config.command_timeout, output_bytes: config.output_limit_bytes }
+        Limits {
+            wall_time: config.command_timeout,
+            output_bytes: config.output_limit_bytes,
+        }
     }
 
     /// Claim and answer everything pending for `group`, one turn at a time. Returns the results
     /// in order; empty when nothing was pending.
-    pub async fn drain_group(&self, group: &nanoclaw_core::GroupId) -> anyhow::Result<Vec<(i64, TurnResult)>> {
+    pub async fn drain_group(
+        &self,
+        group: &nanoclaw_core::GroupId,
+    ) -> anyhow::Result<Vec<(i64, TurnResult)>> {
         let mut results = Vec::new();
         while let Some(turn) = self.store.claim_turn(group)? {
             let result = self.run_turn(&turn).await?;
@@ -54,16 +60,28 @@ impl Agent {
 
     /// Run one claimed turn to its end and commit its reply.
     pub async fn run_turn(&self, turn: &ClaimedTurn) -> anyhow::Result<TurnResult> {
-        let reply_channel = turn.messages.last().map_or("api", |m| m.channel.as_str()).to_owned();
+        let reply_channel = turn
+            .messages
+            .last()
+            .map_or("api", |m| m.channel.as_str())
+            .to_owned();
         let outcome = self.converse(turn).await;
         let result = match outcome {
             Ok(reply) => {
-                self.store.finish_turn(turn, &reply_channel, TurnEnd::Done { reply: &reply })?;
+                self.store
+                    .finish_turn(turn, &reply_channel, TurnEnd::Done { reply: &reply })?;
                 TurnResult::Replied(reply)
             }
             Err(error) => {
                 tracing::info!(group = %turn.group, turn = turn.id, %error, "turn failed");
-                self.store.finish_turn(turn, &reply_channel, TurnEnd::Failed { error: &error, notice: &error })?;
+                self.store.finish_turn(
+                    turn,
+                    &reply_channel,
+                    TurnEnd::Failed {
+                        error: &error,
+                        notice: &error,
+                    },
+                )?;
                 TurnResult::Failed(error)
             }
         };
@@ -73,9 +91,14 @@ impl Agent {
     /// The model ↔ tools loop. `Err` carries a message fit to show the user.
     async fn converse(&self, turn: &ClaimedTurn) -> Result<String, String> {
         let model = self.model.as_ref().map_err(Clone::clone)?;
-        let workspace = self.home.workspace(&turn.group).map_err(|e| format!("{e:#}"))?;
+        let workspace = self
+            .home
+            .workspace(&turn.group)
+            .map_err(|e| format!("{e:#}"))?;
         let persist = |seq: u32, m: &Message, usage: Usage| {
-            self.store.append_step(turn.id, seq, m, usage).map_err(|e| format!("could not save the turn: {e}"))
+            self.store
+                .append_step(turn.id, seq, m, usage)
+                .map_err(|e| format!("could not save the turn: {e}"))
         };
 
         // 1. The prompt: system prompt and memory, history, then the new messages.
@@ -84,7 +107,9 @@ impl Agent {
             .store
             .history(turn.session_id, turn.id, self.config.context_budget_tokens)
             .map_err(|e| format!("could not load history: {e}"))?;
-        let incoming = Message::User { text: incoming_text(turn) };
+        let incoming = Message::User {
+            text: incoming_text(turn),
+        };
         persist(0, &incoming, Usage::default())?;
         messages.push(incoming);
         let mut seq = 1;
@@ -97,28 +122,45 @@ impl Agent {
                 .complete(&system, &messages, &specs)
                 .await
                 .map_err(|e| format!("I could not get an answer from the model: {e}"))?;
-            let assistant = Message::Assistant { text: resp.text.clone(), tool_calls: resp.tool_calls.clone() };
+            let assistant = Message::Assistant {
+                text: resp.text.clone(),
+                tool_calls: resp.tool_calls.clone(),
+            };
             persist(seq, &assistant, resp.usage)?;
             seq += 1;
             messages.push(assistant);
             if resp.tool_calls.is_empty() {
-                return Ok(if resp.text.trim().is_empty() { "(the model gave an empty answer)".into() } else { resp.text });
+                return Ok(if resp.text.trim().is_empty() {
+                    "(the model gave an empty answer)".into()
+                } else {
+                    resp.text
+                });
             }
             last_text = resp.text;
             for call in &resp.tool_calls {
                 let outcome = self.tools.call(&workspace, call).await;
-                let result =
-                    Message::Tool { call_id: call.id.clone(), content: outcome.content, is_error: outcome.is_error };
+                let result = Message::Tool {
+                    call_id: call.id.clone(),
+                    content: outcome.content,
+                    is_error: outcome.is_error,
+                };
                 persist(seq, &result, Usage::default())?;
                 seq += 1;
                 messages.push(result);
             }
         }
-        let note = format!("(stopped: this turn reached its limit of {} model steps)", self.config.model.max_steps);
-        Ok(if last_text.trim().is_empty() { note } else { format!("{last_text}\n\n{note}") })
+        let note = format!(
+            "(stopped: this turn reached its limit of {} model steps)",
+            self.config.model.max_steps
+        );
+        Ok(if last_text.trim().is_empty() {
+            note
+        } else {
+            format!("{last_text}\n\n{note}")
+        })
     }
 
-    async fn system_prompt(&self, workspace: &std::path::PathBuf) -> String {
+    async fn system_prompt(&self, workspace: &std::path::Path) -> String {
         let mut system = self.config.system_prompt.clone();
         match self.tools.read_optional(workspace, "MEMORY.md").await {
             Ok(Some(memory)) if !memory.trim().is_empty() => {
@@ -126,7 +168,9 @@ impl Agent {
                 system.push_str("\n\n## Your memory (/workspace/MEMORY.md)\n\n");
                 system.push_str(&memory[..cut]);
                 if cut < memory.len() {
-                    system.push_str("\n[MEMORY.md is longer; the rest was left out. Read it with read_file.]");
+                    system.push_str(
+                        "\n[MEMORY.md is longer; the rest was left out. Read it with read_file.]",
+                    );
                 }
             }
             Ok(_) => {}
@@ -140,7 +184,11 @@ impl Agent {
 fn incoming_text(turn: &ClaimedTurn) -> String {
     match turn.messages.as_slice() {
         [one] => one.text.clone(),
-        many => many.iter().map(|m| format!("[{}] {}", m.sender, m.text)).collect::<Vec<_>>().join("\n"),
+        many => many
+            .iter()
+            .map(|m| format!("[{}] {}", m.sender, m.text))
+            .collect::<Vec<_>>()
+            .join("\n"),
     }
 }
 

@@ -52,12 +52,24 @@ type Reply = Response<Full<Bytes>>;
 fn reply(status: StatusCode, body: serde_json::Value) -> Reply {
     let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
     *r.status_mut() = status;
-    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
     r
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Reply {
-    reply(status, json!({"error": message.into()}))
+/// A refused request: its status and a message naming what was wrong.
+struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> ApiError {
+    ApiError {
+        status,
+        message: message.into(),
+    }
 }
 
 /// Compare in time independent of where the strings differ.
@@ -67,10 +79,13 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 impl Api {
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Reply, Infallible> {
-        Ok(self.route(req).await.unwrap_or_else(|e| e))
+        Ok(self
+            .route(req)
+            .await
+            .unwrap_or_else(|e| reply(e.status, json!({"error": e.message}))))
     }
 
-    async fn route(&self, req: Request<Incoming>) -> Result<Reply, Reply> {
+    async fn route(&self, req: Request<Incoming>) -> Result<Reply, ApiError> {
         let path = req.uri().path().to_owned();
         if path == "/v1/health" {
             return Ok(reply(StatusCode::OK, json!({"ok": true})));
@@ -87,14 +102,18 @@ impl Api {
                 let after = parse_after(req.uri().query())?;
                 self.get_replies(group, after)
             }
-            (_, ["v1", "groups", _, "messages" | "replies"]) => {
-                Err(error(StatusCode::METHOD_NOT_ALLOWED, format!("{} is not allowed on {path}", req.method())))
-            }
-            _ => Err(error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}"))),
+            (_, ["v1", "groups", _, "messages" | "replies"]) => Err(error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{} is not allowed on {path}", req.method()),
+            )),
+            _ => Err(error(
+                StatusCode::NOT_FOUND,
+                format!("no such endpoint: {path}"),
+            )),
         }
     }
 
-    fn authorize(&self, req: &Request<Incoming>) -> Result<(), Reply> {
+    fn authorize(&self, req: &Request<Incoming>) -> Result<(), ApiError> {
         let given = req
             .headers()
             .get(hyper::header::AUTHORIZATION)
@@ -102,16 +121,33 @@ impl Api {
             .and_then(|v| v.strip_prefix("Bearer "));
         match given {
             Some(t) if constant_time_eq(t.trim().as_bytes(), self.token.as_bytes()) => Ok(()),
-            _ => Err(error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token (see api.token in the data dir)")),
+            _ => Err(error(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token (see api.token in the data dir)",
+            )),
         }
     }
 
-    async fn post_message(&self, group: GroupId, req: Request<Incoming>) -> Result<Reply, Reply> {
-        let body = Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await.map_err(|e| {
-            error(StatusCode::PAYLOAD_TOO_LARGE, format!("could not read the body (at most {MAX_BODY_BYTES} bytes): {e}"))
+    async fn post_message(
+        &self,
+        group: GroupId,
+        req: Request<Incoming>,
+    ) -> Result<Reply, ApiError> {
+        let body = Limited::new(req.into_body(), MAX_BODY_BYTES)
+            .collect()
+            .await
+            .map_err(|e| {
+                error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("could not read the body (at most {MAX_BODY_BYTES} bytes): {e}"),
+                )
+            })?;
+        let msg: PostMessage = serde_json::from_slice(&body.to_bytes()).map_err(|e| {
+            error(
+                StatusCode::BAD_REQUEST,
+                format!("body must be {{\"text\": \"...\"}}: {e}"),
+            )
         })?;
-        let msg: PostMessage = serde_json::from_slice(&body.to_bytes())
-            .map_err(|e| error(StatusCode::BAD_REQUEST, format!("body must be {{\"text\": \"...\"}}: {e}")))?;
         if msg.text.trim().is_empty() {
             return Err(error(StatusCode::BAD_REQUEST, "text is empty"));
         }
@@ -119,37 +155,55 @@ impl Api {
         let id = self
             .store
             .accept_inbound(&group, CHANNEL, &msg.sender, &msg.text)
-            .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, format!("could not store the message: {e}")))?;
+            .map_err(|e| {
+                error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("could not store the message: {e}"),
+                )
+            })?;
         self.queue.kick(group);
         Ok(reply(StatusCode::ACCEPTED, json!({"id": id})))
     }
 
-    fn get_replies(&self, group: GroupId, after: i64) -> Result<Reply, Reply> {
-        let internal = |e: crate::store::StoreError| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
-        let rows = self.store.replies_after(&group, after, MAX_REPLIES_PER_GET).map_err(internal)?;
+    fn get_replies(&self, group: GroupId, after: i64) -> Result<Reply, ApiError> {
+        let internal =
+            |e: crate::store::StoreError| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+        let rows = self
+            .store
+            .replies_after(&group, after, MAX_REPLIES_PER_GET)
+            .map_err(internal)?;
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
         self.store.mark_sent(&ids).map_err(internal)?;
         Ok(reply(StatusCode::OK, json!({"replies": rows})))
     }
 }
 
-fn parse_group(raw: &str) -> Result<GroupId, Reply> {
-    raw.parse().map_err(|e| error(StatusCode::BAD_REQUEST, format!("{e}")))
+fn parse_group(raw: &str) -> Result<GroupId, ApiError> {
+    raw.parse()
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("{e}")))
 }
 
-fn parse_after(query: Option<&str>) -> Result<i64, Reply> {
-    let Some(query) = query else { return Ok(0) };
-    for pair in query.split('&') {
+fn parse_after(query: Option<&str>) -> Result<i64, ApiError> {
+    let mut after = 0;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
             Some(("after", v)) => {
-                return v
-                    .parse::<i64>()
-                    .map_err(|_| error(StatusCode::BAD_REQUEST, format!("after must be an integer, got {v:?}")));
+                after = v.parse::<i64>().map_err(|_| {
+                    error(
+                        StatusCode::BAD_REQUEST,
+                        format!("after must be an integer, got {v:?}"),
+                    )
+                })?;
             }
-            _ => return Err(error(StatusCode::BAD_REQUEST, format!("unknown query parameter {pair:?}"))),
+            _ => {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown query parameter {pair:?}"),
+                ));
+            }
         }
     }
-    Ok(0)
+    Ok(after)
 }
 
 /// Serve the API on `listener` until the process ends.
@@ -167,7 +221,10 @@ pub async fn serve(api: Arc<Api>, listener: tokio::net::TcpListener) {
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| Arc::clone(&api).handle(req));
             let io = hyper_util::rt::TokioIo::new(stream);
-            if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await {
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await
+            {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });

@@ -122,7 +122,10 @@ struct RawAgent {
 
 impl Default for RawAgent {
     fn default() -> Self {
-        RawAgent { system_prompt: None, context_budget_tokens: 32_000 }
+        RawAgent {
+            system_prompt: None,
+            context_budget_tokens: 32_000,
+        }
     }
 }
 
@@ -136,7 +139,11 @@ struct RawSandbox {
 
 impl Default for RawSandbox {
     fn default() -> Self {
-        RawSandbox { backend: BackendChoice::Auto, command_timeout_secs: 60, output_limit_bytes: 32 * 1024 }
+        RawSandbox {
+            backend: BackendChoice::Auto,
+            command_timeout_secs: 60,
+            output_limit_bytes: 32 * 1024,
+        }
     }
 }
 
@@ -148,7 +155,9 @@ struct RawDaemon {
 
 impl Default for RawDaemon {
     fn default() -> Self {
-        RawDaemon { max_concurrent_turns: 4 }
+        RawDaemon {
+            max_concurrent_turns: 4,
+        }
     }
 }
 
@@ -160,7 +169,9 @@ struct RawApi {
 
 impl Default for RawApi {
     fn default() -> Self {
-        RawApi { listen: "127.0.0.1:7878".into() }
+        RawApi {
+            listen: "127.0.0.1:7878".into(),
+        }
     }
 }
 
@@ -174,18 +185,28 @@ directory, /workspace, persists between conversations. Keep notes worth remember
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: cannot read: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{path}: key `{key}`: {expected}, got {got}")]
-    Invalid { path: PathBuf, key: &'static str, expected: String, got: String },
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        expected: String,
+        got: String,
+    },
 }
 
 impl Config {
     /// Load and validate the config file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Config::parse(path, &text)
     }
 
@@ -204,9 +225,19 @@ impl Config {
                 Some(url) => v.url("model.base_url", url)?,
             },
             max_steps: v.range("model.max_steps", raw.model.max_steps, 1, 200)? as u32,
-            max_output_tokens: v.range("model.max_output_tokens", raw.model.max_output_tokens, 1, 1_000_000)? as u32,
+            max_output_tokens: v.range(
+                "model.max_output_tokens",
+                raw.model.max_output_tokens,
+                1,
+                1_000_000,
+            )? as u32,
             max_retries: v.range("model.max_retries", raw.model.max_retries, 0, 10)? as u32,
-            request_timeout: secs(v.range("model.request_timeout_secs", raw.model.request_timeout_secs, 1, 3600)?),
+            request_timeout: secs(v.range(
+                "model.request_timeout_secs",
+                raw.model.request_timeout_secs,
+                1,
+                3600,
+            )?),
         };
         Ok(Config {
             model,
@@ -214,14 +245,31 @@ impl Config {
                 Some(p) => v.non_empty("agent.system_prompt", p)?,
                 None => DEFAULT_SYSTEM_PROMPT.to_owned(),
             },
-            context_budget_tokens: v.range("agent.context_budget_tokens", raw.agent.context_budget_tokens, 1000, 10_000_000)?
-                as usize,
+            context_budget_tokens: v.range(
+                "agent.context_budget_tokens",
+                raw.agent.context_budget_tokens,
+                1000,
+                10_000_000,
+            )? as usize,
             backend: raw.sandbox.backend,
-            command_timeout: secs(v.range("sandbox.command_timeout_secs", raw.sandbox.command_timeout_secs, 1, 86_400)?),
-            output_limit_bytes: v.range("sandbox.output_limit_bytes", raw.sandbox.output_limit_bytes, 1024, 16 << 20)?
-                as usize,
-            max_concurrent_turns: v.range("daemon.max_concurrent_turns", raw.daemon.max_concurrent_turns, 1, 256)?
-                as usize,
+            command_timeout: secs(v.range(
+                "sandbox.command_timeout_secs",
+                raw.sandbox.command_timeout_secs,
+                1,
+                86_400,
+            )?),
+            output_limit_bytes: v.range(
+                "sandbox.output_limit_bytes",
+                raw.sandbox.output_limit_bytes,
+                1024,
+                16 << 20,
+            )? as usize,
+            max_concurrent_turns: v.range(
+                "daemon.max_concurrent_turns",
+                raw.daemon.max_concurrent_turns,
+                1,
+                256,
+            )? as usize,
             api_listen: v.loopback("api.listen", raw.api.listen)?,
         })
     }
@@ -236,8 +284,18 @@ struct Validator<'a> {
 }
 
 impl Validator<'_> {
-    fn invalid(&self, key: &'static str, expected: impl Into<String>, got: impl std::fmt::Display) -> ConfigError {
-        ConfigError::Invalid { path: self.path.to_owned(), key, expected: expected.into(), got: got.to_string() }
+    fn invalid(
+        &self,
+        key: &'static str,
+        expected: impl Into<String>,
+        got: impl std::fmt::Display,
+    ) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_owned(),
+            key,
+            expected: expected.into(),
+            got: got.to_string(),
+        }
     }
 
     fn range(&self, key: &'static str, n: i64, min: i64, max: i64) -> Result<i64, ConfigError> {
@@ -249,7 +307,11 @@ impl Validator<'_> {
     }
 
     fn non_empty(&self, key: &'static str, s: String) -> Result<String, ConfigError> {
-        if s.trim().is_empty() { Err(self.invalid(key, "expected a non-empty string", "\"\"")) } else { Ok(s) }
+        if s.trim().is_empty() {
+            Err(self.invalid(key, "expected a non-empty string", "\"\""))
+        } else {
+            Ok(s)
+        }
     }
 
     fn url(&self, key: &'static str, s: String) -> Result<String, ConfigError> {
@@ -264,7 +326,11 @@ impl Validator<'_> {
     fn loopback(&self, key: &'static str, s: String) -> Result<SocketAddr, ConfigError> {
         match s.parse::<SocketAddr>() {
             Ok(addr) if addr.ip().is_loopback() => Ok(addr),
-            _ => Err(self.invalid(key, "expected a loopback address and port such as \"127.0.0.1:7878\"", format!("{s:?}"))),
+            _ => Err(self.invalid(
+                key,
+                "expected a loopback address and port such as \"127.0.0.1:7878\"",
+                format!("{s:?}"),
+            )),
         }
     }
 }
@@ -351,14 +417,25 @@ mod tests {
     #[test]
     fn bad_values_name_key_and_expectation() {
         let e = parse("[model]\nmax_steps = 0\n").unwrap_err().to_string();
-        assert!(e.contains("model.max_steps") && e.contains("from 1 to 200") && e.contains("got 0"), "{e}");
-        let e = parse("[model]\nprovider = \"gemini\"\n").unwrap_err().to_string();
+        assert!(
+            e.contains("model.max_steps") && e.contains("from 1 to 200") && e.contains("got 0"),
+            "{e}"
+        );
+        let e = parse("[model]\nprovider = \"gemini\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("gemini") && e.contains("anthropic"), "{e}");
-        let e = parse("[model]\nbase_url = \"ftp://x\"\n").unwrap_err().to_string();
+        let e = parse("[model]\nbase_url = \"ftp://x\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("model.base_url"), "{e}");
-        let e = parse("[api]\nlisten = \"0.0.0.0:80\"\n").unwrap_err().to_string();
+        let e = parse("[api]\nlisten = \"0.0.0.0:80\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("api.listen") && e.contains("loopback"), "{e}");
-        let e = parse("[model]\nmax_steps = \"ten\"\n").unwrap_err().to_string();
+        let e = parse("[model]\nmax_steps = \"ten\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("max_steps"), "{e}");
     }
 
@@ -366,7 +443,9 @@ mod tests {
     fn openai_default_url_and_custom_base() {
         let c = parse("[model]\nprovider = \"openai\"\n").unwrap();
         assert_eq!(c.model.base_url, "https://api.openai.com/v1");
-        let c = parse("[model]\nprovider = \"openai\"\nbase_url = \"http://127.0.0.1:11434/v1/\"\n").unwrap();
+        let c =
+            parse("[model]\nprovider = \"openai\"\nbase_url = \"http://127.0.0.1:11434/v1/\"\n")
+                .unwrap();
         assert_eq!(c.model.base_url, "http://127.0.0.1:11434/v1");
     }
 }

@@ -26,7 +26,7 @@ pub async fn run(home: Home) -> anyhow::Result<ExitCode> {
     let mut healthy = true;
 
     // 1. Sandbox.
-    match crate::sandbox_backend(&home, &config).await {
+    match crate::sandbox_backend(&home, &config, true).await {
         Ok(backend) => {
             println!("sandbox: {} works", backend.name());
             let probe = ExecRequest {
@@ -37,25 +37,40 @@ pub async fn run(home: Home) -> anyhow::Result<ExitCode> {
                     "cat /proc/self/status; echo ---; cat /proc/net/dev; echo ---; ls /proc".into(),
                 ]),
                 stdin: Vec::new(),
-                limits: Limits { wall_time: Duration::from_secs(10), output_bytes: 64 * 1024 },
+                limits: Limits {
+                    wall_time: Duration::from_secs(10),
+                    output_bytes: 64 * 1024,
+                },
             };
             match backend.exec(&probe).await {
                 Ok(out) if out.state == ExitState::Exited(0) => {
                     for (feature, active) in isolation_features(&out.stdout.text_lossy()) {
-                        println!("  {feature:<34} {}", if active { "active" } else { "MISSING" });
+                        println!(
+                            "  {feature:<34} {}",
+                            if active { "active" } else { "MISSING" }
+                        );
                         healthy &= active;
                     }
                 }
                 Ok(out) => {
                     healthy = false;
-                    println!("  probe failed ({}): {}", out.state, out.stderr.text_lossy().trim());
+                    println!(
+                        "  probe failed ({}): {}",
+                        out.state,
+                        out.stderr.text_lossy().trim()
+                    );
                 }
                 Err(e) => {
                     healthy = false;
                     println!("  probe failed: {e}");
                 }
             }
-            for later in ["seccomp filter", "Landlock", "egress proxy relay", "cgroup limits"] {
+            for later in [
+                "seccomp filter",
+                "Landlock",
+                "egress proxy relay",
+                "cgroup limits",
+            ] {
                 println!("  {later:<34} not in this version");
             }
         }
@@ -70,7 +85,13 @@ pub async fn run(home: Home) -> anyhow::Result<ExitCode> {
     match crate::model_client(&home, &config) {
         Ok(_) => {
             let reachable = probe_model(&m.base_url).await;
-            println!("model: {:?} {} at {}: {}", m.provider, m.name, m.base_url, reachable.as_deref().unwrap_or("reachable"));
+            println!(
+                "model: {:?} {} at {}: {}",
+                m.provider,
+                m.name,
+                m.base_url,
+                reachable.as_deref().unwrap_or("reachable")
+            );
             healthy &= reachable.is_none();
         }
         Err(hint) => {
@@ -84,18 +105,36 @@ pub async fn run(home: Home) -> anyhow::Result<ExitCode> {
     println!(
         "api: http://{} (token {})",
         config.api_listen,
-        if token.is_file() { "present" } else { "missing; `nanoclaw init` creates it" }
+        if token.is_file() {
+            "present"
+        } else {
+            "missing; `nanoclaw init` creates it"
+        }
     );
     healthy &= token.is_file();
 
-    println!("{}", if healthy { "all checks passed" } else { "some checks failed (see above)" });
+    println!(
+        "{}",
+        if healthy {
+            "all checks passed"
+        } else {
+            "some checks failed (see above)"
+        }
+    );
     let _ = std::io::Write::write_all(&mut std::io::stdout(), report.as_bytes());
-    Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Any HTTP answer means the server is there; returns what went wrong otherwise.
 async fn probe_model(base_url: &str) -> Option<String> {
-    let client = reqwest::Client::builder().timeout(MODEL_PROBE_TIMEOUT).build().ok()?;
+    let client = reqwest::Client::builder()
+        .timeout(MODEL_PROBE_TIMEOUT)
+        .build()
+        .ok()?;
     match client.get(base_url).send().await {
         Ok(_) => None,
         Err(e) => Some(format!("UNREACHABLE ({e})")),
@@ -105,19 +144,42 @@ async fn probe_model(base_url: &str) -> Option<String> {
 /// Read the isolation actually in force from a sandboxed process's status and network devices.
 fn isolation_features(probe: &str) -> Vec<(&'static str, bool)> {
     let mut parts = probe.split("---\n");
-    let (status, netdev, procs) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (status, netdev, procs) = (
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+    );
     // In a fresh PID namespace only the sandbox's own few processes are visible.
-    let visible_pids = procs.lines().filter(|l| l.trim().parse::<u32>().is_ok()).count();
+    let visible_pids = procs
+        .lines()
+        .filter(|l| l.trim().parse::<u32>().is_ok())
+        .count();
     let field = |name: &str| {
-        status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim).unwrap_or("").to_owned()
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or("")
+            .to_owned()
     };
-    let devices: Vec<&str> = netdev.lines().skip(2).filter_map(|l| l.split(':').next()).map(str::trim).collect();
+    let devices: Vec<&str> = netdev
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(str::trim)
+        .collect();
     let uid = field("Uid:");
     vec![
-        ("capabilities dropped", field("CapEff:").chars().all(|c| c == '0') && !field("CapEff:").is_empty()),
+        (
+            "capabilities dropped",
+            field("CapEff:").chars().all(|c| c == '0') && !field("CapEff:").is_empty(),
+        ),
         ("no_new_privs", field("NoNewPrivs:") == "1"),
         ("unprivileged uid", !uid.is_empty() && !uid.starts_with("0")),
-        ("network namespace (loopback only)", !devices.is_empty() && devices.iter().all(|d| *d == "lo")),
+        (
+            "network namespace (loopback only)",
+            !devices.is_empty() && devices.iter().all(|d| *d == "lo"),
+        ),
         ("pid namespace", (1..=8).contains(&visible_pids)),
     ]
 }

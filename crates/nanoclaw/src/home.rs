@@ -29,10 +29,16 @@ impl Home {
             Some(dir) => dir,
             None => match std::env::var_os("HOME") {
                 Some(home) => PathBuf::from(home).join(".nanoclaw"),
-                None => bail!("neither --home, NANOCLAW_HOME nor HOME is set; cannot find the data dir"),
+                None => {
+                    bail!("neither --home, NANOCLAW_HOME nor HOME is set; cannot find the data dir")
+                }
             },
         };
-        let dir = if dir.is_absolute() { dir } else { std::env::current_dir()?.join(dir) };
+        let dir = if dir.is_absolute() {
+            dir
+        } else {
+            std::env::current_dir()?.join(dir)
+        };
         Ok(Home { dir })
     }
 
@@ -97,12 +103,16 @@ impl Home {
         let path = self.token_path();
         match fs::read_to_string(&path) {
             Ok(t) if t.trim().len() >= 32 => return Ok(t.trim().to_owned()),
-            Ok(_) => bail!("{}: the API token is too short; delete the file to make a new one", path.display()),
+            Ok(_) => bail!(
+                "{}: the API token is too short; delete the file to make a new one",
+                path.display()
+            ),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         }
         let mut bytes = [0u8; TOKEN_BYTES];
-        getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no OS randomness for the API token: {e}"))?;
+        getrandom::fill(&mut bytes)
+            .map_err(|e| anyhow::anyhow!("no OS randomness for the API token: {e}"))?;
         let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         write_private(&path, token.as_bytes())?;
         Ok(token)
@@ -124,7 +134,9 @@ impl Home {
                 "another nanoclaw process (run, chat or ask) is using {}; stop it first, or talk to the daemon through its HTTP API",
                 self.dir.display()
             ),
-            Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking {}", path.display())),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("locking {}", path.display()))
+            }
         }
     }
 }
@@ -137,7 +149,8 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .mode(0o600)
         .open(path)
         .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(bytes).with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(bytes)
+        .with_context(|| format!("writing {}", path.display()))?;
     f.set_permissions(fs::Permissions::from_mode(0o600))?;
     f.sync_all()?;
     Ok(())

@@ -40,7 +40,11 @@ use crate::model::ModelClient;
 use crate::store::Store;
 
 #[derive(Parser)]
-#[command(name = "nanoclaw", version, about = "A self-hosted personal agent that runs every command in a sandbox.")]
+#[command(
+    name = "nanoclaw",
+    version,
+    about = "A self-hosted personal agent that runs every command in a sandbox."
+)]
 struct Cli {
     /// The data dir [default: $NANOCLAW_HOME, or ~/.nanoclaw]
     #[arg(long, global = true, value_name = "DIR")]
@@ -116,7 +120,8 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("nanoclaw: {e:#}");
-            let usage = e.downcast_ref::<ConfigError>().is_some() || e.downcast_ref::<UsageError>().is_some();
+            let usage = e.downcast_ref::<ConfigError>().is_some()
+                || e.downcast_ref::<UsageError>().is_some();
             ExitCode::from(if usage { 2 } else { 1 })
         }
     }
@@ -124,7 +129,11 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let home = Home::locate(cli.home)?;
-    let default_log = if matches!(cli.command, Command::Run) { "info" } else { "warn" };
+    let default_log = if matches!(cli.command, Command::Run) {
+        "info"
+    } else {
+        "warn"
+    };
     init_logging(default_log);
     match cli.command {
         Command::Init => {
@@ -141,18 +150,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Run => runtime(true)?.block_on(daemon(home)),
         Command::Chat { group } => runtime(false)?.block_on(terminal::chat(home, group)),
-        Command::Ask { group, text } => runtime(false)?.block_on(terminal::ask(home, group, text.join(" "))),
-        Command::Doctor => runtime(false)?.block_on(doctor::run(home)),
-        Command::Sandbox { command: SandboxCommand::Exec { group, command } } => {
-            runtime(false)?.block_on(sandbox_exec(home, group, command))
+        Command::Ask { group, text } => {
+            runtime(false)?.block_on(terminal::ask(home, group, text.join(" ")))
         }
+        Command::Doctor => runtime(false)?.block_on(doctor::run(home)),
+        Command::Sandbox {
+            command: SandboxCommand::Exec { group, command },
+        } => runtime(false)?.block_on(sandbox_exec(home, group, command)),
     }
 }
 
 fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("NANOCLAW_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn runtime(multi_thread: bool) -> anyhow::Result<tokio::runtime::Runtime> {
@@ -168,24 +182,39 @@ fn runtime(multi_thread: bool) -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// Load and validate the config; errors exit 2.
 fn load_config(home: &Home) -> anyhow::Result<Config> {
-    home.require_initialized().map_err(|e| UsageError(e.to_string()))?;
+    home.require_initialized()
+        .map_err(|e| UsageError(e.to_string()))?;
     Ok(Config::load(&home.config_path())?)
 }
 
-/// The configured backend, after its self-test; or the reason none works.
-async fn sandbox_backend(home: &Home, config: &Config) -> Result<Arc<dyn Backend>, String> {
+/// The configured backend, after its self-test when `self_test` is set; or the reason none works.
+/// One-shot commands skip the self-test: their first sandbox reports the same failure.
+async fn sandbox_backend(
+    home: &Home,
+    config: &Config,
+    self_test: bool,
+) -> Result<Arc<dyn Backend>, String> {
     let _ = config.backend; // `auto` and `bwrap` both mean bubblewrap until a second backend exists.
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find the nanoclaw binary: {e}"))?;
+    let exe =
+        std::env::current_exe().map_err(|e| format!("cannot find the nanoclaw binary: {e}"))?;
     let backend = nanoclaw_sandbox::bwrap::BwrapBackend::new(&exe).map_err(|e| e.to_string())?;
-    let probe = home.workspace(&GroupId::main()).map_err(|e| format!("{e:#}"))?;
-    nanoclaw_sandbox::self_test(&backend, probe).await.map_err(|e| format!("bwrap self-test failed: {e}"))?;
+    if self_test {
+        let probe = home
+            .workspace(&GroupId::main())
+            .map_err(|e| format!("{e:#}"))?;
+        nanoclaw_sandbox::self_test(&backend, probe)
+            .await
+            .map_err(|e| format!("bwrap self-test failed: {e}"))?;
+    }
     Ok(Arc::new(backend))
 }
 
 /// The model client, or the message that tells the user exactly what to set.
 fn model_client(home: &Home, config: &Config) -> Result<ModelClient, String> {
     let m = &config.model;
-    let key = std::env::var(m.provider.key_env()).ok().filter(|k| !k.trim().is_empty());
+    let key = std::env::var(m.provider.key_env())
+        .ok()
+        .filter(|k| !k.trim().is_empty());
     if key.is_none() && m.base_url == m.provider.default_base_url() {
         return Err(format!(
             "No model is configured: set the {} environment variable to your API key, or point \
@@ -197,20 +226,23 @@ fn model_client(home: &Home, config: &Config) -> Result<ModelClient, String> {
     }
     // Only the host's model client speaks TLS; ring is the one crypto provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    ModelClient::new(m.clone(), key).map_err(|e| format!("could not set up the model client: {e:#}"))
+    ModelClient::new(m.clone(), key)
+        .map_err(|e| format!("could not set up the model client: {e:#}"))
 }
 
 /// Everything a turn needs, for processes that run turns (run, chat, ask).
-/// `announce` prints startup problems for interactive and daemon use; `ask` reports per turn.
-async fn build_agent(home: Home, announce: bool) -> anyhow::Result<(Agent, std::fs::File)> {
+/// `long_lived` (run, chat) self-tests the sandbox and prints startup problems; `ask` reports
+/// them in its one turn.
+async fn build_agent(home: Home, long_lived: bool) -> anyhow::Result<(Agent, std::fs::File)> {
     let config = load_config(&home)?;
     let lock = home.lock_agent()?;
-    let store = Store::open(&home.db_path()).with_context(|| format!("opening {}", home.db_path().display()))?;
+    let store = Store::open(&home.db_path())
+        .with_context(|| format!("opening {}", home.db_path().display()))?;
     let requeued = store.recover_interrupted()?;
     if requeued > 0 {
         tracing::info!(requeued, "messages of interrupted turns are queued again");
     }
-    let backend: Arc<dyn Backend> = match sandbox_backend(&home, &config).await {
+    let backend: Arc<dyn Backend> = match sandbox_backend(&home, &config, long_lived).await {
         Ok(b) => b,
         Err(reason) => {
             eprintln!("nanoclaw: no sandbox works, so no tool will run: {reason}");
@@ -218,11 +250,20 @@ async fn build_agent(home: Home, announce: bool) -> anyhow::Result<(Agent, std::
         }
     };
     let model = model_client(&home, &config);
-    if let (Err(hint), true) = (&model, announce) {
+    if let (Err(hint), true) = (&model, long_lived) {
         eprintln!("nanoclaw: {hint}");
     }
     let tools = tools::Tools::new(backend, Agent::limits(&config));
-    Ok((Agent { home, config, store: Arc::new(store), model, tools }, lock))
+    Ok((
+        Agent {
+            home,
+            config,
+            store: Arc::new(store),
+            model,
+            tools,
+        },
+        lock,
+    ))
 }
 
 async fn daemon(home: Home) -> anyhow::Result<ExitCode> {
@@ -231,8 +272,14 @@ async fn daemon(home: Home) -> anyhow::Result<ExitCode> {
     let agent = Arc::new(agent);
     let listen = agent.config.api_listen;
     let queue = queue::Queue::new(Arc::clone(&agent), agent.config.max_concurrent_turns);
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
-    let api = Arc::new(api::Api { store: Arc::clone(&agent.store), queue: Arc::clone(&queue), token });
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    let api = Arc::new(api::Api {
+        store: Arc::clone(&agent.store),
+        queue: Arc::clone(&queue),
+        token,
+    });
     eprintln!(
         "nanoclaw is running: HTTP API on http://{} (bearer token in {})",
         listener.local_addr()?,
@@ -264,10 +311,16 @@ async fn shutdown_signal() {
     }
 }
 
-async fn sandbox_exec(home: Home, group: GroupId, command: Vec<String>) -> anyhow::Result<ExitCode> {
+async fn sandbox_exec(
+    home: Home,
+    group: GroupId,
+    command: Vec<String>,
+) -> anyhow::Result<ExitCode> {
     use std::io::Write;
     let config = load_config(&home)?;
-    let backend = sandbox_backend(&home, &config).await.map_err(anyhow::Error::msg)?;
+    let backend = sandbox_backend(&home, &config, false)
+        .await
+        .map_err(anyhow::Error::msg)?;
     let req = nanoclaw_sandbox::ExecRequest {
         workspace: home.workspace(&group)?,
         program: nanoclaw_sandbox::Program::Command(command),
@@ -279,14 +332,20 @@ async fn sandbox_exec(home: Home, group: GroupId, command: Vec<String>) -> anyho
     std::io::stderr().write_all(&out.stderr.bytes)?;
     for (name, stream) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
         if stream.dropped > 0 {
-            eprintln!("nanoclaw: [truncated: {} more bytes of {name} were dropped]", stream.dropped);
+            eprintln!(
+                "nanoclaw: [truncated: {} more bytes of {name} were dropped]",
+                stream.dropped
+            );
         }
     }
     let code = match out.state {
         ExitState::Exited(c) => c,
         ExitState::Signaled(s) => 128 + s,
         ExitState::TimedOut => {
-            eprintln!("nanoclaw: killed after the {} s wall-time limit", config.command_timeout.as_secs());
+            eprintln!(
+                "nanoclaw: killed after the {} s wall-time limit",
+                config.command_timeout.as_secs()
+            );
             124
         }
     };

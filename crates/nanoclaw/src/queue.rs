@@ -27,7 +27,11 @@ pub struct Queue {
 
 impl Queue {
     pub fn new(agent: Arc<Agent>, max_concurrent_turns: usize) -> Arc<Queue> {
-        Arc::new(Queue { agent, groups: Mutex::new(HashMap::new()), turns: Arc::new(Semaphore::new(max_concurrent_turns)) })
+        Arc::new(Queue {
+            agent,
+            groups: Mutex::new(HashMap::new()),
+            turns: Arc::new(Semaphore::new(max_concurrent_turns)),
+        })
     }
 
     /// Make sure the group's pending messages get answered.
@@ -59,7 +63,9 @@ impl Queue {
                 Err(_closed) => return,
             }
             let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
-            let Some(state) = groups.get_mut(&group) else { return };
+            let Some(state) = groups.get_mut(&group) else {
+                return;
+            };
             if state.kicked_again {
                 state.kicked_again = false;
                 continue;

@@ -128,7 +128,10 @@ pub struct Store {
 }
 
 fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 impl Store {
@@ -140,7 +143,9 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrate(&conn)?;
-        Ok(Store { conn: Mutex::new(conn) })
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -158,7 +163,13 @@ impl Store {
     }
 
     /// Commit an inbound message. Only after this returns may the channel acknowledge it.
-    pub fn accept_inbound(&self, group: &GroupId, channel: &str, sender: &str, text: &str) -> Result<InboxId> {
+    pub fn accept_inbound(
+        &self,
+        group: &GroupId,
+        channel: &str,
+        sender: &str,
+        text: &str,
+    ) -> Result<InboxId> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         Self::ensure_group(&tx, group)?;
@@ -181,7 +192,10 @@ impl Store {
             "UPDATE turns SET status = 'interrupted', finished_at = ?1 WHERE status = 'running'",
             params![now()],
         )?;
-        let n = tx.execute("UPDATE inbox SET status = 'pending', turn_id = NULL WHERE status = 'processing'", [])?;
+        let n = tx.execute(
+            "UPDATE inbox SET status = 'pending', turn_id = NULL WHERE status = 'processing'",
+            [],
+        )?;
         tx.commit()?;
         Ok(n)
     }
@@ -189,8 +203,12 @@ impl Store {
     /// Groups that have messages waiting.
     pub fn groups_with_pending(&self) -> Result<Vec<GroupId>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT DISTINCT group_id FROM inbox WHERE status = 'pending' ORDER BY group_id")?;
-        let ids = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut stmt = conn.prepare(
+            "SELECT DISTINCT group_id FROM inbox WHERE status = 'pending' ORDER BY group_id",
+        )?;
+        let ids = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
         // Ids were validated when first stored; one that no longer parses is skipped, not trusted.
         Ok(ids.into_iter().filter_map(|s| s.parse().ok()).collect())
     }
@@ -206,7 +224,12 @@ impl Store {
                  WHERE group_id = ?1 AND status = 'pending' ORDER BY id",
             )?;
             stmt.query_map([group.as_str()], |r| {
-                Ok(Inbound { id: r.get(0)?, channel: r.get(1)?, sender: r.get(2)?, text: r.get(3)? })
+                Ok(Inbound {
+                    id: r.get(0)?,
+                    channel: r.get(1)?,
+                    sender: r.get(2)?,
+                    text: r.get(3)?,
+                })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?
         };
@@ -220,10 +243,18 @@ impl Store {
         )?;
         let turn = tx.last_insert_rowid();
         for m in &messages {
-            tx.execute("UPDATE inbox SET status = 'processing', turn_id = ?1 WHERE id = ?2", params![turn, m.id])?;
+            tx.execute(
+                "UPDATE inbox SET status = 'processing', turn_id = ?1 WHERE id = ?2",
+                params![turn, m.id],
+            )?;
         }
         tx.commit()?;
-        Ok(Some(ClaimedTurn { id: turn, group: group.clone(), session_id, messages }))
+        Ok(Some(ClaimedTurn {
+            id: turn,
+            group: group.clone(),
+            session_id,
+            messages,
+        }))
     }
 
     fn current_session(conn: &Connection, group: &GroupId) -> Result<i64> {
@@ -237,7 +268,10 @@ impl Store {
         if let Some(id) = open {
             return Ok(id);
         }
-        conn.execute("INSERT INTO sessions (group_id, started_at) VALUES (?1, ?2)", params![group.as_str(), now()])?;
+        conn.execute(
+            "INSERT INTO sessions (group_id, started_at) VALUES (?1, ?2)",
+            params![group.as_str(), now()],
+        )?;
         Ok(conn.last_insert_rowid())
     }
 
@@ -253,19 +287,37 @@ impl Store {
     }
 
     /// Persist one step of a turn (a message, a model response or a tool result).
-    pub fn append_step(&self, turn: TurnId, seq: u32, message: &Message, usage: Usage) -> Result<()> {
+    pub fn append_step(
+        &self,
+        turn: TurnId,
+        seq: u32,
+        message: &Message,
+        usage: Usage,
+    ) -> Result<()> {
         let json = serde_json::to_string(message)?;
         self.conn().execute(
             "INSERT INTO history (turn_id, seq, message, input_tokens, output_tokens, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![turn, seq, json, usage.input_tokens as i64, usage.output_tokens as i64, now()],
+            params![
+                turn,
+                seq,
+                json,
+                usage.input_tokens as i64,
+                usage.output_tokens as i64,
+                now()
+            ],
         )?;
         Ok(())
     }
 
     /// The steps of the session's completed turns, newest turns first, whole turns only, until
     /// `budget_tokens` is spent. Returned oldest first, ready for the prompt.
-    pub fn history(&self, session_id: i64, before_turn: TurnId, budget_tokens: usize) -> Result<Vec<Message>> {
+    pub fn history(
+        &self,
+        session_id: i64,
+        before_turn: TurnId,
+        budget_tokens: usize,
+    ) -> Result<Vec<Message>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT h.turn_id, h.message FROM history h JOIN turns t ON t.id = h.turn_id
@@ -273,7 +325,9 @@ impl Store {
              ORDER BY h.turn_id DESC, h.seq ASC",
         )?;
         let rows = stmt
-            .query_map(params![session_id, before_turn], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?
+            .query_map(params![session_id, before_turn], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         let mut turns: Vec<Vec<Message>> = Vec::new();
         let mut current = None;
@@ -312,7 +366,10 @@ impl Store {
             "UPDATE turns SET status = ?1, error = ?2, finished_at = ?3 WHERE id = ?4",
             params![status, error, now(), turn.id],
         )?;
-        tx.execute("UPDATE inbox SET status = 'done' WHERE turn_id = ?1", [turn.id])?;
+        tx.execute(
+            "UPDATE inbox SET status = 'done' WHERE turn_id = ?1",
+            [turn.id],
+        )?;
         tx.execute(
             "INSERT INTO outbox (group_id, channel, turn_id, text, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![turn.group.as_str(), channel, turn.id, text, now()],
@@ -323,14 +380,22 @@ impl Store {
     }
 
     /// Outbox rows of a group with id greater than `after`, oldest first (sent or not).
-    pub fn replies_after(&self, group: &GroupId, after: i64, limit: usize) -> Result<Vec<Outbound>> {
+    pub fn replies_after(
+        &self,
+        group: &GroupId,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<Outbound>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT id, group_id, channel, turn_id, text, created_at FROM outbox
              WHERE group_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
         )?;
         let rows = stmt
-            .query_map(params![group.as_str(), after, limit as i64], row_to_outbound)?
+            .query_map(
+                params![group.as_str(), after, limit as i64],
+                row_to_outbound,
+            )?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
     }
@@ -342,7 +407,9 @@ impl Store {
             "SELECT id, group_id, channel, turn_id, text, created_at FROM outbox
              WHERE channel = ?1 AND sent_at IS NULL ORDER BY id",
         )?;
-        let rows = stmt.query_map([channel], row_to_outbound)?.collect::<rusqlite::Result<Vec<_>>>()?;
+        let rows = stmt
+            .query_map([channel], row_to_outbound)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
     }
 
@@ -351,7 +418,10 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         for id in ids {
-            tx.execute("UPDATE outbox SET sent_at = ?1 WHERE id = ?2 AND sent_at IS NULL", params![now(), id])?;
+            tx.execute(
+                "UPDATE outbox SET sent_at = ?1 WHERE id = ?2 AND sent_at IS NULL",
+                params![now(), id],
+            )?;
         }
         tx.commit()?;
         Ok(())
@@ -373,7 +443,10 @@ fn migrate(conn: &Connection) -> Result<()> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let known = MIGRATIONS.len() as i64;
     if version > known {
-        return Err(StoreError::TooNew { found: version, known });
+        return Err(StoreError::TooNew {
+            found: version,
+            known,
+        });
     }
     for (n, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         // Each migration and its version bump commit together.
@@ -406,7 +479,10 @@ mod tests {
         let path = dir.path().join("db.sqlite");
         drop(Store::open(&path).unwrap());
         let s = Store::open(&path).unwrap();
-        let mode: String = s.conn().pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
+        let mode: String = s
+            .conn()
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
         assert_eq!(mode, "wal");
     }
 
@@ -415,8 +491,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.sqlite");
         drop(Store::open(&path).unwrap());
-        Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
-        assert!(matches!(Store::open(&path), Err(StoreError::TooNew { found: 99, .. })));
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        assert!(matches!(
+            Store::open(&path),
+            Err(StoreError::TooNew { found: 99, .. })
+        ));
     }
 
     #[test]
@@ -424,12 +506,16 @@ mod tests {
         let (_d, s) = store();
         s.accept_inbound(&g("a"), "api", "u", "hello").unwrap();
         let turn = s.claim_turn(&g("a")).unwrap().unwrap();
-        assert!(s.claim_turn(&g("a")).unwrap().is_none(), "claimed messages are not claimed twice");
+        assert!(
+            s.claim_turn(&g("a")).unwrap().is_none(),
+            "claimed messages are not claimed twice"
+        );
         drop(turn); // the process dies here
         assert_eq!(s.recover_interrupted().unwrap(), 1);
         let turn = s.claim_turn(&g("a")).unwrap().unwrap();
         assert_eq!(turn.messages.len(), 1);
-        s.finish_turn(&turn, "api", TurnEnd::Done { reply: "hi" }).unwrap();
+        s.finish_turn(&turn, "api", TurnEnd::Done { reply: "hi" })
+            .unwrap();
         assert_eq!(s.recover_interrupted().unwrap(), 0);
         assert!(s.claim_turn(&g("a")).unwrap().is_none());
         assert_eq!(s.replies_after(&g("a"), 0, 10).unwrap().len(), 1);
@@ -439,12 +525,30 @@ mod tests {
     fn history_is_per_session_and_whole_turns_within_budget() {
         let (_d, s) = store();
         for i in 0..3 {
-            s.accept_inbound(&g("a"), "api", "u", &format!("m{i}")).unwrap();
-            let t = s.claim_turn(&g("a")).unwrap().unwrap();
-            s.append_step(t.id, 0, &Message::User { text: format!("m{i}") }, Usage::default()).unwrap();
-            s.append_step(t.id, 1, &Message::Assistant { text: "x".repeat(400), tool_calls: vec![] }, Usage::default())
+            s.accept_inbound(&g("a"), "api", "u", &format!("m{i}"))
                 .unwrap();
-            s.finish_turn(&t, "api", TurnEnd::Done { reply: "ok" }).unwrap();
+            let t = s.claim_turn(&g("a")).unwrap().unwrap();
+            s.append_step(
+                t.id,
+                0,
+                &Message::User {
+                    text: format!("m{i}"),
+                },
+                Usage::default(),
+            )
+            .unwrap();
+            s.append_step(
+                t.id,
+                1,
+                &Message::Assistant {
+                    text: "x".repeat(400),
+                    tool_calls: vec![],
+                },
+                Usage::default(),
+            )
+            .unwrap();
+            s.finish_turn(&t, "api", TurnEnd::Done { reply: "ok" })
+                .unwrap();
         }
         s.accept_inbound(&g("a"), "api", "u", "now").unwrap();
         let t = s.claim_turn(&g("a")).unwrap().unwrap();
@@ -460,7 +564,8 @@ mod tests {
         assert!(s.history(tb.session_id, tb.id, 100_000).unwrap().is_empty());
         // A new session starts empty.
         s.new_session(&g("a")).unwrap();
-        s.finish_turn(&t, "api", TurnEnd::Done { reply: "ok" }).unwrap();
+        s.finish_turn(&t, "api", TurnEnd::Done { reply: "ok" })
+            .unwrap();
         s.accept_inbound(&g("a"), "api", "u", "fresh").unwrap();
         let t2 = s.claim_turn(&g("a")).unwrap().unwrap();
         assert!(s.history(t2.session_id, t2.id, 100_000).unwrap().is_empty());

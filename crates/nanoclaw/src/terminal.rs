@@ -19,7 +19,11 @@ const OWNER: &str = "owner";
 pub async fn ask(home: Home, group: GroupId, text: String) -> anyhow::Result<ExitCode> {
     let (agent, _lock) = crate::build_agent(home, false).await?;
     let ok = exchange(&agent, &group, &text).await?;
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 pub async fn chat(home: Home, group: GroupId) -> anyhow::Result<ExitCode> {
@@ -29,7 +33,9 @@ pub async fn chat(home: Home, group: GroupId) -> anyhow::Result<ExitCode> {
     loop {
         eprint!("> ");
         let _ = std::io::stderr().flush();
-        let Some(line) = lines.next_line().await? else { break };
+        let Some(line) = lines.next_line().await? else {
+            break;
+        };
         match line.trim() {
             "" => continue,
             "/quit" | "/exit" => break,
@@ -52,7 +58,9 @@ async fn exchange(agent: &Agent, group: &GroupId, text: &str) -> anyhow::Result<
     let results = agent.drain_group(group).await?;
     let mut ok = true;
     for reply in agent.store.unsent(CHANNEL)? {
-        let failed = results.iter().any(|(turn, r)| *turn == reply.turn_id && matches!(r, TurnResult::Failed(_)));
+        let failed = results
+            .iter()
+            .any(|(turn, r)| *turn == reply.turn_id && matches!(r, TurnResult::Failed(_)));
         if failed {
             eprintln!("nanoclaw: {}", reply.text);
         } else {

@@ -5,7 +5,7 @@
 //! through the init's file protocol. The host never opens a workspace path. Invalid arguments
 //! go back to the model as a tool error; nothing here panics on model output.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,10 +26,16 @@ pub struct ToolOutcome {
 
 impl ToolOutcome {
     fn ok(content: impl Into<String>) -> Self {
-        ToolOutcome { content: content.into(), is_error: false }
+        ToolOutcome {
+            content: content.into(),
+            is_error: false,
+        }
     }
     fn error(content: impl Into<String>) -> Self {
-        ToolOutcome { content: content.into(), is_error: true }
+        ToolOutcome {
+            content: content.into(),
+            is_error: true,
+        }
     }
 }
 
@@ -44,7 +50,10 @@ const TOOLS: &[(&str, ToolEffect)] = &[
 ];
 
 fn effect_of(name: &str) -> ToolEffect {
-    TOOLS.iter().find(|(n, _)| *n == name).map_or(ToolEffect::Unknown, |(_, e)| *e)
+    TOOLS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or(ToolEffect::Unknown, |(_, e)| *e)
 }
 
 /// The tool schemas offered to the model.
@@ -170,7 +179,11 @@ fn parse_args<T: serde::de::DeserializeOwned>(call: &ToolCall) -> Result<T, Tool
 
 fn truncate_for_error(s: &str) -> String {
     let shown: String = s.chars().take(200).collect();
-    if shown.len() < s.len() { format!("{shown}…") } else { shown }
+    if shown.len() < s.len() {
+        format!("{shown}…")
+    } else {
+        shown
+    }
 }
 
 /// Runs tool calls for one group's turn.
@@ -185,7 +198,7 @@ impl Tools {
     }
 
     /// The one path every tool call takes: the gate decides, then the tool runs (or not).
-    pub async fn call(&self, workspace: &PathBuf, call: &ToolCall) -> ToolOutcome {
+    pub async fn call(&self, workspace: &Path, call: &ToolCall) -> ToolOutcome {
         let verdict = gate::decide(call, effect_of(&call.name));
         tracing::info!(tool = %call.name, decision = ?verdict.decision, reason = ?verdict.reason, "tool call decided");
         match verdict.decision {
@@ -207,7 +220,7 @@ impl Tools {
         }
     }
 
-    async fn run(&self, workspace: &PathBuf, call: &ToolCall) -> ToolOutcome {
+    async fn run(&self, workspace: &Path, call: &ToolCall) -> ToolOutcome {
         let request = match call.name.as_str() {
             "shell" => {
                 return match parse_args::<ShellArgs>(call) {
@@ -215,12 +228,24 @@ impl Tools {
                     Err(e) => e,
                 };
             }
-            "read_file" => parse_args::<ReadArgs>(call)
-                .map(|a| FileRequest::Read { path: a.path, offset: a.offset, limit: a.limit }),
-            "write_file" => parse_args::<WriteArgs>(call).map(|a| FileRequest::Write { path: a.path, content: a.content }),
-            "edit_file" => parse_args::<EditArgs>(call)
-                .map(|a| FileRequest::Edit { path: a.path, old: a.old_text, new: a.new_text }),
-            "list_files" => parse_args::<ListArgs>(call).map(|a| FileRequest::List { pattern: a.pattern, path: a.path }),
+            "read_file" => parse_args::<ReadArgs>(call).map(|a| FileRequest::Read {
+                path: a.path,
+                offset: a.offset,
+                limit: a.limit,
+            }),
+            "write_file" => parse_args::<WriteArgs>(call).map(|a| FileRequest::Write {
+                path: a.path,
+                content: a.content,
+            }),
+            "edit_file" => parse_args::<EditArgs>(call).map(|a| FileRequest::Edit {
+                path: a.path,
+                old: a.old_text,
+                new: a.new_text,
+            }),
+            "list_files" => parse_args::<ListArgs>(call).map(|a| FileRequest::List {
+                pattern: a.pattern,
+                path: a.path,
+            }),
             "grep" => parse_args::<GrepArgs>(call).map(|a| FileRequest::Grep {
                 pattern: a.pattern,
                 path: a.path,
@@ -235,41 +260,75 @@ impl Tools {
         }
     }
 
-    async fn shell(&self, workspace: &PathBuf, args: ShellArgs) -> ToolOutcome {
+    async fn shell(&self, workspace: &Path, args: ShellArgs) -> ToolOutcome {
         let wall_time = match args.timeout_secs {
-            Some(0) => return ToolOutcome::error("invalid arguments for shell: timeout_secs must be at least 1"),
+            Some(0) => {
+                return ToolOutcome::error(
+                    "invalid arguments for shell: timeout_secs must be at least 1",
+                );
+            }
             Some(s) => Duration::from_secs(s).min(self.limits.wall_time),
             None => self.limits.wall_time,
         };
         let req = ExecRequest {
-            workspace: workspace.clone(),
+            workspace: workspace.to_path_buf(),
             program: Program::Command(vec!["bash".into(), "-c".into(), args.command]),
             stdin: Vec::new(),
-            limits: Limits { wall_time, ..self.limits },
+            limits: Limits {
+                wall_time,
+                ..self.limits
+            },
         };
         match self.backend.exec(&req).await {
             Ok(out) => {
                 let is_error = out.state != ExitState::Exited(0);
-                ToolOutcome { content: format_exec(&out, wall_time), is_error }
+                ToolOutcome {
+                    content: format_exec(&out, wall_time),
+                    is_error,
+                }
             }
             Err(e) => ToolOutcome::error(format!("the sandbox could not run the command: {e}")),
         }
     }
 
     /// Run one file request in the sandbox and render the reply for the model.
-    pub async fn file(&self, workspace: &PathBuf, req: &FileRequest) -> ToolOutcome {
-        match run_file_op(self.backend.as_ref(), workspace.clone(), req, self.limits).await {
+    pub async fn file(&self, workspace: &Path, req: &FileRequest) -> ToolOutcome {
+        match run_file_op(
+            self.backend.as_ref(),
+            workspace.to_path_buf(),
+            req,
+            self.limits,
+        )
+        .await
+        {
             Ok(FileReply::Ok { text }) => ToolOutcome::ok(text),
-            Ok(FileReply::NotFound { path }) => ToolOutcome::error(format!("{path}: no such file or directory")),
+            Ok(FileReply::NotFound { path }) => {
+                ToolOutcome::error(format!("{path}: no such file or directory"))
+            }
             Ok(FileReply::Error { message }) => ToolOutcome::error(message),
             Err(e) => ToolOutcome::error(format!("the sandbox could not run the file tool: {e}")),
         }
     }
 
     /// Read a file in the sandbox; `None` when it does not exist.
-    pub async fn read_optional(&self, workspace: &PathBuf, path: &str) -> Result<Option<String>, String> {
-        let req = FileRequest::Read { path: path.into(), offset: None, limit: None };
-        match run_file_op(self.backend.as_ref(), workspace.clone(), &req, self.limits).await {
+    pub async fn read_optional(
+        &self,
+        workspace: &Path,
+        path: &str,
+    ) -> Result<Option<String>, String> {
+        let req = FileRequest::Read {
+            path: path.into(),
+            offset: None,
+            limit: None,
+        };
+        match run_file_op(
+            self.backend.as_ref(),
+            workspace.to_path_buf(),
+            &req,
+            self.limits,
+        )
+        .await
+        {
             Ok(FileReply::Ok { text }) => Ok(Some(text)),
             Ok(FileReply::NotFound { .. }) => Ok(None),
             Ok(FileReply::Error { message }) => Err(message),
@@ -308,7 +367,11 @@ mod tests {
     use super::*;
 
     fn call(name: &str, arguments: serde_json::Value) -> ToolCall {
-        ToolCall { id: "1".into(), name: name.into(), arguments }
+        ToolCall {
+            id: "1".into(),
+            name: name.into(),
+            arguments,
+        }
     }
 
     #[test]
@@ -320,13 +383,25 @@ mod tests {
 
     #[test]
     fn malformed_arguments_become_tool_errors() {
-        let e = parse_args::<ShellArgs>(&call("shell", json!("{\"command\":"))).err().unwrap();
-        assert!(e.is_error && e.content.contains("expected a JSON object"), "{}", e.content);
-        let e = parse_args::<ShellArgs>(&call("shell", json!({"cmd": "ls"}))).err().unwrap();
+        let e = parse_args::<ShellArgs>(&call("shell", json!("{\"command\":")))
+            .err()
+            .unwrap();
+        assert!(
+            e.is_error && e.content.contains("expected a JSON object"),
+            "{}",
+            e.content
+        );
+        let e = parse_args::<ShellArgs>(&call("shell", json!({"cmd": "ls"})))
+            .err()
+            .unwrap();
         assert!(e.content.contains("unknown field `cmd`"), "{}", e.content);
-        let e = parse_args::<ShellArgs>(&call("shell", json!({"command": 3}))).err().unwrap();
+        let e = parse_args::<ShellArgs>(&call("shell", json!({"command": 3})))
+            .err()
+            .unwrap();
         assert!(e.content.contains("invalid type"), "{}", e.content);
-        let e = parse_args::<EditArgs>(&call("edit_file", json!({"path": "a"}))).err().unwrap();
+        let e = parse_args::<EditArgs>(&call("edit_file", json!({"path": "a"})))
+            .err()
+            .unwrap();
         assert!(e.content.contains("missing field"), "{}", e.content);
     }
 }

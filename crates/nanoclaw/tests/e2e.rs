@@ -9,13 +9,24 @@ use serde_json::{Value, json};
 use support::{ScriptedModel, Step, TestHome, Wire, text};
 
 fn tools(calls: &[(&str, &str)]) -> Step {
-    Step::Tools(calls.iter().map(|(n, a)| (n.to_string(), a.to_string())).collect())
+    Step::Tools(
+        calls
+            .iter()
+            .map(|(n, a)| (n.to_string(), a.to_string()))
+            .collect(),
+    )
 }
 
 async fn shell_note_txt_lands_only_in_the_group_workspace(wire: Wire) {
     let model = ScriptedModel::start(
         wire,
-        vec![tools(&[("shell", r#"{"command": "echo hi > note.txt && cat note.txt"}"#)]), Step::EchoToolResult],
+        vec![
+            tools(&[(
+                "shell",
+                r#"{"command": "echo hi > note.txt && cat note.txt"}"#,
+            )]),
+            Step::EchoToolResult,
+        ],
     )
     .await;
     let home = TestHome::new(wire, &model.url, "");
@@ -23,19 +34,32 @@ async fn shell_note_txt_lands_only_in_the_group_workspace(wire: Wire) {
     let out = home.run(&["ask", "--group", "work", "make a note"]).await;
     assert!(out.status.success(), "ask failed: {}", text(&out.stderr));
     let reply = text(&out.stdout);
-    assert!(reply.contains("tool said: exit status 0") && reply.contains("hi"), "reply: {reply}");
+    assert!(
+        reply.contains("tool said: exit status 0") && reply.contains("hi"),
+        "reply: {reply}"
+    );
 
-    assert_eq!(std::fs::read_to_string(home.workspace("work").join("note.txt")).unwrap(), "hi\n");
+    assert_eq!(
+        std::fs::read_to_string(home.workspace("work").join("note.txt")).unwrap(),
+        "hi\n"
+    );
     // Nowhere else on the host: search every local file system for a note.txt newer than the
     // test's start.
     let found = std::process::Command::new("find")
-        .args(["/", "-xdev", "(", "-path", "/proc", "-o", "-path", "/sys", ")", "-prune", "-o", "-name", "note.txt", "-newer"])
+        .args([
+            "/", "-xdev", "(", "-path", "/proc", "-o", "-path", "/sys", ")", "-prune", "-o",
+            "-name", "note.txt", "-newer",
+        ])
         .arg(marker.path())
         .arg("-print")
         .output()
         .unwrap();
     let paths: Vec<String> = text(&found.stdout).lines().map(str::to_owned).collect();
-    let expected = home.workspace("work").join("note.txt").display().to_string();
+    let expected = home
+        .workspace("work")
+        .join("note.txt")
+        .display()
+        .to_string();
     assert_eq!(paths, vec![expected], "note.txt found elsewhere");
 
     // The agent sent the tool schemas and the tool result; usage was recorded.
@@ -45,9 +69,25 @@ async fn shell_note_txt_lands_only_in_the_group_workspace(wire: Wire) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|t| t["name"].as_str().or(t["function"]["name"].as_str()).unwrap().to_owned())
+        .map(|t| {
+            t["name"]
+                .as_str()
+                .or(t["function"]["name"].as_str())
+                .unwrap()
+                .to_owned()
+        })
         .collect();
-    assert_eq!(names, ["shell", "read_file", "write_file", "edit_file", "list_files", "grep"]);
+    assert_eq!(
+        names,
+        [
+            "shell",
+            "read_file",
+            "write_file",
+            "edit_file",
+            "list_files",
+            "grep"
+        ]
+    );
 }
 
 // One test for both wire formats: run side by side, each would see the other's note.txt.
@@ -60,8 +100,14 @@ async fn shell_note_txt_lands_only_in_the_group_workspace_for_both_wire_formats(
 #[tokio::test]
 async fn a_500_then_success_is_retried_and_answered() {
     for wire in [Wire::Anthropic, Wire::Openai] {
-        let model =
-            ScriptedModel::start(wire, vec![Step::Status(500, "boom".into()), Step::Text("recovered".into())]).await;
+        let model = ScriptedModel::start(
+            wire,
+            vec![
+                Step::Status(500, "boom".into()),
+                Step::Text("recovered".into()),
+            ],
+        )
+        .await;
         let home = TestHome::new(wire, &model.url, "");
         let out = home.run(&["ask", "hello"]).await;
         assert!(out.status.success(), "{wire:?}: {}", text(&out.stderr));
@@ -72,7 +118,14 @@ async fn a_500_then_success_is_retried_and_answered() {
 
 #[tokio::test]
 async fn a_429_with_retry_after_is_honoured() {
-    let model = ScriptedModel::start(Wire::Openai, vec![Step::Status(429, "slow down".into()), Step::Text("ok".into())]).await;
+    let model = ScriptedModel::start(
+        Wire::Openai,
+        vec![
+            Step::Status(429, "slow down".into()),
+            Step::Text("ok".into()),
+        ],
+    )
+    .await;
     let home = TestHome::new(Wire::Openai, &model.url, "");
     let out = home.run(&["ask", "hello"]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -81,12 +134,19 @@ async fn a_429_with_retry_after_is_honoured() {
 
 #[tokio::test]
 async fn a_4xx_is_not_retried_and_ask_exits_1_with_the_reason() {
-    let model = ScriptedModel::start(Wire::Anthropic, vec![Step::Status(400, "bad model name".into())]).await;
+    let model = ScriptedModel::start(
+        Wire::Anthropic,
+        vec![Step::Status(400, "bad model name".into())],
+    )
+    .await;
     let home = TestHome::new(Wire::Anthropic, &model.url, "");
     let out = home.run(&["ask", "hello"]).await;
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(err.contains("HTTP 400") && err.contains("bad model name"), "{err}");
+    assert!(
+        err.contains("HTTP 400") && err.contains("bad model name"),
+        "{err}"
+    );
     assert_eq!(model.requests().len(), 1);
 }
 
@@ -95,22 +155,37 @@ async fn a_malformed_tool_call_gets_a_tool_error_and_the_turn_completes() {
     for wire in [Wire::Anthropic, Wire::Openai] {
         let model = ScriptedModel::start(
             wire,
-            vec![tools(&[("shell", r#"{"command": "echo"#)]), tools(&[("no_such_tool", "{}")]), Step::EchoToolResult],
+            vec![
+                tools(&[("shell", r#"{"command": "echo"#)]),
+                tools(&[("no_such_tool", "{}")]),
+                Step::EchoToolResult,
+            ],
         )
         .await;
         let home = TestHome::new(wire, &model.url, "");
         let out = home.run(&["ask", "go"]).await;
         assert!(out.status.success(), "{wire:?}: {}", text(&out.stderr));
-        assert!(text(&out.stdout).contains("refused"), "{}", text(&out.stdout));
+        assert!(
+            text(&out.stdout).contains("refused"),
+            "{}",
+            text(&out.stdout)
+        );
         let second = &model.requests()[1];
-        assert!(second.to_string().contains("invalid arguments for shell"), "{second}");
+        assert!(
+            second.to_string().contains("invalid arguments for shell"),
+            "{second}"
+        );
     }
 }
 
 #[tokio::test]
 async fn unreachable_model_makes_ask_exit_1_with_a_clear_message() {
     // A port that was free a moment ago: nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let home = TestHome::new(Wire::Anthropic, &format!("http://127.0.0.1:{port}"), "");
     let out = home.run(&["ask", "hello"]).await;
     assert_eq!(out.status.code(), Some(1));
@@ -138,26 +213,47 @@ async fn no_key_tells_the_user_what_to_set() {
         .await
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("set the ANTHROPIC_API_KEY environment variable"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("set the ANTHROPIC_API_KEY environment variable"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[tokio::test]
 async fn bad_config_exits_2_naming_file_and_key() {
-    let home = TestHome::new(Wire::Anthropic, "http://127.0.0.1:9", "[sandbox]\ncommand_timeout_secs = 0\n");
+    let home = TestHome::new(
+        Wire::Anthropic,
+        "http://127.0.0.1:9",
+        "[sandbox]\ncommand_timeout_secs = 0\n",
+    );
     let out = home.run(&["ask", "hi"]).await;
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
-    assert!(err.contains("nanoclaw.toml") && err.contains("sandbox.command_timeout_secs"), "{err}");
+    assert!(
+        err.contains("nanoclaw.toml") && err.contains("sandbox.command_timeout_secs"),
+        "{err}"
+    );
     let home = TestHome::new(Wire::Anthropic, "http://127.0.0.1:9", "colour = \"blue\"\n");
     let out = home.run(&["doctor"]).await;
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("colour"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("colour"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[tokio::test]
 async fn bad_cli_usage_exits_2() {
     let home = TestHome::new(Wire::Anthropic, "http://127.0.0.1:9", "");
-    assert_eq!(home.run(&["ask", "--group", "../etc", "hi"]).await.status.code(), Some(2));
+    assert_eq!(
+        home.run(&["ask", "--group", "../etc", "hi"])
+            .await
+            .status
+            .code(),
+        Some(2)
+    );
     assert_eq!(home.run(&["frobnicate"]).await.status.code(), Some(2));
     assert_eq!(home.run(&["sandbox", "exec"]).await.status.code(), Some(2));
 }
@@ -167,7 +263,11 @@ async fn memory_md_is_read_through_the_sandbox_into_the_prompt() {
     let model = ScriptedModel::start(Wire::Anthropic, vec![Step::Text("noted".into())]).await;
     let home = TestHome::new(Wire::Anthropic, &model.url, "");
     std::fs::create_dir_all(home.workspace("main")).unwrap();
-    std::fs::write(home.workspace("main").join("MEMORY.md"), "The owner's cat is called Miso.").unwrap();
+    std::fs::write(
+        home.workspace("main").join("MEMORY.md"),
+        "The owner's cat is called Miso.",
+    )
+    .unwrap();
     let out = home.run(&["ask", "hi"]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let system = model.requests()[0]["system"].as_str().unwrap().to_owned();
@@ -176,12 +276,32 @@ async fn memory_md_is_read_through_the_sandbox_into_the_prompt() {
 
 #[tokio::test]
 async fn history_carries_over_between_turns_of_a_group() {
-    let model = ScriptedModel::start(Wire::Openai, vec![Step::Text("first answer".into()), Step::Text("second".into())]).await;
+    let model = ScriptedModel::start(
+        Wire::Openai,
+        vec![
+            Step::Text("first answer".into()),
+            Step::Text("second".into()),
+        ],
+    )
+    .await;
     let home = TestHome::new(Wire::Openai, &model.url, "");
-    assert!(home.run(&["ask", "remember the word pineapple"]).await.status.success());
-    assert!(home.run(&["ask", "what was the word?"]).await.status.success());
+    assert!(
+        home.run(&["ask", "remember the word pineapple"])
+            .await
+            .status
+            .success()
+    );
+    assert!(
+        home.run(&["ask", "what was the word?"])
+            .await
+            .status
+            .success()
+    );
     let second = model.requests()[1].to_string();
-    assert!(second.contains("pineapple") && second.contains("first answer"), "{second}");
+    assert!(
+        second.contains("pineapple") && second.contains("first answer"),
+        "{second}"
+    );
 }
 
 // ----- the daemon and its HTTP API -----
@@ -194,7 +314,11 @@ struct Daemon {
 
 impl Daemon {
     async fn start(home: &TestHome) -> Daemon {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let config_path = home.path().join("nanoclaw.toml");
         let mut config = std::fs::read_to_string(&config_path).unwrap();
         if !config.contains("[api]") {
@@ -202,13 +326,28 @@ impl Daemon {
             std::fs::write(&config_path, config).unwrap();
         }
         let config = std::fs::read_to_string(&config_path).unwrap();
-        let listen = config.split("listen = \"").nth(1).unwrap().split('"').next().unwrap().to_owned();
-        let child = home.command().arg("run").stderr(std::process::Stdio::null()).spawn().unwrap();
+        let listen = config
+            .split("listen = \"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .to_owned();
+        let child = home
+            .command()
+            .arg("run")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
         let token = std::fs::read_to_string(home.path().join("api.token")).unwrap();
         let url = format!("http://{listen}");
         let d = Daemon { child, url, token };
         for _ in 0..200 {
-            if http(&d.url, "GET", "/v1/health", None, None).await.is_some() {
+            if http(&d.url, "GET", "/v1/health", None, None)
+                .await
+                .is_some()
+            {
                 return d;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
@@ -217,14 +356,27 @@ impl Daemon {
     }
 
     async fn post(&self, group: &str, text: &str) -> (u16, Value) {
-        http(&self.url, "POST", &format!("/v1/groups/{group}/messages"), Some(&self.token), Some(json!({"text": text})))
-            .await
-            .unwrap()
+        http(
+            &self.url,
+            "POST",
+            &format!("/v1/groups/{group}/messages"),
+            Some(&self.token),
+            Some(json!({"text": text})),
+        )
+        .await
+        .unwrap()
     }
 
     async fn replies(&self, group: &str) -> Vec<Value> {
-        let (status, body) =
-            http(&self.url, "GET", &format!("/v1/groups/{group}/replies?after=0"), Some(&self.token), None).await.unwrap();
+        let (status, body) = http(
+            &self.url,
+            "GET",
+            &format!("/v1/groups/{group}/replies?after=0"),
+            Some(&self.token),
+            None,
+        )
+        .await
+        .unwrap();
         assert_eq!(status, 200, "{body}");
         body["replies"].as_array().unwrap().clone()
     }
@@ -242,12 +394,20 @@ impl Daemon {
 }
 
 /// A tiny HTTP/1.1 client over a raw socket: `None` when nothing listens.
-async fn http(base: &str, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> Option<(u16, Value)> {
+async fn http(
+    base: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> Option<(u16, Value)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = base.trim_start_matches("http://");
     let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
     let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
@@ -257,7 +417,11 @@ async fn http(base: &str, method: &str, path: &str, token: Option<&str>, body: O
     s.read_to_end(&mut resp).await.ok()?;
     let resp = String::from_utf8_lossy(&resp).into_owned();
     let status: u16 = resp.split(' ').nth(1)?.parse().ok()?;
-    let json = resp.split("\r\n\r\n").nth(1).and_then(|b| serde_json::from_str(b).ok()).unwrap_or(Value::Null);
+    let json = resp
+        .split("\r\n\r\n")
+        .nth(1)
+        .and_then(|b| serde_json::from_str(b).ok())
+        .unwrap_or(Value::Null);
     Some((status, json))
 }
 
@@ -267,16 +431,76 @@ async fn api_needs_the_token_and_rejects_malformed_requests() {
     let home = TestHome::new(Wire::Anthropic, &model.url, "");
     let d = Daemon::start(&home).await;
     let msg = Some(json!({"text": "hi"}));
-    assert_eq!(http(&d.url, "POST", "/v1/groups/main/messages", None, msg.clone()).await.unwrap().0, 401);
-    assert_eq!(http(&d.url, "POST", "/v1/groups/main/messages", Some("wrong"), msg.clone()).await.unwrap().0, 401);
-    let (status, body) = http(&d.url, "POST", "/v1/groups/main/messages", Some(&d.token), Some(json!({"txt": "hi"}))).await.unwrap();
+    assert_eq!(
+        http(
+            &d.url,
+            "POST",
+            "/v1/groups/main/messages",
+            None,
+            msg.clone()
+        )
+        .await
+        .unwrap()
+        .0,
+        401
+    );
+    assert_eq!(
+        http(
+            &d.url,
+            "POST",
+            "/v1/groups/main/messages",
+            Some("wrong"),
+            msg.clone()
+        )
+        .await
+        .unwrap()
+        .0,
+        401
+    );
+    let (status, body) = http(
+        &d.url,
+        "POST",
+        "/v1/groups/main/messages",
+        Some(&d.token),
+        Some(json!({"txt": "hi"})),
+    )
+    .await
+    .unwrap();
     assert_eq!(status, 400);
-    assert!(body["error"].as_str().unwrap().contains("unknown field `txt`"), "{body}");
-    let (status, _) = http(&d.url, "POST", "/v1/groups/..%2Fx/messages", Some(&d.token), msg.clone()).await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `txt`"),
+        "{body}"
+    );
+    let (status, _) = http(
+        &d.url,
+        "POST",
+        "/v1/groups/..%2Fx/messages",
+        Some(&d.token),
+        msg.clone(),
+    )
+    .await
+    .unwrap();
     assert_eq!(status, 400);
-    let (status, _) = http(&d.url, "GET", "/v1/groups/main/replies?after=x", Some(&d.token), None).await.unwrap();
+    let (status, _) = http(
+        &d.url,
+        "GET",
+        "/v1/groups/main/replies?after=x",
+        Some(&d.token),
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(status, 400);
-    assert_eq!(http(&d.url, "GET", "/v1/nope", Some(&d.token), None).await.unwrap().0, 404);
+    assert_eq!(
+        http(&d.url, "GET", "/v1/nope", Some(&d.token), None)
+            .await
+            .unwrap()
+            .0,
+        404
+    );
     assert!(model.requests().is_empty(), "no message was accepted");
 }
 
@@ -284,7 +508,10 @@ async fn api_needs_the_token_and_rejects_malformed_requests() {
 async fn kill_9_after_accept_before_reply_answers_exactly_once() {
     let model = ScriptedModel::start(
         Wire::Anthropic,
-        vec![Step::Delay(Duration::from_secs(30)), Step::Text("the answer".into())],
+        vec![
+            Step::Delay(Duration::from_secs(30)),
+            Step::Text("the answer".into()),
+        ],
     )
     .await;
     let home = TestHome::new(Wire::Anthropic, &model.url, "");
@@ -329,11 +556,17 @@ async fn two_groups_never_see_each_others_workspace_or_history() {
     let replies = d.wait_replies("b", 1).await;
     let seen = replies[0]["text"].as_str().unwrap();
     assert!(seen.contains("end"), "{seen}");
-    assert!(!seen.contains("alpha-secret"), "group b saw group a's file: {seen}");
+    assert!(
+        !seen.contains("alpha-secret"),
+        "group b saw group a's file: {seen}"
+    );
     // Group b's prompts never carried group a's history.
     let reqs = model.requests();
     for r in &reqs[2..] {
-        assert!(!r.to_string().contains("alpha-secret"), "group b's prompt held group a's history: {r}");
+        assert!(
+            !r.to_string().contains("alpha-secret"),
+            "group b's prompt held group a's history: {r}"
+        );
     }
     assert!(d.replies("a").await.iter().all(|r| r["text"] == "stored"));
 }
@@ -343,10 +576,20 @@ async fn daemon_without_a_model_replies_with_what_to_set() {
     let home = TestHome::new(Wire::Anthropic, "http://127.0.0.1:9", "");
     // Back to the default base URL, and no key in the environment.
     std::fs::write(home.path().join("nanoclaw.toml"), "").unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    std::fs::write(home.path().join("nanoclaw.toml"), format!("[api]\nlisten = \"127.0.0.1:{port}\"\n")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        home.path().join("nanoclaw.toml"),
+        format!("[api]\nlisten = \"127.0.0.1:{port}\"\n"),
+    )
+    .unwrap();
     let mut cmd = home.command();
-    cmd.env_remove("ANTHROPIC_API_KEY").arg("run").stderr(std::process::Stdio::piped());
+    cmd.env_remove("ANTHROPIC_API_KEY")
+        .arg("run")
+        .stderr(std::process::Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     let url = format!("http://127.0.0.1:{port}");
     let token = std::fs::read_to_string(home.path().join("api.token")).unwrap();
@@ -359,11 +602,21 @@ async fn daemon_without_a_model_replies_with_what_to_set() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert!(up);
-    let (status, _) = http(&url, "POST", "/v1/groups/main/messages", Some(&token), Some(json!({"text": "hi"}))).await.unwrap();
+    let (status, _) = http(
+        &url,
+        "POST",
+        "/v1/groups/main/messages",
+        Some(&token),
+        Some(json!({"text": "hi"})),
+    )
+    .await
+    .unwrap();
     assert_eq!(status, 202);
     let mut reply = String::new();
     for _ in 0..200 {
-        let (_, body) = http(&url, "GET", "/v1/groups/main/replies", Some(&token), None).await.unwrap();
+        let (_, body) = http(&url, "GET", "/v1/groups/main/replies", Some(&token), None)
+            .await
+            .unwrap();
         if let Some(r) = body["replies"].as_array().and_then(|r| r.first()) {
             reply = r["text"].as_str().unwrap().to_owned();
             break;
@@ -373,5 +626,165 @@ async fn daemon_without_a_model_replies_with_what_to_set() {
     assert!(reply.contains("ANTHROPIC_API_KEY"), "{reply}");
     child.start_kill().unwrap();
     let out = child.wait_with_output().await.unwrap();
-    assert!(text(&out.stderr).contains("ANTHROPIC_API_KEY"), "the terminal was not told");
+    assert!(
+        text(&out.stderr).contains("ANTHROPIC_API_KEY"),
+        "the terminal was not told"
+    );
+}
+
+#[tokio::test]
+async fn malformed_model_responses_fail_the_turn_with_a_clear_error() {
+    let cases = [
+        (Step::Raw("application/json".into(), "{}".into()), "expected an event stream"),
+        (Step::Raw("text/event-stream".into(), "data: {not json\n\n".into()), "is not JSON"),
+        (
+            Step::Raw("text/event-stream".into(), "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":4,\"delta\":{\"type\":\"text_delta\",\"text\":\"x\"}}\n\n".into()),
+            "never started",
+        ),
+    ];
+    for (step, expected) in cases {
+        let model = ScriptedModel::start(Wire::Anthropic, vec![step]).await;
+        let home = TestHome::new(Wire::Anthropic, &model.url, "");
+        let out = home.run(&["ask", "hi"]).await;
+        assert_eq!(out.status.code(), Some(1));
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("invalid response") && err.contains(expected),
+            "{err}"
+        );
+        assert_eq!(
+            model.requests().len(),
+            1,
+            "an invalid response is not retried"
+        );
+    }
+}
+
+#[tokio::test]
+async fn turns_run_one_at_a_time_per_group_and_within_the_global_cap() {
+    let slow = |t: &str| Step::SlowText(Duration::from_millis(400), t.into());
+    let model = ScriptedModel::start(
+        Wire::Anthropic,
+        vec![slow("1"), slow("2"), slow("3"), slow("4")],
+    )
+    .await;
+    let home = TestHome::new(
+        Wire::Anthropic,
+        &model.url,
+        "[daemon]\nmax_concurrent_turns = 2\n",
+    );
+    let d = Daemon::start(&home).await;
+    for group in ["g1", "g2", "g3"] {
+        assert_eq!(d.post(group, "hello").await.0, 202);
+    }
+    for group in ["g1", "g2", "g3"] {
+        d.wait_replies(group, 1).await;
+    }
+    assert_eq!(
+        model.max_in_flight(),
+        2,
+        "the cap of 2 concurrent turns was not used or was exceeded"
+    );
+
+    // Two messages to one group: never two turns of that group at once.
+    let model = ScriptedModel::start(Wire::Anthropic, vec![slow("a"), slow("b")]).await;
+    let home = TestHome::new(
+        Wire::Anthropic,
+        &model.url,
+        "[daemon]\nmax_concurrent_turns = 4\n",
+    );
+    let d = Daemon::start(&home).await;
+    assert_eq!(d.post("solo", "first").await.0, 202);
+    assert_eq!(d.post("solo", "second").await.0, 202);
+    let mut answered = 0;
+    for _ in 0..200 {
+        let all = d.replies("solo").await;
+        let texts: Vec<&str> = all.iter().filter_map(|r| r["text"].as_str()).collect();
+        answered = texts.len();
+        if model
+            .requests()
+            .iter()
+            .any(|r| r.to_string().contains("second"))
+            && answered == model.requests().len()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(answered >= 1);
+    assert_eq!(model.max_in_flight(), 1);
+}
+
+#[tokio::test]
+async fn chat_answers_each_line_and_new_starts_a_fresh_session() {
+    use tokio::io::AsyncWriteExt;
+    let model = ScriptedModel::start(
+        Wire::Openai,
+        vec![
+            Step::Text("one".into()),
+            Step::Text("two".into()),
+            Step::Text("three".into()),
+        ],
+    )
+    .await;
+    let home = TestHome::new(Wire::Openai, &model.url, "");
+    let mut child = home
+        .command()
+        .args(["chat", "--group", "talk"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(b"my name is Ada\nwhat is my name?\n/new\nand now?\n/quit\n")
+        .await
+        .unwrap();
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "one\ntwo\nthree\n");
+    let reqs = model.requests();
+    assert!(
+        reqs[1].to_string().contains("Ada"),
+        "history was not carried within the session"
+    );
+    assert!(
+        !reqs[2].to_string().contains("Ada"),
+        "history leaked past /new"
+    );
+}
+
+#[tokio::test]
+async fn doctor_reports_isolation_and_a_reachable_model() {
+    let model = ScriptedModel::start(Wire::Anthropic, vec![]).await;
+    let home = TestHome::new(Wire::Anthropic, &model.url, "");
+    let out = home.run(&["doctor"]).await;
+    let report = text(&out.stdout);
+    assert!(out.status.success(), "{report}");
+    for line in [
+        "sandbox: bwrap works",
+        "capabilities dropped",
+        "network namespace (loopback only)  active",
+        "all checks passed",
+    ] {
+        assert!(report.contains(line), "missing {line:?} in:\n{report}");
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let home = TestHome::new(Wire::Anthropic, &format!("http://127.0.0.1:{port}"), "");
+    let out = home.run(&["doctor"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("UNREACHABLE"),
+        "{}",
+        text(&out.stdout)
+    );
 }

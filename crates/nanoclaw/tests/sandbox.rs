@@ -10,11 +10,18 @@ use std::time::{Duration, Instant};
 use support::{ScriptedModel, Step, TestHome, Wire, text};
 
 async fn home() -> TestHome {
-    TestHome::new(Wire::Anthropic, "http://127.0.0.1:9", "[sandbox]\ncommand_timeout_secs = 3\noutput_limit_bytes = 4096\n")
+    TestHome::new(
+        Wire::Anthropic,
+        "http://127.0.0.1:9",
+        "[sandbox]\ncommand_timeout_secs = 3\noutput_limit_bytes = 4096\n",
+    )
 }
 
 async fn sh(home: &TestHome, group: &str, script: &str) -> Output {
-    home.run(&["sandbox", "exec", "--group", group, "--", "bash", "-c", script]).await
+    home.run(&[
+        "sandbox", "exec", "--group", group, "--", "bash", "-c", script,
+    ])
+    .await
 }
 
 #[tokio::test]
@@ -29,14 +36,27 @@ async fn exit_status_and_output_pass_through() {
 #[tokio::test]
 async fn runs_unprivileged_in_workspace_with_empty_environment() {
     let h = home().await;
-    let out = sh(&h, "main", "pwd; id -u; env | sort | cut -d= -f1 | tr '\\n' ' '").await;
+    let out = sh(
+        &h,
+        "main",
+        "pwd; id -u; env | sort | cut -d= -f1 | tr '\\n' ' '",
+    )
+    .await;
     let o = text(&out.stdout);
     let mut lines = o.lines();
     assert_eq!(lines.next(), Some("/workspace"));
     assert_eq!(lines.next(), Some("1000"));
     let vars = lines.next().unwrap_or("");
-    for leaked in ["ANTHROPIC_API_KEY", "OPENAI_API_KEY", "NANOCLAW_HOME", "CARGO"] {
-        assert!(!vars.contains(leaked), "{leaked} leaked into the sandbox: {vars}");
+    for leaked in [
+        "ANTHROPIC_API_KEY",
+        "OPENAI_API_KEY",
+        "NANOCLAW_HOME",
+        "CARGO",
+    ] {
+        assert!(
+            !vars.contains(leaked),
+            "{leaked} leaked into the sandbox: {vars}"
+        );
     }
 }
 
@@ -55,7 +75,12 @@ async fn host_secrets_and_data_dir_are_invisible() {
 #[tokio::test]
 async fn system_directories_are_read_only() {
     let h = home().await;
-    let out = sh(&h, "main", "for d in /usr /etc /bin /; do touch $d/x 2>/dev/null && echo WROTE $d; done; echo done").await;
+    let out = sh(
+        &h,
+        "main",
+        "for d in /usr /etc /bin /; do touch $d/x 2>/dev/null && echo WROTE $d; done; echo done",
+    )
+    .await;
     assert_eq!(text(&out.stdout), "done\n");
 }
 
@@ -83,9 +108,18 @@ async fn no_network_but_loopback() {
 #[tokio::test]
 async fn other_groups_workspaces_are_invisible() {
     let h = home().await;
-    assert!(sh(&h, "alpha", "echo private > mine.txt").await.status.success());
+    assert!(
+        sh(&h, "alpha", "echo private > mine.txt")
+            .await
+            .status
+            .success()
+    );
     let out = sh(&h, "beta", "ls /workspace/..; cat ../alpha/mine.txt 2>/dev/null; find / -name mine.txt 2>/dev/null; echo done").await;
-    assert!(!text(&out.stdout).contains("private") && !text(&out.stdout).contains("mine.txt"), "{}", text(&out.stdout));
+    assert!(
+        !text(&out.stdout).contains("private") && !text(&out.stdout).contains("mine.txt"),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 #[tokio::test]
@@ -93,20 +127,44 @@ async fn timeout_kills_the_whole_tree_and_nothing_outlives_the_command() {
     let h = home().await;
     let marker = format!("nanoclaw-test-{}", std::process::id());
     let started = Instant::now();
-    let out = sh(&h, "main", &format!("(exec -a {marker}-bg sleep 300) & exec -a {marker}-fg sleep 300")).await;
+    let out = sh(
+        &h,
+        "main",
+        &format!("(exec -a {marker}-bg sleep 300) & exec -a {marker}-fg sleep 300"),
+    )
+    .await;
     assert_eq!(out.status.code(), Some(124), "{}", text(&out.stderr));
     assert!(started.elapsed() < Duration::from_secs(15));
     assert!(text(&out.stderr).contains("wall-time limit"));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let ps = std::process::Command::new("pgrep").args(["-f", &marker]).output().unwrap();
-    assert!(ps.stdout.is_empty(), "processes outlived the sandbox: {}", text(&ps.stdout));
+    let ps = std::process::Command::new("pgrep")
+        .args(["-f", &marker])
+        .output()
+        .unwrap();
+    assert!(
+        ps.stdout.is_empty(),
+        "processes outlived the sandbox: {}",
+        text(&ps.stdout)
+    );
 
     // A background process of a command that exits normally is gone too.
-    let out = sh(&h, "main", &format!("(exec -a {marker}-orphan sleep 300) & echo started")).await;
+    let out = sh(
+        &h,
+        "main",
+        &format!("(exec -a {marker}-orphan sleep 300) & echo started"),
+    )
+    .await;
     assert!(out.status.success());
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let ps = std::process::Command::new("pgrep").args(["-f", &marker]).output().unwrap();
-    assert!(ps.stdout.is_empty(), "a background process outlived its command: {}", text(&ps.stdout));
+    let ps = std::process::Command::new("pgrep")
+        .args(["-f", &marker])
+        .output()
+        .unwrap();
+    assert!(
+        ps.stdout.is_empty(),
+        "a background process outlived its command: {}",
+        text(&ps.stdout)
+    );
 }
 
 #[tokio::test]
@@ -115,13 +173,22 @@ async fn output_flood_is_capped_with_a_note() {
     let out = sh(&h, "main", "head -c 1000000 /dev/zero | tr '\\0' x").await;
     assert!(out.status.success());
     assert_eq!(out.stdout.len(), 4096);
-    assert!(text(&out.stderr).contains("995904 more bytes of stdout were dropped"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("995904 more bytes of stdout were dropped"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[tokio::test]
 async fn no_capabilities_and_no_new_privileges() {
     let h = home().await;
-    let out = sh(&h, "main", "grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status").await;
+    let out = sh(
+        &h,
+        "main",
+        "grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status",
+    )
+    .await;
     let o = text(&out.stdout);
     assert!(o.contains("CapEff:\t0000000000000000"), "{o}");
     assert!(o.contains("CapBnd:\t0000000000000000"), "{o}");
@@ -137,7 +204,11 @@ fn call(name: &str, args: serde_json::Value) -> (String, String) {
 /// Run one turn whose single step is `calls`, and return the tool results the model received.
 async fn tool_results(h_extra: &str, setup: &str, calls: Vec<(String, String)>) -> Vec<String> {
     let n = calls.len();
-    let model = ScriptedModel::start(Wire::Anthropic, vec![Step::Tools(calls), Step::Text("done".into())]).await;
+    let model = ScriptedModel::start(
+        Wire::Anthropic,
+        vec![Step::Tools(calls), Step::Text("done".into())],
+    )
+    .await;
     let h = TestHome::new(Wire::Anthropic, &model.url, h_extra);
     if !setup.is_empty() {
         assert!(sh(&h, "main", setup).await.status.success());
@@ -145,9 +216,21 @@ async fn tool_results(h_extra: &str, setup: &str, calls: Vec<(String, String)>) 
     let out = h.run(&["ask", "go"]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let second = &model.requests()[1];
-    let blocks = second["messages"].as_array().unwrap().last().unwrap()["content"].as_array().unwrap().clone();
+    let blocks = second["messages"].as_array().unwrap().last().unwrap()["content"]
+        .as_array()
+        .unwrap()
+        .clone();
     assert_eq!(blocks.len(), n);
-    blocks.iter().map(|b| format!("{}{}", if b["is_error"] == true { "ERR " } else { "" }, b["content"].as_str().unwrap())).collect()
+    blocks
+        .iter()
+        .map(|b| {
+            format!(
+                "{}{}",
+                if b["is_error"] == true { "ERR " } else { "" },
+                b["content"].as_str().unwrap()
+            )
+        })
+        .collect()
 }
 
 #[tokio::test]
@@ -157,12 +240,27 @@ async fn file_tools_write_read_edit_list_grep() {
         "",
         "",
         vec![
-            call("write_file", json!({"path": "notes/a.md", "content": "one\ntwo\nthree\n"})),
-            call("read_file", json!({"path": "notes/a.md", "offset": 2, "limit": 1})),
-            call("edit_file", json!({"path": "notes/a.md", "old_text": "two", "new_text": "TWO"})),
-            call("edit_file", json!({"path": "notes/a.md", "old_text": "zzz", "new_text": "x"})),
+            call(
+                "write_file",
+                json!({"path": "notes/a.md", "content": "one\ntwo\nthree\n"}),
+            ),
+            call(
+                "read_file",
+                json!({"path": "notes/a.md", "offset": 2, "limit": 1}),
+            ),
+            call(
+                "edit_file",
+                json!({"path": "notes/a.md", "old_text": "two", "new_text": "TWO"}),
+            ),
+            call(
+                "edit_file",
+                json!({"path": "notes/a.md", "old_text": "zzz", "new_text": "x"}),
+            ),
             call("write_file", json!({"path": "dup.txt", "content": "ab ab"})),
-            call("edit_file", json!({"path": "dup.txt", "old_text": "ab", "new_text": "x"})),
+            call(
+                "edit_file",
+                json!({"path": "dup.txt", "old_text": "ab", "new_text": "x"}),
+            ),
             call("list_files", json!({"pattern": "**/*.md"})),
             call("grep", json!({"pattern": "^T", "ignore_case": false})),
             call("read_file", json!({"path": "missing.txt"})),
@@ -198,7 +296,11 @@ async fn symlink_to_host_file_is_resolved_inside_the_sandbox_only() {
     assert!(r[0].starts_with("ERR"), "{}", r[0]);
     assert!(r[1].starts_with("ERR"), "{}", r[1]);
     assert!(r[2].starts_with("ERR"), "{}", r[2]);
-    assert!(!r[3].contains("ANTHROPIC_API_KEY") && !r[3].contains("test-key"), "{}", r[3]);
+    assert!(
+        !r[3].contains("ANTHROPIC_API_KEY") && !r[3].contains("test-key"),
+        "{}",
+        r[3]
+    );
 }
 
 #[tokio::test]
@@ -214,7 +316,19 @@ async fn shell_tool_reports_timeout_and_truncation_to_the_model() {
         ],
     )
     .await;
-    assert!(r[0].starts_with("ERR killed: the command hit its wall-time limit of 2 s"), "{}", r[0]);
-    assert!(r[1].contains("[truncated: 3976 more bytes of stdout were dropped"), "{}", r[1]);
-    assert!(r[2].starts_with("ERR invalid arguments for shell"), "{}", r[2]);
+    assert!(
+        r[0].starts_with("ERR killed: the command hit its wall-time limit of 2 s"),
+        "{}",
+        r[0]
+    );
+    assert!(
+        r[1].contains("[truncated: 3976 more bytes of stdout were dropped"),
+        "{}",
+        r[1]
+    );
+    assert!(
+        r[2].starts_with("ERR invalid arguments for shell"),
+        "{}",
+        r[2]
+    );
 }

@@ -3,7 +3,9 @@
 
 use serde_json::{Value, json};
 
-use super::{Message, ModelResponse, StopReason, StreamAccumulator, ToolSpec, Usage, parse_arguments, sse};
+use super::{
+    Message, ModelResponse, StopReason, StreamAccumulator, ToolSpec, Usage, parse_arguments, sse,
+};
 use crate::config::ModelConfig;
 use nanoclaw_core::ToolCall;
 
@@ -22,7 +24,12 @@ pub fn authorize(req: reqwest::RequestBuilder, key: Option<&str>) -> reqwest::Re
     }
 }
 
-pub fn request_body(cfg: &ModelConfig, system: &str, messages: &[Message], tools: &[ToolSpec]) -> Value {
+pub fn request_body(
+    cfg: &ModelConfig,
+    system: &str,
+    messages: &[Message],
+    tools: &[ToolSpec],
+) -> Value {
     let mut wire: Vec<Value> = Vec::new();
     for m in messages {
         match m {
@@ -35,15 +42,25 @@ pub fn request_body(cfg: &ModelConfig, system: &str, messages: &[Message], tools
                 for c in tool_calls {
                     // The API needs an object; malformed arguments were already answered with a
                     // tool error, so an empty object stands in for them here.
-                    let input = if c.arguments.is_object() { c.arguments.clone() } else { json!({}) };
-                    content.push(json!({"type": "tool_use", "id": c.id, "name": c.name, "input": input}));
+                    let input = if c.arguments.is_object() {
+                        c.arguments.clone()
+                    } else {
+                        json!({})
+                    };
+                    content.push(
+                        json!({"type": "tool_use", "id": c.id, "name": c.name, "input": input}),
+                    );
                 }
                 if content.is_empty() {
                     content.push(json!({"type": "text", "text": "(no text)"}));
                 }
                 wire.push(json!({"role": "assistant", "content": content}));
             }
-            Message::Tool { call_id, content, is_error } => {
+            Message::Tool {
+                call_id,
+                content,
+                is_error,
+            } => {
                 let block = json!({"type": "tool_result", "tool_use_id": call_id, "content": content, "is_error": is_error});
                 // Results of one assistant step travel together in one user message.
                 match wire.last_mut() {
@@ -74,7 +91,11 @@ pub fn request_body(cfg: &ModelConfig, system: &str, messages: &[Message], tools
 /// One content block being streamed.
 enum Block {
     Text(String),
-    ToolUse { id: String, name: String, json: String },
+    ToolUse {
+        id: String,
+        name: String,
+        json: String,
+    },
 }
 
 #[derive(Default)]
@@ -109,17 +130,26 @@ impl StreamAccumulator for Accumulator {
     fn on_event(&mut self, event: &sse::Event) -> Result<bool, String> {
         let v: Value = serde_json::from_str(&event.data)
             .map_err(|e| format!("event data is not JSON ({e}): {:.200}", event.data))?;
-        let kind = v.get("type").and_then(Value::as_str).unwrap_or(event.event.as_str());
+        let kind = v
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or(event.event.as_str());
         match kind {
             "message_start" => {
-                if let Some(n) = field(&v, &["message", "usage", "input_tokens"]).and_then(Value::as_u64) {
+                if let Some(n) =
+                    field(&v, &["message", "usage", "input_tokens"]).and_then(Value::as_u64)
+                {
                     self.usage.input_tokens = n;
                 }
             }
             "content_block_start" => {
-                let index = field(&v, &["index"]).and_then(Value::as_u64).ok_or("content_block_start without index")?;
+                let index = field(&v, &["index"])
+                    .and_then(Value::as_u64)
+                    .ok_or("content_block_start without index")?;
                 let block = match field(&v, &["content_block", "type"]).and_then(Value::as_str) {
-                    Some("text") => Block::Text(str_field(&v, &["content_block", "text"]).unwrap_or_default()),
+                    Some("text") => {
+                        Block::Text(str_field(&v, &["content_block", "text"]).unwrap_or_default())
+                    }
                     Some("tool_use") => Block::ToolUse {
                         id: str_field(&v, &["content_block", "id"])?,
                         name: str_field(&v, &["content_block", "name"])?,
@@ -131,7 +161,9 @@ impl StreamAccumulator for Accumulator {
                 self.blocks.push((index, block));
             }
             "content_block_delta" => {
-                let index = field(&v, &["index"]).and_then(Value::as_u64).ok_or("content_block_delta without index")?;
+                let index = field(&v, &["index"])
+                    .and_then(Value::as_u64)
+                    .ok_or("content_block_delta without index")?;
                 match field(&v, &["delta", "type"]).and_then(Value::as_str) {
                     Some("text_delta") => {
                         let text = str_field(&v, &["delta", "text"])?;
@@ -163,7 +195,8 @@ impl StreamAccumulator for Accumulator {
             }
             "message_stop" => return Ok(true),
             "error" => {
-                let msg = str_field(&v, &["error", "message"]).unwrap_or_else(|_| event.data.clone());
+                let msg =
+                    str_field(&v, &["error", "message"]).unwrap_or_else(|_| event.data.clone());
                 return Err(format!("the server reported an error mid-stream: {msg}"));
             }
             _ => {} // ping and future event kinds
@@ -177,12 +210,19 @@ impl StreamAccumulator for Accumulator {
         for (_, block) in self.blocks {
             match block {
                 Block::Text(t) => text.push_str(&t),
-                Block::ToolUse { id, name, json } => {
-                    tool_calls.push(ToolCall { id, name, arguments: parse_arguments(&json) })
-                }
+                Block::ToolUse { id, name, json } => tool_calls.push(ToolCall {
+                    id,
+                    name,
+                    arguments: parse_arguments(&json),
+                }),
             }
         }
         let stop = self.stop.unwrap_or(StopReason::Other);
-        Ok(ModelResponse { text, tool_calls, stop, usage: self.usage })
+        Ok(ModelResponse {
+            text,
+            tool_calls,
+            stop,
+            usage: self.usage,
+        })
     }
 }

@@ -32,9 +32,18 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "role", rename_all = "snake_case")]
 pub enum Message {
-    User { text: String },
-    Assistant { text: String, tool_calls: Vec<ToolCall> },
-    Tool { call_id: String, content: String, is_error: bool },
+    User {
+        text: String,
+    },
+    Assistant {
+        text: String,
+        tool_calls: Vec<ToolCall>,
+    },
+    Tool {
+        call_id: String,
+        content: String,
+        is_error: bool,
+    },
 }
 
 impl Message {
@@ -43,7 +52,11 @@ impl Message {
         let bytes = match self {
             Message::User { text } => text.len(),
             Message::Assistant { text, tool_calls } => {
-                text.len() + tool_calls.iter().map(|c| c.name.len() + c.arguments.to_string().len()).sum::<usize>()
+                text.len()
+                    + tool_calls
+                        .iter()
+                        .map(|c| c.name.len() + c.arguments.to_string().len())
+                        .sum::<usize>()
             }
             Message::Tool { content, .. } => content.len(),
         };
@@ -90,10 +103,20 @@ pub struct ModelResponse {
 pub enum ModelError {
     /// The server refused the request (4xx other than 429); retrying would not help.
     #[error("the model server at {url} refused the request with HTTP {status}: {body}")]
-    Refused { url: String, status: u16, body: String },
+    Refused {
+        url: String,
+        status: u16,
+        body: String,
+    },
     /// Every attempt failed with a retryable error.
-    #[error("the model server at {url} did not answer after {attempts} attempts; last error: {last}")]
-    Unreachable { url: String, attempts: u32, last: String },
+    #[error(
+        "the model server at {url} did not answer after {attempts} attempts; last error: {last}"
+    )]
+    Unreachable {
+        url: String,
+        attempts: u32,
+        last: String,
+    },
     /// The server answered with something that is not a valid response.
     #[error("the model server at {url} sent an invalid response: {detail}")]
     BadResponse { url: String, detail: String },
@@ -109,7 +132,10 @@ trait StreamAccumulator {
 /// What one attempt ended with, for the retry loop.
 enum Attempt {
     Done(ModelResponse),
-    Retry { reason: String, wait: Option<Duration> },
+    Retry {
+        reason: String,
+        wait: Option<Duration>,
+    },
     Fail(ModelError),
 }
 
@@ -131,7 +157,12 @@ impl ModelClient {
             Provider::Anthropic => anthropic::endpoint(&cfg.base_url),
             Provider::Openai => openai::endpoint(&cfg.base_url),
         };
-        Ok(ModelClient { http, cfg, api_key, url })
+        Ok(ModelClient {
+            http,
+            cfg,
+            api_key,
+            url,
+        })
     }
 
     /// One model step: send the conversation, return the complete response.
@@ -162,7 +193,11 @@ impl ModelClient {
                 }
             }
         }
-        Err(ModelError::Unreachable { url: self.url.clone(), attempts, last })
+        Err(ModelError::Unreachable {
+            url: self.url.clone(),
+            attempts,
+            last,
+        })
     }
 
     async fn attempt(&self, body: &serde_json::Value) -> Attempt {
@@ -178,17 +213,29 @@ impl ModelClient {
         };
         let resp = match req.send().await {
             Ok(resp) => resp,
-            Err(e) => return Attempt::Retry { reason: describe_reqwest(&e), wait: None },
+            Err(e) => {
+                return Attempt::Retry {
+                    reason: describe_reqwest(&e),
+                    wait: None,
+                };
+            }
         };
         let status = resp.status();
         if status.as_u16() == 429 || status.is_server_error() {
             let wait = retry_after(resp.headers());
             let body = excerpt(resp).await;
-            return Attempt::Retry { reason: format!("HTTP {}: {body}", status.as_u16()), wait };
+            return Attempt::Retry {
+                reason: format!("HTTP {}: {body}", status.as_u16()),
+                wait,
+            };
         }
         if !status.is_success() {
             let body = excerpt(resp).await;
-            return Attempt::Fail(ModelError::Refused { url: self.url.clone(), status: status.as_u16(), body });
+            return Attempt::Fail(ModelError::Refused {
+                url: self.url.clone(),
+                status: status.as_u16(),
+                body,
+            });
         }
         let result = match self.cfg.provider {
             Provider::Anthropic => read_stream(resp, anthropic::Accumulator::default()).await,
@@ -197,9 +244,10 @@ impl ModelClient {
         match result {
             Ok(resp) => Attempt::Done(resp),
             Err(StreamFailure::Transport(reason)) => Attempt::Retry { reason, wait: None },
-            Err(StreamFailure::Invalid(detail)) => {
-                Attempt::Fail(ModelError::BadResponse { url: self.url.clone(), detail })
-            }
+            Err(StreamFailure::Invalid(detail)) => Attempt::Fail(ModelError::BadResponse {
+                url: self.url.clone(),
+                detail,
+            }),
         }
     }
 }
@@ -230,18 +278,25 @@ async fn read_stream<A: StreamAccumulator>(
     let mut body = resp.bytes_stream();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| StreamFailure::Transport(describe_reqwest(&e)))?;
-        for event in decoder.feed(&chunk).map_err(|e| StreamFailure::Invalid(e.to_string()))? {
+        for event in decoder
+            .feed(&chunk)
+            .map_err(|e| StreamFailure::Invalid(e.to_string()))?
+        {
             if acc.on_event(&event).map_err(StreamFailure::Invalid)? {
                 return acc.finish().map_err(StreamFailure::Invalid);
             }
         }
     }
-    Err(StreamFailure::Transport("the stream ended before the response was complete".into()))
+    Err(StreamFailure::Transport(
+        "the stream ended before the response was complete".into(),
+    ))
 }
 
 /// Exponential backoff with jitter: a random wait in [d/2, d], d = base * 2^attempt.
 fn backoff(attempt: u32) -> Duration {
-    let full = BACKOFF_BASE.saturating_mul(1u32 << attempt.min(16)).min(MAX_RETRY_WAIT);
+    let full = BACKOFF_BASE
+        .saturating_mul(1u32 << attempt.min(16))
+        .min(MAX_RETRY_WAIT);
     let mut bytes = [0u8; 4];
     // Jitter only spreads retries out; a failing random source just means no jitter.
     let _ = getrandom::fill(&mut bytes);
@@ -251,12 +306,18 @@ fn backoff(attempt: u32) -> Duration {
 
 /// The wait a server asked for: `retry-after-ms` (OpenAI) or `Retry-After` in seconds.
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
     if let Some(ms) = get("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
         return (ms.is_finite() && ms >= 0.0).then(|| Duration::from_secs_f64(ms / 1000.0));
     }
     let secs = get("retry-after")?.parse::<f64>().ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(MAX_RETRY_WAIT.as_secs_f64())))
+    (secs.is_finite() && secs >= 0.0)
+        .then(|| Duration::from_secs_f64(secs.min(MAX_RETRY_WAIT.as_secs_f64())))
 }
 
 async fn excerpt(resp: reqwest::Response) -> String {
@@ -309,7 +370,10 @@ mod tests {
         let mut bad = reqwest::header::HeaderMap::new();
         bad.insert("retry-after", "-3".parse().unwrap());
         assert_eq!(retry_after(&bad), None);
-        bad.insert("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
+        bad.insert(
+            "retry-after",
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
         assert_eq!(retry_after(&bad), None);
     }
 

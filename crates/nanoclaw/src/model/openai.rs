@@ -4,7 +4,9 @@
 
 use serde_json::{Value, json};
 
-use super::{Message, ModelResponse, StopReason, StreamAccumulator, ToolSpec, Usage, parse_arguments, sse};
+use super::{
+    Message, ModelResponse, StopReason, StreamAccumulator, ToolSpec, Usage, parse_arguments, sse,
+};
 use crate::config::ModelConfig;
 use nanoclaw_core::ToolCall;
 
@@ -19,7 +21,12 @@ pub fn authorize(req: reqwest::RequestBuilder, key: Option<&str>) -> reqwest::Re
     }
 }
 
-pub fn request_body(cfg: &ModelConfig, system: &str, messages: &[Message], tools: &[ToolSpec]) -> Value {
+pub fn request_body(
+    cfg: &ModelConfig,
+    system: &str,
+    messages: &[Message],
+    tools: &[ToolSpec],
+) -> Value {
     let mut wire = vec![json!({"role": "system", "content": system})];
     for m in messages {
         wire.push(match m {
@@ -85,21 +92,39 @@ impl StreamAccumulator for Accumulator {
         let v: Value = serde_json::from_str(&event.data)
             .map_err(|e| format!("chunk is not JSON ({e}): {:.200}", event.data))?;
         if let Some(err) = v.get("error") {
-            let msg = err.get("message").and_then(Value::as_str).unwrap_or("unknown error");
+            let msg = err
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("unknown error");
             return Err(format!("the server reported an error mid-stream: {msg}"));
         }
         if let Some(usage) = v.get("usage").filter(|u| u.is_object()) {
-            self.usage.input_tokens = usage.get("prompt_tokens").and_then(Value::as_u64).unwrap_or(0);
-            self.usage.output_tokens = usage.get("completion_tokens").and_then(Value::as_u64).unwrap_or(0);
+            self.usage.input_tokens = usage
+                .get("prompt_tokens")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            self.usage.output_tokens = usage
+                .get("completion_tokens")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
         }
-        let Some(choice) = v.get("choices").and_then(Value::as_array).and_then(|c| c.first()) else {
+        let Some(choice) = v
+            .get("choices")
+            .and_then(Value::as_array)
+            .and_then(|c| c.first())
+        else {
             return Ok(false); // the usage-only chunk, or a keep-alive
         };
         let delta = choice.get("delta").unwrap_or(&Value::Null);
         if let Some(t) = delta.get("content").and_then(Value::as_str) {
             self.text.push_str(t);
         }
-        for call in delta.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
+        for call in delta
+            .get("tool_calls")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let index = call.get("index").and_then(Value::as_u64).unwrap_or(0);
             let pos = match self.calls.iter().position(|(i, _)| *i == index) {
                 Some(pos) => pos,
@@ -139,10 +164,23 @@ impl StreamAccumulator for Accumulator {
                 return Err("a streamed tool call has no function name".into());
             }
             // Some local servers omit call ids; the result must still refer to the call.
-            let id = if c.id.is_empty() { format!("call_{n}") } else { c.id };
-            tool_calls.push(ToolCall { id, name: c.name, arguments: parse_arguments(&c.arguments) });
+            let id = if c.id.is_empty() {
+                format!("call_{n}")
+            } else {
+                c.id
+            };
+            tool_calls.push(ToolCall {
+                id,
+                name: c.name,
+                arguments: parse_arguments(&c.arguments),
+            });
         }
         let stop = self.stop.unwrap_or(StopReason::Other);
-        Ok(ModelResponse { text: self.text, tool_calls, stop, usage: self.usage })
+        Ok(ModelResponse {
+            text: self.text,
+            tool_calls,
+            stop,
+            usage: self.usage,
+        })
     }
 }

@@ -62,7 +62,10 @@ impl Decoder {
                 return None;
             }
             let data = std::mem::take(&mut self.data).join("\n");
-            return Some(Event { event: std::mem::take(&mut self.event), data });
+            return Some(Event {
+                event: std::mem::take(&mut self.event),
+                data,
+            });
         }
         if line.starts_with(':') {
             return None; // a comment, e.g. a keep-alive
@@ -89,13 +92,21 @@ mod tests {
         let mut d = Decoder::default();
         assert!(d.feed(b"event: ping\nda").unwrap().is_empty());
         let ev = d.feed(b"ta: {\"a\":1}\n\n").unwrap();
-        assert_eq!(ev, vec![Event { event: "ping".into(), data: "{\"a\":1}".into() }]);
+        assert_eq!(
+            ev,
+            vec![Event {
+                event: "ping".into(),
+                data: "{\"a\":1}".into()
+            }]
+        );
     }
 
     #[test]
     fn crlf_comments_and_multiline_data() {
         let mut d = Decoder::default();
-        let ev = d.feed(b": keep-alive\r\ndata: a\r\ndata: b\r\n\r\ndata:[DONE]\n\n").unwrap();
+        let ev = d
+            .feed(b": keep-alive\r\ndata: a\r\ndata: b\r\n\r\ndata:[DONE]\n\n")
+            .unwrap();
         assert_eq!(ev.len(), 2);
         assert_eq!(ev[0].data, "a\nb");
         assert_eq!(ev[1].data, "[DONE]");

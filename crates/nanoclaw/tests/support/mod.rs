@@ -24,8 +24,17 @@ impl TestHome {
     /// any extra config text.
     pub fn new(wire: Wire, model_url: &str, extra: &str) -> TestHome {
         let dir = tempfile::tempdir().expect("tempdir");
-        let out = std::process::Command::new(bin()).arg("--home").arg(dir.path()).arg("init").output().expect("run init");
-        assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = std::process::Command::new(bin())
+            .arg("--home")
+            .arg(dir.path())
+            .arg("init")
+            .output()
+            .expect("run init");
+        assert!(
+            out.status.success(),
+            "init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let provider = match wire {
             Wire::Anthropic => "anthropic",
             Wire::Openai => "openai",
@@ -52,7 +61,9 @@ impl TestHome {
     pub fn command(&self) -> tokio::process::Command {
         let mut c = tokio::process::Command::new(bin());
         c.arg("--home").arg(self.path());
-        c.env_remove("NANOCLAW_HOME").env("ANTHROPIC_API_KEY", "test-key").env("OPENAI_API_KEY", "test-key");
+        c.env_remove("NANOCLAW_HOME")
+            .env("ANTHROPIC_API_KEY", "test-key")
+            .env("OPENAI_API_KEY", "test-key");
         c.kill_on_drop(true);
         c
     }
@@ -60,7 +71,10 @@ impl TestHome {
     /// Run `nanoclaw ARGS...` to completion.
     pub async fn run(&self, args: &[&str]) -> Output {
         let fut = self.command().args(args).output();
-        tokio::time::timeout(Duration::from_secs(60), fut).await.expect("nanoclaw timed out").expect("run nanoclaw")
+        tokio::time::timeout(Duration::from_secs(60), fut)
+            .await
+            .expect("nanoclaw timed out")
+            .expect("run nanoclaw")
     }
 }
 

@@ -30,12 +30,18 @@ pub enum Step {
     Status(u16, String),
     /// Wait this long, then take the next step.
     Delay(Duration),
+    /// Hold the response this long, then answer with a text.
+    SlowText(Duration, String),
+    /// A 200 response with this content type and body, verbatim.
+    Raw(String, String),
 }
 
 struct State {
     script: Vec<Step>,
     next: usize,
     requests: Vec<Value>,
+    in_flight: usize,
+    max_in_flight: usize,
 }
 
 pub struct ScriptedModel {
@@ -53,28 +59,50 @@ impl Drop for ScriptedModel {
 
 impl ScriptedModel {
     pub async fn start(wire: Wire, script: Vec<Step>) -> ScriptedModel {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
-        let state = Arc::new(Mutex::new(State { script, next: 0, requests: Vec::new() }));
+        let state = Arc::new(Mutex::new(State {
+            script,
+            next: 0,
+            requests: Vec::new(),
+            in_flight: 0,
+            max_in_flight: 0,
+        }));
         let shared = Arc::clone(&state);
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 let state = Arc::clone(&shared);
                 tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| handle(wire, Arc::clone(&state), req));
+                    let svc = hyper::service::service_fn(move |req| {
+                        handle(wire, Arc::clone(&state), req)
+                    });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
                         .await;
                 });
             }
         });
-        ScriptedModel { url, wire, state, task }
+        ScriptedModel {
+            url,
+            wire,
+            state,
+            task,
+        }
     }
 
     /// Every request body received so far.
     pub fn requests(&self) -> Vec<Value> {
         self.state.lock().unwrap().requests.clone()
+    }
+
+    /// The most requests that were ever being answered at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.state.lock().unwrap().max_in_flight
     }
 
     /// Append steps to the script.
@@ -86,7 +114,11 @@ impl ScriptedModel {
     pub async fn wait_for_requests(&self, n: usize, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
         while self.requests().len() < n {
-            assert!(tokio::time::Instant::now() < deadline, "model server saw {} of {n} requests", self.requests().len());
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "model server saw {} of {n} requests",
+                self.requests().len()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -94,18 +126,34 @@ impl ScriptedModel {
 
 type Resp = Response<Full<Bytes>>;
 
-async fn handle(wire: Wire, state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Resp, Infallible> {
+async fn handle(
+    wire: Wire,
+    state: Arc<Mutex<State>>,
+    req: Request<Incoming>,
+) -> Result<Resp, Infallible> {
     let path = req.uri().path().to_owned();
     let expected = match wire {
         Wire::Anthropic => "/v1/messages",
         Wire::Openai => "/v1/chat/completions",
     };
     let auth_ok = match wire {
-        Wire::Anthropic => req.headers().get("x-api-key").is_some_and(|v| v == "test-key")
-            && req.headers().contains_key("anthropic-version"),
-        Wire::Openai => req.headers().get("authorization").is_some_and(|v| v == "Bearer test-key"),
+        Wire::Anthropic => {
+            req.headers()
+                .get("x-api-key")
+                .is_some_and(|v| v == "test-key")
+                && req.headers().contains_key("anthropic-version")
+        }
+        Wire::Openai => req
+            .headers()
+            .get("authorization")
+            .is_some_and(|v| v == "Bearer test-key"),
     };
-    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     if path != expected {
         return Ok(plain(404, &format!("no route {path}")));
     }
@@ -134,17 +182,39 @@ async fn handle(wire: Wire, state: Arc<Mutex<State>>, req: Request<Incoming>) ->
     let Some(step) = step else {
         return Ok(plain(400, "the script is exhausted"));
     };
+    if let Step::SlowText(d, _) = &step {
+        {
+            let mut s = state.lock().unwrap();
+            s.in_flight += 1;
+            s.max_in_flight = s.max_in_flight.max(s.in_flight);
+        }
+        tokio::time::sleep(*d).await;
+        state.lock().unwrap().in_flight -= 1;
+    }
     Ok(match step {
+        Step::SlowText(_, t) => sse(wire, &t, &[]),
+        Step::Raw(content_type, body) => {
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            r.headers_mut()
+                .insert("content-type", content_type.parse().unwrap());
+            r
+        }
         Step::Status(code, msg) => plain(code, &msg),
         Step::Text(t) => sse(wire, &t, &[]),
         Step::Tools(calls) => sse(wire, "", &calls),
-        Step::EchoToolResult => sse(wire, &format!("tool said: {}", last_tool_result(wire, &body)), &[]),
+        Step::EchoToolResult => sse(
+            wire,
+            &format!("tool said: {}", last_tool_result(wire, &body)),
+            &[],
+        ),
         Step::Delay(_) => unreachable!("delays are consumed above"),
     })
 }
 
 fn plain(code: u16, msg: &str) -> Resp {
-    let mut r = Response::new(Full::new(Bytes::from(json!({"error": {"message": msg}}).to_string())));
+    let mut r = Response::new(Full::new(Bytes::from(
+        json!({"error": {"message": msg}}).to_string(),
+    )));
     *r.status_mut() = StatusCode::from_u16(code).unwrap();
     r
 }
@@ -154,10 +224,11 @@ fn last_tool_result(wire: Wire, body: &Value) -> String {
     for m in msgs.iter().rev() {
         match wire {
             Wire::Anthropic => {
-                if let Some(blocks) = m["content"].as_array() {
-                    if let Some(b) = blocks.iter().rev().find(|b| b["type"] == "tool_result") {
-                        return b["content"].as_str().unwrap_or("").to_owned();
-                    }
+                if let Some(b) = m["content"]
+                    .as_array()
+                    .and_then(|blocks| blocks.iter().rev().find(|b| b["type"] == "tool_result"))
+                {
+                    return b["content"].as_str().unwrap_or("").to_owned();
                 }
             }
             Wire::Openai => {
@@ -181,49 +252,100 @@ fn sse(wire: Wire, text: &str, calls: &[(String, String)]) -> Resp {
     };
     match wire {
         Wire::Anthropic => {
-            event("message_start", json!({"type": "message_start", "message": {"id": "msg_1", "role": "assistant", "content": [], "usage": {"input_tokens": 11, "output_tokens": 1}}}));
+            event(
+                "message_start",
+                json!({"type": "message_start", "message": {"id": "msg_1", "role": "assistant", "content": [], "usage": {"input_tokens": 11, "output_tokens": 1}}}),
+            );
             event("ping", json!({"type": "ping"}));
             let mut index = 0;
             if !text.is_empty() {
-                event("content_block_start", json!({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}));
+                event(
+                    "content_block_start",
+                    json!({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}),
+                );
                 for chunk in chunks(text, 7) {
-                    event("content_block_delta", json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": chunk}}));
+                    event(
+                        "content_block_delta",
+                        json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": chunk}}),
+                    );
                 }
-                event("content_block_stop", json!({"type": "content_block_stop", "index": index}));
+                event(
+                    "content_block_stop",
+                    json!({"type": "content_block_stop", "index": index}),
+                );
                 index += 1;
             }
             for (n, (name, args)) in calls.iter().enumerate() {
-                event("content_block_start", json!({"type": "content_block_start", "index": index, "content_block": {"type": "tool_use", "id": format!("toolu_{n}"), "name": name, "input": {}}}));
+                event(
+                    "content_block_start",
+                    json!({"type": "content_block_start", "index": index, "content_block": {"type": "tool_use", "id": format!("toolu_{n}"), "name": name, "input": {}}}),
+                );
                 for chunk in chunks(args, 5) {
-                    event("content_block_delta", json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": chunk}}));
+                    event(
+                        "content_block_delta",
+                        json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": chunk}}),
+                    );
                 }
-                event("content_block_stop", json!({"type": "content_block_stop", "index": index}));
+                event(
+                    "content_block_stop",
+                    json!({"type": "content_block_stop", "index": index}),
+                );
                 index += 1;
             }
-            let stop = if calls.is_empty() { "end_turn" } else { "tool_use" };
-            event("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": stop}, "usage": {"output_tokens": 7}}));
+            let stop = if calls.is_empty() {
+                "end_turn"
+            } else {
+                "tool_use"
+            };
+            event(
+                "message_delta",
+                json!({"type": "message_delta", "delta": {"stop_reason": stop}, "usage": {"output_tokens": 7}}),
+            );
             event("message_stop", json!({"type": "message_stop"}));
         }
         Wire::Openai => {
             let chunk = |delta: Value, finish: Value| json!({"id": "c1", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
-            event("", chunk(json!({"role": "assistant", "content": ""}), Value::Null));
+            event(
+                "",
+                chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+            );
             for part in chunks(text, 7) {
                 event("", chunk(json!({"content": part}), Value::Null));
             }
             for (n, (name, args)) in calls.iter().enumerate() {
-                event("", chunk(json!({"tool_calls": [{"index": n, "id": format!("call_{n}"), "type": "function", "function": {"name": name, "arguments": ""}}]}), Value::Null));
+                event(
+                    "",
+                    chunk(
+                        json!({"tool_calls": [{"index": n, "id": format!("call_{n}"), "type": "function", "function": {"name": name, "arguments": ""}}]}),
+                        Value::Null,
+                    ),
+                );
                 for part in chunks(args, 5) {
-                    event("", chunk(json!({"tool_calls": [{"index": n, "function": {"arguments": part}}]}), Value::Null));
+                    event(
+                        "",
+                        chunk(
+                            json!({"tool_calls": [{"index": n, "function": {"arguments": part}}]}),
+                            Value::Null,
+                        ),
+                    );
                 }
             }
-            let finish = if calls.is_empty() { "stop" } else { "tool_calls" };
+            let finish = if calls.is_empty() {
+                "stop"
+            } else {
+                "tool_calls"
+            };
             event("", chunk(json!({}), json!(finish)));
-            event("", json!({"id": "c1", "object": "chat.completion.chunk", "choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 7}}));
+            event(
+                "",
+                json!({"id": "c1", "object": "chat.completion.chunk", "choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 7}}),
+            );
             out.push_str("data: [DONE]\n\n");
         }
     }
     let mut r = Response::new(Full::new(Bytes::from(out)));
-    r.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
+    r.headers_mut()
+        .insert("content-type", "text/event-stream".parse().unwrap());
     r
 }
 
