@@ -67,7 +67,7 @@ CREATE TABLE outbox (
     created_at  INTEGER NOT NULL,
     sent_at     INTEGER
 );
-CREATE INDEX outbox_unsent ON outbox(channel, sent_at);
+CREATE INDEX outbox_unsent ON outbox(group_id, channel, sent_at);
 "#];
 
 /// Store errors carry SQLite's message; the caller adds what it was doing.
@@ -400,15 +400,15 @@ impl Store {
         Ok(rows)
     }
 
-    /// Unsent outbox rows for a channel, oldest first.
-    pub fn unsent(&self, channel: &str) -> Result<Vec<Outbound>> {
+    /// Unsent outbox rows of a group for a channel, oldest first.
+    pub fn unsent(&self, group: &GroupId, channel: &str) -> Result<Vec<Outbound>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT id, group_id, channel, turn_id, text, created_at FROM outbox
-             WHERE channel = ?1 AND sent_at IS NULL ORDER BY id",
+             WHERE group_id = ?1 AND channel = ?2 AND sent_at IS NULL ORDER BY id",
         )?;
         let rows = stmt
-            .query_map([channel], row_to_outbound)?
+            .query_map(params![group.as_str(), channel], row_to_outbound)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
     }

@@ -57,7 +57,7 @@ async fn exchange(agent: &Agent, group: &GroupId, text: &str) -> anyhow::Result<
     agent.store.accept_inbound(group, CHANNEL, OWNER, text)?;
     let results = agent.drain_group(group).await?;
     let mut ok = true;
-    for reply in agent.store.unsent(CHANNEL)? {
+    for reply in agent.store.unsent(group, CHANNEL)? {
         let failed = results
             .iter()
             .any(|(turn, r)| *turn == reply.turn_id && matches!(r, TurnResult::Failed(_)));
