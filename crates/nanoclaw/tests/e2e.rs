@@ -120,16 +120,20 @@ async fn a_500_then_success_is_retried_and_answered() {
 async fn a_429_with_retry_after_is_honoured() {
     let model = ScriptedModel::start(
         Wire::Openai,
-        vec![
-            Step::Status(429, "slow down".into()),
-            Step::Text("ok".into()),
-        ],
+        vec![Step::RateLimited(2), Step::Text("ok".into())],
     )
     .await;
     let home = TestHome::new(Wire::Openai, &model.url, "");
+    let started = std::time::Instant::now();
     let out = home.run(&["ask", "hello"]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout).trim(), "ok");
+    // Backoff alone would have waited at most 250 ms; the server asked for 2 s.
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]

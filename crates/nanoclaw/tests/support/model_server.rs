@@ -32,6 +32,8 @@ pub enum Step {
     Delay(Duration),
     /// Hold the response this long, then answer with a text.
     SlowText(Duration, String),
+    /// A 429 with `Retry-After` set to this many seconds.
+    RateLimited(u64),
     /// A 200 response with this content type and body, verbatim.
     Raw(String, String),
 }
@@ -200,6 +202,12 @@ async fn handle(
             r
         }
         Step::Status(code, msg) => plain(code, &msg),
+        Step::RateLimited(secs) => {
+            let mut r = plain(429, "rate limited");
+            r.headers_mut()
+                .insert("retry-after", secs.to_string().parse().unwrap());
+            r
+        }
         Step::Text(t) => sse(wire, &t, &[]),
         Step::Tools(calls) => sse(wire, "", &calls),
         Step::EchoToolResult => sse(
