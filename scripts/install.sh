@@ -7,12 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # 1. System packages: bubblewrap is the sandbox.
-if ! command -v bwrap >/dev/null 2>&1; then
-  sudo_cmd=""
-  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-  $sudo_cmd apt-get update -qq
-  $sudo_cmd apt-get install -y -qq bubblewrap
-fi
+./scripts/deps.sh
 
 # 2. The build.
 cargo build --release --locked -p nanoclaw

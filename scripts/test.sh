@@ -4,13 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The sandbox tests need bubblewrap; install it if missing, as a fresh machine lacks it.
-if ! command -v bwrap >/dev/null 2>&1; then
-  sudo_cmd=""
-  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-  $sudo_cmd apt-get update -qq
-  $sudo_cmd apt-get install -y -qq bubblewrap
-fi
+# The sandbox tests need the system packages; a fresh machine lacks them.
+./scripts/deps.sh
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
