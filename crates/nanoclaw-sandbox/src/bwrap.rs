@@ -8,13 +8,19 @@
 //! `/workspace`, and the init at `/.nanoclaw/init`. Nothing else of the host is visible: no
 //! home, no data dir, no config, no secrets.
 //!
-//! `--die-with-parent` plus the PID namespace make killing `bwrap` kill the whole tree, which is
-//! how the wall-time limit is enforced.
+//! `--die-with-parent` plus the PID namespace make killing `bwrap` kill the whole tree: the
+//! host's backstop behind the init's own wall-time limit. Each command also gets its own cgroup
+//! (memory, processes, CPU) where the host allows, and a size-limited `/tmp`.
 
 use std::path::{Path, PathBuf};
 
-use crate::{Backend, ExecFuture, ExecOutput, ExecRequest, INIT_PATH_IN_SANDBOX, SandboxError};
-use crate::{WORKSPACE_IN_SANDBOX, run};
+use crate::cgroup::{CgroupRoot, ExecCgroup};
+use crate::relay::PROXY_SOCKET_IN_SANDBOX;
+use crate::spec::{Enforcement, InitSpec};
+use crate::{
+    Backend, ExecFuture, ExecRequest, INIT_PATH_IN_SANDBOX, SandboxError, WORKSPACE_IN_SANDBOX,
+};
+use crate::{init_argv, run};
 
 /// The uid and gid commands run as inside the sandbox (mapped to the daemon's own on the host).
 const SANDBOX_UID: &str = "1000";
@@ -44,17 +50,29 @@ const ETC_ALLOWLIST: &[&str] = &[
     "/etc/services",
 ];
 
-/// The bubblewrap backend. Cheap to share; holds only the arguments common to every sandbox.
+/// How the backend should treat cgroup limits.
+#[derive(Clone, Debug)]
+pub struct BwrapOptions {
+    /// Landlock: best effort, or refuse to run without it.
+    pub landlock: Enforcement,
+    /// cgroup limits: best effort (rlimits stand in for memory), or refuse to run without them.
+    pub cgroups: Enforcement,
+}
+
+/// The bubblewrap backend. Cheap to share; holds only what is common to every sandbox.
 pub struct BwrapBackend {
     bwrap: PathBuf,
     init: String,
     common_args: Vec<String>,
+    options: BwrapOptions,
+    /// Where per-command cgroups go, or why there are none.
+    cgroups: Result<CgroupRoot, String>,
 }
 
 impl BwrapBackend {
     /// Find `bwrap` on `PATH` and prepare the common arguments. `init` is the host path of the
     /// nanoclaw binary that will be mounted as the init.
-    pub fn new(init: &Path) -> Result<Self, SandboxError> {
+    pub fn new(init: &Path, options: BwrapOptions) -> Result<Self, SandboxError> {
         let bwrap = find_on_path("bwrap").ok_or_else(|| {
             SandboxError::Unavailable(
                 "bubblewrap (bwrap) is not installed; on Debian or Ubuntu: apt-get install bubblewrap"
@@ -62,35 +80,52 @@ impl BwrapBackend {
             )
         })?;
         let init = utf8(init)?.to_owned();
+        let cgroups = CgroupRoot::detect();
+        if let (Enforcement::Required, Err(why)) = (options.cgroups, &cgroups) {
+            return Err(SandboxError::Unavailable(format!(
+                "cgroup limits are required but unavailable: {why}"
+            )));
+        }
         Ok(BwrapBackend {
             bwrap,
             init,
             common_args: common_args(),
+            options,
+            cgroups,
         })
     }
 
+    /// Why cgroup limits are not available, if they are not.
+    pub fn cgroups_missing(&self) -> Option<&str> {
+        self.cgroups.as_ref().err().map(String::as_str)
+    }
+
     /// The full argument list for one request.
-    fn args(&self, req: &ExecRequest) -> Result<Vec<String>, SandboxError> {
+    fn args(&self, req: &ExecRequest, memory_rlimit: bool) -> Result<Vec<String>, SandboxError> {
         let mut args = self.common_args.clone();
+        args.extend([
+            "--size".to_owned(),
+            req.limits.tmp_size_bytes.to_string(),
+            "--tmpfs".to_owned(),
+            "/tmp".to_owned(),
+        ]);
+        args.extend(["--bind", utf8(&req.workspace)?, WORKSPACE_IN_SANDBOX].map(str::to_owned));
+        args.extend(["--ro-bind", &self.init, INIT_PATH_IN_SANDBOX].map(str::to_owned));
+        if let Some(socket) = &req.proxy_socket {
+            args.extend(["--bind", utf8(socket)?, PROXY_SOCKET_IN_SANDBOX].map(str::to_owned));
+        }
+        // Every mount point exists now; the root itself becomes read-only, so the only
+        // writable places are the workspace, /tmp and bwrap's /dev.
         args.extend(
-            [
-                "--bind",
-                utf8(&req.workspace)?,
-                WORKSPACE_IN_SANDBOX,
-                "--ro-bind",
-                &self.init,
-                INIT_PATH_IN_SANDBOX,
-                // Every mount point exists now; the root itself becomes read-only, so the only
-                // writable places are the workspace and /tmp.
-                "--remount-ro",
-                "/",
-                "--chdir",
-                WORKSPACE_IN_SANDBOX,
-                "--",
-            ]
-            .map(str::to_owned),
+            ["--remount-ro", "/", "--chdir", WORKSPACE_IN_SANDBOX, "--"].map(str::to_owned),
         );
-        args.extend(req.program.init_argv());
+        let spec = InitSpec {
+            program: req.program.clone(),
+            limits: req.limits,
+            landlock: self.options.landlock,
+            memory_rlimit,
+        };
+        args.extend(init_argv(&spec)?);
         Ok(args)
     }
 }
@@ -102,21 +137,42 @@ impl Backend for BwrapBackend {
 
     fn exec<'a>(&'a self, req: &'a ExecRequest) -> ExecFuture<'a> {
         Box::pin(async move {
-            let args = self.args(req)?;
-            let program = utf8(&self.bwrap)?;
-            let out: ExecOutput = run::run_capped(
-                program,
+            let cgroup = match &self.cgroups {
+                Ok(root) => match root.create(&req.limits) {
+                    Ok(cg) => Some(cg),
+                    Err(e) if self.options.cgroups == Enforcement::Required => {
+                        return Err(SandboxError::Setup(format!(
+                            "creating the command's cgroup: {e}"
+                        )));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no cgroup for this command; rlimits only");
+                        None
+                    }
+                },
+                Err(_) => None,
+            };
+            let args = self.args(req, cgroup.is_none())?;
+            let fds = cgroup
+                .as_ref()
+                .map(ExecCgroup::procs_fds)
+                .unwrap_or_default();
+            let result = run::run_launcher(
+                utf8(&self.bwrap)?,
                 &args,
                 &req.stdin,
                 req.limits.wall_time,
                 req.limits.output_bytes,
+                fds,
             )
-            .await?;
-            // bwrap reports its own setup failures on stderr with this prefix and status 1.
-            if out.state == run::ExitState::Exited(1) && out.stderr.bytes.starts_with(b"bwrap: ") {
-                return Err(SandboxError::Setup(
-                    out.stderr.text_lossy().trim().to_owned(),
-                ));
+            .await;
+            let Some(cgroup) = cgroup else { return result };
+            let hit = cgroup.limit_hit();
+            cgroup.remove();
+            let mut out = result?;
+            out.cgroup_limits = true;
+            if out.limit.is_none() {
+                out.limit = hit;
             }
             Ok(out)
         })
@@ -164,8 +220,6 @@ fn common_args() -> Vec<String> {
         "/proc",
         "--dev",
         "/dev",
-        "--tmpfs",
-        "/tmp",
     ]
     .map(str::to_owned)
     .to_vec();

@@ -8,20 +8,18 @@
 //! Every result is bounded: bytes read, entries listed, matches found, line length.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Backend, ExecRequest, Limits, SandboxError, WORKSPACE_IN_SANDBOX};
+use crate::spec::{Limits, Program};
+use crate::{Backend, ExecRequest, SandboxError, WORKSPACE_IN_SANDBOX};
 
 /// Bytes of file content returned by one read; the rest is reported, not returned.
 pub const MAX_READ_BYTES: usize = 256 * 1024;
 /// Largest request the init accepts on stdin (bounds a write's content).
 pub const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
-/// Largest reply the host accepts from the init. A reply carries at most `MAX_READ_BYTES` of
-/// text, which JSON escaping can grow by up to six times.
-pub const MAX_REPLY_BYTES: usize = 8 * MAX_READ_BYTES;
 /// Paths returned by one `list`.
 pub const MAX_LIST_ENTRIES: usize = 1000;
 /// Matching lines returned by one `grep`.
@@ -84,36 +82,27 @@ pub async fn run_file_op(
     let stdin = serde_json::to_vec(request).map_err(|e| SandboxError::BadReply(e.to_string()))?;
     let req = ExecRequest {
         workspace,
-        program: crate::Program::FileRequest,
+        program: Program::FileRequest,
         stdin,
-        limits: Limits {
-            output_bytes: MAX_REPLY_BYTES,
-            ..limits
-        },
+        limits,
+        proxy_socket: None,
     };
     let out = backend.exec(&req).await?;
-    if out.stdout.dropped > 0 {
-        return Err(SandboxError::BadReply(format!(
-            "reply larger than {MAX_REPLY_BYTES} bytes"
-        )));
-    }
-    match out.state {
-        crate::ExitState::Exited(0) => serde_json::from_slice(&out.stdout.bytes)
-            .map_err(|e| SandboxError::BadReply(format!("{e}"))),
-        crate::ExitState::TimedOut => Ok(FileReply::Error {
+    match (out.file_reply, out.state) {
+        (Some(reply), _) => Ok(reply),
+        (None, crate::ExitState::TimedOut) => Ok(FileReply::Error {
             message: format!("timed out after {} s", limits.wall_time.as_secs()),
         }),
-        other => Err(SandboxError::BadReply(format!(
-            "file helper ended with {other}: {}",
-            out.stderr.text_lossy()
+        (None, other) => Err(SandboxError::BadReply(format!(
+            "the file helper ended with {other} and no reply"
         ))),
     }
 }
 
-/// Inside the sandbox: read one request from stdin, carry it out, print the reply.
-pub fn serve_one_request() -> i32 {
+/// Inside the sandbox: read one request from stdin and carry it out.
+pub fn serve_stdin_request() -> FileReply {
     let mut raw = Vec::new();
-    let reply = match std::io::stdin()
+    match std::io::stdin()
         .take(MAX_REQUEST_BYTES as u64 + 1)
         .read_to_end(&mut raw)
     {
@@ -129,19 +118,7 @@ pub fn serve_one_request() -> i32 {
                 message: format!("bad request: {e}"),
             },
         },
-    };
-    let Ok(json) = serde_json::to_vec(&reply) else {
-        return 1;
-    };
-    let mut stdout = std::io::stdout().lock();
-    if stdout
-        .write_all(&json)
-        .and_then(|()| stdout.flush())
-        .is_err()
-    {
-        return 1;
     }
-    0
 }
 
 /// Carry out one request against the sandbox's own file system.

@@ -1,51 +1,351 @@
-//! The init: the first program to run inside every sandbox.
+//! The init: the first program to run inside every sandbox, on every backend.
 //!
-//! It is the `nanoclaw` binary itself, mounted read-only at `/.nanoclaw/init` and started as
-//! `init exec -- CMD...` (run a command) or `init file` (serve one file request on stdin).
-//! This version runs the command as a child and passes its status out; the hardening steps
-//! (no_new_privs, seccomp, Landlock, the proxy relay, reaping) are added here, before the
-//! command starts, so that every backend gets them.
+//! It is the `nanoclaw` binary itself, mounted read-only at `/.nanoclaw/init`, started as
+//! `init __init SPEC_JSON`. It runs one straight sequence:
 //!
+//! 1. parse the spec (a malformed one stops here);
+//! 2. `no_new_privs`;
+//! 3. resource limits (rlimits);
+//! 4. Landlock (writes only under /workspace, /tmp, /dev);
+//! 5. seccomp;
+//! 6. the proxy relay, if the proxy socket is mounted;
+//! 7. the work: run the command as a child (forwarding its output as frames, killing the whole
+//!    tree at the end or at the time limit) or carry out one file request;
+//! 8. the report frame.
+//!
+//! A step that fails stops the init with a report naming it; it never carries on weaker.
 //! It must never run on the host: the host starts it only through a backend.
 
-use std::process::Command;
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-/// Exit status when the command could not be started (as a shell would report it).
+use crate::spec::{
+    EXIT_INIT_FAILED, FRAME_REPORT, FRAME_STDERR, FRAME_STDOUT, Hardening, InitReport, InitSpec,
+    LandlockStatus, LimitHit, Limits, MAX_CHUNK_FRAME, Outcome, Program,
+};
+use crate::{WORKSPACE_IN_SANDBOX, files, landlock_rules, reaper, relay, seccomp};
+
+/// Open files per process.
+const MAX_OPEN_FILES: u64 = 4096;
+/// Directory entries the workspace-usage walk visits before it stops counting.
+const MAX_USAGE_WALK: usize = 1_000_000;
+/// Exit status reported for a command that could not be started (as a shell would).
 const EXIT_CANNOT_RUN: i32 = 127;
-/// Exit status for a malformed init invocation.
-const EXIT_USAGE: i32 = 2;
 
-/// Entry point; `args` are the arguments after the init's own name.
-pub fn main(args: &[String]) -> i32 {
-    match args.split_first() {
-        Some((mode, rest)) if mode == "exec" => {
-            let argv = match rest.split_first() {
-                Some((dashdash, argv)) if dashdash == "--" && !argv.is_empty() => argv,
-                _ => return usage(),
-            };
-            exec(argv)
-        }
-        Some((mode, rest)) if mode == "file" && rest.is_empty() => {
-            crate::files::serve_one_request()
-        }
-        _ => usage(),
+/// The frame writer shared by the output forwarders and the final report.
+type Frames = Arc<Mutex<std::io::Stdout>>;
+
+fn write_frame(out: &Frames, kind: u8, payload: &[u8]) {
+    let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
+    let len = (payload.len() as u32).to_be_bytes();
+    // If the host has gone away there is nobody left to tell.
+    let _ = out
+        .write_all(&[kind])
+        .and_then(|()| out.write_all(&len))
+        .and_then(|()| out.write_all(payload));
+    let _ = out.flush();
+}
+
+fn finish(out: &Frames, report: &InitReport) -> i32 {
+    let json = serde_json::to_vec(report).unwrap_or_default();
+    write_frame(out, FRAME_REPORT, &json);
+    match (report.error.is_some(), report.outcome) {
+        (true, _) => EXIT_INIT_FAILED,
+        (false, Outcome::Exited(code)) => code,
+        (false, Outcome::Signaled(sig)) => 128 + sig,
+        (false, Outcome::TimedOut) => 124,
     }
 }
 
-fn usage() -> i32 {
-    eprintln!("nanoclaw init: usage: init exec -- CMD [ARG...] | init file");
-    EXIT_USAGE
+fn failed(out: &Frames, hardening: Option<Hardening>, error: String) -> i32 {
+    let report = InitReport {
+        outcome: Outcome::Exited(EXIT_INIT_FAILED),
+        limit: None,
+        file_reply: None,
+        error: Some(error),
+        hardening,
+        dropped_stdout: 0,
+        dropped_stderr: 0,
+    };
+    finish(out, &report)
 }
 
-fn exec(argv: &[String]) -> i32 {
-    use std::os::unix::process::ExitStatusExt;
-    match Command::new(&argv[0]).args(&argv[1..]).status() {
-        Ok(status) => status
-            .code()
-            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
-        Err(e) => {
-            eprintln!("nanoclaw init: cannot run {:?}: {e}", argv[0]);
-            EXIT_CANNOT_RUN
+/// Entry point; `args` are the arguments after `__init`.
+pub fn main(args: &[String]) -> i32 {
+    let out: Frames = Arc::new(Mutex::new(std::io::stdout()));
+
+    // 1. The spec.
+    let spec: InitSpec = match args {
+        [json] => match serde_json::from_str(json) {
+            Ok(spec) => spec,
+            Err(e) => return failed(&out, None, format!("malformed init spec: {e}")),
+        },
+        _ => return failed(&out, None, "usage: init __init SPEC_JSON".into()),
+    };
+
+    // 2. no_new_privs: no setuid binary or file capability can raise privileges from here on.
+    // SAFETY: PR_SET_NO_NEW_PRIVS takes integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return failed(
+            &out,
+            None,
+            format!("no_new_privs: {}", std::io::Error::last_os_error()),
+        );
+    }
+    let mut hardening = Hardening {
+        no_new_privs: true,
+        seccomp: false,
+        landlock: LandlockStatus::NotEnforced,
+        landlock_abi: landlock_rules::kernel_abi(),
+        proxy_relay: false,
+    };
+
+    // 3. Resource limits, inherited by everything the command starts.
+    let (usage_before, fsize_limit) = match apply_rlimits(&spec) {
+        Ok(v) => v,
+        Err(e) => return failed(&out, Some(hardening), e),
+    };
+
+    // 4. Landlock.
+    match landlock_rules::restrict(spec.landlock) {
+        Ok(status) => hardening.landlock = status,
+        Err(e) => return failed(&out, Some(hardening), e.to_string()),
+    }
+
+    // 5. seccomp. INVARIANT: installed before any thread starts and before any untrusted
+    // input (the relay's connections, the command) is touched.
+    if let Err(e) = seccomp::install() {
+        return failed(&out, Some(hardening), e.to_string());
+    }
+    hardening.seccomp = true;
+
+    // 6. The proxy relay.
+    match relay::start() {
+        Ok(on) => hardening.proxy_relay = on,
+        Err(e) => return failed(&out, Some(hardening), format!("proxy relay: {e}")),
+    }
+
+    // 7. The work.
+    let mut report = match spec.program {
+        Program::FileRequest => InitReport {
+            outcome: Outcome::Exited(0),
+            limit: None,
+            file_reply: Some(files::serve_stdin_request()),
+            error: None,
+            hardening: Some(hardening),
+            dropped_stdout: 0,
+            dropped_stderr: 0,
+        },
+        Program::Command(argv) => run_command(&out, &argv, &spec.limits, hardening, fsize_limit),
+    };
+    if report.limit.is_none() && spec.limits.workspace_quota_bytes > 0 {
+        let used = workspace_usage();
+        if used > spec.limits.workspace_quota_bytes && used > usage_before {
+            report.limit = Some(LimitHit::WorkspaceQuota);
         }
+    }
+
+    // 8. The report.
+    finish(&out, &report)
+}
+
+fn set_rlimit(resource: libc::__rlimit_resource_t, soft: u64, hard: u64) -> Result<(), String> {
+    let lim = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: setrlimit reads the struct we pass by reference.
+    if unsafe { libc::setrlimit(resource, &lim) } != 0 {
+        return Err(format!(
+            "setrlimit({resource}): {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// Set every rlimit. Returns the workspace usage before the command and the file-size limit
+/// applied (the smaller of the configured limit and the workspace's remaining room).
+fn apply_rlimits(spec: &InitSpec) -> Result<(u64, u64), String> {
+    let l = &spec.limits;
+    let cpu = l.cpu_time.as_secs().max(1);
+    set_rlimit(libc::RLIMIT_CPU, cpu, cpu + 1)?;
+    set_rlimit(
+        libc::RLIMIT_NPROC,
+        l.max_processes as u64,
+        l.max_processes as u64,
+    )?;
+    set_rlimit(libc::RLIMIT_NOFILE, MAX_OPEN_FILES, MAX_OPEN_FILES)?;
+    set_rlimit(libc::RLIMIT_CORE, 0, 0)?;
+    if spec.memory_rlimit {
+        set_rlimit(libc::RLIMIT_AS, l.memory_bytes, l.memory_bytes)?;
+    }
+    let used = if l.workspace_quota_bytes > 0 {
+        workspace_usage()
+    } else {
+        0
+    };
+    let room = if l.workspace_quota_bytes > 0 {
+        l.workspace_quota_bytes.saturating_sub(used)
+    } else {
+        u64::MAX
+    };
+    // A zero limit would make every write fail with EFBIG at once; one block keeps the error
+    // at the point of writing.
+    let fsize = l.file_size_bytes.min(room).max(4096);
+    set_rlimit(libc::RLIMIT_FSIZE, fsize, fsize)?;
+    Ok((used, fsize))
+}
+
+/// Bytes the workspace occupies on disk, counted without following symlinks.
+fn workspace_usage() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0u64;
+    let mut seen = 0usize;
+    let mut pending = vec![std::path::PathBuf::from(WORKSPACE_IN_SANDBOX)];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            seen += 1;
+            if seen > MAX_USAGE_WALK {
+                return total;
+            }
+            let Ok(meta) = entry.metadata() else { continue };
+            total += meta.blocks() * 512;
+            if meta.is_dir() {
+                pending.push(entry.path());
+            }
+        }
+    }
+    total
+}
+
+/// Forward one of the command's output pipes as frames, keeping at most `cap` bytes.
+fn forward(out: Frames, mut pipe: impl Read, kind: u8, cap: usize) -> u64 {
+    let mut buf = vec![0u8; MAX_CHUNK_FRAME];
+    let mut sent = 0usize;
+    let mut dropped = 0u64;
+    loop {
+        let n = match pipe.read(&mut buf) {
+            Ok(0) | Err(_) => return dropped,
+            Ok(n) => n,
+        };
+        let keep = n.min(cap.saturating_sub(sent));
+        if keep > 0 {
+            write_frame(&out, kind, &buf[..keep]);
+            sent += keep;
+        }
+        dropped += (n - keep) as u64;
+    }
+}
+
+fn run_command(
+    out: &Frames,
+    argv: &[String],
+    limits: &Limits,
+    hardening: Hardening,
+    fsize: u64,
+) -> InitReport {
+    let mut report = InitReport {
+        outcome: Outcome::Exited(EXIT_CANNOT_RUN),
+        limit: None,
+        file_reply: None,
+        error: None,
+        hardening: Some(hardening),
+        dropped_stdout: 0,
+        dropped_stderr: 0,
+    };
+    let Some((program, args)) = argv.split_first() else {
+        report.error = Some("empty command".into());
+        return report;
+    };
+    if let Err(e) = reaper::become_subreaper() {
+        report.error = Some(format!("becoming the subreaper: {e}"));
+        return report;
+    }
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .current_dir(WORKSPACE_IN_SANDBOX)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if hardening.proxy_relay {
+        cmd.envs(relay::proxy_env());
+    }
+    let mut child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            let msg = format!("nanoclaw: cannot run {program:?}: {e}\n");
+            write_frame(out, FRAME_STDERR, msg.as_bytes());
+            return report;
+        }
+    };
+    let stdout = child.stdout.take().map(|p| {
+        let out = Arc::clone(out);
+        let cap = limits.output_bytes;
+        std::thread::spawn(move || forward(out, p, FRAME_STDOUT, cap))
+    });
+    let stderr = child.stderr.take().map(|p| {
+        let out = Arc::clone(out);
+        let cap = limits.output_bytes;
+        std::thread::spawn(move || forward(out, p, FRAME_STDERR, cap))
+    });
+
+    // Wait for the command on a thread, so the wall-time limit can interrupt the wait.
+    let pid = child.id() as i32;
+    let (done_tx, done_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done_tx.send(child.wait());
+    });
+    let status = match done_rx.recv_timeout(limits.wall_time) {
+        Ok(status) => status.ok(),
+        Err(_) => {
+            report.limit = Some(LimitHit::WallTime);
+            // SAFETY: kill with the command's own (positive) pid.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let _ = done_rx.recv_timeout(Duration::from_secs(5));
+            None
+        }
+    };
+    // Whatever the command left running dies with it.
+    reaper::kill_tree();
+    report.dropped_stdout = stdout.and_then(|t| t.join().ok()).unwrap_or(0);
+    report.dropped_stderr = stderr.and_then(|t| t.join().ok()).unwrap_or(0);
+
+    report.outcome = match status {
+        None => Outcome::TimedOut,
+        Some(status) => {
+            use std::os::unix::process::ExitStatusExt;
+            match (status.code(), status.signal()) {
+                (Some(code), _) => Outcome::Exited(code),
+                (None, Some(sig)) => Outcome::Signaled(sig),
+                (None, None) => Outcome::Exited(EXIT_CANNOT_RUN),
+            }
+        }
+    };
+    if report.limit.is_none() {
+        report.limit = limit_from_outcome(report.outcome, fsize < limits.file_size_bytes);
+    }
+    report
+}
+
+/// Limits visible in how the command ended: a signal, or a shell's 128+signal exit status
+/// when the signal hit one of its children.
+/// `quota_bound` says the file-size limit was lowered to the workspace's remaining room.
+fn limit_from_outcome(outcome: Outcome, quota_bound: bool) -> Option<LimitHit> {
+    let sig = match outcome {
+        Outcome::Signaled(sig) => sig,
+        Outcome::Exited(code) if code > 128 => code - 128,
+        _ => return None,
+    };
+    match sig {
+        libc::SIGXCPU => Some(LimitHit::CpuTime),
+        libc::SIGXFSZ if quota_bound => Some(LimitHit::WorkspaceQuota),
+        libc::SIGXFSZ => Some(LimitHit::FileSize),
+        _ => None,
     }
 }

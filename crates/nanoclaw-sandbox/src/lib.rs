@@ -3,19 +3,29 @@
 //! Map of the crate:
 //! - [`Backend`]: the one trait every backend implements: run a command in a group's sandbox.
 //! - [`bwrap`]: the bubblewrap backend: a fresh sandbox per command over the group's workspace.
-//! - [`run`]: host-side process runner shared by backends: wall-clock timeout, capped output.
-//! - [`files`]: the file-tool protocol (read, write, edit, list, grep). Requests are executed by
-//!   the init *inside* the sandbox, so the host never opens a path in a workspace.
-//! - [`init`]: the entry point that runs inside the sandbox.
+//! - [`cgroup`]: per-command cgroups (v2, or v1 controllers) for memory, process and CPU limits.
+//! - [`run`]: host side of the init protocol: spawn the launcher, read the init's frames.
+//! - [`spec`]: the protocol itself: what the host asks ([`spec::InitSpec`]), what the init
+//!   reports ([`spec::InitReport`]), and the [`spec::Limits`].
+//! - [`init`]: the program that runs inside the sandbox: no_new_privs, rlimits, Landlock,
+//!   seccomp, the proxy relay, then the command or file request, then the report.
+//! - [`files`]: the file tools (read, write, edit, list, grep), carried out inside the sandbox
+//!   so the host never opens a path in a workspace.
 //!
-//! What this crate must never do: trust anything that comes back out of a sandbox. Output is
-//! capped before it is kept, JSON replies are parsed with size limits, and a reply that does
-//! not parse is an error, never a partial success.
+//! What this crate must never do: trust anything that comes back out of a sandbox. Frames are
+//! size-checked before they are read, output is capped before it is kept, and a report that
+//! does not parse is an error, never a partial success.
 
 pub mod bwrap;
+pub mod cgroup;
 pub mod files;
 pub mod init;
+mod landlock_rules;
+mod reaper;
+pub mod relay;
 pub mod run;
+mod seccomp;
+pub mod spec;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -23,6 +33,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 pub use run::{Captured, ExitState};
+pub use spec::{Enforcement, Hardening, LandlockStatus, LimitHit, Limits, Program};
 
 /// Where the init binary is mounted inside every sandbox.
 pub const INIT_PATH_IN_SANDBOX: &str = "/.nanoclaw/init";
@@ -30,15 +41,8 @@ pub const INIT_PATH_IN_SANDBOX: &str = "/.nanoclaw/init";
 pub const INIT_ARG: &str = "__init";
 /// Where the group's workspace is mounted inside every sandbox, and the commands' working dir.
 pub const WORKSPACE_IN_SANDBOX: &str = "/workspace";
-
-/// Limits applied to one command.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
-    /// Wall-clock time after which the whole process tree is killed.
-    pub wall_time: Duration,
-    /// Bytes kept from each of stdout and stderr; the rest is counted and dropped.
-    pub output_bytes: usize,
-}
+/// The seccomp deny-list, for `doctor` and the docs.
+pub use seccomp::DENIED as SECCOMP_DENIED;
 
 /// One command to run in a group's sandbox.
 #[derive(Clone, Debug)]
@@ -47,34 +51,11 @@ pub struct ExecRequest {
     pub workspace: PathBuf,
     /// What the init runs.
     pub program: Program,
-    /// Bytes written to the command's stdin, then closed.
+    /// Bytes written to the init's stdin (the command's, or the file request), then closed.
     pub stdin: Vec<u8>,
     pub limits: Limits,
-}
-
-/// What the init inside the sandbox is asked to do.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Program {
-    /// Run this command (argv, no shell) with `/workspace` as working dir.
-    Command(Vec<String>),
-    /// Serve one [`files::FileRequest`] read from stdin.
-    FileRequest,
-}
-
-impl Program {
-    /// The argv that starts the init for this program. Every backend runs exactly this, so the
-    /// init is always the first thing to run in a sandbox.
-    pub fn init_argv(&self) -> Vec<String> {
-        let mut argv = vec![INIT_PATH_IN_SANDBOX.to_owned(), INIT_ARG.to_owned()];
-        match self {
-            Program::Command(cmd) => {
-                argv.extend(["exec".to_owned(), "--".to_owned()]);
-                argv.extend(cmd.iter().cloned());
-            }
-            Program::FileRequest => argv.push("file".to_owned()),
-        }
-        argv
-    }
+    /// The egress proxy's Unix socket for this group, mounted for the in-sandbox relay.
+    pub proxy_socket: Option<PathBuf>,
 }
 
 /// What came back from one command.
@@ -84,6 +65,14 @@ pub struct ExecOutput {
     pub stdout: Captured,
     pub stderr: Captured,
     pub duration: Duration,
+    /// A limit the command ran into, if any.
+    pub limit: Option<LimitHit>,
+    /// The reply to a [`Program::FileRequest`].
+    pub file_reply: Option<files::FileReply>,
+    /// The hardening the init reported applying.
+    pub hardening: Option<Hardening>,
+    /// Whether the backend's cgroup limits held this command.
+    pub cgroup_limits: bool,
 }
 
 /// Why a command could not be run (as opposed to a command that ran and failed).
@@ -95,13 +84,13 @@ pub enum SandboxError {
         program: String,
         source: std::io::Error,
     },
-    /// The backend started but could not build the sandbox.
+    /// The backend started but could not build the sandbox, or the init refused to go on.
     #[error("the sandbox could not be set up: {0}")]
     Setup(String),
     /// Talking to the sandboxed process failed.
     #[error("i/o with the sandbox failed: {0}")]
     Io(#[from] std::io::Error),
-    /// The sandbox answered a file request with something that is not a valid reply.
+    /// The sandbox sent something that is not a valid reply.
     #[error("the sandbox sent an invalid reply: {0}")]
     BadReply(String),
     /// The backend is not usable on this host.
@@ -117,24 +106,41 @@ pub type ExecFuture<'a> =
 pub trait Backend: Send + Sync {
     /// Short name shown by `doctor` and in logs.
     fn name(&self) -> &'static str;
-    /// Run one command in a fresh or per-group sandbox over `req.workspace`.
+    /// Run one request in a sandbox over `req.workspace`, through the init.
     fn exec<'a>(&'a self, req: &'a ExecRequest) -> ExecFuture<'a>;
 }
 
-/// Run one command and check that the backend can build a sandbox at all.
-pub async fn self_test(backend: &dyn Backend, workspace: PathBuf) -> Result<(), SandboxError> {
+/// The argv that starts the init with `spec`. Every backend runs exactly this, so the init is
+/// always the first thing to run in a sandbox.
+pub fn init_argv(spec: &spec::InitSpec) -> Result<Vec<String>, SandboxError> {
+    let json = serde_json::to_string(spec)
+        .map_err(|e| SandboxError::Setup(format!("encoding the init spec: {e}")))?;
+    Ok(vec![
+        INIT_PATH_IN_SANDBOX.to_owned(),
+        INIT_ARG.to_owned(),
+        json,
+    ])
+}
+
+/// Run `true` and check that the backend can build a sandbox at all. Returns what the init
+/// reported applying.
+pub async fn self_test(
+    backend: &dyn Backend,
+    workspace: PathBuf,
+) -> Result<ExecOutput, SandboxError> {
     let req = ExecRequest {
         workspace,
         program: Program::Command(vec!["true".into()]),
         stdin: Vec::new(),
         limits: Limits {
             wall_time: Duration::from_secs(10),
-            output_bytes: 4096,
+            ..Limits::DEFAULT
         },
+        proxy_socket: None,
     };
     let out = backend.exec(&req).await?;
     match out.state {
-        ExitState::Exited(0) => Ok(()),
+        ExitState::Exited(0) => Ok(out),
         other => Err(SandboxError::Setup(format!(
             "`true` did not succeed in the sandbox ({other}): {}",
             out.stderr.text_lossy()

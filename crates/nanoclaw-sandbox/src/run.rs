@@ -1,9 +1,9 @@
-//! Runs a host process (the backend's launcher, e.g. `bwrap`) with a wall-clock timeout and
-//! capped output capture.
+//! Host side of the init protocol: spawn the backend's launcher (`bwrap ...`, `docker exec
+//! ...`), feed stdin, read the init's frames from stdout, and bound everything.
 //!
-//! Owns: spawning, feeding stdin, draining stdout/stderr without ever holding more than the cap,
-//! and killing the launcher on timeout. Killing the launcher must take the whole sandboxed tree
-//! with it; each backend arranges that (bwrap: `--die-with-parent` and a PID namespace).
+//! The init enforces the wall-time limit inside the sandbox; the host keeps its own deadline a
+//! little later as a backstop, and kills the launcher if it passes. Killing the launcher must
+//! take the whole sandboxed tree with it; each backend arranges that.
 
 use std::fmt;
 use std::process::Stdio;
@@ -12,10 +12,16 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
+use crate::spec::{
+    FRAME_REPORT, FRAME_STDERR, FRAME_STDOUT, InitReport, MAX_CHUNK_FRAME, MAX_REPORT_FRAME,
+    Outcome,
+};
 use crate::{ExecOutput, SandboxError};
 
-/// Bytes read from a pipe at a time.
-const READ_CHUNK: usize = 16 * 1024;
+/// Bytes of the launcher's own stderr kept (its setup errors).
+const LAUNCHER_STDERR_CAP: usize = 16 * 1024;
+/// How long after the wall-time limit the host gives the init to report before killing it.
+const HOST_GRACE: Duration = Duration::from_secs(5);
 
 /// How a command ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,32 +56,53 @@ impl Captured {
     pub fn text_lossy(&self) -> String {
         String::from_utf8_lossy(&self.bytes).into_owned()
     }
+
+    fn push(&mut self, chunk: &[u8], cap: usize) {
+        let keep = chunk.len().min(cap.saturating_sub(self.bytes.len()));
+        self.bytes.extend_from_slice(&chunk[..keep]);
+        self.dropped += (chunk.len() - keep) as u64;
+    }
 }
 
-/// Spawn `program args`, write `stdin`, capture up to `cap` bytes of each output stream, and kill
-/// the process if it is still running after `wall_time`.
-pub async fn run_capped(
+/// What the frame reader collected.
+#[derive(Default)]
+struct Frames {
+    stdout: Captured,
+    stderr: Captured,
+    report: Option<InitReport>,
+    /// Set when the stream broke the protocol.
+    violation: Option<String>,
+}
+
+/// Spawn `program args`, run the init protocol over its stdio, and return the result.
+pub async fn run_launcher(
     program: &str,
     args: &[String],
     stdin: &[u8],
     wall_time: Duration,
     cap: usize,
+    cgroup_fds: Vec<std::os::fd::RawFd>,
 ) -> Result<ExecOutput, SandboxError> {
     let started = Instant::now();
-    let mut child = Command::new(program)
-        .args(args)
+    let mut cmd = Command::new(program);
+    cmd.args(args)
         .env_clear()
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|source| SandboxError::Spawn {
-            program: program.to_owned(),
-            source,
-        })?;
+        .kill_on_drop(true);
+    if !cgroup_fds.is_empty() {
+        // SAFETY: the closure only calls write(2) on descriptors that stay open until the
+        // spawn returns (the caller holds the ExecCgroup); it allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || crate::cgroup::join_from_pre_exec(&cgroup_fds));
+        }
+    }
+    let mut child = cmd.spawn().map_err(|source| SandboxError::Spawn {
+        program: program.to_owned(),
+        source,
+    })?;
 
-    // Feed and drain on their own tasks so that what was printed before a timeout is kept.
     let feed = child.stdin.take().map(|mut pipe| {
         let input = stdin.to_vec();
         tokio::spawn(async move {
@@ -83,70 +110,207 @@ pub async fn run_capped(
             let _ = pipe.write_all(&input).await;
         })
     });
-    let stdout = tokio::spawn(drain(child.stdout.take(), cap));
-    let stderr = tokio::spawn(drain(child.stderr.take(), cap));
+    let frames = child
+        .stdout
+        .take()
+        .map(|pipe| tokio::spawn(read_frames(pipe, cap)));
+    let launcher_err = child
+        .stderr
+        .take()
+        .map(|pipe| tokio::spawn(drain(pipe, LAUNCHER_STDERR_CAP)));
 
-    let state = match tokio::time::timeout(wall_time, child.wait()).await {
-        Ok(status) => exit_state(status?),
+    let timed_out = match tokio::time::timeout(wall_time + HOST_GRACE, child.wait()).await {
+        Ok(status) => {
+            status?;
+            false
+        }
         Err(_elapsed) => {
-            // Killing the launcher takes the sandboxed tree with it (see the module doc).
             let _ = child.start_kill();
             let _ = child.wait().await;
-            ExitState::TimedOut
+            true
         }
     };
     if let Some(feed) = feed {
         feed.abort();
     }
+    let frames = match frames {
+        Some(task) => collect(task).await?,
+        None => Frames::default(),
+    };
+    let launcher_err = match launcher_err {
+        Some(task) => collect(task).await?,
+        None => Captured::default(),
+    };
+    if let Some(v) = frames.violation {
+        return Err(SandboxError::BadReply(v));
+    }
+    let Some(report) = frames.report else {
+        if timed_out {
+            return Ok(ExecOutput {
+                state: ExitState::TimedOut,
+                stdout: frames.stdout,
+                stderr: frames.stderr,
+                duration: started.elapsed(),
+                limit: Some(crate::LimitHit::WallTime),
+                file_reply: None,
+                hardening: None,
+                cgroup_limits: false,
+            });
+        }
+        let detail = launcher_err.text_lossy().trim().to_owned();
+        return Err(SandboxError::Setup(if detail.is_empty() {
+            "the sandbox's init sent no report".into()
+        } else {
+            detail
+        }));
+    };
+    if let Some(error) = report.error {
+        return Err(SandboxError::Setup(error));
+    }
+    let mut stdout = frames.stdout;
+    let mut stderr = frames.stderr;
+    stdout.dropped += report.dropped_stdout;
+    stderr.dropped += report.dropped_stderr;
     Ok(ExecOutput {
-        state,
-        stdout: collect(stdout).await?,
-        stderr: collect(stderr).await?,
+        state: match report.outcome {
+            Outcome::Exited(c) => ExitState::Exited(c),
+            Outcome::Signaled(s) => ExitState::Signaled(s),
+            Outcome::TimedOut => ExitState::TimedOut,
+        },
+        stdout,
+        stderr,
         duration: started.elapsed(),
+        limit: report.limit,
+        file_reply: report.file_reply,
+        hardening: report.hardening,
+        cgroup_limits: false,
     })
 }
 
-/// How long to wait for the output pipes to close once the launcher has exited. They close as
-/// soon as the sandbox's process tree is gone, which the backend guarantees; this only bounds
-/// the wait if that guarantee were ever broken.
+/// How long to wait for the pipes to close once the launcher has exited. They close as soon
+/// as the sandbox's process tree is gone, which the init and the backend guarantee; this only
+/// bounds the wait if that guarantee were ever broken.
 const PIPE_CLOSE_GRACE: Duration = Duration::from_secs(2);
 
-async fn collect(
-    task: tokio::task::JoinHandle<std::io::Result<Captured>>,
-) -> Result<Captured, SandboxError> {
+async fn collect<T>(task: tokio::task::JoinHandle<std::io::Result<T>>) -> Result<T, SandboxError> {
     match tokio::time::timeout(PIPE_CLOSE_GRACE, task).await {
         Ok(Ok(result)) => Ok(result?),
         Ok(Err(join)) => Err(SandboxError::Io(std::io::Error::other(join))),
         Err(_) => Err(SandboxError::Setup(
-            "a process outlived its sandbox and kept the output pipe open".into(),
+            "a process outlived its sandbox and kept a pipe open".into(),
         )),
     }
 }
 
-fn exit_state(status: std::process::ExitStatus) -> ExitState {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => ExitState::Exited(code),
-        (None, Some(sig)) => ExitState::Signaled(sig),
-        (None, None) => ExitState::Exited(-1),
+/// Read the init's frames until its stdout closes.
+async fn read_frames<R: AsyncRead + Unpin>(mut pipe: R, cap: usize) -> std::io::Result<Frames> {
+    let mut frames = Frames::default();
+    let mut header = [0u8; 5];
+    loop {
+        match pipe.read_exact(&mut header).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(frames),
+            Err(e) => return Err(e),
+        }
+        let kind = header[0];
+        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        let max = if kind == FRAME_REPORT {
+            MAX_REPORT_FRAME
+        } else {
+            MAX_CHUNK_FRAME
+        };
+        if len > max
+            || frames.report.is_some()
+            || ![FRAME_STDOUT, FRAME_STDERR, FRAME_REPORT].contains(&kind)
+        {
+            frames.violation = Some(format!(
+                "a frame of kind {kind} and {len} bytes broke the init protocol"
+            ));
+            // Drain so the sandbox is not blocked on a full pipe while it is being torn down.
+            let _ = drain(pipe, 0).await;
+            return Ok(frames);
+        }
+        let mut payload = vec![0u8; len];
+        pipe.read_exact(&mut payload).await?;
+        match kind {
+            FRAME_STDOUT => frames.stdout.push(&payload, cap),
+            FRAME_STDERR => frames.stderr.push(&payload, cap),
+            _ => match serde_json::from_slice(&payload) {
+                Ok(report) => frames.report = Some(report),
+                Err(e) => frames.violation = Some(format!("the init's report does not parse: {e}")),
+            },
+        }
     }
 }
 
 /// Read a pipe to its end, keeping at most `cap` bytes and counting the rest.
-async fn drain<R: AsyncRead + Unpin>(pipe: Option<R>, cap: usize) -> std::io::Result<Captured> {
+async fn drain<R: AsyncRead + Unpin>(mut pipe: R, cap: usize) -> std::io::Result<Captured> {
     let mut captured = Captured::default();
-    let Some(mut pipe) = pipe else {
-        return Ok(captured);
-    };
-    let mut buf = vec![0u8; READ_CHUNK];
+    let mut buf = vec![0u8; 16 * 1024];
     loop {
         let n = pipe.read(&mut buf).await?;
         if n == 0 {
             return Ok(captured);
         }
-        let room = cap.saturating_sub(captured.bytes.len());
-        let keep = n.min(room);
-        captured.bytes.extend_from_slice(&buf[..keep]);
-        captured.dropped += (n - keep) as u64;
+        captured.push(&buf[..n], cap);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![kind];
+        f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[tokio::test]
+    async fn frames_are_capped_and_the_report_parsed() {
+        let report = br#"{"outcome":{"exited":3},"limit":null,"file_reply":null,"error":null,"hardening":null,"dropped_stdout":5,"dropped_stderr":0}"#;
+        let mut stream = frame(FRAME_STDOUT, b"hello ");
+        stream.extend(frame(FRAME_STDOUT, b"world"));
+        stream.extend(frame(FRAME_STDERR, b"err"));
+        stream.extend(frame(FRAME_REPORT, report));
+        let f = read_frames(&stream[..], 8).await.unwrap();
+        assert_eq!(f.stdout.bytes, b"hello wo");
+        assert_eq!(f.stdout.dropped, 3);
+        assert_eq!(f.stderr.bytes, b"err");
+        assert_eq!(f.report.unwrap().outcome, Outcome::Exited(3));
+        assert!(f.violation.is_none());
+    }
+
+    #[tokio::test]
+    async fn oversized_unknown_and_trailing_frames_are_violations() {
+        let mut big = vec![FRAME_STDOUT];
+        big.extend_from_slice(&(MAX_CHUNK_FRAME as u32 + 1).to_be_bytes());
+        assert!(read_frames(&big[..], 8).await.unwrap().violation.is_some());
+        let unknown = frame(b'X', b"?");
+        assert!(
+            read_frames(&unknown[..], 8)
+                .await
+                .unwrap()
+                .violation
+                .is_some()
+        );
+        let mut after = frame(FRAME_REPORT, b"{}");
+        after.extend(frame(FRAME_STDOUT, b"late"));
+        assert!(
+            read_frames(&after[..], 8)
+                .await
+                .unwrap()
+                .violation
+                .is_some()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_truncated_stream_has_no_report() {
+        let mut s = frame(FRAME_STDOUT, b"abc");
+        s.truncate(6);
+        assert!(read_frames(&s[..], 8).await.is_err());
+        assert!(read_frames(&[][..], 8).await.unwrap().report.is_none());
     }
 }

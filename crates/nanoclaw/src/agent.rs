@@ -8,8 +8,6 @@
 
 use std::sync::Arc;
 
-use nanoclaw_sandbox::Limits;
-
 use crate::config::Config;
 use crate::home::Home;
 use crate::model::{Message, ModelClient, Usage};
@@ -37,13 +35,6 @@ pub struct Agent {
 }
 
 impl Agent {
-    pub fn limits(config: &Config) -> Limits {
-        Limits {
-            wall_time: config.command_timeout,
-            output_bytes: config.output_limit_bytes,
-        }
-    }
-
     /// Claim and answer everything pending for `group`, one turn at a time. Returns the results
     /// in order; empty when nothing was pending.
     pub async fn drain_group(
@@ -102,7 +93,8 @@ impl Agent {
         };
 
         // 1. The prompt: system prompt and memory, history, then the new messages.
-        let system = self.system_prompt(&workspace).await;
+        let limits = self.config.limits_for(&turn.group);
+        let system = self.system_prompt(&workspace, limits).await;
         let mut messages = self
             .store
             .history(turn.session_id, turn.id, self.config.context_budget_tokens)
@@ -138,7 +130,7 @@ impl Agent {
             }
             last_text = resp.text;
             for call in &resp.tool_calls {
-                let outcome = self.tools.call(&workspace, call).await;
+                let outcome = self.tools.call(&workspace, limits, call).await;
                 let result = Message::Tool {
                     call_id: call.id.clone(),
                     content: outcome.content,
@@ -160,9 +152,17 @@ impl Agent {
         })
     }
 
-    async fn system_prompt(&self, workspace: &std::path::Path) -> String {
+    async fn system_prompt(
+        &self,
+        workspace: &std::path::Path,
+        limits: nanoclaw_sandbox::Limits,
+    ) -> String {
         let mut system = self.config.system_prompt.clone();
-        match self.tools.read_optional(workspace, "MEMORY.md").await {
+        match self
+            .tools
+            .read_optional(workspace, limits, "MEMORY.md")
+            .await
+        {
             Ok(Some(memory)) if !memory.trim().is_empty() => {
                 let cut = floor_char_boundary(&memory, MAX_MEMORY_BYTES);
                 system.push_str("\n\n## Your memory (/workspace/MEMORY.md)\n\n");

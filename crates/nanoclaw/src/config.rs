@@ -4,10 +4,13 @@
 //! Raw TOML becomes [`Config`] once, here; nothing downstream sees raw values. Unknown keys and
 //! bad values stop startup with an error that names the file, the key and what was expected.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use nanoclaw_core::GroupId;
+use nanoclaw_sandbox::{Enforcement, Limits};
 use serde::Deserialize;
 
 /// Name of the config file inside the data dir.
@@ -66,8 +69,12 @@ pub struct Config {
     pub system_prompt: String,
     pub context_budget_tokens: usize,
     pub backend: BackendChoice,
-    pub command_timeout: Duration,
-    pub output_limit_bytes: usize,
+    pub landlock: Enforcement,
+    pub cgroups: Enforcement,
+    /// Limits for every group without its own.
+    pub limits: Limits,
+    /// Groups with limits of their own (`[groups.NAME]`).
+    pub group_limits: BTreeMap<GroupId, Limits>,
     pub max_concurrent_turns: usize,
     pub api_listen: SocketAddr,
 }
@@ -85,6 +92,25 @@ struct RawConfig {
     daemon: RawDaemon,
     #[serde(default)]
     api: RawApi,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    groups: BTreeMap<String, RawLimits>,
+}
+
+/// Limit keys, in `[limits]` and in each `[groups.NAME]`. Absent keys inherit.
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    command_timeout_secs: Option<i64>,
+    output_limit_bytes: Option<i64>,
+    memory_mb: Option<i64>,
+    max_processes: Option<i64>,
+    cpu_time_secs: Option<i64>,
+    cpus: Option<f64>,
+    file_size_mb: Option<i64>,
+    tmp_size_mb: Option<i64>,
+    workspace_quota_mb: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -133,16 +159,16 @@ impl Default for RawAgent {
 #[serde(deny_unknown_fields, default)]
 struct RawSandbox {
     backend: BackendChoice,
-    command_timeout_secs: i64,
-    output_limit_bytes: i64,
+    landlock: Enforcement,
+    cgroups: Enforcement,
 }
 
 impl Default for RawSandbox {
     fn default() -> Self {
         RawSandbox {
             backend: BackendChoice::Auto,
-            command_timeout_secs: 60,
-            output_limit_bytes: 32 * 1024,
+            landlock: Enforcement::BestEffort,
+            cgroups: Enforcement::BestEffort,
         }
     }
 }
@@ -194,7 +220,7 @@ pub enum ConfigError {
     #[error("{path}: key `{key}`: {expected}, got {got}")]
     Invalid {
         path: PathBuf,
-        key: &'static str,
+        key: String,
         expected: String,
         got: String,
     },
@@ -252,18 +278,23 @@ impl Config {
                 10_000_000,
             )? as usize,
             backend: raw.sandbox.backend,
-            command_timeout: secs(v.range(
-                "sandbox.command_timeout_secs",
-                raw.sandbox.command_timeout_secs,
-                1,
-                86_400,
-            )?),
-            output_limit_bytes: v.range(
-                "sandbox.output_limit_bytes",
-                raw.sandbox.output_limit_bytes,
-                1024,
-                16 << 20,
-            )? as usize,
+            landlock: raw.sandbox.landlock,
+            cgroups: raw.sandbox.cgroups,
+            limits: v.limits("limits", &raw.limits, Limits::DEFAULT)?,
+            group_limits: {
+                let base = v.limits("limits", &raw.limits, Limits::DEFAULT)?;
+                let mut map = BTreeMap::new();
+                for (name, raw_limits) in &raw.groups {
+                    let group: GroupId = name.parse().map_err(|e| {
+                        v.invalid(format!("groups.{name}"), "a valid group name", e)
+                    })?;
+                    map.insert(
+                        group,
+                        v.limits(&format!("groups.{name}"), raw_limits, base)?,
+                    );
+                }
+                map
+            },
             max_concurrent_turns: v.range(
                 "daemon.max_concurrent_turns",
                 raw.daemon.max_concurrent_turns,
@@ -272,6 +303,13 @@ impl Config {
             )? as usize,
             api_listen: v.loopback("api.listen", raw.api.listen)?,
         })
+    }
+}
+
+impl Config {
+    /// The limits that apply to `group`'s sandbox.
+    pub fn limits_for(&self, group: &GroupId) -> Limits {
+        self.group_limits.get(group).copied().unwrap_or(self.limits)
     }
 }
 
@@ -286,16 +324,74 @@ struct Validator<'a> {
 impl Validator<'_> {
     fn invalid(
         &self,
-        key: &'static str,
+        key: impl Into<String>,
         expected: impl Into<String>,
         got: impl std::fmt::Display,
     ) -> ConfigError {
         ConfigError::Invalid {
             path: self.path.to_owned(),
-            key,
+            key: key.into(),
             expected: expected.into(),
             got: got.to_string(),
         }
+    }
+
+    /// Validate a set of limit keys under `section`, inheriting absent ones from `base`.
+    fn limits(&self, section: &str, raw: &RawLimits, base: Limits) -> Result<Limits, ConfigError> {
+        const MIB: u64 = 1024 * 1024;
+        let int = |key: &str, value: Option<i64>, min: i64, max: i64| match value {
+            None => Ok(None),
+            Some(n) if (min..=max).contains(&n) => Ok(Some(n as u64)),
+            Some(n) => Err(self.invalid(
+                format!("{section}.{key}"),
+                format!("expected an integer from {min} to {max}"),
+                n,
+            )),
+        };
+        let cpu_millis = match raw.cpus {
+            None => base.cpu_millis,
+            Some(c) if c.is_finite() && (0.01..=256.0).contains(&c) => (c * 1000.0).round() as u32,
+            Some(c) => {
+                let key = format!("{section}.cpus");
+                return Err(self.invalid(key, "expected a number of cores from 0.01 to 256", c));
+            }
+        };
+        let mib = |key, value, min, max, base_bytes: u64| -> Result<u64, ConfigError> {
+            Ok(int(key, value, min, max)?.map_or(base_bytes, |n| n * MIB))
+        };
+        Ok(Limits {
+            wall_time: int("command_timeout_secs", raw.command_timeout_secs, 1, 86_400)?
+                .map_or(base.wall_time, Duration::from_secs),
+            output_bytes: int("output_limit_bytes", raw.output_limit_bytes, 1024, 16 << 20)?
+                .map_or(base.output_bytes, |n| n as usize),
+            memory_bytes: mib("memory_mb", raw.memory_mb, 16, 1 << 20, base.memory_bytes)?,
+            max_processes: int("max_processes", raw.max_processes, 8, 1 << 16)?
+                .map_or(base.max_processes, |n| n as u32),
+            cpu_time: int("cpu_time_secs", raw.cpu_time_secs, 1, 86_400)?
+                .map_or(base.cpu_time, Duration::from_secs),
+            cpu_millis,
+            file_size_bytes: mib(
+                "file_size_mb",
+                raw.file_size_mb,
+                1,
+                1 << 20,
+                base.file_size_bytes,
+            )?,
+            tmp_size_bytes: mib(
+                "tmp_size_mb",
+                raw.tmp_size_mb,
+                1,
+                1 << 20,
+                base.tmp_size_bytes,
+            )?,
+            workspace_quota_bytes: mib(
+                "workspace_quota_mb",
+                raw.workspace_quota_mb,
+                1,
+                1 << 24,
+                base.workspace_quota_bytes,
+            )?,
+        })
     }
 
     fn range(&self, key: &'static str, n: i64, min: i64, max: i64) -> Result<i64, ConfigError> {
@@ -369,10 +465,34 @@ context_budget_tokens = 32000
 [sandbox]
 # Sandbox backend: "auto" (first that passes its self-test) or "bwrap" (bubblewrap).
 backend = "auto"
+# Landlock (writes only under /workspace and /tmp): "best-effort" applies what the kernel
+# supports; "required" refuses to run commands without it.
+landlock = "best-effort"
+# cgroup limits (memory, processes, CPU share): "best-effort" falls back to rlimits where the
+# host gives no cgroups; "required" refuses to run commands without them.
+cgroups = "best-effort"
+
+[limits]
+# Limits on every command. A [groups.NAME] table with any of these keys overrides them for
+# one group, e.g.:  [groups.work]  memory_mb = 4096
 # Seconds a command may run before its whole process tree is killed.
 command_timeout_secs = 60
 # Bytes kept from each of a command's stdout and stderr; the rest is dropped with a note.
 output_limit_bytes = 32768
+# Memory of the whole sandbox, in MiB.
+memory_mb = 1024
+# Processes and threads in the sandbox.
+max_processes = 256
+# CPU seconds per process.
+cpu_time_secs = 120
+# CPU cores the sandbox may use at once.
+cpus = 1.0
+# Largest file a command may write, in MiB.
+file_size_mb = 512
+# Size of the sandbox's /tmp, in MiB.
+tmp_size_mb = 256
+# Disk space the group's workspace may use, in MiB.
+workspace_quota_mb = 2048
 
 [daemon]
 # Most agent turns running at once across all groups (one at a time per group).
@@ -401,7 +521,8 @@ mod tests {
         assert_eq!(c.api_listen.to_string(), "127.0.0.1:7878");
         let empty = parse("").unwrap();
         assert_eq!(empty.model.name, c.model.name);
-        assert_eq!(empty.output_limit_bytes, c.output_limit_bytes);
+        assert_eq!(empty.limits, c.limits);
+        assert_eq!(c.limits, Limits::DEFAULT);
     }
 
     #[test]
@@ -437,6 +558,43 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("max_steps"), "{e}");
+    }
+
+    #[test]
+    fn group_limits_override_and_inherit() {
+        let c = parse("[limits]\nmemory_mb = 512\n[groups.work]\nmax_processes = 64\ncpus = 0.5\n")
+            .unwrap();
+        let work = c.limits_for(&"work".parse().unwrap());
+        assert_eq!(work.max_processes, 64);
+        assert_eq!(work.cpu_millis, 500);
+        assert_eq!(
+            work.memory_bytes,
+            512 * 1024 * 1024,
+            "inherited from [limits]"
+        );
+        assert_eq!(
+            c.limits_for(&GroupId::main()).max_processes,
+            Limits::DEFAULT.max_processes
+        );
+        let e = parse("[groups.work]\nmemory_mb = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("groups.work.memory_mb") && e.contains("from 16"),
+            "{e}"
+        );
+        let e = parse("[groups.\"../x\"]\nmemory_mb = 64\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("groups"), "{e}");
+        let e = parse("[groups.work]\nmemroy_mb = 64\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("memroy_mb"), "{e}");
+        let e = parse("[sandbox]\nlandlock = \"maybe\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("maybe") && e.contains("required"), "{e}");
     }
 
     #[test]

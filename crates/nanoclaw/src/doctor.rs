@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use nanoclaw_core::GroupId;
-use nanoclaw_sandbox::{ExecRequest, ExitState, Limits, Program};
+use nanoclaw_sandbox::{Enforcement, ExecRequest, ExitState, LandlockStatus, Limits, Program};
 
 use crate::home::Home;
 
@@ -29,49 +29,26 @@ pub async fn run(home: Home) -> anyhow::Result<ExitCode> {
     match crate::sandbox_backend(&home, &config, true).await {
         Ok(backend) => {
             println!("sandbox: {} works", backend.name());
-            let probe = ExecRequest {
-                workspace: home.workspace(&GroupId::main())?,
-                program: Program::Command(vec![
-                    "/bin/sh".into(),
-                    "-c".into(),
-                    "cat /proc/self/status; echo ---; cat /proc/net/dev; echo ---; ls /proc".into(),
-                ]),
-                stdin: Vec::new(),
-                limits: Limits {
-                    wall_time: Duration::from_secs(10),
-                    output_bytes: 64 * 1024,
-                },
-            };
-            match backend.exec(&probe).await {
-                Ok(out) if out.state == ExitState::Exited(0) => {
-                    for (feature, active) in isolation_features(&out.stdout.text_lossy()) {
+            match probe_sandbox(backend.as_ref(), &home).await {
+                Ok(features) => {
+                    for f in features {
+                        let state = match (f.active, f.required) {
+                            (true, _) => "active".to_owned(),
+                            (false, true) => "MISSING (required)".to_owned(),
+                            (false, false) => "missing (best effort)".to_owned(),
+                        };
                         println!(
-                            "  {feature:<34} {}",
-                            if active { "active" } else { "MISSING" }
+                            "  {:<36} {state}{}",
+                            f.name,
+                            f.detail.map(|d| format!(" — {d}")).unwrap_or_default()
                         );
-                        healthy &= active;
+                        healthy &= f.active || !f.required;
                     }
-                }
-                Ok(out) => {
-                    healthy = false;
-                    println!(
-                        "  probe failed ({}): {}",
-                        out.state,
-                        out.stderr.text_lossy().trim()
-                    );
                 }
                 Err(e) => {
                     healthy = false;
                     println!("  probe failed: {e}");
                 }
-            }
-            for later in [
-                "seccomp filter",
-                "Landlock",
-                "egress proxy relay",
-                "cgroup limits",
-            ] {
-                println!("  {later:<34} not in this version");
             }
         }
         Err(reason) => {
@@ -141,8 +118,103 @@ async fn probe_model(base_url: &str) -> Option<String> {
     }
 }
 
-/// Read the isolation actually in force from a sandboxed process's status and network devices.
-fn isolation_features(probe: &str) -> Vec<(&'static str, bool)> {
+/// One isolation feature as measured.
+struct Feature {
+    name: &'static str,
+    active: bool,
+    required: bool,
+    detail: Option<String>,
+}
+
+/// What the probe command prints, section by section.
+const PROBE_SCRIPT: &str = "cat /proc/self/status; echo ---; cat /proc/net/dev; echo ---; ls /proc; \
+echo ---; (exec 3<>/dev/tcp/127.0.0.1/3128 && printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3 && head -c 12 <&3) 2>&1";
+
+/// Run a probe in a real sandbox, with a throwaway proxy socket to test the relay, and read
+/// what isolation is actually in force.
+async fn probe_sandbox(
+    backend: &dyn nanoclaw_sandbox::Backend,
+    home: &Home,
+) -> anyhow::Result<Vec<Feature>> {
+    let socket = std::env::temp_dir().join(format!("nanoclaw-doctor-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&socket);
+    let listener = tokio::net::UnixListener::bind(&socket)?;
+    let server = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let mut buf = [0u8; 256];
+            let _ = conn.read(&mut buf).await;
+            let _ = conn.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await;
+        }
+    });
+    let config = crate::load_config(home)?;
+    let probe = ExecRequest {
+        workspace: home.workspace(&GroupId::main())?,
+        program: Program::Command(vec!["/bin/bash".into(), "-c".into(), PROBE_SCRIPT.into()]),
+        stdin: Vec::new(),
+        limits: Limits {
+            wall_time: Duration::from_secs(10),
+            ..config.limits
+        },
+        proxy_socket: Some(socket.clone()),
+    };
+    let result = backend.exec(&probe).await;
+    server.abort();
+    let _ = std::fs::remove_file(&socket);
+    let out = result?;
+    if out.state != ExitState::Exited(0) {
+        anyhow::bail!(
+            "the probe ended with {}: {}",
+            out.state,
+            out.stderr.text_lossy().trim()
+        );
+    }
+    let text = out.stdout.text_lossy();
+    let mut features = isolation_features(&text);
+    let h = out.hardening;
+    let landlock = h.map(|h| h.landlock);
+    features.push(Feature {
+        name: "seccomp filter",
+        active: h.is_some_and(|h| h.seccomp) && text.contains("Seccomp:\t2"),
+        required: true,
+        detail: Some(format!(
+            "{} system calls denied",
+            nanoclaw_sandbox::SECCOMP_DENIED.len()
+        )),
+    });
+    features.push(Feature {
+        name: "Landlock (writes: /workspace, /tmp)",
+        active: landlock == Some(LandlockStatus::FullyEnforced),
+        required: config.landlock == Enforcement::Required,
+        detail: h.map(|h| format!("{:?}, kernel ABI {}", h.landlock, h.landlock_abi)),
+    });
+    features.push(Feature {
+        name: "cgroup limits (memory, pids, cpu)",
+        active: out.cgroup_limits,
+        required: config.cgroups == Enforcement::Required,
+        detail: (!out.cgroup_limits).then(|| {
+            let why = nanoclaw_sandbox::cgroup::CgroupRoot::detect()
+                .err()
+                .unwrap_or_default();
+            format!("rlimits only (RLIMIT_AS stands in for memory): {why}")
+        }),
+    });
+    let relay_ok = text
+        .rsplit("---")
+        .next()
+        .is_some_and(|s| s.contains("HTTP/1.1 204"));
+    features.push(Feature {
+        name: "proxy relay (127.0.0.1:3128)",
+        active: h.is_some_and(|h| h.proxy_relay) && relay_ok,
+        required: true,
+        detail: None,
+    });
+    Ok(features)
+}
+
+/// Read the isolation in force from a sandboxed process's status, network devices and view of
+/// `/proc`.
+fn isolation_features(probe: &str) -> Vec<Feature> {
     let mut parts = probe.split("---\n");
     let (status, netdev, procs) = (
         parts.next().unwrap_or(""),
@@ -163,24 +235,32 @@ fn isolation_features(probe: &str) -> Vec<(&'static str, bool)> {
             .to_owned()
     };
     let devices: Vec<&str> = netdev
+        .trim()
         .lines()
         .skip(2)
         .filter_map(|l| l.split(':').next())
         .map(str::trim)
         .collect();
     let uid = field("Uid:");
+    let cap_eff = field("CapEff:");
+    let feature = |name, active| Feature {
+        name,
+        active,
+        required: true,
+        detail: None,
+    };
     vec![
-        (
+        feature(
             "capabilities dropped",
-            field("CapEff:").chars().all(|c| c == '0') && !field("CapEff:").is_empty(),
+            !cap_eff.is_empty() && cap_eff.chars().all(|c| c == '0'),
         ),
-        ("no_new_privs", field("NoNewPrivs:") == "1"),
-        ("unprivileged uid", !uid.is_empty() && !uid.starts_with("0")),
-        (
+        feature("no_new_privs", field("NoNewPrivs:") == "1"),
+        feature("unprivileged uid", !uid.is_empty() && !uid.starts_with('0')),
+        feature(
             "network namespace (loopback only)",
             !devices.is_empty() && devices.iter().all(|d| *d == "lo"),
         ),
-        ("pid namespace", (1..=8).contains(&visible_pids)),
+        feature("pid namespace", (1..=16).contains(&visible_pids)),
     ]
 }
 
@@ -191,12 +271,11 @@ mod tests {
     #[test]
     fn reads_features_from_a_status_dump() {
         let probe = "Uid:\t1000\t1000\t1000\t1000\nCapEff:\t0000000000000000\nNoNewPrivs:\t1\n---\nInter-|\n face |\n    lo: 0 0\n---\n1\n2\n5\nself\n";
-        assert!(isolation_features(probe).iter().all(|(_, on)| *on));
+        assert!(isolation_features(probe).iter().all(|f| f.active));
         let host = format!(
             "Uid:\t0\t0\t0\t0\nCapEff:\t000001ffffffffff\nNoNewPrivs:\t0\n---\nInter-|\n face |\n    lo: 0\n  eth0: 1\n---\n{}",
             (1..200).map(|n| format!("{n}\n")).collect::<String>()
         );
-        let host = host.as_str();
-        assert!(isolation_features(host).iter().all(|(_, on)| !*on));
+        assert!(isolation_features(&host).iter().all(|f| !f.active));
     }
 }

@@ -197,7 +197,12 @@ async fn sandbox_backend(
     let _ = config.backend; // `auto` and `bwrap` both mean bubblewrap until a second backend exists.
     let exe =
         std::env::current_exe().map_err(|e| format!("cannot find the nanoclaw binary: {e}"))?;
-    let backend = nanoclaw_sandbox::bwrap::BwrapBackend::new(&exe).map_err(|e| e.to_string())?;
+    let options = nanoclaw_sandbox::bwrap::BwrapOptions {
+        landlock: config.landlock,
+        cgroups: config.cgroups,
+    };
+    let backend =
+        nanoclaw_sandbox::bwrap::BwrapBackend::new(&exe, options).map_err(|e| e.to_string())?;
     if self_test {
         let probe = home
             .workspace(&GroupId::main())
@@ -253,7 +258,7 @@ async fn build_agent(home: Home, long_lived: bool) -> anyhow::Result<(Agent, std
     if let (Err(hint), true) = (&model, long_lived) {
         eprintln!("nanoclaw: {hint}");
     }
-    let tools = tools::Tools::new(backend, Agent::limits(&config));
+    let tools = tools::Tools::new(backend);
     Ok((
         Agent {
             home,
@@ -325,7 +330,8 @@ async fn sandbox_exec(
         workspace: home.workspace(&group)?,
         program: nanoclaw_sandbox::Program::Command(command),
         stdin: Vec::new(),
-        limits: Agent::limits(&config),
+        limits: config.limits_for(&group),
+        proxy_socket: None,
     };
     let out = backend.exec(&req).await?;
     std::io::stdout().write_all(&out.stdout.bytes)?;
@@ -338,16 +344,13 @@ async fn sandbox_exec(
             );
         }
     }
+    if let Some(hit) = out.limit {
+        eprintln!("nanoclaw: limit hit: {}", hit.describe(&req.limits));
+    }
     let code = match out.state {
         ExitState::Exited(c) => c,
         ExitState::Signaled(s) => 128 + s,
-        ExitState::TimedOut => {
-            eprintln!(
-                "nanoclaw: killed after the {} s wall-time limit",
-                config.command_timeout.as_secs()
-            );
-            124
-        }
+        ExitState::TimedOut => 124,
     };
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }

@@ -186,23 +186,23 @@ fn truncate_for_error(s: &str) -> String {
     }
 }
 
-/// Runs tool calls for one group's turn.
+/// Runs tool calls in groups' sandboxes.
 pub struct Tools {
     backend: Arc<dyn Backend>,
-    limits: Limits,
 }
 
 impl Tools {
-    pub fn new(backend: Arc<dyn Backend>, limits: Limits) -> Self {
-        Tools { backend, limits }
+    pub fn new(backend: Arc<dyn Backend>) -> Self {
+        Tools { backend }
     }
 
-    /// The one path every tool call takes: the gate decides, then the tool runs (or not).
-    pub async fn call(&self, workspace: &Path, call: &ToolCall) -> ToolOutcome {
+    /// The one path every tool call takes: the gate decides, then the tool runs (or not) in the
+    /// sandbox over `workspace`, under `limits`.
+    pub async fn call(&self, workspace: &Path, limits: Limits, call: &ToolCall) -> ToolOutcome {
         let verdict = gate::decide(call, effect_of(&call.name));
         tracing::info!(tool = %call.name, decision = ?verdict.decision, reason = ?verdict.reason, "tool call decided");
         match verdict.decision {
-            Decision::Allow => self.run(workspace, call).await,
+            Decision::Allow => self.run(workspace, limits, call).await,
             Decision::Ask => ToolOutcome::error(format!(
                 "{} was not run: {}, and this version cannot yet ask for one",
                 call.name,
@@ -220,11 +220,11 @@ impl Tools {
         }
     }
 
-    async fn run(&self, workspace: &Path, call: &ToolCall) -> ToolOutcome {
+    async fn run(&self, workspace: &Path, limits: Limits, call: &ToolCall) -> ToolOutcome {
         let request = match call.name.as_str() {
             "shell" => {
                 return match parse_args::<ShellArgs>(call) {
-                    Ok(args) => self.shell(workspace, args).await,
+                    Ok(args) => self.shell(workspace, limits, args).await,
                     Err(e) => e,
                 };
             }
@@ -255,35 +255,37 @@ impl Tools {
             other => return ToolOutcome::error(format!("no tool named {other:?}")),
         };
         match request {
-            Ok(req) => self.file(workspace, &req).await,
+            Ok(req) => self.file(workspace, limits, &req).await,
             Err(e) => e,
         }
     }
 
-    async fn shell(&self, workspace: &Path, args: ShellArgs) -> ToolOutcome {
+    async fn shell(&self, workspace: &Path, limits: Limits, args: ShellArgs) -> ToolOutcome {
         let wall_time = match args.timeout_secs {
             Some(0) => {
                 return ToolOutcome::error(
                     "invalid arguments for shell: timeout_secs must be at least 1",
                 );
             }
-            Some(s) => Duration::from_secs(s).min(self.limits.wall_time),
-            None => self.limits.wall_time,
+            Some(s) => Duration::from_secs(s).min(limits.wall_time),
+            None => limits.wall_time,
+        };
+        let limits = Limits {
+            wall_time,
+            ..limits
         };
         let req = ExecRequest {
             workspace: workspace.to_path_buf(),
             program: Program::Command(vec!["bash".into(), "-c".into(), args.command]),
             stdin: Vec::new(),
-            limits: Limits {
-                wall_time,
-                ..self.limits
-            },
+            limits,
+            proxy_socket: None,
         };
         match self.backend.exec(&req).await {
             Ok(out) => {
-                let is_error = out.state != ExitState::Exited(0);
+                let is_error = out.state != ExitState::Exited(0) || out.limit.is_some();
                 ToolOutcome {
-                    content: format_exec(&out, wall_time),
+                    content: format_exec(&out, &limits),
                     is_error,
                 }
             }
@@ -292,15 +294,9 @@ impl Tools {
     }
 
     /// Run one file request in the sandbox and render the reply for the model.
-    pub async fn file(&self, workspace: &Path, req: &FileRequest) -> ToolOutcome {
-        match run_file_op(
-            self.backend.as_ref(),
-            workspace.to_path_buf(),
-            req,
-            self.limits,
-        )
-        .await
-        {
+    pub async fn file(&self, workspace: &Path, limits: Limits, req: &FileRequest) -> ToolOutcome {
+        let backend = self.backend.as_ref();
+        match run_file_op(backend, workspace.to_path_buf(), req, limits).await {
             Ok(FileReply::Ok { text }) => ToolOutcome::ok(text),
             Ok(FileReply::NotFound { path }) => {
                 ToolOutcome::error(format!("{path}: no such file or directory"))
@@ -314,6 +310,7 @@ impl Tools {
     pub async fn read_optional(
         &self,
         workspace: &Path,
+        limits: Limits,
         path: &str,
     ) -> Result<Option<String>, String> {
         let req = FileRequest::Read {
@@ -321,14 +318,7 @@ impl Tools {
             offset: None,
             limit: None,
         };
-        match run_file_op(
-            self.backend.as_ref(),
-            workspace.to_path_buf(),
-            &req,
-            self.limits,
-        )
-        .await
-        {
+        match run_file_op(self.backend.as_ref(), workspace.to_path_buf(), &req, limits).await {
             Ok(FileReply::Ok { text }) => Ok(Some(text)),
             Ok(FileReply::NotFound { .. }) => Ok(None),
             Ok(FileReply::Error { message }) => Err(message),
@@ -337,14 +327,13 @@ impl Tools {
     }
 }
 
-/// Render a command's result: status line, then each non-empty stream with truncation notes.
-pub fn format_exec(out: &nanoclaw_sandbox::ExecOutput, wall_time: Duration) -> String {
-    let mut s = match out.state {
-        ExitState::TimedOut => format!(
-            "killed: the command hit its wall-time limit of {} s; the whole process tree was stopped",
-            wall_time.as_secs()
-        ),
-        other => other.to_string(),
+/// Render a command's result: status line (naming any limit hit), then each non-empty stream
+/// with truncation notes.
+pub fn format_exec(out: &nanoclaw_sandbox::ExecOutput, limits: &Limits) -> String {
+    let mut s = match (out.limit, out.state) {
+        (Some(hit), ExitState::TimedOut) => format!("killed: {}", hit.describe(limits)),
+        (Some(hit), state) => format!("{state}; limit hit: {}", hit.describe(limits)),
+        (None, state) => state.to_string(),
     };
     for (name, stream) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
         if stream.bytes.is_empty() && stream.dropped == 0 {

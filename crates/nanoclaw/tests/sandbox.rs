@@ -13,7 +13,7 @@ async fn home() -> TestHome {
     TestHome::new(
         Wire::Anthropic,
         "http://127.0.0.1:9",
-        "[sandbox]\ncommand_timeout_secs = 3\noutput_limit_bytes = 4096\n",
+        "[limits]\ncommand_timeout_secs = 3\noutput_limit_bytes = 4096\n",
     )
 }
 
@@ -307,7 +307,7 @@ async fn symlink_to_host_file_is_resolved_inside_the_sandbox_only() {
 async fn shell_tool_reports_timeout_and_truncation_to_the_model() {
     use serde_json::json;
     let r = tool_results(
-        "[sandbox]\ncommand_timeout_secs = 2\noutput_limit_bytes = 1024\n",
+        "[limits]\ncommand_timeout_secs = 2\noutput_limit_bytes = 1024\n",
         "",
         vec![
             call("shell", json!({"command": "sleep 30"})),

@@ -1,0 +1,74 @@
+//! The init's Landlock rules: read and execute anywhere the sandbox can see, write only under
+//! `/workspace`, `/tmp` and `/dev` (for `/dev/null`, `/dev/shm` and friends; bwrap's `/dev` holds
+//! only harmless nodes). Where the kernel offers it, abstract Unix sockets and signals are
+//! scoped to the sandbox too.
+//!
+//! The result is a status, not a boolean: the caller decides whether partial enforcement is
+//! acceptable.
+
+use landlock::{
+    ABI, Access, AccessFs, CompatLevel, Compatible, Ruleset, RulesetAttr, RulesetCreatedAttr,
+    RulesetStatus, Scope, path_beneath_rules,
+};
+
+use crate::spec::{Enforcement, LandlockStatus};
+
+/// The newest ABI these rules are written for.
+const TARGET_ABI: ABI = ABI::V6;
+
+/// Directories where writes are allowed.
+pub const WRITABLE: &[&str] = &["/workspace", "/tmp", "/dev"];
+
+#[derive(Debug, thiserror::Error)]
+#[error("Landlock: {0}")]
+pub struct LandlockError(String);
+
+/// The highest Landlock ABI the running kernel offers, 0 when none.
+pub fn kernel_abi() -> u32 {
+    // SAFETY: landlock_create_ruleset with a null attribute, size 0 and the VERSION flag only
+    // queries the ABI version; it takes no pointers the kernel dereferences.
+    let v = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<u8>(),
+            0usize,
+            1u32,
+        )
+    };
+    if v < 0 { 0 } else { v as u32 }
+}
+
+/// Restrict the calling process (and everything it starts).
+pub fn restrict(enforcement: Enforcement) -> Result<LandlockStatus, LandlockError> {
+    let level = match enforcement {
+        Enforcement::BestEffort => CompatLevel::BestEffort,
+        Enforcement::Required => CompatLevel::HardRequirement,
+    };
+    let err = |e: &dyn std::fmt::Display| LandlockError(e.to_string());
+    let status = Ruleset::default()
+        .set_compatibility(level)
+        .handle_access(AccessFs::from_all(TARGET_ABI))
+        .map_err(|e| err(&e))?
+        .scope(Scope::AbstractUnixSocket | Scope::Signal)
+        .map_err(|e| err(&e))?
+        .create()
+        .map_err(|e| err(&e))?
+        .add_rules(path_beneath_rules(["/"], AccessFs::from_read(TARGET_ABI)))
+        .map_err(|e| err(&e))?
+        .add_rules(path_beneath_rules(WRITABLE, AccessFs::from_all(TARGET_ABI)))
+        .map_err(|e| err(&e))?
+        .restrict_self()
+        .map_err(|e| err(&e))?;
+    let status = match status.ruleset {
+        RulesetStatus::FullyEnforced => LandlockStatus::FullyEnforced,
+        RulesetStatus::PartiallyEnforced => LandlockStatus::PartiallyEnforced,
+        RulesetStatus::NotEnforced => LandlockStatus::NotEnforced,
+    };
+    if enforcement == Enforcement::Required && status != LandlockStatus::FullyEnforced {
+        return Err(LandlockError(format!(
+            "required but only {status:?} on this kernel (ABI {})",
+            kernel_abi()
+        )));
+    }
+    Ok(status)
+}
