@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Install the system packages nanoclaw needs (Debian/Ubuntu): bubblewrap, the sandbox.
+# Install the system packages nanoclaw needs (Debian/Ubuntu): bubblewrap, the sandbox; and
+# python3 in /usr/bin, which the escape suite runs inside sandboxes.
 set -euo pipefail
-if ! command -v bwrap >/dev/null 2>&1; then
+missing=()
+command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
+[ -x /usr/bin/python3 ] || missing+=(python3)
+if [ ${#missing[@]} -gt 0 ]; then
   sudo_cmd=""
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
-  $sudo_cmd apt-get install -y -qq bubblewrap
+  $sudo_cmd apt-get install -y -qq "${missing[@]}"
 fi

@@ -143,7 +143,8 @@ pub fn main(args: &[String]) -> i32 {
     };
     if report.limit.is_none() && spec.limits.workspace_quota_bytes > 0 {
         let used = workspace_usage();
-        if used > spec.limits.workspace_quota_bytes && used > usage_before {
+        // At the quota counts: the file-size limit stops writes exactly there.
+        if used >= spec.limits.workspace_quota_bytes && used > usage_before {
             report.limit = Some(LimitHit::WorkspaceQuota);
         }
     }

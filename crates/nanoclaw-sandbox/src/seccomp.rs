@@ -104,6 +104,8 @@ const ALLOWED_SOCKET_FAMILIES: &[u64] = &[
 ];
 
 /// `ioctl` requests that push input into a terminal or reach the console.
+// The request constants' type differs between libcs (c_ulong on glibc, c_int on musl).
+#[allow(clippy::unnecessary_cast)]
 const DENIED_IOCTLS: &[u64] = &[libc::TIOCSTI as u64, libc::TIOCLINUX as u64];
 
 #[derive(Debug, thiserror::Error)]

@@ -783,7 +783,10 @@ async fn doctor_reports_isolation_and_a_reachable_model() {
         "proxy relay",
     ] {
         let line = report.lines().find(|l| l.trim_start().starts_with(feature));
-        assert!(line.is_some_and(|l| l.contains(" active")), "{feature} not active in:\n{report}");
+        assert!(
+            line.is_some_and(|l| l.contains(" active")),
+            "{feature} not active in:\n{report}"
+        );
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
+#[allow(unused_imports)]
 pub use model_server::{ScriptedModel, Step, Wire};
 
 /// The nanoclaw binary under test.
