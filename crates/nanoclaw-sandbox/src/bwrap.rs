@@ -95,6 +95,12 @@ impl BwrapBackend {
         })
     }
 
+    /// The same backend with cgroups switched off (rlimits only), for comparison.
+    pub fn without_cgroups(mut self) -> Self {
+        self.cgroups = Err("switched off".into());
+        self
+    }
+
     /// Why cgroup limits are not available, if they are not.
     pub fn cgroups_missing(&self) -> Option<&str> {
         self.cgroups.as_ref().err().map(String::as_str)

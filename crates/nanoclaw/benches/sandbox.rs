@@ -1,0 +1,79 @@
+//! The cost of one sandboxed command: `true` through the bwrap backend and the full init
+//! (no_new_privs, rlimits, Landlock, seccomp, relay check, tree reaping, framed report), with
+//! a per-command cgroup where the host allows. Prints its figures; asserts nothing.
+//!
+//! Run with `cargo bench -p nanoclaw --bench sandbox`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nanoclaw_sandbox::bwrap::{BwrapBackend, BwrapOptions};
+use nanoclaw_sandbox::{Backend, Enforcement, ExecRequest, ExitState, Limits, Program};
+
+const RUNS: usize = 300;
+const WARMUP: usize = 10;
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let workspace = tempfile::tempdir().expect("tempdir");
+        let init = Path::new(env!("CARGO_BIN_EXE_nanoclaw"));
+        for (label, cgroups) in [
+            ("with cgroups where available", true),
+            ("rlimits only", false),
+        ] {
+            let options = BwrapOptions {
+                landlock: Enforcement::BestEffort,
+                cgroups: Enforcement::BestEffort,
+            };
+            let backend = BwrapBackend::new(init, options).expect("bwrap backend");
+            let backend = if cgroups {
+                backend
+            } else {
+                backend.without_cgroups()
+            };
+            let req = ExecRequest {
+                workspace: workspace.path().to_path_buf(),
+                program: Program::Command(vec!["true".into()]),
+                stdin: Vec::new(),
+                limits: Limits::DEFAULT,
+                proxy_socket: None,
+            };
+            let mut samples = Vec::with_capacity(RUNS);
+            let mut used_cgroups = false;
+            for i in 0..RUNS + WARMUP {
+                let t = Instant::now();
+                let out = backend.exec(&req).await.expect("exec");
+                let elapsed = t.elapsed();
+                assert_eq!(out.state, ExitState::Exited(0));
+                used_cgroups = out.cgroup_limits;
+                if i >= WARMUP {
+                    samples.push(elapsed);
+                }
+            }
+            report(
+                &format!(
+                    "bwrap `true` through the full init, {label} (cgroups used: {used_cgroups})"
+                ),
+                &mut samples,
+            );
+        }
+    });
+}
+
+fn report(name: &str, samples: &mut [Duration]) {
+    samples.sort();
+    let at = |p: f64| {
+        samples[((samples.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0
+    };
+    println!(
+        "{name}: n={} p50={:.2} ms p90={:.2} ms min={:.2} ms",
+        samples.len(),
+        at(0.5),
+        at(0.9),
+        at(0.0)
+    );
+}
