@@ -107,7 +107,7 @@ impl BwrapBackend {
     }
 
     /// The full argument list for one request.
-    fn args(&self, req: &ExecRequest, memory_rlimit: bool) -> Result<Vec<String>, SandboxError> {
+    fn args(&self, req: &ExecRequest, rlimit_fallback: bool) -> Result<Vec<String>, SandboxError> {
         let mut args = self.common_args.clone();
         args.extend([
             "--size".to_owned(),
@@ -129,7 +129,7 @@ impl BwrapBackend {
             program: req.program.clone(),
             limits: req.limits,
             landlock: self.options.landlock,
-            memory_rlimit,
+            rlimit_fallback,
         };
         args.extend(init_argv(&spec)?);
         Ok(args)

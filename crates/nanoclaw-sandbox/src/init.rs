@@ -77,6 +77,11 @@ fn failed(out: &Frames, hardening: Option<Hardening>, error: String) -> i32 {
 pub fn main(args: &[String]) -> i32 {
     let out: Frames = Arc::new(Mutex::new(std::io::stdout()));
 
+    // A container's main process: reap and wait, run nothing.
+    if args == ["idle"] {
+        idle();
+    }
+
     // 1. The spec.
     let spec: InitSpec = match args {
         [json] => match serde_json::from_str(json) {
@@ -174,14 +179,13 @@ fn apply_rlimits(spec: &InitSpec) -> Result<(u64, u64), String> {
     let l = &spec.limits;
     let cpu = l.cpu_time.as_secs().max(1);
     set_rlimit(libc::RLIMIT_CPU, cpu, cpu + 1)?;
-    set_rlimit(
-        libc::RLIMIT_NPROC,
-        l.max_processes as u64,
-        l.max_processes as u64,
-    )?;
     set_rlimit(libc::RLIMIT_NOFILE, MAX_OPEN_FILES, MAX_OPEN_FILES)?;
     set_rlimit(libc::RLIMIT_CORE, 0, 0)?;
-    if spec.memory_rlimit {
+    if spec.rlimit_fallback {
+        // RLIMIT_NPROC counts every process of the uid on the host, so it is only a stand-in:
+        // with a cgroup, the sandbox's own pids limit is the precise one.
+        let n = l.max_processes as u64;
+        set_rlimit(libc::RLIMIT_NPROC, n, n)?;
         set_rlimit(libc::RLIMIT_AS, l.memory_bytes, l.memory_bytes)?;
     }
     let used = if l.workspace_quota_bytes > 0 {
@@ -224,6 +228,38 @@ fn workspace_usage() -> u64 {
         }
     }
     total
+}
+
+/// The main process of a long-lived container (Docker backend): reap whatever is reparented
+/// to it, forever. It runs no command and reads no input.
+fn idle() -> ! {
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes only to `status`, a valid local.
+        if unsafe { libc::waitpid(-1, &mut status, 0) } < 0 {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+}
+
+/// Counters of the cgroup the init runs in, where the sandbox shows one (a container's own
+/// cgroup under /sys/fs/cgroup): OOM kills and refused forks. Zero where none is visible
+/// (bwrap, whose cgroup the host reads instead).
+fn cgroup_counters() -> (u64, u64) {
+    let read = |path: &str, key: &str| -> u64 {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0)
+    };
+    let oom = read("/sys/fs/cgroup/memory.events", "oom_kill ").max(read(
+        "/sys/fs/cgroup/memory/memory.oom_control",
+        "oom_kill ",
+    ));
+    let forks_refused = read("/sys/fs/cgroup/pids.events", "max ")
+        .max(read("/sys/fs/cgroup/pids/pids.events", "max "));
+    (oom, forks_refused)
 }
 
 /// Forward one of the command's output pipes as frames, keeping at most `cap` bytes.
@@ -269,6 +305,7 @@ fn run_command(
         report.error = Some(format!("becoming the subreaper: {e}"));
         return report;
     }
+    let counters_before = cgroup_counters();
     let mut cmd = Command::new(program);
     cmd.args(args)
         .current_dir(WORKSPACE_IN_SANDBOX)
@@ -330,6 +367,14 @@ fn run_command(
     };
     if report.limit.is_none() {
         report.limit = limit_from_outcome(report.outcome, fsize < limits.file_size_bytes);
+    }
+    if report.limit.is_none() {
+        let (oom, forks_refused) = cgroup_counters();
+        if oom > counters_before.0 {
+            report.limit = Some(LimitHit::Memory);
+        } else if forks_refused > counters_before.1 {
+            report.limit = Some(LimitHit::Processes);
+        }
     }
     report
 }

@@ -38,8 +38,30 @@ pub fn kernel_abi() -> u32 {
     if v < 0 { 0 } else { v as u32 }
 }
 
+/// `statfs` magic of FUSE file systems.
+const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
+
+/// Whether the root file system is FUSE (e.g. Docker's fuse-overlayfs storage driver), on
+/// which Landlock cannot recognise files as beneath `/` and would deny everything, exec
+/// included.
+fn root_is_fuse() -> bool {
+    // SAFETY: statfs writes into the zeroed struct we own; the path is a valid C string.
+    unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        libc::statfs(c"/".as_ptr(), &mut st) == 0 && st.f_type as i64 == FUSE_SUPER_MAGIC
+    }
+}
+
 /// Restrict the calling process (and everything it starts).
 pub fn restrict(enforcement: Enforcement) -> Result<LandlockStatus, LandlockError> {
+    if root_is_fuse() {
+        return match enforcement {
+            Enforcement::BestEffort => Ok(LandlockStatus::NotEnforced),
+            Enforcement::Required => Err(LandlockError(
+                "required, but the root file system is FUSE, which Landlock cannot label".into(),
+            )),
+        };
+    }
     let level = match enforcement {
         Enforcement::BestEffort => CompatLevel::BestEffort,
         Enforcement::Required => CompatLevel::HardRequirement,

@@ -18,6 +18,7 @@
 
 pub mod bwrap;
 pub mod cgroup;
+pub mod docker;
 pub mod files;
 pub mod init;
 mod landlock_rules;
@@ -108,6 +109,11 @@ pub trait Backend: Send + Sync {
     fn name(&self) -> &'static str;
     /// Run one request in a sandbox over `req.workspace`, through the init.
     fn exec<'a>(&'a self, req: &'a ExecRequest) -> ExecFuture<'a>;
+    /// Release what the backend keeps between commands (containers). Called when the process
+    /// is done with the backend.
+    fn shutdown<'a>(&'a self) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(async {})
+    }
 }
 
 /// The argv that starts the init with `spec`. Every backend runs exactly this, so the init is

@@ -21,7 +21,7 @@ use crate::{ExecOutput, SandboxError};
 /// Bytes of the launcher's own stderr kept (its setup errors).
 const LAUNCHER_STDERR_CAP: usize = 16 * 1024;
 /// How long after the wall-time limit the host gives the init to report before killing it.
-const HOST_GRACE: Duration = Duration::from_secs(5);
+pub const HOST_GRACE: Duration = Duration::from_secs(5);
 
 /// How a command ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,16 +57,17 @@ impl Captured {
         String::from_utf8_lossy(&self.bytes).into_owned()
     }
 
-    fn push(&mut self, chunk: &[u8], cap: usize) {
+    /// Keep what fits under `cap`, count the rest.
+    pub fn push(&mut self, chunk: &[u8], cap: usize) {
         let keep = chunk.len().min(cap.saturating_sub(self.bytes.len()));
         self.bytes.extend_from_slice(&chunk[..keep]);
         self.dropped += (chunk.len() - keep) as u64;
     }
 }
 
-/// What the frame reader collected.
+/// What the frame decoder collected.
 #[derive(Default)]
-struct Frames {
+pub struct Frames {
     stdout: Captured,
     stderr: Captured,
     report: Option<InitReport>,
@@ -141,6 +142,17 @@ pub async fn run_launcher(
         Some(task) => collect(task).await?,
         None => Captured::default(),
     };
+    assemble(frames, &launcher_err, timed_out, started)
+}
+
+/// Turn what came out of a sandbox into a result: the report decides; without one, a timeout
+/// is a timeout and anything else is a setup failure described by the launcher's stderr.
+pub fn assemble(
+    frames: Frames,
+    launcher_err: &Captured,
+    timed_out: bool,
+    started: Instant,
+) -> Result<ExecOutput, SandboxError> {
     if let Some(v) = frames.violation {
         return Err(SandboxError::BadReply(v));
     }
@@ -204,42 +216,117 @@ async fn collect<T>(task: tokio::task::JoinHandle<std::io::Result<T>>) -> Result
 
 /// Read the init's frames until its stdout closes.
 async fn read_frames<R: AsyncRead + Unpin>(mut pipe: R, cap: usize) -> std::io::Result<Frames> {
-    let mut frames = Frames::default();
-    let mut header = [0u8; 5];
+    let mut decoder = FrameDecoder::new(cap);
+    let mut buf = vec![0u8; MAX_CHUNK_FRAME];
     loop {
-        match pipe.read_exact(&mut header).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(frames),
-            Err(e) => return Err(e),
+        let n = pipe.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(decoder.finish());
         }
-        let kind = header[0];
-        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        decoder.feed(&buf[..n]);
+    }
+}
+
+/// Decodes the init's frame stream from chunks as they arrive, whatever their boundaries.
+/// It never buffers more than one frame: a frame's length is checked before its payload is
+/// kept, and a broken stream is recorded and ignored from then on.
+pub struct FrameDecoder {
+    pending: Vec<u8>,
+    frames: Frames,
+    cap: usize,
+    /// The first bytes of the stream, quoted when it turns out not to be frames.
+    head: Vec<u8>,
+}
+
+/// Bytes of a stream's start quoted in a protocol error.
+const QUOTED_HEAD: usize = 200;
+
+impl FrameDecoder {
+    pub fn new(cap: usize) -> Self {
+        FrameDecoder {
+            pending: Vec::new(),
+            frames: Frames::default(),
+            cap,
+            head: Vec::new(),
+        }
+    }
+
+    pub fn feed(&mut self, mut bytes: &[u8]) {
+        let room = QUOTED_HEAD.saturating_sub(self.head.len());
+        self.head.extend_from_slice(&bytes[..room.min(bytes.len())]);
+        while !bytes.is_empty() && self.frames.violation.is_none() {
+            // Take only what the current frame still needs.
+            let want = match self.pending.len() {
+                n if n < 5 => 5 - n,
+                _ => {
+                    let len = self.header_len();
+                    5 + len - self.pending.len()
+                }
+            };
+            let take = want.min(bytes.len());
+            self.pending.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.pending.len() == 5 {
+                self.check_header();
+            }
+            if self.pending.len() >= 5
+                && self.frames.violation.is_none()
+                && self.pending.len() == 5 + self.header_len()
+            {
+                self.complete();
+            }
+        }
+    }
+
+    fn header_len(&self) -> usize {
+        u32::from_be_bytes([
+            self.pending[1],
+            self.pending[2],
+            self.pending[3],
+            self.pending[4],
+        ]) as usize
+    }
+
+    fn check_header(&mut self) {
+        let kind = self.pending[0];
+        let len = self.header_len();
         let max = if kind == FRAME_REPORT {
             MAX_REPORT_FRAME
         } else {
             MAX_CHUNK_FRAME
         };
-        if len > max
-            || frames.report.is_some()
-            || ![FRAME_STDOUT, FRAME_STDERR, FRAME_REPORT].contains(&kind)
-        {
-            frames.violation = Some(format!(
-                "a frame of kind {kind} and {len} bytes broke the init protocol"
+        let known = [FRAME_STDOUT, FRAME_STDERR, FRAME_REPORT].contains(&kind);
+        if len > max || !known || self.frames.report.is_some() {
+            // Quote the start: when the init never ran, this is the loader's or engine's error.
+            let start = String::from_utf8_lossy(&self.head).into_owned();
+            self.frames.violation = Some(format!(
+                "the sandbox's output broke the init protocol (a frame of kind {kind} and {len} bytes, starting {start:?})"
             ));
-            // Drain so the sandbox is not blocked on a full pipe while it is being torn down.
-            let _ = drain(pipe, 0).await;
-            return Ok(frames);
+            self.pending.clear();
         }
-        let mut payload = vec![0u8; len];
-        pipe.read_exact(&mut payload).await?;
-        match kind {
-            FRAME_STDOUT => frames.stdout.push(&payload, cap),
-            FRAME_STDERR => frames.stderr.push(&payload, cap),
-            _ => match serde_json::from_slice(&payload) {
-                Ok(report) => frames.report = Some(report),
-                Err(e) => frames.violation = Some(format!("the init's report does not parse: {e}")),
+    }
+
+    fn complete(&mut self) {
+        let frame = std::mem::take(&mut self.pending);
+        let payload = &frame[5..];
+        match frame[0] {
+            FRAME_STDOUT => self.frames.stdout.push(payload, self.cap),
+            FRAME_STDERR => self.frames.stderr.push(payload, self.cap),
+            _ => match serde_json::from_slice(payload) {
+                Ok(report) => self.frames.report = Some(report),
+                Err(e) => {
+                    self.frames.violation = Some(format!("the init's report does not parse: {e}"))
+                }
             },
         }
+    }
+
+    /// The frames read, once the stream has ended.
+    pub fn finish(mut self) -> Frames {
+        if !self.pending.is_empty() && self.frames.violation.is_none() {
+            self.frames.violation = Some("the init's output ended inside a frame".into());
+        }
+        self.frames
     }
 }
 
@@ -310,7 +397,24 @@ mod tests {
     async fn a_truncated_stream_has_no_report() {
         let mut s = frame(FRAME_STDOUT, b"abc");
         s.truncate(6);
-        assert!(read_frames(&s[..], 8).await.is_err());
+        let f = read_frames(&s[..], 8).await.unwrap();
+        assert!(f.report.is_none() && f.violation.is_some());
         assert!(read_frames(&[][..], 8).await.unwrap().report.is_none());
+    }
+
+    #[test]
+    fn frames_split_at_every_byte_decode_the_same() {
+        let report = br#"{"outcome":{"signaled":9},"limit":"memory","file_reply":null,"error":null,"hardening":null,"dropped_stdout":0,"dropped_stderr":0}"#;
+        let mut stream = frame(FRAME_STDOUT, b"abc");
+        stream.extend(frame(FRAME_REPORT, report));
+        let mut d = FrameDecoder::new(100);
+        for b in &stream {
+            d.feed(std::slice::from_ref(b));
+        }
+        let f = d.finish();
+        assert_eq!(f.stdout.bytes, b"abc");
+        let r = f.report.unwrap();
+        assert_eq!(r.outcome, Outcome::Signaled(9));
+        assert_eq!(r.limit, Some(crate::LimitHit::Memory));
     }
 }

@@ -34,7 +34,7 @@ pub struct Limits {
     pub output_bytes: usize,
     /// Memory of the whole sandbox (cgroup), in bytes.
     pub memory_bytes: u64,
-    /// Processes and threads in the sandbox (cgroup `pids.max`, and `RLIMIT_NPROC`).
+    /// Processes and threads in the sandbox (cgroup `pids.max`; `RLIMIT_NPROC` without one).
     pub max_processes: u32,
     /// CPU time of each process (`RLIMIT_CPU`).
     pub cpu_time: Duration,
@@ -140,8 +140,9 @@ pub struct InitSpec {
     pub program: Program,
     pub limits: Limits,
     pub landlock: Enforcement,
-    /// Set `RLIMIT_AS` to the memory limit: the fallback when no memory cgroup holds the sandbox.
-    pub memory_rlimit: bool,
+    /// No cgroup holds the sandbox: `RLIMIT_AS` and `RLIMIT_NPROC` stand in for the memory and
+    /// process limits.
+    pub rlimit_fallback: bool,
 }
 
 /// How the command ended.

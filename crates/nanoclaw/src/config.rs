@@ -41,13 +41,13 @@ impl Provider {
     }
 }
 
-/// Which sandbox backend runs commands. Only `bwrap` exists so far; `auto` picks the first
-/// backend that passes its self-test.
+/// Which sandbox backend runs commands; `auto` picks the first that works (bwrap, then Docker).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendChoice {
     Auto,
     Bwrap,
+    Docker,
 }
 
 /// Validated model settings.
@@ -71,6 +71,9 @@ pub struct Config {
     pub backend: BackendChoice,
     pub landlock: Enforcement,
     pub cgroups: Enforcement,
+    pub docker_socket: String,
+    pub docker_image: String,
+    pub docker_idle_timeout: Duration,
     /// Limits for every group without its own.
     pub limits: Limits,
     /// Groups with limits of their own (`[groups.NAME]`).
@@ -161,6 +164,9 @@ struct RawSandbox {
     backend: BackendChoice,
     landlock: Enforcement,
     cgroups: Enforcement,
+    docker_socket: Option<String>,
+    docker_image: String,
+    docker_idle_secs: i64,
 }
 
 impl Default for RawSandbox {
@@ -169,6 +175,9 @@ impl Default for RawSandbox {
             backend: BackendChoice::Auto,
             landlock: Enforcement::BestEffort,
             cgroups: Enforcement::BestEffort,
+            docker_socket: None,
+            docker_image: "nanoclaw-agent:latest".into(),
+            docker_idle_secs: 600,
         }
     }
 }
@@ -280,6 +289,24 @@ impl Config {
             backend: raw.sandbox.backend,
             landlock: raw.sandbox.landlock,
             cgroups: raw.sandbox.cgroups,
+            docker_socket: match raw.sandbox.docker_socket {
+                None => nanoclaw_sandbox::docker::default_socket(),
+                Some(s) if s.starts_with("unix://") && s.len() > 7 => s,
+                Some(s) => {
+                    return Err(v.invalid(
+                        "sandbox.docker_socket",
+                        "expected a unix:// socket path",
+                        format!("{s:?}"),
+                    ));
+                }
+            },
+            docker_image: v.non_empty("sandbox.docker_image", raw.sandbox.docker_image)?,
+            docker_idle_timeout: secs(v.range(
+                "sandbox.docker_idle_secs",
+                raw.sandbox.docker_idle_secs,
+                10,
+                86_400,
+            )?),
             limits: v.limits("limits", &raw.limits, Limits::DEFAULT)?,
             group_limits: {
                 let base = v.limits("limits", &raw.limits, Limits::DEFAULT)?;
@@ -463,8 +490,16 @@ request_timeout_secs = 120
 context_budget_tokens = 32000
 
 [sandbox]
-# Sandbox backend: "auto" (first that passes its self-test) or "bwrap" (bubblewrap).
+# Sandbox backend: "bwrap" (bubblewrap: a fresh sandbox per command), "docker" (one
+# long-lived container per group through the Docker Engine API; Podman's Docker-compatible
+# socket works too), or "auto" (bwrap if it works, else docker).
 backend = "auto"
+# The engine's socket for "docker" [default: DOCKER_HOST if it is unix://, else this].
+# docker_socket = "unix:///var/run/docker.sock"
+# The agent image, built locally with ./scripts/build-agent-image.sh; never pulled.
+docker_image = "nanoclaw-agent:latest"
+# Seconds a group's container may sit idle before it is removed (the workspace stays).
+docker_idle_secs = 600
 # Landlock (writes only under /workspace and /tmp): "best-effort" applies what the kernel
 # supports; "required" refuses to run commands without it.
 landlock = "best-effort"

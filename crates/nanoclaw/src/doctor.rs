@@ -26,10 +26,12 @@ pub async fn run(home: Home) -> anyhow::Result<ExitCode> {
     let mut healthy = true;
 
     // 1. Sandbox.
-    match crate::sandbox_backend(&home, &config, true).await {
+    match crate::backend::choose(&home, &config, true).await {
         Ok(backend) => {
             println!("sandbox: {} works", backend.name());
-            match probe_sandbox(backend.as_ref(), &home).await {
+            let probed = probe_sandbox(backend.as_ref(), &home).await;
+            backend.shutdown().await;
+            match probed {
                 Ok(features) => {
                     for f in features {
                         let state = match (f.active, f.required) {
@@ -196,7 +198,7 @@ async fn probe_sandbox(
             let why = nanoclaw_sandbox::cgroup::CgroupRoot::detect()
                 .err()
                 .unwrap_or_default();
-            format!("rlimits only (RLIMIT_AS stands in for memory): {why}")
+            format!("rlimits only (RLIMIT_AS and RLIMIT_NPROC stand in): {why}")
         }),
     });
     let relay_ok = text

@@ -15,6 +15,7 @@
 
 mod agent;
 mod api;
+mod backend;
 mod config;
 mod doctor;
 mod home;
@@ -187,33 +188,6 @@ fn load_config(home: &Home) -> anyhow::Result<Config> {
     Ok(Config::load(&home.config_path())?)
 }
 
-/// The configured backend, after its self-test when `self_test` is set; or the reason none works.
-/// One-shot commands skip the self-test: their first sandbox reports the same failure.
-async fn sandbox_backend(
-    home: &Home,
-    config: &Config,
-    self_test: bool,
-) -> Result<Arc<dyn Backend>, String> {
-    let _ = config.backend; // `auto` and `bwrap` both mean bubblewrap until a second backend exists.
-    let exe =
-        std::env::current_exe().map_err(|e| format!("cannot find the nanoclaw binary: {e}"))?;
-    let options = nanoclaw_sandbox::bwrap::BwrapOptions {
-        landlock: config.landlock,
-        cgroups: config.cgroups,
-    };
-    let backend =
-        nanoclaw_sandbox::bwrap::BwrapBackend::new(&exe, options).map_err(|e| e.to_string())?;
-    if self_test {
-        let probe = home
-            .workspace(&GroupId::main())
-            .map_err(|e| format!("{e:#}"))?;
-        nanoclaw_sandbox::self_test(&backend, probe)
-            .await
-            .map_err(|e| format!("bwrap self-test failed: {e}"))?;
-    }
-    Ok(Arc::new(backend))
-}
-
 /// The model client, or the message that tells the user exactly what to set.
 fn model_client(home: &Home, config: &Config) -> Result<ModelClient, String> {
     let m = &config.model;
@@ -247,7 +221,7 @@ async fn build_agent(home: Home, long_lived: bool) -> anyhow::Result<(Agent, std
     if requeued > 0 {
         tracing::info!(requeued, "messages of interrupted turns are queued again");
     }
-    let backend: Arc<dyn Backend> = match sandbox_backend(&home, &config, long_lived).await {
+    let backend: Arc<dyn Backend> = match backend::choose(&home, &config, long_lived).await {
         Ok(b) => b,
         Err(reason) => {
             eprintln!("nanoclaw: no sandbox works, so no tool will run: {reason}");
@@ -297,6 +271,7 @@ async fn daemon(home: Home) -> anyhow::Result<ExitCode> {
     let server = tokio::spawn(api::serve(api, listener));
     shutdown_signal().await;
     server.abort();
+    agent.tools.shutdown().await;
     eprintln!("nanoclaw: stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -323,7 +298,7 @@ async fn sandbox_exec(
 ) -> anyhow::Result<ExitCode> {
     use std::io::Write;
     let config = load_config(&home)?;
-    let backend = sandbox_backend(&home, &config, false)
+    let backend = backend::choose(&home, &config, false)
         .await
         .map_err(anyhow::Error::msg)?;
     let req = nanoclaw_sandbox::ExecRequest {
@@ -333,7 +308,9 @@ async fn sandbox_exec(
         limits: config.limits_for(&group),
         proxy_socket: None,
     };
-    let out = backend.exec(&req).await?;
+    let result = backend.exec(&req).await;
+    backend.shutdown().await;
+    let out = result?;
     std::io::stdout().write_all(&out.stdout.bytes)?;
     std::io::stderr().write_all(&out.stderr.bytes)?;
     for (name, stream) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {

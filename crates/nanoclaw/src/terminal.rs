@@ -18,8 +18,9 @@ const OWNER: &str = "owner";
 
 pub async fn ask(home: Home, group: GroupId, text: String) -> anyhow::Result<ExitCode> {
     let (agent, _lock) = crate::build_agent(home, false).await?;
-    let ok = exchange(&agent, &group, &text).await?;
-    Ok(if ok {
+    let ok = exchange(&agent, &group, &text).await;
+    agent.tools.shutdown().await;
+    Ok(if ok? {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -29,26 +30,32 @@ pub async fn ask(home: Home, group: GroupId, text: String) -> anyhow::Result<Exi
 pub async fn chat(home: Home, group: GroupId) -> anyhow::Result<ExitCode> {
     let (agent, _lock) = crate::build_agent(home, true).await?;
     eprintln!("nanoclaw chat, group {group}. /new starts a fresh session, /quit or Ctrl-D leaves.");
+    let result = converse(&agent, &group).await;
+    agent.tools.shutdown().await;
+    result.map(|()| ExitCode::SUCCESS)
+}
+
+/// Read lines until /quit or end of input; answer each.
+async fn converse(agent: &Agent, group: &GroupId) -> anyhow::Result<()> {
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     loop {
         eprint!("> ");
         let _ = std::io::stderr().flush();
         let Some(line) = lines.next_line().await? else {
-            break;
+            return Ok(());
         };
         match line.trim() {
             "" => continue,
-            "/quit" | "/exit" => break,
+            "/quit" | "/exit" => return Ok(()),
             "/new" => {
-                agent.store.new_session(&group)?;
+                agent.store.new_session(group)?;
                 eprintln!("(new session: earlier history is no longer in the prompt)");
             }
             text => {
-                exchange(&agent, &group, text).await?;
+                exchange(agent, group, text).await?;
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Commit one message, run the group's turns, print this channel's replies. Returns whether

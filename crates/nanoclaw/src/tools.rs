@@ -196,6 +196,11 @@ impl Tools {
         Tools { backend }
     }
 
+    /// Release the backend's long-lived sandboxes; call once, when the process is done.
+    pub async fn shutdown(&self) {
+        self.backend.shutdown().await;
+    }
+
     /// The one path every tool call takes: the gate decides, then the tool runs (or not) in the
     /// sandbox over `workspace`, under `limits`.
     pub async fn call(&self, workspace: &Path, limits: Limits, call: &ToolCall) -> ToolOutcome {

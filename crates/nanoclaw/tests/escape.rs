@@ -17,12 +17,15 @@ const HELPER: &str = include_str!("escape_helper.py");
 /// The backends this suite runs against, with the reason for each one that is skipped.
 fn backends() -> Vec<&'static str> {
     let mut available = Vec::new();
-    if std::path::Path::new("/usr/bin/bwrap").exists() || which("bwrap") {
+    if which("bwrap") {
         available.push("bwrap");
     } else {
         eprintln!("SKIP backend bwrap: bubblewrap is not installed");
     }
-    eprintln!("SKIP backend docker: the Docker backend is not implemented yet");
+    match support::docker_image() {
+        Ok(()) => available.push("docker"),
+        Err(why) => eprintln!("SKIP backend docker: {why}"),
+    }
     assert!(
         !available.is_empty(),
         "no sandbox backend available: the escape suite cannot run"
@@ -46,7 +49,10 @@ fn home(backend: &str, limits: &str) -> TestHome {
     let h = TestHome::new(
         Wire::Anthropic,
         "http://127.0.0.1:9",
-        &format!("[sandbox]\nbackend = \"{backend}\"\n[limits]\n{timeout}{limits}"),
+        &format!(
+            "[sandbox]\nbackend = \"{backend}\"\ndocker_image = \"{}\"\n[limits]\n{timeout}{limits}",
+            support::DOCKER_TEST_IMAGE
+        ),
     );
     std::fs::create_dir_all(h.workspace("main")).unwrap();
     std::fs::write(h.workspace("main").join(".escape_helper.py"), HELPER).unwrap();

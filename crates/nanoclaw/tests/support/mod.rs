@@ -10,6 +10,44 @@ use std::time::Duration;
 #[allow(unused_imports)]
 pub use model_server::{ScriptedModel, Step, Wire};
 
+/// The agent image the Docker-backend tests use, built from this host's binaries.
+pub const DOCKER_TEST_IMAGE: &str = "nanoclaw-agent:test";
+
+/// Make sure the Docker test image exists (built once per test binary), or say why the Docker
+/// backend cannot be tested here.
+pub fn docker_image() -> Result<(), String> {
+    static READY: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    READY
+        .get_or_init(|| {
+            let info = std::process::Command::new("docker").arg("info").output();
+            match info {
+                Ok(o) if o.status.success() => {}
+                Ok(o) => {
+                    return Err(format!(
+                        "the Docker engine does not answer: {}",
+                        text(&o.stderr).trim()
+                    ));
+                }
+                Err(e) => return Err(format!("no docker client: {e}")),
+            }
+            let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../scripts/build-test-base-image.sh");
+            let out = std::process::Command::new("bash")
+                .arg(script)
+                .output()
+                .map_err(|e| e.to_string())?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "building the test image failed: {}",
+                    text(&out.stderr)
+                ))
+            }
+        })
+        .clone()
+}
+
 /// The nanoclaw binary under test.
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_nanoclaw")

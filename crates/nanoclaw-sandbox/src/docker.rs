@@ -1,0 +1,469 @@
+//! The Docker backend: one long-lived container per group, one exec per command, through the
+//! Docker Engine API on its Unix socket (bollard). Only the parts of the API that Podman's
+//! Docker-compatible socket also serves are used: create, start, exec, list, remove, inspect.
+//!
+//! Each container: no network (`none`), a read-only root file system, every capability
+//! dropped, `no-new-privileges`, uid 1000, memory, pids and CPU limits, a size-limited tmpfs at
+//! `/tmp`, the group's workspace bind-mounted at `/workspace` and nanoclaw's own binary at
+//! `/.nanoclaw/init`, which every exec runs first. The image is built locally
+//! (`docker/agent.Dockerfile`); nothing is pulled, ever.
+//!
+//! Containers carry labels naming the data dir and the owning process, so containers left by
+//! a process that died are found and removed at start; idle containers are removed after a
+//! configurable time; a one-shot process removes its own when it is done.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::exec::{CreateExecOptions, StartExecResults};
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Mutex;
+
+use crate::relay::PROXY_SOCKET_IN_SANDBOX;
+use crate::run::{Captured, FrameDecoder, HOST_GRACE, assemble};
+use crate::spec::{Enforcement, InitSpec, Limits};
+use crate::{
+    Backend, ExecFuture, ExecRequest, INIT_PATH_IN_SANDBOX, SandboxError, WORKSPACE_IN_SANDBOX,
+    init_argv,
+};
+
+/// The uid and gid commands run as when the daemon itself runs as root.
+const SANDBOX_ID_WHEN_ROOT: u32 = 1000;
+/// Seconds the client waits for the engine on one API call.
+const API_TIMEOUT_SECS: u64 = 120;
+/// How often idle containers are looked for.
+const IDLE_SWEEP: Duration = Duration::from_secs(10);
+/// The environment of every exec; nothing of the daemon's own is passed.
+const SANDBOX_ENV: &[&str] = &[
+    "PATH=/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin",
+    "HOME=/workspace",
+    "TMPDIR=/tmp",
+    "LANG=C.UTF-8",
+    "TERM=dumb",
+];
+/// Label keys.
+const LABEL_MANAGED: &str = "org.nanoclaw.managed";
+const LABEL_HOME: &str = "org.nanoclaw.home";
+const LABEL_PID: &str = "org.nanoclaw.pid";
+const LABEL_GROUP: &str = "org.nanoclaw.group";
+
+/// Settings of the Docker backend.
+#[derive(Clone, Debug)]
+pub struct DockerOptions {
+    /// The engine's socket: `unix:///var/run/docker.sock`, a Podman socket, ...
+    pub socket: String,
+    /// The agent image, built locally.
+    pub image: String,
+    /// Idle time after which a group's container is removed.
+    pub idle_timeout: Duration,
+    /// Landlock inside the container.
+    pub landlock: Enforcement,
+    /// A stable id of the data dir, so containers of one nanoclaw are told from another's.
+    pub home_id: String,
+}
+
+/// The socket named by `DOCKER_HOST` (unix only), else Docker's default.
+pub fn default_socket() -> String {
+    match std::env::var("DOCKER_HOST") {
+        Ok(h) if h.starts_with("unix://") => h,
+        _ => "unix:///var/run/docker.sock".into(),
+    }
+}
+
+/// A group's running container and what it was created with.
+struct Running {
+    id: String,
+    /// Limits, proxy socket and image it was created with; a change means a new container.
+    fingerprint: String,
+    last_used: Instant,
+}
+
+pub struct DockerBackend {
+    docker: Docker,
+    /// `uid:gid` of the container's processes: the daemon's own, never root; 1000 when the
+    /// daemon is root (the workspace is then handed to 1000).
+    user: String,
+    init: PathBuf,
+    options: DockerOptions,
+    /// Containers by workspace path. A tokio Mutex: held across the create/start awaits so a
+    /// group never gets two containers.
+    running: Arc<Mutex<HashMap<PathBuf, Running>>>,
+}
+
+fn api_err(what: &str, e: bollard::errors::Error) -> SandboxError {
+    SandboxError::Setup(format!("Docker engine: {what}: {e}"))
+}
+
+impl DockerBackend {
+    /// Connect, check the image, and remove containers a dead process of this data dir left.
+    pub async fn connect(init: &Path, options: DockerOptions) -> Result<Self, SandboxError> {
+        let unavailable = |e: String| {
+            SandboxError::Unavailable(format!("Docker backend ({}): {e}", options.socket))
+        };
+        let docker = Docker::connect_with_unix(
+            &options.socket,
+            API_TIMEOUT_SECS,
+            bollard::API_DEFAULT_VERSION,
+        )
+        .map_err(|e| unavailable(e.to_string()))?;
+        docker
+            .ping()
+            .await
+            .map_err(|e| unavailable(format!("the engine does not answer: {e}")))?;
+        docker.inspect_image(&options.image).await.map_err(|e| {
+            unavailable(format!(
+                "image {:?} is not there ({e}); build it with ./scripts/build-agent-image.sh",
+                options.image
+            ))
+        })?;
+        // SAFETY: getuid and getgid have no preconditions.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let user = if uid == 0 {
+            format!("{SANDBOX_ID_WHEN_ROOT}:{SANDBOX_ID_WHEN_ROOT}")
+        } else {
+            format!("{uid}:{gid}")
+        };
+        let backend = DockerBackend {
+            docker,
+            user,
+            init: init.to_path_buf(),
+            options,
+            running: Arc::new(Mutex::new(HashMap::new())),
+        };
+        backend.remove_stale().await?;
+        backend.spawn_idle_sweeper();
+        Ok(backend)
+    }
+
+    /// Containers of this data dir whose owning process is gone.
+    async fn remove_stale(&self) -> Result<(), SandboxError> {
+        let filters = HashMap::from([(
+            "label",
+            vec![format!("{LABEL_HOME}={}", self.options.home_id)],
+        )]);
+        let list = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let containers = self
+            .docker
+            .list_containers(Some(list))
+            .await
+            .map_err(|e| api_err("listing containers", e))?;
+        for c in containers {
+            let labels = c.labels.unwrap_or_default();
+            let owner: Option<i32> = labels.get(LABEL_PID).and_then(|p| p.parse().ok());
+            let alive = owner.is_some_and(|pid| {
+                // SAFETY: signal 0 only checks that the process exists.
+                pid > 0 && unsafe { libc::kill(pid, 0) } == 0
+            });
+            if !alive && let Some(id) = c.id {
+                tracing::info!(container = %id, "removing a container left by an earlier run");
+                self.remove(&id).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn remove(&self, id: &str) {
+        let opts = RemoveContainerOptionsBuilder::new().force(true).build();
+        if let Err(e) = self.docker.remove_container(id, Some(opts)).await {
+            tracing::warn!(container = %id, error = %e, "could not remove container");
+        }
+    }
+
+    fn spawn_idle_sweeper(&self) {
+        let running = Arc::downgrade(&self.running);
+        let docker = self.docker.clone();
+        let idle = self.options.idle_timeout;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(IDLE_SWEEP).await;
+                let Some(running) = running.upgrade() else {
+                    return;
+                };
+                let mut map = running.lock().await;
+                let expired: Vec<PathBuf> = map
+                    .iter()
+                    .filter(|(_, r)| r.last_used.elapsed() >= idle)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for key in expired {
+                    if let Some(r) = map.remove(&key) {
+                        tracing::info!(container = %r.id, "removing an idle container");
+                        let opts = RemoveContainerOptionsBuilder::new().force(true).build();
+                        let _ = docker.remove_container(&r.id, Some(opts)).await;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Remove every container this process created.
+    async fn remove_all(&self) {
+        let mut map = self.running.lock().await;
+        for (_, r) in map.drain() {
+            self.remove(&r.id).await;
+        }
+    }
+
+    /// The group's container, created and started if needed.
+    async fn container_for(&self, req: &ExecRequest) -> Result<String, SandboxError> {
+        let fingerprint = format!(
+            "{:?}|{:?}|{}",
+            req.limits.without_per_command(),
+            req.proxy_socket,
+            self.options.image
+        );
+        let mut map = self.running.lock().await;
+        if let Some(r) = map.get_mut(&req.workspace) {
+            if r.fingerprint == fingerprint {
+                r.last_used = Instant::now();
+                return Ok(r.id.clone());
+            }
+            let old = r.id.clone();
+            map.remove(&req.workspace);
+            self.remove(&old).await;
+        }
+        let id = self.create(req).await?;
+        map.insert(
+            req.workspace.clone(),
+            Running {
+                id: id.clone(),
+                fingerprint,
+                last_used: Instant::now(),
+            },
+        );
+        Ok(id)
+    }
+
+    async fn create(&self, req: &ExecRequest) -> Result<String, SandboxError> {
+        let utf8 = |p: &Path| {
+            p.to_str()
+                .map(str::to_owned)
+                .ok_or_else(|| SandboxError::Setup(format!("{} is not UTF-8", p.display())))
+        };
+        let group = req
+            .workspace
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("group")
+            .to_owned();
+        // A root daemon's workspaces are root's; the container's unprivileged user needs its own.
+        // lchown: the workspace directory is the host's, and is never followed if it were a link.
+        // SAFETY: getuid has no preconditions.
+        if unsafe { libc::getuid() } == 0 {
+            std::os::unix::fs::lchown(
+                &req.workspace,
+                Some(SANDBOX_ID_WHEN_ROOT),
+                Some(SANDBOX_ID_WHEN_ROOT),
+            )
+            .map_err(|e| {
+                SandboxError::Setup(format!(
+                    "handing {} to the sandbox user: {e}",
+                    req.workspace.display()
+                ))
+            })?;
+        }
+        let mut binds = vec![
+            format!("{}:{WORKSPACE_IN_SANDBOX}:rw", utf8(&req.workspace)?),
+            format!("{}:{INIT_PATH_IN_SANDBOX}:ro", utf8(&self.init)?),
+        ];
+        if let Some(sock) = &req.proxy_socket {
+            // The container's user must be able to connect; as root, hand the socket to it
+            // rather than opening it to every user of the host.
+            // SAFETY: getuid has no preconditions.
+            if unsafe { libc::getuid() } == 0 {
+                std::os::unix::fs::lchown(
+                    sock,
+                    Some(SANDBOX_ID_WHEN_ROOT),
+                    Some(SANDBOX_ID_WHEN_ROOT),
+                )
+                .map_err(|e| {
+                    SandboxError::Setup(format!(
+                        "handing {} to the sandbox user: {e}",
+                        sock.display()
+                    ))
+                })?;
+            }
+            binds.push(format!("{}:{PROXY_SOCKET_IN_SANDBOX}", utf8(sock)?));
+        }
+        let l = &req.limits;
+        let host = HostConfig {
+            binds: Some(binds),
+            network_mode: Some("none".into()),
+            readonly_rootfs: Some(true),
+            cap_drop: Some(vec!["ALL".into()]),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            memory: Some(l.memory_bytes as i64),
+            // Memory plus swap equal to memory: no swap.
+            memory_swap: Some(l.memory_bytes as i64),
+            nano_cpus: Some(l.cpu_millis as i64 * 1_000_000),
+            pids_limit: Some(l.max_processes as i64),
+            tmpfs: Some(HashMap::from([(
+                "/tmp".to_owned(),
+                format!("rw,nosuid,nodev,size={},mode=1777", l.tmp_size_bytes),
+            )])),
+            ..Default::default()
+        };
+        let labels = HashMap::from([
+            (LABEL_MANAGED.to_owned(), "1".to_owned()),
+            (LABEL_HOME.to_owned(), self.options.home_id.clone()),
+            (LABEL_PID.to_owned(), std::process::id().to_string()),
+            (LABEL_GROUP.to_owned(), group.clone()),
+        ]);
+        let body = ContainerCreateBody {
+            image: Some(self.options.image.clone()),
+            user: Some(self.user.clone()),
+            hostname: Some("nanoclaw".into()),
+            working_dir: Some(WORKSPACE_IN_SANDBOX.into()),
+            env: Some(SANDBOX_ENV.iter().map(|s| s.to_string()).collect()),
+            entrypoint: Some(vec![INIT_PATH_IN_SANDBOX.into()]),
+            cmd: Some(vec![crate::INIT_ARG.into(), "idle".into()]),
+            network_disabled: Some(true),
+            labels: Some(labels),
+            host_config: Some(host),
+            ..Default::default()
+        };
+        let name = format!(
+            "nanoclaw-{}-{group}-{}",
+            self.options.home_id,
+            std::process::id()
+        );
+        let opts = CreateContainerOptionsBuilder::new().name(&name).build();
+        let created = self
+            .docker
+            .create_container(Some(opts), body)
+            .await
+            .map_err(|e| api_err("creating the container", e))?;
+        if let Err(e) = self.docker.start_container(&created.id, None).await {
+            self.remove(&created.id).await;
+            return Err(api_err("starting the container", e));
+        }
+        Ok(created.id)
+    }
+
+    async fn run(&self, req: &ExecRequest) -> Result<crate::ExecOutput, SandboxError> {
+        let started = Instant::now();
+        let container = self.container_for(req).await?;
+        let spec = InitSpec {
+            program: req.program.clone(),
+            limits: req.limits,
+            landlock: self.options.landlock,
+            // The container's memory cgroup holds every exec.
+            rlimit_fallback: false,
+        };
+        let exec = CreateExecOptions {
+            cmd: Some(init_argv(&spec)?),
+            attach_stdin: Some(true),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(false),
+            user: Some(self.user.clone()),
+            working_dir: Some(WORKSPACE_IN_SANDBOX.to_owned()),
+            env: Some(SANDBOX_ENV.iter().map(|s| s.to_string()).collect()),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_exec(&container, exec)
+            .await
+            .map_err(|e| api_err("creating the exec", e))?;
+        let StartExecResults::Attached {
+            mut output,
+            mut input,
+        } = self
+            .docker
+            .start_exec(&created.id, None)
+            .await
+            .map_err(|e| api_err("starting the exec", e))?
+        else {
+            return Err(SandboxError::Setup(
+                "the engine did not attach to the exec".into(),
+            ));
+        };
+        let stdin = req.stdin.clone();
+        let feed = tokio::spawn(async move {
+            let _ = input.write_all(&stdin).await;
+            let _ = input.shutdown().await;
+        });
+        let mut decoder = FrameDecoder::new(req.limits.output_bytes);
+        let mut engine_err = Captured::default();
+        let read = async {
+            while let Some(item) = output.next().await {
+                match item {
+                    Ok(LogOutput::StdOut { message }) => decoder.feed(&message),
+                    Ok(LogOutput::StdErr { message }) => engine_err.push(&message, 16 * 1024),
+                    Ok(_) => {}
+                    Err(e) => return Err(api_err("reading the exec's output", e)),
+                }
+            }
+            Ok(())
+        };
+        let timed_out = match tokio::time::timeout(req.limits.wall_time + HOST_GRACE, read).await {
+            Ok(result) => {
+                result?;
+                false
+            }
+            Err(_) => {
+                // The init did not end the command in time: the container goes, with everything
+                // in it; the next command gets a fresh one.
+                let mut map = self.running.lock().await;
+                map.remove(&req.workspace);
+                self.remove(&container).await;
+                true
+            }
+        };
+        feed.abort();
+        let mut out = assemble(decoder.finish(), &engine_err, timed_out, started)?;
+        out.cgroup_limits = true;
+        Ok(out)
+    }
+}
+
+impl Backend for DockerBackend {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    fn exec<'a>(&'a self, req: &'a ExecRequest) -> ExecFuture<'a> {
+        Box::pin(self.run(req))
+    }
+
+    fn shutdown<'a>(
+        &'a self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(self.remove_all())
+    }
+}
+
+impl Limits {
+    /// The limits a container is created with; the rest apply per command.
+    fn without_per_command(&self) -> (u64, u32, u32, u64) {
+        (
+            self.memory_bytes,
+            self.max_processes,
+            self.cpu_millis,
+            self.tmp_size_bytes,
+        )
+    }
+}
+
+/// A short stable id for a data dir (FNV-1a of its path), for container labels and names.
+pub fn home_id(data_dir: &Path) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in data_dir.as_os_str().as_encoded_bytes() {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{:012x}", hash & 0xffff_ffff_ffff)
+}
