@@ -40,7 +40,7 @@ use crate::{
 const SANDBOX_ID_WHEN_ROOT: u32 = 1000;
 /// Seconds the client waits for the engine on one API call.
 const API_TIMEOUT_SECS: u64 = 120;
-/// How often idle containers are looked for.
+/// How often idle containers are looked for, at most.
 const IDLE_SWEEP: Duration = Duration::from_secs(10);
 /// The environment of every exec; nothing of the daemon's own is passed.
 const SANDBOX_ENV: &[&str] = &[
@@ -185,9 +185,11 @@ impl DockerBackend {
         let running = Arc::downgrade(&self.running);
         let docker = self.docker.clone();
         let idle = self.options.idle_timeout;
+        // Look at least twice per idle period, so a container goes within 1.5 periods.
+        let sweep = IDLE_SWEEP.min(idle / 2).max(Duration::from_millis(100));
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(IDLE_SWEEP).await;
+                tokio::time::sleep(sweep).await;
                 let Some(running) = running.upgrade() else {
                     return;
                 };

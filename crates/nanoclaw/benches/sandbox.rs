@@ -2,15 +2,24 @@
 //! (no_new_privs, rlimits, Landlock, seccomp, relay check, tree reaping, framed report), with
 //! a per-command cgroup where the host allows. Prints its figures; asserts nothing.
 //!
+//! Then the Docker backend: `true` by exec in a warm container, and the first command after the
+//! container was created (when the engine and the test image are available).
+//!
 //! Run with `cargo bench -p nanoclaw --bench sandbox`.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use nanoclaw_sandbox::bwrap::{BwrapBackend, BwrapOptions};
+use nanoclaw_sandbox::docker::{DockerBackend, DockerOptions};
 use nanoclaw_sandbox::{Backend, Enforcement, ExecRequest, ExitState, Limits, Program};
 
 const RUNS: usize = 300;
+const DOCKER_RUNS: usize = 100;
+const DOCKER_COLD_RUNS: usize = 10;
 const WARMUP: usize = 10;
 
 fn main() {
@@ -61,7 +70,62 @@ fn main() {
                 &mut samples,
             );
         }
+        match support::docker_image() {
+            Ok(()) => docker(init, workspace.path()).await,
+            Err(why) => println!("docker: skipped: {why}"),
+        }
     });
+}
+
+async fn docker(init: &Path, workspace: &Path) {
+    let options = DockerOptions {
+        socket: nanoclaw_sandbox::docker::default_socket(),
+        image: support::DOCKER_TEST_IMAGE.into(),
+        idle_timeout: Duration::from_secs(600),
+        landlock: Enforcement::BestEffort,
+        home_id: "bench".into(),
+    };
+    let req = ExecRequest {
+        workspace: workspace.to_path_buf(),
+        program: Program::Command(vec!["true".into()]),
+        stdin: Vec::new(),
+        limits: Limits::DEFAULT,
+        proxy_socket: None,
+    };
+    // Cold: a new backend (so a new container) each time; the first command creates it.
+    let mut cold = Vec::with_capacity(DOCKER_COLD_RUNS);
+    for _ in 0..DOCKER_COLD_RUNS {
+        let backend = DockerBackend::connect(init, options.clone())
+            .await
+            .expect("docker backend");
+        let t = Instant::now();
+        let out = backend.exec(&req).await.expect("exec");
+        cold.push(t.elapsed());
+        assert_eq!(out.state, ExitState::Exited(0));
+        backend.shutdown().await;
+    }
+    report(
+        "docker: first command after container creation (create + start + exec)",
+        &mut cold,
+    );
+    let backend = DockerBackend::connect(init, options)
+        .await
+        .expect("docker backend");
+    let mut warm = Vec::with_capacity(DOCKER_RUNS);
+    for i in 0..DOCKER_RUNS + WARMUP {
+        let t = Instant::now();
+        let out = backend.exec(&req).await.expect("exec");
+        let elapsed = t.elapsed();
+        assert_eq!(out.state, ExitState::Exited(0));
+        if i >= WARMUP {
+            warm.push(elapsed);
+        }
+    }
+    backend.shutdown().await;
+    report(
+        "docker: `true` by exec in a warm container, through the full init",
+        &mut warm,
+    );
 }
 
 fn report(name: &str, samples: &mut [Duration]) {

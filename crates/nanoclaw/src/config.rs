@@ -304,7 +304,7 @@ impl Config {
             docker_idle_timeout: secs(v.range(
                 "sandbox.docker_idle_secs",
                 raw.sandbox.docker_idle_secs,
-                10,
+                1,
                 86_400,
             )?),
             limits: v.limits("limits", &raw.limits, Limits::DEFAULT)?,

@@ -802,3 +802,34 @@ async fn doctor_reports_isolation_and_a_reachable_model() {
         text(&out.stdout)
     );
 }
+
+#[tokio::test]
+async fn without_a_working_sandbox_tools_refuse_and_say_why() {
+    let model = ScriptedModel::start(
+        Wire::Anthropic,
+        vec![
+            tools(&[("shell", r#"{"command": "echo should-not-run"}"#)]),
+            Step::EchoToolResult,
+        ],
+    )
+    .await;
+    let home = TestHome::new(
+        Wire::Anthropic,
+        &model.url,
+        "[sandbox]\nbackend = \"docker\"\ndocker_socket = \"unix:///nonexistent/docker.sock\"\n",
+    );
+    let out = home.run(&["ask", "run it"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let reply = text(&out.stdout);
+    assert!(
+        reply.contains("no sandbox backend works") && !reply.contains("should-not-run\n"),
+        "{reply}"
+    );
+    let out = home.run(&["doctor"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("NONE WORKS"),
+        "{}",
+        text(&out.stdout)
+    );
+}

@@ -307,15 +307,28 @@ async fn symlink_to_host_file_is_resolved_inside_the_sandbox_only() {
 async fn shell_tool_reports_timeout_and_truncation_to_the_model() {
     use serde_json::json;
     let r = tool_results(
-        "[limits]\ncommand_timeout_secs = 2\noutput_limit_bytes = 1024\n",
+        "[limits]\ncommand_timeout_secs = 2\noutput_limit_bytes = 1024\nmemory_mb = 64\ncpu_time_secs = 1\n",
         "",
         vec![
             call("shell", json!({"command": "sleep 30"})),
             call("shell", json!({"command": "yes | head -c 5000"})),
             call("shell", json!({"command": "true", "timeout_secs": 0})),
+            call("shell", json!({"command": "python3 -c 'x = bytearray(300 * 1024 * 1024)'"})),
+            call("shell", json!({"command": "timeout 10 sh -c 'while :; do :; done'"})),
         ],
     )
     .await;
+    assert!(
+        r[3].starts_with("ERR")
+            && r[3].contains("limit hit: the sandbox hit its memory limit of 64 MiB"),
+        "{}",
+        r[3]
+    );
+    assert!(
+        r[4].starts_with("ERR") && r[4].contains("CPU-time limit of 1 s"),
+        "{}",
+        r[4]
+    );
     assert!(
         r[0].starts_with("ERR killed: the command hit its wall-time limit of 2 s"),
         "{}",
