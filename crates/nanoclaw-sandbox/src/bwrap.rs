@@ -9,14 +9,17 @@
 //! home, no data dir, no config, no secrets.
 //!
 //! `--die-with-parent` plus the PID namespace make killing `bwrap` kill the whole tree: the
-//! host's backstop behind the init's own wall-time limit. Each command also gets its own cgroup
-//! (memory, processes, CPU) where the host allows, and a size-limited `/tmp`.
+//! host's backstop behind the init's own wall-time limit. Each command runs in its group's
+//! cgroup (memory, processes, CPU) where the host allows, with a size-limited `/tmp`.
 
 use std::path::{Path, PathBuf};
 
-use crate::cgroup::{CgroupRoot, ExecCgroup};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::cgroup::{CgroupRoot, GroupCgroup};
 use crate::relay::PROXY_SOCKET_IN_SANDBOX;
-use crate::spec::{Enforcement, InitSpec};
+use crate::spec::{Enforcement, InitSpec, Program};
 use crate::{
     Backend, ExecFuture, ExecRequest, INIT_PATH_IN_SANDBOX, SandboxError, WORKSPACE_IN_SANDBOX,
 };
@@ -65,8 +68,11 @@ pub struct BwrapBackend {
     init: String,
     common_args: Vec<String>,
     options: BwrapOptions,
-    /// Where per-command cgroups go, or why there are none.
+    /// Where group cgroups go, or why there are none.
     cgroups: Result<CgroupRoot, String>,
+    /// Each group's cgroup, by workspace, created at its first command. A std Mutex: held
+    /// only to look up or insert, never across an await.
+    group_cgroups: Mutex<HashMap<PathBuf, Arc<GroupCgroup>>>,
 }
 
 impl BwrapBackend {
@@ -81,6 +87,9 @@ impl BwrapBackend {
         })?;
         let init = utf8(init)?.to_owned();
         let cgroups = CgroupRoot::detect();
+        if let Ok(root) = &cgroups {
+            root.remove_stale();
+        }
         if let (Enforcement::Required, Err(why)) = (options.cgroups, &cgroups) {
             return Err(SandboxError::Unavailable(format!(
                 "cgroup limits are required but unavailable: {why}"
@@ -92,7 +101,50 @@ impl BwrapBackend {
             common_args: common_args(),
             options,
             cgroups,
+            group_cgroups: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The group's cgroup with `limits` applied, created at its first command.
+    fn group_cgroup(&self, req: &ExecRequest) -> Result<Option<Arc<GroupCgroup>>, SandboxError> {
+        let Ok(root) = &self.cgroups else {
+            return Ok(None);
+        };
+        let required = self.options.cgroups == Enforcement::Required;
+        let fail = |e: std::io::Error| -> Result<Option<Arc<GroupCgroup>>, SandboxError> {
+            if required {
+                Err(SandboxError::Setup(format!(
+                    "setting up the group's cgroup: {e}"
+                )))
+            } else {
+                tracing::warn!(error = %e, "no cgroup for this group; rlimits only");
+                Ok(None)
+            }
+        };
+        let existing = {
+            let map = self.group_cgroups.lock().unwrap_or_else(|p| p.into_inner());
+            map.get(&req.workspace).cloned()
+        };
+        let cgroup = match existing {
+            Some(cg) => cg,
+            None => {
+                let key = req
+                    .workspace
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("group");
+                let cg = match root.create(key) {
+                    Ok(cg) => Arc::new(cg),
+                    Err(e) => return fail(e),
+                };
+                let mut map = self.group_cgroups.lock().unwrap_or_else(|p| p.into_inner());
+                Arc::clone(map.entry(req.workspace.clone()).or_insert(cg))
+            }
+        };
+        match cgroup.apply(&req.limits) {
+            Ok(()) => Ok(Some(cgroup)),
+            Err(e) => fail(e),
+        }
     }
 
     /// The same backend with cgroups switched off (rlimits only), for comparison.
@@ -143,26 +195,15 @@ impl Backend for BwrapBackend {
 
     fn exec<'a>(&'a self, req: &'a ExecRequest) -> ExecFuture<'a> {
         Box::pin(async move {
-            let cgroup = match &self.cgroups {
-                Ok(root) => match root.create(&req.limits) {
-                    Ok(cg) => Some(cg),
-                    Err(e) if self.options.cgroups == Enforcement::Required => {
-                        return Err(SandboxError::Setup(format!(
-                            "creating the command's cgroup: {e}"
-                        )));
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "no cgroup for this command; rlimits only");
-                        None
-                    }
-                },
-                Err(_) => None,
+            // A file request runs only the init's own bounded code, never the agent's: its
+            // rlimits suffice.
+            let cgroup = match req.program {
+                Program::Command(_) => self.group_cgroup(req)?,
+                Program::FileRequest => None,
             };
             let args = self.args(req, cgroup.is_none())?;
-            let fds = cgroup
-                .as_ref()
-                .map(ExecCgroup::procs_fds)
-                .unwrap_or_default();
+            let fds = cgroup.as_ref().map(|cg| cg.procs_fds()).unwrap_or_default();
+            let before = cgroup.as_ref().map(|cg| cg.counters());
             let result = run::run_launcher(
                 utf8(&self.bwrap)?,
                 &args,
@@ -172,15 +213,29 @@ impl Backend for BwrapBackend {
                 fds,
             )
             .await;
-            let Some(cgroup) = cgroup else { return result };
-            let hit = cgroup.limit_hit();
-            cgroup.remove();
+            let (Some(cgroup), Some(before)) = (cgroup, before) else {
+                return result;
+            };
             let mut out = result?;
             out.cgroup_limits = true;
             if out.limit.is_none() {
-                out.limit = hit;
+                out.limit = GroupCgroup::limit_hit(before, cgroup.counters());
             }
             Ok(out)
+        })
+    }
+
+    fn shutdown<'a>(
+        &'a self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            let cgroups: Vec<_> = {
+                let mut map = self.group_cgroups.lock().unwrap_or_else(|p| p.into_inner());
+                map.drain().map(|(_, cg)| cg).collect()
+            };
+            for cg in cgroups {
+                cg.remove();
+            }
         })
     }
 }

@@ -1,16 +1,20 @@
-//! Per-command cgroups: memory, process-count and CPU-bandwidth limits for a whole sandbox,
+//! Per-group cgroups: memory, process-count and CPU-bandwidth limits for a group's sandboxes,
 //! with v2 where the host offers it and v1 controllers where only those exist.
 //!
-//! The host creates one cgroup per command under its own, moves the launcher into it between
-//! fork and exec (so nothing of the command ever runs outside it), reads afterwards whether a
-//! limit was hit, and removes it. Only paths under the cgroup file systems are touched; nothing
-//! here opens a path a sandbox controls.
+//! The host creates one cgroup per group under its own the first time the group runs a
+//! command, and keeps it for the life of the process: every command's launcher joins it
+//! between fork and exec (so nothing of the command ever runs outside it), and whether a limit
+//! was hit is read from the counters' change across the command. Keeping one per group, not
+//! one per command, spares a mkdir/rmdir per command and the dying memory cgroups that page
+//! cache would otherwise leave behind. Cgroups of a process that died are removed when the
+//! next one starts. Only paths under the cgroup file systems are touched; nothing here opens a
+//! path a sandbox controls.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use crate::spec::{LimitHit, Limits};
 
@@ -20,10 +24,10 @@ const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 const CPU_PERIOD_US: u64 = 100_000;
 /// Attempts to remove a cgroup whose last processes are still exiting.
 const REMOVE_ATTEMPTS: usize = 50;
+/// Prefix of the cgroups this project creates: `nanoclaw-<pid>-<group>`.
+const PREFIX: &str = "nanoclaw-";
 
-static NEXT_ID: AtomicU64 = AtomicU64::new(0);
-
-/// Where per-command cgroups are created.
+/// Where group cgroups are created.
 #[derive(Clone, Debug)]
 pub enum CgroupRoot {
     /// Unified hierarchy: one parent with the memory, pids and cpu controllers delegated.
@@ -36,12 +40,14 @@ pub enum CgroupRoot {
     },
 }
 
-/// One command's cgroup(s).
-pub struct ExecCgroup {
+/// One group's cgroup(s).
+pub struct GroupCgroup {
     root: CgroupRoot,
     dirs: Vec<PathBuf>,
-    /// `cgroup.procs` of each hierarchy, opened before fork so the child only has to write.
+    /// `cgroup.procs` of each hierarchy, open so a child only has to write to join.
     procs: Vec<File>,
+    /// The limits last written, so unchanged ones are not written again.
+    written: Mutex<Option<Limits>>,
 }
 
 /// This process's cgroup path in the hierarchy holding `controller` (v1), or the unified one.
@@ -61,16 +67,10 @@ fn own_path(controller: Option<&str>) -> Option<PathBuf> {
     None
 }
 
-/// Whether a cgroup can be created under `p`: try it (mode bits say little for root).
-fn writable_dir(p: &Path) -> bool {
-    let probe = p.join(format!("nanoclaw-probe-{}", std::process::id()));
-    let ok = fs::create_dir(&probe).is_ok();
-    let _ = fs::remove_dir(&probe);
-    ok
-}
-
 impl CgroupRoot {
-    /// Find where this process may create cgroups with the controllers it needs, or say why not.
+    /// Find where this process may create cgroups with the controllers it needs, or say why
+    /// not. Existence only: whether this process may create cgroups there shows at the first
+    /// command, which then falls back to rlimits (or fails, when cgroups are required).
     pub fn detect() -> Result<CgroupRoot, String> {
         let root = Path::new(CGROUP_ROOT);
         if root.join("cgroup.controllers").is_file() {
@@ -98,7 +98,7 @@ impl CgroupRoot {
         }
         let v1 = |c: &str| -> Option<PathBuf> {
             let dir = root.join(c).join(own_path(Some(c))?);
-            writable_dir(&dir).then_some(dir)
+            dir.join("cgroup.procs").is_file().then_some(dir)
         };
         match (v1("memory"), v1("pids")) {
             (Some(memory), Some(pids)) => Ok(CgroupRoot::V1 {
@@ -106,47 +106,72 @@ impl CgroupRoot {
                 pids,
                 cpu: v1("cpu"),
             }),
-            _ => Err(
-                "no writable cgroup v2 hierarchy and no writable v1 memory and pids controllers"
-                    .into(),
-            ),
+            _ => Err("no cgroup v2 hierarchy and no v1 memory and pids controllers".into()),
         }
     }
 
-    /// Create a cgroup for one command and set its limits.
-    pub fn create(&self, limits: &Limits) -> std::io::Result<ExecCgroup> {
-        let name = format!(
-            "nanoclaw-{}-{}",
-            std::process::id(),
-            NEXT_ID.fetch_add(1, Ordering::Relaxed)
-        );
-        let mut cg = ExecCgroup {
+    fn parents(&self) -> Vec<&Path> {
+        match self {
+            CgroupRoot::V2 { parent } => vec![parent],
+            CgroupRoot::V1 { memory, pids, cpu } => {
+                let mut v: Vec<&Path> = vec![memory, pids];
+                v.extend(cpu.as_deref());
+                v
+            }
+        }
+    }
+
+    /// Remove the cgroups of nanoclaw processes that are gone.
+    pub fn remove_stale(&self) {
+        for parent in self.parents() {
+            let Ok(entries) = fs::read_dir(parent) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Some(pid) = name
+                    .strip_prefix(PREFIX)
+                    .and_then(|r| r.split('-').next()?.parse::<i32>().ok())
+                else {
+                    continue;
+                };
+                // SAFETY: signal 0 only checks that the process exists.
+                if unsafe { libc::kill(pid, 0) } != 0 {
+                    remove_dir(&entry.path());
+                }
+            }
+        }
+    }
+
+    /// Create the cgroup for one group (`key` is its name).
+    pub fn create(&self, key: &str) -> std::io::Result<GroupCgroup> {
+        let name = format!("{PREFIX}{}-{key}", std::process::id());
+        let mut cg = GroupCgroup {
             root: self.clone(),
             dirs: Vec::new(),
             procs: Vec::new(),
+            written: Mutex::new(None),
         };
-        let quota = (limits.cpu_millis as u64 * CPU_PERIOD_US / 1000).max(1000);
-        match self {
-            CgroupRoot::V2 { parent } => {
-                let dir = cg.make(parent, &name)?;
-                write(&dir, "memory.max", limits.memory_bytes)?;
-                // Swap would let a balloon outgrow the memory limit.
-                let _ = write(&dir, "memory.swap.max", 0);
-                write(&dir, "pids.max", limits.max_processes)?;
-                let _ = fs::write(dir.join("cpu.max"), format!("{quota} {CPU_PERIOD_US}"));
-            }
-            CgroupRoot::V1 { memory, pids, cpu } => {
-                let dir = cg.make(memory, &name)?;
-                write(&dir, "memory.limit_in_bytes", limits.memory_bytes)?;
-                let _ = write(&dir, "memory.memsw.limit_in_bytes", limits.memory_bytes);
-                let dir = cg.make(pids, &name)?;
-                write(&dir, "pids.max", limits.max_processes)?;
-                if let Some(cpu) = cpu {
-                    let dir = cg.make(cpu, &name)?;
-                    write(&dir, "cpu.cfs_period_us", CPU_PERIOD_US)?;
-                    write(&dir, "cpu.cfs_quota_us", quota)?;
+        for parent in self.parents() {
+            let dir = parent.join(&name);
+            match fs::create_dir(&dir) {
+                Ok(()) => {}
+                // Left by an earlier command of this same process that could not remove it.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    cg.remove();
+                    return Err(std::io::Error::new(
+                        e.kind(),
+                        format!("{}: {e}", dir.display()),
+                    ));
                 }
             }
+            cg.procs.push(
+                OpenOptions::new()
+                    .write(true)
+                    .open(dir.join("cgroup.procs"))?,
+            );
+            cg.dirs.push(dir);
         }
         Ok(cg)
     }
@@ -169,60 +194,100 @@ fn read_counter(dir: &Path, file: &str, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-impl ExecCgroup {
-    fn make(&mut self, parent: &Path, name: &str) -> std::io::Result<PathBuf> {
-        let dir = parent.join(name);
-        fs::create_dir(&dir)
-            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
-        self.dirs.push(dir.clone());
-        self.procs.push(
-            OpenOptions::new()
-                .write(true)
-                .open(dir.join("cgroup.procs"))?,
-        );
-        Ok(dir)
+/// Kill what is left in a cgroup and remove it.
+fn remove_dir(dir: &Path) {
+    for _ in 0..REMOVE_ATTEMPTS {
+        let pids = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        for pid in pids.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
+            // SAFETY: kill with a positive pid read from our own cgroup.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        match fs::remove_dir(dir) {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(2)),
+        }
+    }
+}
+
+/// OOM kills and refused forks so far; a change across a command means it hit the limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    oom_kills: u64,
+    forks_refused: u64,
+}
+
+impl GroupCgroup {
+    /// Write `limits` if they differ from what the cgroup holds.
+    pub fn apply(&self, limits: &Limits) -> std::io::Result<()> {
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        if written.as_ref() == Some(limits) {
+            return Ok(());
+        }
+        let quota = (limits.cpu_millis as u64 * CPU_PERIOD_US / 1000).max(1000);
+        match &self.root {
+            CgroupRoot::V2 { .. } => {
+                let dir = &self.dirs[0];
+                write(dir, "memory.max", limits.memory_bytes)?;
+                // Swap would let a balloon outgrow the memory limit.
+                let _ = write(dir, "memory.swap.max", 0);
+                write(dir, "pids.max", limits.max_processes)?;
+                let _ = fs::write(dir.join("cpu.max"), format!("{quota} {CPU_PERIOD_US}"));
+            }
+            CgroupRoot::V1 { .. } => {
+                write(&self.dirs[0], "memory.limit_in_bytes", limits.memory_bytes)?;
+                let _ = write(
+                    &self.dirs[0],
+                    "memory.memsw.limit_in_bytes",
+                    limits.memory_bytes,
+                );
+                write(&self.dirs[1], "pids.max", limits.max_processes)?;
+                if let Some(cpu) = self.dirs.get(2) {
+                    write(cpu, "cpu.cfs_period_us", CPU_PERIOD_US)?;
+                    write(cpu, "cpu.cfs_quota_us", quota)?;
+                }
+            }
+        }
+        *written = Some(*limits);
+        Ok(())
     }
 
-    /// The `cgroup.procs` descriptors the child writes itself into before exec.
+    /// The `cgroup.procs` descriptors a child writes itself into before exec.
     pub fn procs_fds(&self) -> Vec<RawFd> {
         self.procs.iter().map(AsRawFd::as_raw_fd).collect()
     }
 
-    /// A memory or process limit the command ran into.
-    pub fn limit_hit(&self) -> Option<LimitHit> {
-        let (memory_dir, pids_dir) = match &self.root {
-            CgroupRoot::V2 { .. } => (self.dirs.first()?, self.dirs.first()?),
-            CgroupRoot::V1 { .. } => (self.dirs.first()?, self.dirs.get(1)?),
+    pub fn counters(&self) -> Counters {
+        let (memory, pids) = match &self.root {
+            CgroupRoot::V2 { .. } => (&self.dirs[0], &self.dirs[0]),
+            CgroupRoot::V1 { .. } => (&self.dirs[0], &self.dirs[1]),
         };
-        let oom = match self.root {
-            CgroupRoot::V2 { .. } => read_counter(memory_dir, "memory.events", "oom_kill "),
+        let oom_kills = match self.root {
+            CgroupRoot::V2 { .. } => read_counter(memory, "memory.events", "oom_kill "),
             // Not memory.failcnt: it also counts page-cache reclaim, which is no failure.
-            CgroupRoot::V1 { .. } => read_counter(memory_dir, "memory.oom_control", "oom_kill "),
+            CgroupRoot::V1 { .. } => read_counter(memory, "memory.oom_control", "oom_kill "),
         };
-        if oom > 0 {
-            return Some(LimitHit::Memory);
+        Counters {
+            oom_kills,
+            forks_refused: read_counter(pids, "pids.events", "max "),
         }
-        if read_counter(pids_dir, "pids.events", "max ") > 0 {
-            return Some(LimitHit::Processes);
+    }
+
+    /// The limit a command hit, from the counters before and after it.
+    pub fn limit_hit(before: Counters, after: Counters) -> Option<LimitHit> {
+        if after.oom_kills > before.oom_kills {
+            Some(LimitHit::Memory)
+        } else if after.forks_refused > before.forks_refused {
+            Some(LimitHit::Processes)
+        } else {
+            None
         }
-        None
     }
 
     /// Kill anything left and remove the cgroups.
-    pub fn remove(self) {
+    pub fn remove(&self) {
         for dir in self.dirs.iter().rev() {
-            for _ in 0..REMOVE_ATTEMPTS {
-                let pids = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-                for pid in pids.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
-                    // SAFETY: kill with a positive pid read from our own cgroup.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
-                match fs::remove_dir(dir) {
-                    Ok(()) => break,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(2)),
-                }
-            }
+            remove_dir(dir);
         }
     }
 }
@@ -230,7 +295,7 @@ impl ExecCgroup {
 /// In the child between fork and exec: join the cgroups. Only async-signal-safe calls.
 pub fn join_from_pre_exec(fds: &[RawFd]) -> std::io::Result<()> {
     for &fd in fds {
-        // SAFETY: `fd` is an open descriptor of cgroup.procs owned by the parent's ExecCgroup,
+        // SAFETY: `fd` is an open descriptor of cgroup.procs owned by the parent's GroupCgroup,
         // which outlives the spawn; write(2) is async-signal-safe. "0" means "this process".
         let n = unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
         if n != 1 {

@@ -63,6 +63,7 @@ fn main() {
                     samples.push(elapsed);
                 }
             }
+            backend.shutdown().await;
             report(
                 &format!(
                     "bwrap `true` through the full init, {label} (cgroups used: {used_cgroups})"

@@ -94,7 +94,12 @@ impl Agent {
 
         // 1. The prompt: system prompt and memory, history, then the new messages.
         let limits = self.config.limits_for(&turn.group);
+        let started = std::time::Instant::now();
         let system = self.system_prompt(&workspace, limits).await;
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "prompt built"
+        );
         let mut messages = self
             .store
             .history(turn.session_id, turn.id, self.config.context_budget_tokens)
@@ -114,6 +119,11 @@ impl Agent {
                 .complete(&system, &messages, &specs)
                 .await
                 .map_err(|e| format!("I could not get an answer from the model: {e}"))?;
+            tracing::debug!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                tool_calls = resp.tool_calls.len(),
+                "model step done"
+            );
             let assistant = Message::Assistant {
                 text: resp.text.clone(),
                 tool_calls: resp.tool_calls.clone(),
@@ -131,6 +141,7 @@ impl Agent {
             last_text = resp.text;
             for call in &resp.tool_calls {
                 let outcome = self.tools.call(&workspace, limits, call).await;
+                tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, tool = %call.name, "tool done");
                 let result = Message::Tool {
                     call_id: call.id.clone(),
                     content: outcome.content,
