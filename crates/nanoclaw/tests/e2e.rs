@@ -318,6 +318,17 @@ struct Daemon {
 
 impl Daemon {
     async fn start(home: &TestHome) -> Daemon {
+        Daemon::start_with(home, |cmd| {
+            cmd.stderr(std::process::Stdio::null());
+        })
+        .await
+    }
+
+    /// Start `nanoclaw run` with the command adjusted by `configure`; wait until it listens.
+    async fn start_with(
+        home: &TestHome,
+        configure: impl FnOnce(&mut tokio::process::Command),
+    ) -> Daemon {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -338,12 +349,10 @@ impl Daemon {
             .next()
             .unwrap()
             .to_owned();
-        let child = home
-            .command()
-            .arg("run")
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut cmd = home.command();
+        cmd.arg("run");
+        configure(&mut cmd);
+        let child = cmd.spawn().unwrap();
         let token = std::fs::read_to_string(home.path().join("api.token")).unwrap();
         let url = format!("http://{listen}");
         let d = Daemon { child, url, token };
@@ -580,54 +589,16 @@ async fn daemon_without_a_model_replies_with_what_to_set() {
     let home = TestHome::new(Wire::Anthropic, "http://127.0.0.1:9", "");
     // Back to the default base URL, and no key in the environment.
     std::fs::write(home.path().join("nanoclaw.toml"), "").unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    std::fs::write(
-        home.path().join("nanoclaw.toml"),
-        format!("[api]\nlisten = \"127.0.0.1:{port}\"\n"),
-    )
-    .unwrap();
-    let mut cmd = home.command();
-    cmd.env_remove("ANTHROPIC_API_KEY")
-        .arg("run")
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let url = format!("http://127.0.0.1:{port}");
-    let token = std::fs::read_to_string(home.path().join("api.token")).unwrap();
-    let mut up = false;
-    for _ in 0..200 {
-        if http(&url, "GET", "/v1/health", None, None).await.is_some() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(up);
-    let (status, _) = http(
-        &url,
-        "POST",
-        "/v1/groups/main/messages",
-        Some(&token),
-        Some(json!({"text": "hi"})),
-    )
-    .await
-    .unwrap();
-    assert_eq!(status, 202);
-    let mut reply = String::new();
-    for _ in 0..200 {
-        let (_, body) = http(&url, "GET", "/v1/groups/main/replies", Some(&token), None)
-            .await
-            .unwrap();
-        if let Some(r) = body["replies"].as_array().and_then(|r| r.first()) {
-            reply = r["text"].as_str().unwrap().to_owned();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let d = Daemon::start_with(&home, |cmd| {
+        cmd.env_remove("ANTHROPIC_API_KEY")
+            .stderr(std::process::Stdio::piped());
+    })
+    .await;
+    assert_eq!(d.post("main", "hi").await.0, 202);
+    let replies = d.wait_replies("main", 1).await;
+    let reply = replies[0]["text"].as_str().unwrap();
     assert!(reply.contains("ANTHROPIC_API_KEY"), "{reply}");
+    let mut child = d.child;
     child.start_kill().unwrap();
     let out = child.wait_with_output().await.unwrap();
     assert!(
