@@ -1,0 +1,294 @@
+//! A group's network policy: which hosts and ports its sandbox may reach through the proxy,
+//! with which methods, and why a request was refused.
+//!
+//! Hosts are matched as names before anything is resolved: an exact name, or `*.suffix` for
+//! any name under a suffix (not the suffix itself). A host given as an IP address in any
+//! spelling (dotted, decimal, octal, hex, bracketed IPv6) only matches a rule that names that
+//! address the same way, so numeric tricks cannot reach past the list.
+
+use std::fmt;
+
+/// Ports allowed when a rule names none.
+pub const DEFAULT_PORTS: &[u16] = &[80, 443];
+
+/// How a rule names hosts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostPattern {
+    Exact(String),
+    /// `*.example.com`: stored as `.example.com`.
+    Suffix(String),
+}
+
+/// One allowlist entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub pattern: HostPattern,
+    pub ports: Vec<u16>,
+    /// Allowed methods (upper case); `None` allows any.
+    pub methods: Option<Vec<String>>,
+    /// The hosts of this rule may resolve to private, loopback or link-local addresses (a
+    /// service on the owner's own network). Cloud metadata addresses stay refused.
+    pub private: bool,
+    /// The rule as written, for messages.
+    pub text: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RuleError {
+    #[error("egress rule {0:?}: empty host")]
+    EmptyHost(String),
+    #[error("egress rule {0:?}: bad port")]
+    BadPort(String),
+    #[error(
+        "egress rule {0:?}: a host may hold only letters, digits, '-', '.', and a leading '*.'"
+    )]
+    BadHost(String),
+    #[error("egress rule {0:?}: unknown method {1:?}")]
+    BadMethod(String, String),
+}
+
+/// Methods a rule may name.
+const METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT",
+];
+
+/// Lower-case a host and drop one trailing dot (`example.com.` is `example.com`).
+pub fn normalize_host(host: &str) -> String {
+    let h = host.trim().to_ascii_lowercase();
+    h.strip_suffix('.').map(str::to_owned).unwrap_or(h)
+}
+
+impl Rule {
+    /// Parse `host`, `host:port`, `*.suffix` or `*.suffix:port`, with optional method limits.
+    pub fn parse(text: &str, methods: Option<&[String]>, private: bool) -> Result<Rule, RuleError> {
+        let err_text = text.to_owned();
+        let (host, ports) = match text.rsplit_once(':') {
+            Some((h, _)) if !h.ends_with(']') && h.contains(':') => (text, DEFAULT_PORTS.to_vec()),
+            Some((h, p)) => (
+                h,
+                vec![
+                    p.parse::<u16>()
+                        .ok()
+                        .filter(|p| *p != 0)
+                        .ok_or_else(|| RuleError::BadPort(err_text.clone()))?,
+                ],
+            ),
+            None => (text, DEFAULT_PORTS.to_vec()),
+        };
+        let host = normalize_host(host);
+        if host.is_empty() || host == "*." {
+            return Err(RuleError::EmptyHost(err_text));
+        }
+        let valid = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-.[]:".contains(c))
+        };
+        let pattern = match host.strip_prefix("*.") {
+            Some(suffix) if valid(suffix) && !suffix.starts_with('.') => {
+                HostPattern::Suffix(format!(".{suffix}"))
+            }
+            Some(_) => return Err(RuleError::BadHost(err_text)),
+            None if valid(&host) && !host.contains('*') => HostPattern::Exact(host),
+            None => return Err(RuleError::BadHost(err_text)),
+        };
+        let methods = match methods {
+            None => None,
+            Some(ms) => Some(
+                ms.iter()
+                    .map(|m| {
+                        let up = m.to_ascii_uppercase();
+                        if METHODS.contains(&up.as_str()) {
+                            Ok(up)
+                        } else {
+                            Err(RuleError::BadMethod(err_text.clone(), m.clone()))
+                        }
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        Ok(Rule {
+            pattern,
+            ports,
+            methods,
+            private,
+            text: text.to_owned(),
+        })
+    }
+
+    fn matches_host(&self, host: &str) -> bool {
+        match &self.pattern {
+            HostPattern::Exact(h) => h == host,
+            HostPattern::Suffix(s) => host.ends_with(s.as_str()) && host.len() > s.len(),
+        }
+    }
+}
+
+/// A group's allowlist. Empty means no egress at all.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Policy {
+    pub rules: Vec<Rule>,
+}
+
+/// Why the proxy refused a request. The 403 body is this, as text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// No rule allows this host and port.
+    NotAllowed { host: String, port: u16 },
+    /// The rule allows the host but not the method.
+    Method { method: String, rule: String },
+    /// The host resolved to an address the proxy never connects to.
+    Address {
+        host: String,
+        addr: String,
+        why: &'static str,
+        rule: String,
+    },
+    /// The host did not resolve.
+    Unresolved { host: String, error: String },
+    /// The request was not a proxy request the proxy understands.
+    BadRequest(String),
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::NotAllowed { host, port } => {
+                write!(
+                    f,
+                    "refused: {host}:{port} is not on this group's egress allowlist"
+                )
+            }
+            Refusal::Method { method, rule } => {
+                write!(f, "refused: rule {rule:?} does not allow {method}")
+            }
+            Refusal::Address {
+                host,
+                addr,
+                why,
+                rule,
+            } => write!(
+                f,
+                "refused: {host} resolves to {addr}, {why}; rule {rule:?} does not allow private addresses"
+            ),
+            Refusal::Unresolved { host, error } => {
+                write!(f, "refused: {host} does not resolve: {error}")
+            }
+            Refusal::BadRequest(why) => write!(f, "refused: {why}"),
+        }
+    }
+}
+
+impl Policy {
+    /// The rule allowing `method` to `host:port`, or why there is none.
+    pub fn allow(&self, host: &str, port: u16, method: &str) -> Result<&Rule, Refusal> {
+        let host = normalize_host(host);
+        let mut by_host = self
+            .rules
+            .iter()
+            .filter(|r| r.matches_host(&host) && r.ports.contains(&port))
+            .peekable();
+        let Some(first) = by_host.peek().copied() else {
+            return Err(Refusal::NotAllowed { host, port });
+        };
+        by_host
+            .find(|r| {
+                r.methods
+                    .as_ref()
+                    .is_none_or(|ms| ms.iter().any(|m| m == method))
+            })
+            .ok_or_else(|| Refusal::Method {
+                method: method.to_owned(),
+                rule: first.text.clone(),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(rules: &[&str]) -> Policy {
+        Policy {
+            rules: rules
+                .iter()
+                .map(|r| Rule::parse(r, None, false).unwrap())
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn exact_suffix_and_ports() {
+        let p = policy(&["api.github.com", "*.example.org", "internal.test:8443"]);
+        assert!(p.allow("api.github.com", 443, "GET").is_ok());
+        assert!(p.allow("API.GitHub.com.", 80, "GET").is_ok());
+        assert!(p.allow("api.github.com", 8080, "GET").is_err());
+        assert!(p.allow("evil-api.github.com", 443, "GET").is_err());
+        assert!(p.allow("a.b.example.org", 443, "GET").is_ok());
+        assert!(
+            p.allow("example.org", 443, "GET").is_err(),
+            "*.suffix does not match the suffix itself"
+        );
+        assert!(p.allow("notexample.org", 443, "GET").is_err());
+        assert!(p.allow("internal.test", 8443, "GET").is_ok());
+        assert!(p.allow("internal.test", 443, "GET").is_err());
+    }
+
+    #[test]
+    fn ip_literals_in_any_spelling_are_not_on_a_name_list() {
+        let p = policy(&["*.example.org", "example.org"]);
+        for host in [
+            "127.0.0.1",
+            "2130706433",
+            "0177.0.0.1",
+            "0x7f.0.0.1",
+            "[::1]",
+            "::ffff:127.0.0.1",
+            "0",
+            "localhost",
+        ] {
+            assert!(
+                matches!(p.allow(host, 80, "GET"), Err(Refusal::NotAllowed { .. })),
+                "{host}"
+            );
+        }
+    }
+
+    #[test]
+    fn methods_are_limited_per_rule() {
+        let methods = vec!["get".to_owned()];
+        let p = Policy {
+            rules: vec![Rule::parse("api.example.com", Some(&methods), false).unwrap()],
+        };
+        assert!(p.allow("api.example.com", 443, "GET").is_ok());
+        let e = p.allow("api.example.com", 443, "POST").unwrap_err();
+        assert!(e.to_string().contains("does not allow POST"), "{e}");
+    }
+
+    #[test]
+    fn bad_rules_are_refused_with_the_rule_named() {
+        for bad in [
+            "",
+            "*.",
+            "a b",
+            "*.*.x",
+            "host:0",
+            "host:99999",
+            "ex*ample.com",
+            "*",
+        ] {
+            assert!(Rule::parse(bad, None, false).is_err(), "{bad:?} parsed");
+        }
+        let e = Rule::parse("x.com", Some(&["FETCH".to_owned()]), false).unwrap_err();
+        assert_eq!(e, RuleError::BadMethod("x.com".into(), "FETCH".into()));
+    }
+
+    #[test]
+    fn refusal_names_the_rule() {
+        let e = policy(&[]).allow("x.com", 443, "GET").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "refused: x.com:443 is not on this group's egress allowlist"
+        );
+    }
+}
