@@ -300,7 +300,10 @@ async fn forward(
             host: host.clone(),
             error: format!("upstream request failed: {e}"),
         })?;
-    let (parts, body) = resp.into_parts();
+    let (mut parts, body) = resp.into_parts();
+    for h in HOP_BY_HOP {
+        parts.headers.remove(*h);
+    }
     Ok((Response::from_parts(parts, body.boxed()), host))
 }
 

@@ -58,8 +58,8 @@ fn get(url: &str) -> String {
 #[tokio::test]
 async fn allowed_host_is_forwarded() {
     let port = origin().await;
-    let (_d, sock) = start(&[(&format!("localhost:{port}"), true)]);
-    let resp = send(&sock, &get(&format!("http://localhost:{port}/x"))).await;
+    let (_d, sock) = start(&[(&format!("127.0.0.1:{port}"), true)]);
+    let resp = send(&sock, &get(&format!("http://127.0.0.1:{port}/x"))).await;
     assert!(
         resp.starts_with("HTTP/1.1 200") && resp.ends_with("hello from origin"),
         "{resp}"
@@ -121,10 +121,10 @@ async fn ssrf_spellings_are_refused() {
 #[tokio::test]
 async fn connect_tunnels_to_an_allowed_host_and_refuses_others() {
     let port = origin().await;
-    let (_d, sock) = start(&[(&format!("localhost:{port}"), true)]);
+    let (_d, sock) = start(&[(&format!("127.0.0.1:{port}"), true)]);
     let mut s = tokio::net::UnixStream::connect(&sock).await.unwrap();
     s.write_all(
-        format!("CONNECT localhost:{port} HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n").as_bytes(),
+        format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n").as_bytes(),
     )
     .await
     .unwrap();
