@@ -140,7 +140,7 @@ impl Agent {
             }
             last_text = resp.text;
             for call in &resp.tool_calls {
-                let outcome = self.tools.call(&workspace, limits, call).await;
+                let outcome = self.tools.call(&turn.group, &workspace, limits, call).await;
                 tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, tool = %call.name, "tool done");
                 let result = Message::Tool {
                     call_id: call.id.clone(),

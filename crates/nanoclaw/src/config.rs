@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nanoclaw_core::GroupId;
+use nanoclaw_egress::{Policy, Rule};
 use nanoclaw_sandbox::{Enforcement, Limits};
 use serde::Deserialize;
 
@@ -80,6 +81,10 @@ pub struct Config {
     pub group_limits: BTreeMap<GroupId, Limits>,
     pub max_concurrent_turns: usize,
     pub api_listen: SocketAddr,
+    /// Hosts every group's sandbox may reach through the egress proxy.
+    pub egress: Policy,
+    /// Further hosts for one group (`[egress.groups.NAME]`), added to `egress`.
+    pub group_egress: BTreeMap<GroupId, Policy>,
 }
 
 #[derive(Deserialize, Default)]
@@ -99,6 +104,56 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     groups: BTreeMap<String, RawLimits>,
+    #[serde(default)]
+    egress: RawEgress,
+}
+
+/// `[egress]`: `allow` for every group, `groups.NAME.allow` for one.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawEgress {
+    #[serde(default)]
+    allow: Vec<RawEgressRule>,
+    #[serde(default)]
+    groups: BTreeMap<String, RawGroupEgress>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawGroupEgress {
+    #[serde(default)]
+    allow: Vec<RawEgressRule>,
+}
+
+/// A rule: `"host[:port]"`, or a table with methods and the private-network flag.
+enum RawEgressRule {
+    Host(String),
+    Table(RawEgressTable),
+}
+
+// By hand rather than `untagged`, so a bad table says which field is wrong.
+impl<'de> Deserialize<'de> for RawEgressRule {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match toml::Value::deserialize(d)? {
+            toml::Value::String(s) => Ok(RawEgressRule::Host(s)),
+            v @ toml::Value::Table(_) => RawEgressTable::deserialize(v)
+                .map(RawEgressRule::Table)
+                .map_err(serde::de::Error::custom),
+            other => Err(serde::de::Error::custom(format!(
+                "expected \"host[:port]\" or {{ host = ..., methods = [...], private = ... }}, got {}",
+                other.type_str()
+            ))),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEgressTable {
+    host: String,
+    methods: Option<Vec<String>>,
+    #[serde(default)]
+    private: bool,
 }
 
 /// Limit keys, in `[limits]` and in each `[groups.NAME]`. Absent keys inherit.
@@ -329,11 +384,32 @@ impl Config {
                 256,
             )? as usize,
             api_listen: v.loopback("api.listen", raw.api.listen)?,
+            egress: v.egress("egress.allow", &raw.egress.allow)?,
+            group_egress: {
+                let mut map = BTreeMap::new();
+                for (name, g) in &raw.egress.groups {
+                    let key = format!("egress.groups.{name}");
+                    let group: GroupId = name
+                        .parse()
+                        .map_err(|e| v.invalid(key.clone(), "a valid group name", e))?;
+                    map.insert(group, v.egress(&format!("{key}.allow"), &g.allow)?);
+                }
+                map
+            },
         })
     }
 }
 
 impl Config {
+    /// The egress policy of `group`: the common rules, then the group's own.
+    pub fn egress_for(&self, group: &GroupId) -> Policy {
+        let mut rules = self.egress.rules.clone();
+        if let Some(own) = self.group_egress.get(group) {
+            rules.extend(own.rules.iter().cloned());
+        }
+        Policy { rules }
+    }
+
     /// The limits that apply to `group`'s sandbox.
     pub fn limits_for(&self, group: &GroupId) -> Limits {
         self.group_limits.get(group).copied().unwrap_or(self.limits)
@@ -361,6 +437,25 @@ impl Validator<'_> {
             expected: expected.into(),
             got: got.to_string(),
         }
+    }
+
+    /// Validate egress rules under `key`.
+    fn egress(&self, key: &str, raw: &[RawEgressRule]) -> Result<Policy, ConfigError> {
+        let rules = raw
+            .iter()
+            .map(|r| {
+                let parsed = match r {
+                    RawEgressRule::Host(h) => Rule::parse(h, None, false),
+                    RawEgressRule::Table(t) => {
+                        Rule::parse(&t.host, t.methods.as_deref(), t.private)
+                    }
+                };
+                parsed.map_err(|e| {
+                    self.invalid(key.to_owned(), "a host, host:port or *.suffix rule", e)
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Policy { rules })
     }
 
     /// Validate a set of limit keys under `section`, inheriting absent ones from `base`.
@@ -533,6 +628,18 @@ workspace_quota_mb = 2048
 # Most agent turns running at once across all groups (one at a time per group).
 max_concurrent_turns = 4
 
+[egress]
+# Hosts every group's sandbox may reach, through nanoclaw's egress proxy (its only way out):
+# "host", "host:port" (ports 80 and 443 when none is given) or "*.suffix" (any name under the
+# suffix). A table adds method limits, or lets the rule's hosts resolve to private, loopback or
+# link-local addresses (a service on your own network; cloud metadata stays refused):
+#   allow = ["api.github.com", "*.githubusercontent.com",
+#            { host = "homeassistant.lan:8123", methods = ["GET"], private = true }]
+allow = []
+# More hosts for one group:
+# [egress.groups.work]
+# allow = ["api.example.com"]
+
 [api]
 # Where `nanoclaw run` serves the local HTTP API. Must be a loopback address. Requests need
 # the bearer token in the data dir's api.token file.
@@ -630,6 +737,40 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("maybe") && e.contains("required"), "{e}");
+    }
+
+    #[test]
+    fn egress_rules_parse_and_merge_per_group() {
+        let c = parse(
+            "[egress]\nallow = [\"api.github.com\", { host = \"nas.lan:5000\", methods = [\"GET\"], private = true }]\n[egress.groups.work]\nallow = [\"*.example.com\"]\n",
+        )
+        .unwrap();
+        let work = c.egress_for(&"work".parse().unwrap());
+        assert_eq!(work.rules.len(), 3);
+        assert!(work.allow("x.example.com", 443, "GET").is_ok());
+        assert!(
+            c.egress_for(&GroupId::main())
+                .allow("x.example.com", 443, "GET")
+                .is_err()
+        );
+        assert!(c.egress_for(&GroupId::main()).rules[1].private);
+        let e = parse("[egress]\nallow = [\"bad host\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("egress.allow") && e.contains("bad host"), "{e}");
+        let e = parse("[egress]\nallow = [{ host = \"x.com\", port = 1 }]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown field `port`") && e.contains("line 2"),
+            "{e}"
+        );
+        let e = parse("[egress]\nallow = [3]\n").unwrap_err().to_string();
+        assert!(e.contains("expected \"host[:port]\""), "{e}");
+        let e = parse("[egress.groups.\"Bad\"]\nallow = []\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("egress.groups.Bad"), "{e}");
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod api;
 mod backend;
 mod config;
 mod doctor;
+mod egress;
 mod home;
 mod model;
 mod queue;
@@ -232,7 +233,8 @@ async fn build_agent(home: Home, long_lived: bool) -> anyhow::Result<(Agent, std
     if let (Err(hint), true) = (&model, long_lived) {
         eprintln!("nanoclaw: {hint}");
     }
-    let tools = tools::Tools::new(backend);
+    let egress = egress::Egress::new(&home, Arc::new(config.clone()));
+    let tools = tools::Tools::new(backend, egress);
     Ok((
         Agent {
             home,
@@ -306,7 +308,9 @@ async fn sandbox_exec(
         program: nanoclaw_sandbox::Program::Command(command),
         stdin: Vec::new(),
         limits: config.limits_for(&group),
-        proxy_socket: None,
+        proxy_socket: Some(
+            egress::Egress::new(&home, Arc::new(config.clone())).socket_for(&group)?,
+        ),
     };
     let result = backend.exec(&req).await;
     backend.shutdown().await;

@@ -9,12 +9,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nanoclaw_core::{Decision, ToolCall, ToolEffect, gate};
+use nanoclaw_core::{Decision, GroupId, ToolCall, ToolEffect, gate};
 use nanoclaw_sandbox::files::{FileReply, FileRequest, run_file_op};
 use nanoclaw_sandbox::{Backend, ExecRequest, ExitState, Limits, Program};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::egress::Egress;
 use crate::model::ToolSpec;
 
 /// What a tool call produced, as the model will see it.
@@ -189,11 +190,24 @@ fn truncate_for_error(s: &str) -> String {
 /// Runs tool calls in groups' sandboxes.
 pub struct Tools {
     backend: Arc<dyn Backend>,
+    egress: Egress,
 }
 
 impl Tools {
-    pub fn new(backend: Arc<dyn Backend>) -> Self {
-        Tools { backend }
+    pub fn new(backend: Arc<dyn Backend>, egress: Egress) -> Self {
+        Tools { backend, egress }
+    }
+
+    /// The group's egress proxy socket for its sandbox; without one the sandbox simply has no
+    /// way out, so a failure is logged, not fatal to commands that need no network.
+    pub fn proxy_socket(&self, group: &GroupId) -> Option<std::path::PathBuf> {
+        match self.egress.socket_for(group) {
+            Ok(path) => Some(path),
+            Err(e) => {
+                tracing::warn!(%group, error = %format!("{e:#}"), "no egress proxy for this group");
+                None
+            }
+        }
     }
 
     /// Release the backend's long-lived sandboxes; call once, when the process is done.
@@ -203,11 +217,17 @@ impl Tools {
 
     /// The one path every tool call takes: the gate decides, then the tool runs (or not) in the
     /// sandbox over `workspace`, under `limits`.
-    pub async fn call(&self, workspace: &Path, limits: Limits, call: &ToolCall) -> ToolOutcome {
+    pub async fn call(
+        &self,
+        group: &GroupId,
+        workspace: &Path,
+        limits: Limits,
+        call: &ToolCall,
+    ) -> ToolOutcome {
         let verdict = gate::decide(call, effect_of(&call.name));
         tracing::info!(tool = %call.name, decision = ?verdict.decision, reason = ?verdict.reason, "tool call decided");
         match verdict.decision {
-            Decision::Allow => self.run(workspace, limits, call).await,
+            Decision::Allow => self.run(group, workspace, limits, call).await,
             Decision::Ask => ToolOutcome::error(format!(
                 "{} was not run: {}, and this version cannot yet ask for one",
                 call.name,
@@ -225,11 +245,17 @@ impl Tools {
         }
     }
 
-    async fn run(&self, workspace: &Path, limits: Limits, call: &ToolCall) -> ToolOutcome {
+    async fn run(
+        &self,
+        group: &GroupId,
+        workspace: &Path,
+        limits: Limits,
+        call: &ToolCall,
+    ) -> ToolOutcome {
         let request = match call.name.as_str() {
             "shell" => {
                 return match parse_args::<ShellArgs>(call) {
-                    Ok(args) => self.shell(workspace, limits, args).await,
+                    Ok(args) => self.shell(group, workspace, limits, args).await,
                     Err(e) => e,
                 };
             }
@@ -265,7 +291,13 @@ impl Tools {
         }
     }
 
-    async fn shell(&self, workspace: &Path, limits: Limits, args: ShellArgs) -> ToolOutcome {
+    async fn shell(
+        &self,
+        group: &GroupId,
+        workspace: &Path,
+        limits: Limits,
+        args: ShellArgs,
+    ) -> ToolOutcome {
         let wall_time = match args.timeout_secs {
             Some(0) => {
                 return ToolOutcome::error(
@@ -284,7 +316,7 @@ impl Tools {
             program: Program::Command(vec!["bash".into(), "-c".into(), args.command]),
             stdin: Vec::new(),
             limits,
-            proxy_socket: None,
+            proxy_socket: self.proxy_socket(group),
         };
         match self.backend.exec(&req).await {
             Ok(out) => {
