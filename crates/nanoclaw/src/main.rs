@@ -7,6 +7,8 @@
 //! - [`agent`]: the turn: prompt → [`model`] → tool calls → reply into the outbox.
 //! - [`tools`]: every tool call passes the gate (`nanoclaw_core::gate`) in one function, then
 //!   runs inside the group's sandbox (`nanoclaw_sandbox`).
+//! - [`backend`]: which sandbox backend runs commands (`nanoclaw_sandbox`).
+//! - [`egress`]: each group's egress proxy (`nanoclaw_egress`), its sandbox's only way out.
 //! - [`config`] and [`home`]: the validated config and the data dir.
 //! - [`doctor`]: what works and what does not, and what to do about it.
 //!
