@@ -24,6 +24,8 @@ use tokio::net::{TcpStream, UnixListener};
 use crate::addr;
 use crate::policy::{Policy, Refusal, Rule, normalize_host};
 
+/// Copy buffer per direction of a CONNECT tunnel: large, so a big transfer costs few system calls.
+const TUNNEL_BUFFER: usize = 256 * 1024;
 /// Time allowed to open a connection upstream.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -206,7 +208,14 @@ async fn tunnel(
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
                 let mut client = TokioIo::new(upgraded);
-                match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                match tokio::io::copy_bidirectional_with_sizes(
+                    &mut client,
+                    &mut upstream,
+                    TUNNEL_BUFFER,
+                    TUNNEL_BUFFER,
+                )
+                .await
+                {
                     Ok((up, down)) => {
                         tracing::debug!(target: "nanoclaw::egress", %addr, bytes_up = up, bytes_down = down, "tunnel closed")
                     }

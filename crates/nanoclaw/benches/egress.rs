@@ -1,0 +1,96 @@
+//! CONNECT passthrough throughput: 1 GiB from an origin on the host's loopback, fetched by curl
+//! directly on the host, and by curl inside a bwrap sandbox through the relay and the group's
+//! egress proxy (a CONNECT tunnel). Prints both and their ratio; asserts nothing.
+//!
+//! Run with `cargo bench -p nanoclaw --bench egress`.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use support::{TestHome, Wire, text};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const BYTES: u64 = 1 << 30;
+const RUNS: usize = 3;
+
+/// An origin that answers every request with `BYTES` zero bytes.
+async fn origin() -> u16 {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {BYTES}\r\nConnection: close\r\n\r\n"
+                );
+                if s.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = vec![0u8; 256 * 1024];
+                let mut left = BYTES;
+                while left > 0 {
+                    let n = left.min(chunk.len() as u64) as usize;
+                    if s.write_all(&chunk[..n]).await.is_err() {
+                        return;
+                    }
+                    left -= n as u64;
+                }
+            });
+        }
+    });
+    port
+}
+
+/// curl's seconds for the transfer, from its `-w` output.
+fn seconds(out: &str) -> f64 {
+    out.split_whitespace()
+        .last()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let port = origin().await;
+        let url = format!("http://127.0.0.1:{port}/big");
+        let h = TestHome::new(
+            Wire::Anthropic,
+            "http://127.0.0.1:9",
+            &format!(
+                "[sandbox]\nbackend = \"bwrap\"\n[limits]\ncommand_timeout_secs = 300\n[egress]\nallow = [{{ host = \"127.0.0.1:{port}\", private = true }}]\n"
+            ),
+        );
+        let mut direct = Vec::new();
+        let mut proxied = Vec::new();
+        for _ in 0..RUNS {
+            let out = tokio::process::Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{time_total}", &url])
+                .output()
+                .await
+                .expect("curl");
+            direct.push(seconds(&text(&out.stdout)));
+            let script = format!("curl -s -p --noproxy '' -x \"$HTTP_PROXY\" -o /dev/null -w '%{{time_total}}' {url}");
+            let out = h.run(&["sandbox", "exec", "--", "bash", "-c", &script]).await;
+            proxied.push(seconds(&text(&out.stdout)));
+        }
+        let best = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+        let gib = BYTES as f64 / (1u64 << 30) as f64;
+        let (d, p) = (best(&direct), best(&proxied));
+        println!("1 GiB direct over loopback (curl on the host): {:.2} s, {:.0} MiB/s (runs: {direct:?})", d, gib * 1024.0 / d);
+        println!(
+            "1 GiB through relay + CONNECT proxy (curl in a bwrap sandbox): {:.2} s, {:.0} MiB/s (runs: {proxied:?})",
+            p,
+            gib * 1024.0 / p
+        );
+        println!("CONNECT passthrough throughput: {:.0}% of direct", 100.0 * d / p);
+    });
+}
