@@ -34,20 +34,17 @@ const SANDBOX_PATH: &str = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sb
 const USR_LINKS: &[&str] = &["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
 
 /// The only files and directories of the host's `/etc` a sandbox sees: what the dynamic linker,
-/// TLS clients, time zones and the shell need. Notably absent: shadow, sudoers, ssh keys.
+/// TLS clients, time zones, name and service lookups need. Each is one more mount per command,
+/// so the list stays short. Notably absent: shadow, sudoers, ssh keys, shell start-up files.
 const ETC_ALLOWLIST: &[&str] = &[
     "/etc/alternatives",
     "/etc/ca-certificates",
     "/etc/ssl/certs",
     "/etc/ld.so.cache",
-    "/etc/ld.so.conf",
-    "/etc/ld.so.conf.d",
     "/etc/localtime",
     "/etc/nsswitch.conf",
     "/etc/passwd",
     "/etc/group",
-    "/etc/bash.bashrc",
-    "/etc/inputrc",
     "/etc/mime.types",
     "/etc/protocols",
     "/etc/services",
