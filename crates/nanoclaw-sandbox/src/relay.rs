@@ -5,6 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -70,16 +71,91 @@ fn accept_loop(listener: TcpListener) {
 
 /// Copy both ways until both sides are done.
 fn relay(tcp: TcpStream, unix: UnixStream) {
-    let (Ok(tcp_read), Ok(unix_write)) = (tcp.try_clone(), unix.try_clone()) else {
+    let clones = (tcp.try_clone(), unix.try_clone(), tcp.try_clone());
+    let (Ok(tcp_read), Ok(unix_write), Ok(tcp_write)) = clones else {
         return;
     };
     let upstream = std::thread::spawn(move || {
-        copy(tcp_read, &unix_write);
-        let _ = unix_write.shutdown(Shutdown::Write);
+        let shut = unix_write.try_clone();
+        pump(tcp_read, unix_write);
+        if let Ok(u) = shut {
+            let _ = u.shutdown(Shutdown::Write);
+        }
     });
-    copy(unix, &tcp);
+    pump(unix, tcp_write);
     let _ = tcp.shutdown(Shutdown::Write);
     let _ = upstream.join();
+}
+
+/// Move bytes from one socket to the other until the end of the stream: in the kernel with
+/// splice(2) through a pipe, or by copying where splice is not available.
+fn pump(from: impl Read + AsRawFd, to: impl Write + AsRawFd) {
+    if !splice_all(from.as_raw_fd(), to.as_raw_fd()) {
+        copy(from, to);
+    }
+}
+
+/// Splice until the end of the stream. Returns false when splice could not move anything (not
+/// supported here), so the caller copies instead.
+fn splice_all(from: RawFd, to: RawFd) -> bool {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: pipe2 writes two descriptors into the array we own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return false;
+    }
+    let (pipe_read, pipe_write) = (fds[0], fds[1]);
+    let mut moved_any = false;
+    loop {
+        // SAFETY: splice between descriptors held open by the caller and this function, with
+        // null offsets (sockets and pipes have none).
+        let n = unsafe {
+            libc::splice(
+                from,
+                std::ptr::null_mut(),
+                pipe_write,
+                std::ptr::null_mut(),
+                BUFFER,
+                libc::SPLICE_F_MOVE,
+            )
+        };
+        if n <= 0 {
+            // 0: end of stream. <0: an error; if nothing moved yet, let the caller copy.
+            if n < 0 && !moved_any {
+                break;
+            }
+            moved_any = true;
+            break;
+        }
+        moved_any = true;
+        let mut left = n as usize;
+        while left > 0 {
+            // SAFETY: as above.
+            let m = unsafe {
+                libc::splice(
+                    pipe_read,
+                    std::ptr::null_mut(),
+                    to,
+                    std::ptr::null_mut(),
+                    left,
+                    libc::SPLICE_F_MOVE,
+                )
+            };
+            if m <= 0 {
+                break;
+            }
+            left -= m as usize;
+        }
+        if left > 0 {
+            // The receiver is gone: the stream is over.
+            break;
+        }
+    }
+    // SAFETY: closing the two pipe descriptors this function created.
+    unsafe {
+        libc::close(pipe_read);
+        libc::close(pipe_write);
+    }
+    moved_any
 }
 
 fn copy(mut from: impl Read, mut to: impl Write) {
