@@ -17,7 +17,7 @@
 //! It must never run on the host: the host starts it only through a backend.
 
 use std::io::{Read, Write};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -306,39 +306,59 @@ fn run_command(
         return report;
     }
     let counters_before = cgroup_counters();
+
+    // INVARIANT: every thread the init needs exists before the command starts. A command that
+    // fills the process limit at once must not leave the init unable to spawn its own.
+    let spawned = (|| -> std::io::Result<_> {
+        let (out_read, out_write) = std::io::pipe()?;
+        let (err_read, err_write) = std::io::pipe()?;
+        let cap = limits.output_bytes;
+        let (o, e) = (Arc::clone(out), Arc::clone(out));
+        let stdout =
+            std::thread::Builder::new().spawn(move || forward(o, out_read, FRAME_STDOUT, cap))?;
+        let stderr =
+            std::thread::Builder::new().spawn(move || forward(e, err_read, FRAME_STDERR, cap))?;
+        // Waits for the command, so the wall-time limit can interrupt the wait.
+        let (child_tx, child_rx) = mpsc::channel::<std::process::Child>();
+        let (done_tx, done_rx) = mpsc::channel();
+        std::thread::Builder::new().spawn(move || {
+            if let Ok(mut child) = child_rx.recv() {
+                let _ = done_tx.send(child.wait());
+            }
+        })?;
+        Ok((out_write, err_write, stdout, stderr, child_tx, done_rx))
+    })();
+    let (out_write, err_write, stdout, stderr, child_tx, done_rx) = match spawned {
+        Ok(parts) => parts,
+        Err(e) => {
+            report.error = Some(format!("preparing to run the command: {e}"));
+            return report;
+        }
+    };
     let mut cmd = Command::new(program);
     cmd.args(args)
         .current_dir(WORKSPACE_IN_SANDBOX)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stdout(out_write)
+        .stderr(err_write);
     if hardening.proxy_relay {
         cmd.envs(relay::proxy_env());
     }
-    let mut child = match cmd.spawn() {
+    let spawned = cmd.spawn();
+    // The command holds the pipes' write ends now; ours must close for the forwarders to end.
+    drop(cmd);
+    let child = match spawned {
         Ok(child) => child,
         Err(e) => {
             let msg = format!("nanoclaw: cannot run {program:?}: {e}\n");
             write_frame(out, FRAME_STDERR, msg.as_bytes());
+            drop(child_tx);
+            report.dropped_stdout = stdout.join().unwrap_or(0);
+            report.dropped_stderr = stderr.join().unwrap_or(0);
             return report;
         }
     };
-    let stdout = child.stdout.take().map(|p| {
-        let out = Arc::clone(out);
-        let cap = limits.output_bytes;
-        std::thread::spawn(move || forward(out, p, FRAME_STDOUT, cap))
-    });
-    let stderr = child.stderr.take().map(|p| {
-        let out = Arc::clone(out);
-        let cap = limits.output_bytes;
-        std::thread::spawn(move || forward(out, p, FRAME_STDERR, cap))
-    });
-
-    // Wait for the command on a thread, so the wall-time limit can interrupt the wait.
     let pid = child.id() as i32;
-    let (done_tx, done_rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = done_tx.send(child.wait());
-    });
+    let _ = child_tx.send(child);
     let status = match done_rx.recv_timeout(limits.wall_time) {
         Ok(status) => status.ok(),
         Err(_) => {
@@ -351,8 +371,8 @@ fn run_command(
     };
     // Whatever the command left running dies with it.
     reaper::kill_tree();
-    report.dropped_stdout = stdout.and_then(|t| t.join().ok()).unwrap_or(0);
-    report.dropped_stderr = stderr.and_then(|t| t.join().ok()).unwrap_or(0);
+    report.dropped_stdout = stdout.join().unwrap_or(0);
+    report.dropped_stderr = stderr.join().unwrap_or(0);
 
     report.outcome = match status {
         None => Outcome::TimedOut,

@@ -75,13 +75,20 @@ fn relay(tcp: TcpStream, unix: UnixStream) {
     let (Ok(tcp_read), Ok(unix_write), Ok(tcp_write)) = clones else {
         return;
     };
-    let upstream = std::thread::spawn(move || {
-        let shut = unix_write.try_clone();
-        pump(tcp_read, unix_write);
-        if let Ok(u) = shut {
-            let _ = u.shutdown(Shutdown::Write);
-        }
-    });
+    // No thread for the second direction (the process limit may be reached): drop the
+    // connection rather than panic.
+    let Ok(upstream) = std::thread::Builder::new()
+        .name("relay-up".into())
+        .spawn(move || {
+            let shut = unix_write.try_clone();
+            pump(tcp_read, unix_write);
+            if let Ok(u) = shut {
+                let _ = u.shutdown(Shutdown::Write);
+            }
+        })
+    else {
+        return;
+    };
     pump(unix, tcp_write);
     let _ = tcp.shutdown(Shutdown::Write);
     let _ = upstream.join();
