@@ -21,11 +21,12 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpStream, UnixListener};
 
+#[path = "../../shared/pump.rs"]
+mod pump;
+
 use crate::addr;
 use crate::policy::{Policy, Refusal, Rule, normalize_host};
 
-/// Copy buffer per direction of a CONNECT tunnel: large, so a big transfer costs few system calls.
-const TUNNEL_BUFFER: usize = 256 * 1024;
 /// Time allowed to open a connection upstream.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -203,27 +204,10 @@ async fn tunnel(
     let (host, port) = host_port(&authority, 443)?;
     let rule = policy.allow(&host, port, "CONNECT")?;
     let addr = resolve(rule, &host, port).await?;
-    let mut upstream = connect(addr).await?;
+    let upstream = connect(addr).await?;
     tokio::spawn(async move {
         match hyper::upgrade::on(req).await {
-            Ok(upgraded) => {
-                let mut client = TokioIo::new(upgraded);
-                match tokio::io::copy_bidirectional_with_sizes(
-                    &mut client,
-                    &mut upstream,
-                    TUNNEL_BUFFER,
-                    TUNNEL_BUFFER,
-                )
-                .await
-                {
-                    Ok((up, down)) => {
-                        tracing::debug!(target: "nanoclaw::egress", %addr, bytes_up = up, bytes_down = down, "tunnel closed")
-                    }
-                    Err(e) => {
-                        tracing::debug!(target: "nanoclaw::egress", %addr, error = %e, "tunnel ended with an error")
-                    }
-                }
-            }
+            Ok(upgraded) => relay_tunnel(upgraded, upstream, addr).await,
             Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
         }
     });
@@ -235,6 +219,62 @@ async fn tunnel(
         ),
         host,
     ))
+}
+
+/// Move a tunnel's bytes until both sides are done. When the client side is still the plain
+/// Unix socket (always, for this server), both directions are spliced in the kernel on
+/// blocking threads; otherwise they are copied.
+async fn relay_tunnel(
+    upgraded: hyper::upgrade::Upgraded,
+    mut upstream: TcpStream,
+    addr: SocketAddr,
+) {
+    use tokio::io::AsyncWriteExt;
+    let parts = match upgraded.downcast::<TokioIo<tokio::net::UnixStream>>() {
+        Ok(parts) => parts,
+        Err(upgraded) => {
+            let mut client = TokioIo::new(upgraded);
+            let r = tokio::io::copy_bidirectional_with_sizes(
+                &mut client,
+                &mut upstream,
+                pump::CHUNK,
+                pump::CHUNK,
+            )
+            .await;
+            tracing::debug!(target: "nanoclaw::egress", %addr, result = ?r, "tunnel closed");
+            return;
+        }
+    };
+    // Bytes the client sent right after the CONNECT head are already read: send them first.
+    if !parts.read_buf.is_empty() && upstream.write_all(&parts.read_buf).await.is_err() {
+        return;
+    }
+    let blocking = |s: std::io::Result<()>| s.is_ok();
+    let client = parts.io.into_inner().into_std();
+    let upstream = upstream.into_std();
+    let (Ok(client), Ok(upstream)) = (client, upstream) else {
+        return;
+    };
+    if !blocking(client.set_nonblocking(false)) || !blocking(upstream.set_nonblocking(false)) {
+        return;
+    }
+    let clones = (client.try_clone(), client.try_clone(), upstream.try_clone());
+    let (Ok(client_w), Ok(client_shut), Ok(upstream_r)) = clones else {
+        return;
+    };
+    let down = tokio::task::spawn_blocking(move || {
+        pump::pump(upstream_r, client_w);
+        let _ = client_shut.shutdown(std::net::Shutdown::Write);
+    });
+    let Ok(upstream_shut) = upstream.try_clone() else {
+        return;
+    };
+    let up = tokio::task::spawn_blocking(move || {
+        pump::pump(client, upstream);
+        let _ = upstream_shut.shutdown(std::net::Shutdown::Write);
+    });
+    let _ = tokio::join!(up, down);
+    tracing::debug!(target: "nanoclaw::egress", %addr, "tunnel closed");
 }
 
 /// Headers that belong to one hop and are never forwarded.
