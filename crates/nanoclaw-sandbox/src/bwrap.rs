@@ -216,7 +216,7 @@ impl Backend for BwrapBackend {
             let mut out = result?;
             out.cgroup_limits = true;
             if out.limit.is_none() {
-                out.limit = GroupCgroup::limit_hit(before, cgroup.counters());
+                out.limit = before.limit_hit_since(cgroup.counters());
             }
             Ok(out)
         })

@@ -217,6 +217,38 @@ pub struct Counters {
     forks_refused: u64,
 }
 
+impl Counters {
+    /// The counters of the cgroup this process runs in, as a container shows it at
+    /// /sys/fs/cgroup (v2, or v1 controllers). Zero where none is visible (a bwrap sandbox,
+    /// whose cgroup the host reads instead).
+    pub fn of_own_cgroup() -> Counters {
+        let root = Path::new(CGROUP_ROOT);
+        Counters {
+            oom_kills: read_counter(root, "memory.events", "oom_kill ").max(read_counter(
+                &root.join("memory"),
+                "memory.oom_control",
+                "oom_kill ",
+            )),
+            forks_refused: read_counter(root, "pids.events", "max ").max(read_counter(
+                &root.join("pids"),
+                "pids.events",
+                "max ",
+            )),
+        }
+    }
+
+    /// The limit a command hit, from the counters before it (`self`) and after it.
+    pub fn limit_hit_since(self, after: Counters) -> Option<LimitHit> {
+        if after.oom_kills > self.oom_kills {
+            Some(LimitHit::Memory)
+        } else if after.forks_refused > self.forks_refused {
+            Some(LimitHit::Processes)
+        } else {
+            None
+        }
+    }
+}
+
 impl GroupCgroup {
     /// Write `limits` if they differ from what the cgroup holds.
     pub fn apply(&self, limits: &Limits) -> std::io::Result<()> {
@@ -270,17 +302,6 @@ impl GroupCgroup {
         Counters {
             oom_kills,
             forks_refused: read_counter(pids, "pids.events", "max "),
-        }
-    }
-
-    /// The limit a command hit, from the counters before and after it.
-    pub fn limit_hit(before: Counters, after: Counters) -> Option<LimitHit> {
-        if after.oom_kills > before.oom_kills {
-            Some(LimitHit::Memory)
-        } else if after.forks_refused > before.forks_refused {
-            Some(LimitHit::Processes)
-        } else {
-            None
         }
     }
 

@@ -92,6 +92,9 @@ pub struct DockerBackend {
     /// `uid:gid` of the container's processes: the daemon's own, never root; 1000 when the
     /// daemon is root (the workspace is then handed to 1000).
     user: String,
+    /// The uid (and gid) the workspace and proxy socket are handed to: set when the daemon is
+    /// root, whose files the container's user could not otherwise use.
+    chown_to: Option<u32>,
     init: PathBuf,
     options: DockerOptions,
     /// Containers by workspace path. A tokio Mutex: held across the create/start awaits so a
@@ -127,14 +130,18 @@ impl DockerBackend {
         })?;
         // SAFETY: getuid and getgid have no preconditions.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        let user = if uid == 0 {
-            format!("{SANDBOX_ID_WHEN_ROOT}:{SANDBOX_ID_WHEN_ROOT}")
+        let (user, chown_to) = if uid == 0 {
+            (
+                format!("{SANDBOX_ID_WHEN_ROOT}:{SANDBOX_ID_WHEN_ROOT}"),
+                Some(SANDBOX_ID_WHEN_ROOT),
+            )
         } else {
-            format!("{uid}:{gid}")
+            (format!("{uid}:{gid}"), None)
         };
         let backend = DockerBackend {
             docker,
             user,
+            chown_to,
             init: init.to_path_buf(),
             options,
             running: Arc::new(Mutex::new(HashMap::new())),
@@ -218,6 +225,20 @@ impl DockerBackend {
         }
     }
 
+    /// Hand a host path the container must use to the sandbox user, when the daemon is root.
+    /// lchown: the path is the host's own (a workspace dir, a socket) and is never followed.
+    fn hand_to_sandbox_user(&self, path: &Path) -> Result<(), SandboxError> {
+        let Some(id) = self.chown_to else {
+            return Ok(());
+        };
+        std::os::unix::fs::lchown(path, Some(id), Some(id)).map_err(|e| {
+            SandboxError::Setup(format!(
+                "handing {} to the sandbox user: {e}",
+                path.display()
+            ))
+        })
+    }
+
     /// The group's container, created and started if needed.
     async fn container_for(&self, req: &ExecRequest) -> Result<String, SandboxError> {
         let fingerprint = format!(
@@ -261,21 +282,7 @@ impl DockerBackend {
             .unwrap_or("group")
             .to_owned();
         // A root daemon's workspaces are root's; the container's unprivileged user needs its own.
-        // lchown: the workspace directory is the host's, and is never followed if it were a link.
-        // SAFETY: getuid has no preconditions.
-        if unsafe { libc::getuid() } == 0 {
-            std::os::unix::fs::lchown(
-                &req.workspace,
-                Some(SANDBOX_ID_WHEN_ROOT),
-                Some(SANDBOX_ID_WHEN_ROOT),
-            )
-            .map_err(|e| {
-                SandboxError::Setup(format!(
-                    "handing {} to the sandbox user: {e}",
-                    req.workspace.display()
-                ))
-            })?;
-        }
+        self.hand_to_sandbox_user(&req.workspace)?;
         let mut binds = vec![
             format!("{}:{WORKSPACE_IN_SANDBOX}:rw", utf8(&req.workspace)?),
             format!("{}:{INIT_PATH_IN_SANDBOX}:ro", utf8(&self.init)?),
@@ -283,20 +290,7 @@ impl DockerBackend {
         if let Some(sock) = &req.proxy_socket {
             // The container's user must be able to connect; as root, hand the socket to it
             // rather than opening it to every user of the host.
-            // SAFETY: getuid has no preconditions.
-            if unsafe { libc::getuid() } == 0 {
-                std::os::unix::fs::lchown(
-                    sock,
-                    Some(SANDBOX_ID_WHEN_ROOT),
-                    Some(SANDBOX_ID_WHEN_ROOT),
-                )
-                .map_err(|e| {
-                    SandboxError::Setup(format!(
-                        "handing {} to the sandbox user: {e}",
-                        sock.display()
-                    ))
-                })?;
-            }
+            self.hand_to_sandbox_user(sock)?;
             binds.push(format!("{}:{PROXY_SOCKET_IN_SANDBOX}", utf8(sock)?));
         }
         let l = &req.limits;

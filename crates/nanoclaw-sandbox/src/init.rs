@@ -22,6 +22,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::cgroup::Counters;
 use crate::spec::{
     EXIT_INIT_FAILED, FRAME_REPORT, FRAME_STDERR, FRAME_STDOUT, Hardening, InitReport, InitSpec,
     LandlockStatus, LimitHit, Limits, MAX_CHUNK_FRAME, Outcome, Program,
@@ -242,26 +243,6 @@ fn idle() -> ! {
     }
 }
 
-/// Counters of the cgroup the init runs in, where the sandbox shows one (a container's own
-/// cgroup under /sys/fs/cgroup): OOM kills and refused forks. Zero where none is visible
-/// (bwrap, whose cgroup the host reads instead).
-fn cgroup_counters() -> (u64, u64) {
-    let read = |path: &str, key: &str| -> u64 {
-        std::fs::read_to_string(path)
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().parse().ok()))
-            .unwrap_or(0)
-    };
-    let oom = read("/sys/fs/cgroup/memory.events", "oom_kill ").max(read(
-        "/sys/fs/cgroup/memory/memory.oom_control",
-        "oom_kill ",
-    ));
-    let forks_refused = read("/sys/fs/cgroup/pids.events", "max ")
-        .max(read("/sys/fs/cgroup/pids/pids.events", "max "));
-    (oom, forks_refused)
-}
-
 /// Forward one of the command's output pipes as frames, keeping at most `cap` bytes.
 fn forward(out: Frames, mut pipe: impl Read, kind: u8, cap: usize) -> u64 {
     let mut buf = vec![0u8; MAX_CHUNK_FRAME];
@@ -305,7 +286,7 @@ fn run_command(
         report.error = Some(format!("becoming the subreaper: {e}"));
         return report;
     }
-    let counters_before = cgroup_counters();
+    let counters_before = Counters::of_own_cgroup();
 
     // INVARIANT: every thread the init needs exists before the command starts. A command that
     // fills the process limit at once must not leave the init unable to spawn its own.
@@ -389,12 +370,8 @@ fn run_command(
         report.limit = limit_from_outcome(report.outcome, fsize < limits.file_size_bytes);
     }
     if report.limit.is_none() {
-        let (oom, forks_refused) = cgroup_counters();
-        if oom > counters_before.0 {
-            report.limit = Some(LimitHit::Memory);
-        } else if forks_refused > counters_before.1 {
-            report.limit = Some(LimitHit::Processes);
-        }
+        // A container's own cgroup, visible inside it (the Docker backend).
+        report.limit = counters_before.limit_hit_since(Counters::of_own_cgroup());
     }
     report
 }

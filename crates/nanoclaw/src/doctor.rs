@@ -29,7 +29,7 @@ pub async fn run(home: Home) -> anyhow::Result<ExitCode> {
     match crate::backend::choose(&home, &config, true).await {
         Ok(backend) => {
             println!("sandbox: {} works", backend.name());
-            let probed = probe_sandbox(backend.as_ref(), &home).await;
+            let probed = probe_sandbox(backend.as_ref(), &home, &config).await;
             backend.shutdown().await;
             match probed {
                 Ok(features) => {
@@ -137,6 +137,7 @@ echo ---; (exec 3<>/dev/tcp/127.0.0.1/3128 && printf 'GET / HTTP/1.0\\r\\n\\r\\n
 async fn probe_sandbox(
     backend: &dyn nanoclaw_sandbox::Backend,
     home: &Home,
+    config: &crate::config::Config,
 ) -> anyhow::Result<Vec<Feature>> {
     let socket = std::env::temp_dir().join(format!("nanoclaw-doctor-{}.sock", std::process::id()));
     let _ = std::fs::remove_file(&socket);
@@ -149,7 +150,6 @@ async fn probe_sandbox(
             let _ = conn.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await;
         }
     });
-    let config = crate::load_config(home)?;
     let probe = ExecRequest {
         workspace: home.workspace(&GroupId::main())?,
         program: Program::Command(vec!["/bin/bash".into(), "-c".into(), PROBE_SCRIPT.into()]),

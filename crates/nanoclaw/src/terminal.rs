@@ -63,7 +63,6 @@ async fn converse(agent: &Agent, group: &GroupId) -> anyhow::Result<()> {
 async fn exchange(agent: &Agent, group: &GroupId, text: &str) -> anyhow::Result<bool> {
     agent.store.accept_inbound(group, CHANNEL, OWNER, text)?;
     let results = agent.drain_group(group).await?;
-    let mut ok = true;
     for reply in agent.store.unsent(group, CHANNEL)? {
         let failed = results
             .iter()
@@ -77,8 +76,5 @@ async fn exchange(agent: &Agent, group: &GroupId, text: &str) -> anyhow::Result<
         }
         agent.store.mark_sent(&[reply.id])?;
     }
-    if let Some((_, TurnResult::Failed(_))) = results.last() {
-        ok = false;
-    }
-    Ok(ok)
+    Ok(!matches!(results.last(), Some((_, TurnResult::Failed(_)))))
 }
