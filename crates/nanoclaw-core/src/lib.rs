@@ -6,6 +6,7 @@
 
 pub mod gate;
 pub mod group;
+pub mod secret;
 pub mod tool;
 
 pub use gate::{Decision, Verdict};

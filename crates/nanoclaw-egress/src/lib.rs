@@ -4,12 +4,21 @@
 //! - [`addr`]: addresses the proxy never connects to (loopback, private, link-local, CGNAT,
 //!   multicast, unspecified, metadata; IPv4 inside IPv6 judged as IPv4).
 //! - [`proxy`]: the per-group server on a Unix socket: HTTP forwarding and CONNECT tunnels.
+//! - [`credentials`]: which secrets a group may use, where each is bound, and the per-request
+//!   rules: raw values refused, placeholders only toward bound hosts, then substituted.
+//! - [`tls`]: the local CA, leaf certificates per host, verified TLS toward upstreams.
+//! - [`intercept`]: TLS-terminated connections to hosts a group's secrets are bound to.
 //!
-//! What this crate must never do: forward to an address it has not checked, or take the
-//! group from anything but the socket a request came in on.
+//! What this crate must never do: forward to an address it has not checked, take the group
+//! from anything but the socket a request came in on, send a secret toward a host it is not
+//! bound to, or log a secret's value.
 
 pub mod addr;
+pub mod credentials;
+pub mod intercept;
 pub mod policy;
 pub mod proxy;
+pub mod tls;
 
-pub use policy::{Policy, Refusal, Rule};
+pub use credentials::{Credential, Credentials, HeaderInjection};
+pub use policy::{HostPattern, Policy, Refusal, Rule};

@@ -117,7 +117,14 @@ impl Rule {
     }
 
     fn matches_host(&self, host: &str) -> bool {
-        match &self.pattern {
+        self.pattern.matches(host)
+    }
+}
+
+impl HostPattern {
+    /// Whether a normalized host name matches.
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
             HostPattern::Exact(h) => h == host,
             HostPattern::Suffix(s) => host.ends_with(s.as_str()) && host.len() > s.len(),
         }
@@ -148,6 +155,19 @@ pub enum Refusal {
     Unresolved { host: String, error: String },
     /// The request was not a proxy request the proxy understands.
     BadRequest(String),
+    /// A placeholder headed to a host its secret is not bound to (or a secret this group
+    /// may not use): an exfiltration attempt.
+    Exfiltration { secret: String, host: String },
+    /// A secret's raw value in an outbound request.
+    SecretValue { secret: String, host: String },
+    /// A secret would have gone out over plain HTTP.
+    Cleartext { secret: String },
+    /// A placeholder where its secret does not allow substitution.
+    PlaceholderPlace { secret: String, place: &'static str },
+    /// A request body too large to scan.
+    TooLarge { limit: usize },
+    /// On an intercepted connection, a request whose Host is not the host of the CONNECT.
+    HostMismatch { connect: String, host: String },
 }
 
 impl fmt::Display for Refusal {
@@ -175,6 +195,30 @@ impl fmt::Display for Refusal {
                 write!(f, "refused: {host} does not resolve: {error}")
             }
             Refusal::BadRequest(why) => write!(f, "refused: {why}"),
+            Refusal::Exfiltration { secret, host } => write!(
+                f,
+                "refused: the placeholder of secret {secret} was headed to {host}, which that secret is not bound to for this group (recorded as an exfiltration attempt)"
+            ),
+            Refusal::SecretValue { secret, host } => write!(
+                f,
+                "refused: the request to {host} carries the raw value of secret {secret}; send its placeholder instead"
+            ),
+            Refusal::Cleartext { secret } => write!(
+                f,
+                "refused: secret {secret} is injected only over HTTPS, never plain HTTP"
+            ),
+            Refusal::PlaceholderPlace { secret, place } => write!(
+                f,
+                "refused: the placeholder of secret {secret} is in the request {place}, where that secret is not substituted (see `nanoclaw secret set --help`)"
+            ),
+            Refusal::TooLarge { limit } => write!(
+                f,
+                "refused: request bodies to hosts with secrets, and plain-HTTP bodies, are scanned and limited to {limit} bytes"
+            ),
+            Refusal::HostMismatch { connect, host } => write!(
+                f,
+                "refused: request for {host} on a connection opened to {connect}"
+            ),
         }
     }
 }

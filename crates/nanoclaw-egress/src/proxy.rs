@@ -6,6 +6,10 @@
 //! the connection goes to exactly the first address that passed. A refusal is a 403 whose body
 //! names the rule or the reason. Every request, allowed or not, is recorded.
 //!
+//! CONNECT to a host one of the group's secrets is bound to is intercepted (see
+//! [`crate::intercept`]); every other CONNECT is a plain tunnel. Plain-HTTP requests are scanned
+//! for secret values and placeholders like intercepted ones, and never carry a secret.
+//!
 //! The group is known from the socket the request came in on, never from anything the sandbox
 //! says.
 
@@ -25,14 +29,76 @@ use tokio::net::{TcpStream, UnixListener};
 mod pump;
 
 use crate::addr;
+use crate::credentials::Credentials;
 use crate::policy::{Policy, Refusal, Rule, normalize_host};
+use crate::tls::Authority;
 
 /// Time allowed to open a connection upstream.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Request bodies scanned for secrets are read whole, up to this size.
+pub const SCAN_LIMIT: usize = 32 << 20;
 
-type ProxyBody = BoxBody<Bytes, hyper::Error>;
+pub(crate) type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
-fn text_response(status: StatusCode, text: String) -> Response<ProxyBody> {
+/// TLS interception: the local CA and the verified client side toward upstreams.
+pub struct Interception {
+    pub authority: Arc<Authority>,
+    pub upstream: Arc<rustls::ClientConfig>,
+}
+
+/// Everything one group's proxy works from.
+pub struct GroupProxy {
+    pub group: String,
+    pub policy: Policy,
+    pub credentials: Credentials,
+    /// `None` when no secret is in use; then nothing is intercepted.
+    pub tls: Option<Interception>,
+}
+
+/// One line of the egress record: what was asked, what was decided.
+pub(crate) struct Record<'a> {
+    pub group: &'a str,
+    pub method: &'a str,
+    pub host: &'a str,
+    pub path: &'a str,
+    pub status: u16,
+    pub bytes_out: usize,
+    pub bytes_in: u64,
+    pub secrets: &'a [String],
+    pub decision: &'a str,
+    pub reason: Option<&'a Refusal>,
+}
+
+impl Record<'_> {
+    pub(crate) fn log(&self) {
+        let secrets = self.secrets.join(",");
+        let reason = self.reason.map(|r| r.to_string()).unwrap_or_default();
+        tracing::info!(
+            target: "nanoclaw::egress",
+            group = self.group,
+            method = self.method,
+            host = self.host,
+            path = self.path,
+            status = self.status,
+            bytes_out = self.bytes_out,
+            bytes_in = self.bytes_in,
+            secrets = %secrets,
+            decision = self.decision,
+            reason = %reason,
+            "egress request"
+        );
+    }
+}
+
+/// How a refusal is recorded: placeholders sent astray are exfiltration attempts.
+pub(crate) fn decision_of(refusal: &Refusal) -> &'static str {
+    match refusal {
+        Refusal::Exfiltration { .. } | Refusal::SecretValue { .. } => "exfiltration",
+        _ => "refuse",
+    }
+}
+
+pub(crate) fn text_response(status: StatusCode, text: String) -> Response<ProxyBody> {
     let body = Full::new(Bytes::from(text + "\n"))
         .map_err(|never| match never {})
         .boxed();
@@ -45,32 +111,32 @@ fn text_response(status: StatusCode, text: String) -> Response<ProxyBody> {
     r
 }
 
-fn refused(refusal: &Refusal) -> Response<ProxyBody> {
+pub(crate) fn refused(refusal: &Refusal) -> Response<ProxyBody> {
     let status = match refusal {
         Refusal::BadRequest(_) => StatusCode::BAD_REQUEST,
         Refusal::Unresolved { .. } => StatusCode::BAD_GATEWAY,
+        Refusal::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         _ => StatusCode::FORBIDDEN,
     };
     text_response(status, refusal.to_string())
 }
 
 /// Serve one group's socket until the listener fails.
-pub async fn serve(listener: UnixListener, group: String, policy: Arc<Policy>) {
-    let group: Arc<str> = group.into();
+pub async fn serve(listener: UnixListener, proxy: Arc<GroupProxy>) {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(e) => {
-                tracing::warn!(%group, error = %e, "egress proxy accept failed");
+                tracing::warn!(group = %proxy.group, error = %e, "egress proxy accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
-        let (group, policy) = (Arc::clone(&group), Arc::clone(&policy));
+        let proxy = Arc::clone(&proxy);
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let (group, policy) = (Arc::clone(&group), Arc::clone(&policy));
-                async move { Ok::<_, Infallible>(handle(&group, &policy, req).await) }
+                let proxy = Arc::clone(&proxy);
+                async move { Ok::<_, Infallible>(handle(&proxy, req).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -83,42 +149,79 @@ pub async fn serve(listener: UnixListener, group: String, policy: Arc<Policy>) {
 }
 
 /// Bind a group's socket at `path` (replacing a stale one) and serve it on a new task.
-pub fn spawn(
-    path: &Path,
-    group: String,
-    policy: Arc<Policy>,
-) -> std::io::Result<tokio::task::JoinHandle<()>> {
+pub fn spawn(path: &Path, proxy: Arc<GroupProxy>) -> std::io::Result<tokio::task::JoinHandle<()>> {
     match std::fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
     let listener = UnixListener::bind(path)?;
-    Ok(tokio::spawn(serve(listener, group, policy)))
+    Ok(tokio::spawn(serve(listener, proxy)))
 }
 
-async fn handle(group: &str, policy: &Policy, req: Request<Incoming>) -> Response<ProxyBody> {
+async fn handle(proxy: &Arc<GroupProxy>, req: Request<Incoming>) -> Response<ProxyBody> {
     let method = req.method().clone();
     let target = req.uri().to_string();
     let result = if method == Method::CONNECT {
-        tunnel(policy, req).await
+        tunnel(proxy, req).await
     } else {
-        forward(policy, req).await
+        forward(proxy, req).await
     };
     match result {
-        Ok((resp, host)) => {
-            tracing::info!(target: "nanoclaw::egress", group, %method, %host, %target, status = resp.status().as_u16(), decision = "allow", "egress request");
-            resp
+        Ok(Forwarded {
+            response,
+            host,
+            secrets,
+            bytes_out,
+            decision,
+        }) => {
+            Record {
+                group: &proxy.group,
+                method: method.as_str(),
+                host: &host,
+                path: &target,
+                status: response.status().as_u16(),
+                bytes_out,
+                bytes_in: hyper::body::Body::size_hint(response.body())
+                    .exact()
+                    .unwrap_or(0),
+                secrets: &secrets,
+                decision,
+                reason: None,
+            }
+            .log();
+            response
         }
         Err(refusal) => {
-            tracing::info!(target: "nanoclaw::egress", group, %method, %target, decision = "refuse", reason = %refusal, "egress request");
+            Record {
+                group: &proxy.group,
+                method: method.as_str(),
+                host: "",
+                path: &target,
+                status: refused(&refusal).status().as_u16(),
+                bytes_out: 0,
+                bytes_in: 0,
+                secrets: &[],
+                decision: decision_of(&refusal),
+                reason: Some(&refusal),
+            }
+            .log();
             refused(&refusal)
         }
     }
 }
 
-/// Split an authority into host and port; IPv6 literals keep their brackets off.
-fn host_port(authority: &str, default_port: u16) -> Result<(String, u16), Refusal> {
+/// A request the proxy let through, for the record.
+struct Forwarded {
+    response: Response<ProxyBody>,
+    host: String,
+    secrets: Vec<String>,
+    bytes_out: usize,
+    decision: &'static str,
+}
+
+/// Split an authority into host and port; IPv6 literals keep their brackets.
+pub(crate) fn host_port(authority: &str, default_port: u16) -> Result<(String, u16), Refusal> {
     let bad = || Refusal::BadRequest(format!("bad host {authority:?}"));
     if let Some(rest) = authority.strip_prefix('[') {
         let (host, tail) = rest.split_once(']').ok_or_else(bad)?;
@@ -136,7 +239,7 @@ fn host_port(authority: &str, default_port: u16) -> Result<(String, u16), Refusa
 }
 
 /// Resolve `host` and pick the first address the rule may reach.
-async fn resolve(rule: &Rule, host: &str, port: u16) -> Result<SocketAddr, Refusal> {
+pub(crate) async fn resolve(rule: &Rule, host: &str, port: u16) -> Result<SocketAddr, Refusal> {
     let name = normalize_host(host);
     let lookup = name
         .trim_start_matches('[')
@@ -177,7 +280,7 @@ async fn resolve(rule: &Rule, host: &str, port: u16) -> Result<SocketAddr, Refus
     }))
 }
 
-async fn connect(addr: SocketAddr) -> Result<TcpStream, Refusal> {
+pub(crate) async fn connect(addr: SocketAddr) -> Result<TcpStream, Refusal> {
     match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => Ok(s),
         Ok(Err(e)) => Err(Refusal::Unresolved {
@@ -191,19 +294,49 @@ async fn connect(addr: SocketAddr) -> Result<TcpStream, Refusal> {
     }
 }
 
-/// `CONNECT host:port`: check, connect, answer 200, then relay bytes both ways.
-async fn tunnel(
-    policy: &Policy,
-    req: Request<Incoming>,
-) -> Result<(Response<ProxyBody>, String), Refusal> {
+/// `CONNECT host:port`: check and resolve; then either intercept (a secret of this group is
+/// bound to the host) or connect and relay bytes both ways untouched.
+async fn tunnel(proxy: &Arc<GroupProxy>, req: Request<Incoming>) -> Result<Forwarded, Refusal> {
     let authority = req
         .uri()
         .authority()
         .map(|a| a.as_str().to_owned())
         .ok_or_else(|| Refusal::BadRequest("CONNECT without host:port".into()))?;
     let (host, port) = host_port(&authority, 443)?;
-    let rule = policy.allow(&host, port, "CONNECT")?;
+    let host = normalize_host(&host);
+    let rule = proxy.policy.allow(&host, port, "CONNECT")?;
     let addr = resolve(rule, &host, port).await?;
+    let ok = || Response::new(Full::new(Bytes::new()).map_err(|never| match never {}).boxed());
+    if proxy.credentials.intercepts(&host) {
+        let tls = proxy.tls.as_ref().ok_or_else(|| {
+            Refusal::BadRequest(format!(
+                "{host} has a secret bound to it but the proxy has no CA to intercept with"
+            ))
+        })?;
+        let server = tls
+            .authority
+            .server_config(&host)
+            .map_err(|e| Refusal::BadRequest(e.to_string()))?;
+        let proxy = Arc::clone(proxy);
+        let target = crate::intercept::Target {
+            host: host.clone(),
+            port,
+            addr,
+        };
+        tokio::spawn(async move {
+            match hyper::upgrade::on(req).await {
+                Ok(upgraded) => crate::intercept::serve(proxy, upgraded, server, target).await,
+                Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
+            }
+        });
+        return Ok(Forwarded {
+            response: ok(),
+            host,
+            secrets: Vec::new(),
+            bytes_out: 0,
+            decision: "intercept",
+        });
+    }
     let upstream = connect(addr).await?;
     tokio::spawn(async move {
         match hyper::upgrade::on(req).await {
@@ -211,14 +344,13 @@ async fn tunnel(
             Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
         }
     });
-    Ok((
-        Response::new(
-            Full::new(Bytes::new())
-                .map_err(|never| match never {})
-                .boxed(),
-        ),
+    Ok(Forwarded {
+        response: ok(),
         host,
-    ))
+        secrets: Vec::new(),
+        bytes_out: 0,
+        decision: "allow",
+    })
 }
 
 /// Move a tunnel's bytes until both sides are done. When the client side is still the plain
@@ -290,10 +422,7 @@ const HOP_BY_HOP: &[&str] = &[
 ];
 
 /// An absolute-form `http://` request: check, connect, send it on in origin form.
-async fn forward(
-    policy: &Policy,
-    req: Request<Incoming>,
-) -> Result<(Response<ProxyBody>, String), Refusal> {
+async fn forward(proxy: &Arc<GroupProxy>, req: Request<Incoming>) -> Result<Forwarded, Refusal> {
     let uri = req.uri().clone();
     match uri.scheme_str() {
         Some("http") => {}
@@ -313,8 +442,10 @@ async fn forward(
         .map(|a| a.as_str().to_owned())
         .ok_or_else(|| Refusal::BadRequest("no host in the URL".into()))?;
     let (host, port) = host_port(&authority, 80)?;
-    let rule = policy.allow(&host, port, req.method().as_str())?;
+    let host = normalize_host(&host);
+    let rule = proxy.policy.allow(&host, port, req.method().as_str())?;
     let addr = resolve(rule, &host, port).await?;
+    let (req, secrets, bytes_out) = outbound(&proxy.credentials, &host, &authority, false, req).await?;
     let stream = connect(addr).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -325,6 +456,33 @@ async fn forward(
     tokio::spawn(async move {
         let _ = conn.await;
     });
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| Refusal::Unresolved {
+            host: host.clone(),
+            error: format!("upstream request failed: {e}"),
+        })?;
+    Ok(Forwarded {
+        response: inbound(&proxy.credentials, resp),
+        host,
+        secrets,
+        bytes_out,
+        decision: "allow",
+    })
+}
+
+/// Make a request from the sandbox ready for its upstream: origin-form target, no hop-by-hop
+/// headers, a Host header; and, when the daemon holds secrets, the body read whole and the
+/// request checked and prepared by [`Credentials::prepare`]. Returns the request, the names
+/// of the secrets injected and the body's size when known.
+pub(crate) async fn outbound(
+    credentials: &Credentials,
+    host: &str,
+    authority: &str,
+    tls: bool,
+    req: Request<Incoming>,
+) -> Result<(Request<ProxyBody>, Vec<String>, usize), Refusal> {
     let (mut parts, body) = req.into_parts();
     let path = parts
         .uri
@@ -342,18 +500,110 @@ async fn forward(
     {
         parts.headers.insert(hyper::header::HOST, v);
     }
-    let resp = sender
-        .send_request(Request::from_parts(parts, body))
+    if credentials.is_empty() {
+        let size = hyper::body::Body::size_hint(&body).exact().unwrap_or(0);
+        return Ok((
+            Request::from_parts(parts, body.boxed()),
+            Vec::new(),
+            usize::try_from(size).unwrap_or(usize::MAX),
+        ));
+    }
+    let mut bytes = http_body_util::Limited::new(body, SCAN_LIMIT)
+        .collect()
         .await
-        .map_err(|e| Refusal::Unresolved {
-            host: host.clone(),
-            error: format!("upstream request failed: {e}"),
-        })?;
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                Refusal::TooLarge { limit: SCAN_LIMIT }
+            } else {
+                Refusal::BadRequest(format!("reading the request body: {e}"))
+            }
+        })?
+        .to_bytes()
+        .to_vec();
+    let secrets = credentials.prepare(host, tls, &mut parts, &mut bytes)?;
+    let len = bytes.len();
+    if parts.headers.contains_key(hyper::header::CONTENT_LENGTH) || len > 0 {
+        parts
+            .headers
+            .insert(hyper::header::CONTENT_LENGTH, hyper::header::HeaderValue::from(len));
+        parts.headers.remove(hyper::header::TRANSFER_ENCODING);
+    }
+    let body = Full::new(Bytes::from(bytes))
+        .map_err(|never| match never {})
+        .boxed();
+    Ok((Request::from_parts(parts, body), secrets, len))
+}
+
+/// A response on its way back into the sandbox: hop-by-hop headers dropped and, when the
+/// daemon holds secrets, any secret value in the body replaced by its placeholder (the length
+/// then changes, so the body goes out chunked).
+pub(crate) fn inbound(credentials: &Credentials, resp: Response<Incoming>) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
     for h in HOP_BY_HOP {
         parts.headers.remove(*h);
     }
-    Ok((Response::from_parts(parts, body.boxed()), host))
+    let redactor = credentials.response_redactor();
+    for value in parts.headers.values_mut() {
+        if redactor.contains(value.as_bytes())
+            && let Ok(v) = hyper::header::HeaderValue::from_bytes(&redactor.replace(value.as_bytes()))
+        {
+            *value = v;
+        }
+    }
+    if redactor.is_empty() || hyper::body::Body::is_end_stream(&body) {
+        return Response::from_parts(parts, body.boxed());
+    }
+    parts.headers.remove(hyper::header::CONTENT_LENGTH);
+    let body = Redacting {
+        inner: body,
+        stream: redactor.stream(),
+        done: false,
+    };
+    Response::from_parts(parts, body.boxed())
+}
+
+/// A response body with secret values replaced as it streams.
+struct Redacting {
+    inner: Incoming,
+    stream: nanoclaw_core::secret::StreamReplacer,
+    done: bool,
+}
+
+impl hyper::body::Body for Redacting {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            let frame = match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(frame) => frame,
+            };
+            let out = match frame {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => this.stream.push(&data),
+                    // Trailers are dropped: what is held back goes out as the last data.
+                    Err(_) => continue,
+                },
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => {
+                    this.done = true;
+                    this.stream.finish()
+                }
+            };
+            if !out.is_empty() {
+                return Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from(out)))));
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,219 @@
+//! Secret names, placeholders, and the byte-level search and replace that keeps secret values
+//! out of what a sandbox or a model sees.
+//!
+//! A secret lives on the host only. Its sandbox-facing stand-in is a placeholder: a string
+//! made of the secret's name and random hex, unguessable and unmistakable, which the egress
+//! proxy swaps for the value on the way out and which every scanner can recognize.
+//!
+//! This module never holds a secret longer than the caller hands it over, and never formats a
+//! value into a message: errors and `Debug` output name secrets, never their values.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// The shortest value `secret set` accepts: shorter values would match ordinary text and make
+/// leak scans and redaction meaningless.
+pub const MIN_VALUE_LEN: usize = 8;
+
+/// Why a secret name was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "secret name {0:?} must be 1-64 characters of A-Z, 0-9 and '_', starting with a letter (it becomes an environment variable)"
+)]
+pub struct BadSecretName(pub String);
+
+/// Check that `name` can be an environment variable name in the sandbox.
+pub fn check_name(name: &str) -> Result<(), BadSecretName> {
+    let mut chars = name.chars();
+    let ok = name.len() <= 64
+        && chars.next().is_some_and(|c| c.is_ascii_uppercase())
+        && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(BadSecretName(name.to_owned()))
+    }
+}
+
+/// The placeholder for secret `name`, given random bytes from the caller (the core does no
+/// I/O, so it draws no randomness itself).
+pub fn placeholder(name: &str, random: &[u8; 16]) -> String {
+    let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    format!("NANOCLAW_SECRET_{name}_{hex}")
+}
+
+/// Replaces every occurrence of a set of needles (secret values, or placeholders) with a
+/// replacement each. The search is left-most first; at one position the longest needle wins.
+#[derive(Clone, Default)]
+pub struct Replacer {
+    needles: Vec<(Vec<u8>, Vec<u8>)>,
+    longest: usize,
+}
+
+impl fmt::Debug for Replacer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Needles may be secret values: never print them.
+        write!(f, "Replacer({} needles)", self.needles.len())
+    }
+}
+
+impl Replacer {
+    /// Empty needles are dropped: they would match everywhere.
+    pub fn new(pairs: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>) -> Replacer {
+        let mut needles: Vec<_> = pairs.into_iter().filter(|(n, _)| !n.is_empty()).collect();
+        needles.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        let longest = needles.first().map_or(0, |(n, _)| n.len());
+        Replacer { needles, longest }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.needles.is_empty()
+    }
+
+    /// The first needle found in `hay` (its index in the order given to `new`'s sorted list is
+    /// not exposed; callers get the position and the needle's replacement).
+    pub fn find(&self, hay: &[u8]) -> Option<(usize, usize)> {
+        let mut best: Option<(usize, usize)> = None;
+        for (i, (needle, _)) in self.needles.iter().enumerate() {
+            let limit = best.map_or(hay.len(), |(pos, _)| (pos + needle.len()).min(hay.len()));
+            if let Some(pos) = memchr::memmem::find(&hay[..limit], needle)
+                && best.is_none_or(|(b, _)| pos < b)
+            {
+                best = Some((pos, i));
+            }
+        }
+        best
+    }
+
+    /// Whether any needle occurs in `hay`.
+    pub fn contains(&self, hay: &[u8]) -> bool {
+        !self.is_empty() && self.find(hay).is_some()
+    }
+
+    /// The replacement of the needle at `index` (as returned by [`Replacer::find`]).
+    pub fn replacement(&self, index: usize) -> &[u8] {
+        &self.needles[index].1
+    }
+
+    /// `hay` with every needle replaced.
+    pub fn replace(&self, hay: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(hay.len());
+        let mut rest = hay;
+        while let Some((pos, i)) = self.find(rest) {
+            out.extend_from_slice(&rest[..pos]);
+            out.extend_from_slice(&self.needles[i].1);
+            rest = &rest[pos + self.needles[i].0.len()..];
+        }
+        out.extend_from_slice(rest);
+        out
+    }
+
+    /// Text with every needle replaced. Replacing inside valid UTF-8 with UTF-8 keeps it valid.
+    pub fn replace_str(&self, text: &str) -> String {
+        if self.is_empty() {
+            return text.to_owned();
+        }
+        String::from_utf8_lossy(&self.replace(text.as_bytes())).into_owned()
+    }
+
+    /// A replacer for a stream of chunks: a needle split across chunks is still found.
+    pub fn stream(self: &Arc<Self>) -> StreamReplacer {
+        StreamReplacer {
+            replacer: Arc::clone(self),
+            held: Vec::new(),
+        }
+    }
+}
+
+/// Streaming form of [`Replacer`]: holds back the last `longest - 1` bytes of each chunk, since
+/// they may begin a needle that the next chunk completes.
+pub struct StreamReplacer {
+    replacer: Arc<Replacer>,
+    held: Vec<u8>,
+}
+
+impl StreamReplacer {
+    /// Feed a chunk; returns the bytes that are now safe to pass on.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        self.held.extend_from_slice(chunk);
+        let mut out = Vec::with_capacity(self.held.len());
+        let mut start = 0;
+        while let Some((pos, i)) = self.replacer.find(&self.held[start..]) {
+            let (needle, replacement) = &self.replacer.needles[i];
+            out.extend_from_slice(&self.held[start..start + pos]);
+            out.extend_from_slice(replacement);
+            start += pos + needle.len();
+        }
+        let keep = self.replacer.longest.saturating_sub(1);
+        let safe = self.held.len().saturating_sub(keep).max(start);
+        out.extend_from_slice(&self.held[start..safe]);
+        self.held.drain(..safe);
+        out
+    }
+
+    /// The end of the stream: whatever was held back.
+    pub fn finish(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.held)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(pairs: &[(&str, &str)]) -> Replacer {
+        Replacer::new(
+            pairs
+                .iter()
+                .map(|(a, b)| (a.as_bytes().to_vec(), b.as_bytes().to_vec())),
+        )
+    }
+
+    #[test]
+    fn names_are_environment_variable_names() {
+        for good in ["GITHUB_TOKEN", "A", "X1_2"] {
+            assert!(check_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "1A", "a", "A-B", "A B", "É", &"A".repeat(65)] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn placeholders_name_the_secret_and_carry_randomness() {
+        let p = placeholder("TOKEN", &[0xab; 16]);
+        assert_eq!(p, format!("NANOCLAW_SECRET_TOKEN_{}", "ab".repeat(16)));
+    }
+
+    #[test]
+    fn replaces_every_occurrence_leftmost_longest() {
+        let rep = r(&[("secret", "[S]"), ("secretive", "[L]"), ("cret", "[C]")]);
+        assert_eq!(rep.replace_str("a secret, secretive; cret"), "a [S], [L]; [C]");
+        assert_eq!(rep.replace_str("nothing here"), "nothing here");
+        assert!(rep.contains(b"xxsecret"));
+        assert!(!rep.contains(b"secre"));
+        assert!(!Replacer::default().contains(b"anything"));
+    }
+
+    #[test]
+    fn a_needle_split_across_chunks_is_found() {
+        let rep = Arc::new(r(&[("hunter22", "***")]));
+        let text = "pass=hunter22&again=hunter22&end";
+        for split in 0..text.len() {
+            for split2 in split..text.len() {
+                let mut s = rep.stream();
+                let mut out = s.push(&text.as_bytes()[..split]);
+                out.extend(s.push(&text.as_bytes()[split..split2]));
+                out.extend(s.push(&text.as_bytes()[split2..]));
+                out.extend(s.finish());
+                assert_eq!(String::from_utf8(out).unwrap(), "pass=***&again=***&end");
+            }
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_needles() {
+        let rep = r(&[("topsecretvalue", "x")]);
+        assert!(!format!("{rep:?}").contains("topsecret"));
+    }
+}

@@ -1,0 +1,399 @@
+//! Credentials as the proxy sees them: which secrets a group may use, the hosts each is bound
+//! to, and the rules for one outbound request — refuse a raw secret value anywhere, refuse a
+//! placeholder headed where its secret is not bound, otherwise swap placeholders for values
+//! and add configured headers.
+//!
+//! Nothing here logs or formats a secret value; refusals name the secret.
+
+use std::sync::Arc;
+
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::http::request::Parts;
+use nanoclaw_core::secret::Replacer;
+
+use crate::policy::{HostPattern, Refusal, normalize_host};
+
+/// A header the proxy sets on requests to a bound host: `format` with `{}` replaced by the
+/// secret's value (for example `Authorization` with `Bearer {}`).
+#[derive(Clone, Debug)]
+pub struct HeaderInjection {
+    pub name: HeaderName,
+    pub format: String,
+}
+
+/// One secret as the proxy holds it.
+#[derive(Clone)]
+pub struct Credential {
+    pub name: String,
+    pub value: String,
+    pub placeholder: String,
+    pub hosts: Vec<HostPattern>,
+    pub header: Option<HeaderInjection>,
+    /// Placeholders in the URL (path and query) are replaced too.
+    pub in_query: bool,
+    /// Placeholders in the request body are replaced too.
+    pub in_body: bool,
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credential")
+            .field("name", &self.name)
+            .field("hosts", &self.hosts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Credential {
+    pub fn bound_to(&self, host: &str) -> bool {
+        let host = normalize_host(host);
+        self.hosts.iter().any(|p| p.matches(&host))
+    }
+}
+
+/// Every secret the daemon knows (for scanning), and which of them one group may use.
+#[derive(Clone, Debug, Default)]
+pub struct Credentials {
+    all: Vec<(Credential, bool)>,
+    /// Secret value -> index into `all`, for the leak scan.
+    values: Replacer,
+    /// Placeholder -> index into `all`.
+    placeholders: Replacer,
+    /// Secret value -> placeholder, for responses going back into the sandbox.
+    to_placeholders: Arc<Replacer>,
+}
+
+/// Where in a request a placeholder was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Place {
+    Url,
+    Header,
+    Body,
+}
+
+impl Credentials {
+    /// `all` secrets; the group may use those whose names are in `granted`.
+    pub fn new(all: Vec<Credential>, granted: &[String]) -> Credentials {
+        let all: Vec<(Credential, bool)> = all
+            .into_iter()
+            .map(|c| {
+                let ok = granted.contains(&c.name);
+                (c, ok)
+            })
+            .collect();
+        let index = |i: usize| i.to_string().into_bytes();
+        Credentials {
+            values: Replacer::new(
+                all.iter()
+                    .enumerate()
+                    .map(|(i, (c, _))| (c.value.as_bytes().to_vec(), index(i))),
+            ),
+            placeholders: Replacer::new(
+                all.iter()
+                    .enumerate()
+                    .map(|(i, (c, _))| (c.placeholder.as_bytes().to_vec(), index(i))),
+            ),
+            to_placeholders: Arc::new(Replacer::new(all.iter().map(|(c, _)| {
+                (
+                    c.value.as_bytes().to_vec(),
+                    c.placeholder.as_bytes().to_vec(),
+                )
+            }))),
+            all,
+        }
+    }
+
+    /// Whether any secret this group may use is bound to `host`: the proxy intercepts TLS
+    /// to such hosts and tunnels all others untouched.
+    pub fn intercepts(&self, host: &str) -> bool {
+        self.all.iter().any(|(c, ok)| *ok && c.bound_to(host))
+    }
+
+    /// Secret values to placeholders, for responses headed back into the sandbox.
+    pub fn response_redactor(&self) -> &Arc<Replacer> {
+        &self.to_placeholders
+    }
+
+    /// Whether the daemon holds any secret at all (then plain-HTTP bodies are scanned too).
+    pub fn is_empty(&self) -> bool {
+        self.all.is_empty()
+    }
+
+    /// Check one outbound request to `host` and prepare it: refuse raw values and misplaced
+    /// placeholders, replace the placeholders this host may receive, set injected headers.
+    /// `tls` says whether the request travels encrypted upstream; secrets never go out in the
+    /// clear. Returns the names of the secrets injected.
+    pub fn prepare(
+        &self,
+        host: &str,
+        tls: bool,
+        parts: &mut Parts,
+        body: &mut Vec<u8>,
+    ) -> Result<Vec<String>, Refusal> {
+        if self.all.is_empty() {
+            return Ok(Vec::new());
+        }
+        let url = parts.uri.to_string();
+        let mut pieces: Vec<(Place, &[u8])> = vec![(Place::Url, url.as_bytes())];
+        for (name, value) in &parts.headers {
+            pieces.push((Place::Header, name.as_str().as_bytes()));
+            pieces.push((Place::Header, value.as_bytes()));
+        }
+        pieces.push((Place::Body, body));
+        // Raw values first: one anywhere refuses the request, whatever the host.
+        for (_, piece) in &pieces {
+            if let Some((_, i)) = self.values.find(piece) {
+                return Err(Refusal::SecretValue {
+                    secret: self.all[self.index_of(&self.values, i)].0.name.clone(),
+                    host: normalize_host(host),
+                });
+            }
+        }
+        // Then every placeholder: it must be bound to this host, granted, encrypted, and in
+        // a place its secret allows.
+        let mut used: Vec<&Credential> = Vec::new();
+        for (place, piece) in &pieces {
+            let mut rest: &[u8] = piece;
+            while let Some((pos, i)) = self.placeholders.find(rest) {
+                let idx = self.index_of(&self.placeholders, i);
+                let (cred, granted) = &self.all[idx];
+                rest = &rest[pos + cred.placeholder.len()..];
+                if !*granted || !cred.bound_to(host) {
+                    return Err(Refusal::Exfiltration {
+                        secret: cred.name.clone(),
+                        host: normalize_host(host),
+                    });
+                }
+                if !tls {
+                    return Err(Refusal::Cleartext {
+                        secret: cred.name.clone(),
+                    });
+                }
+                let allowed = match place {
+                    Place::Header => true,
+                    Place::Url => cred.in_query,
+                    Place::Body => cred.in_body,
+                };
+                if !allowed {
+                    return Err(Refusal::PlaceholderPlace {
+                        secret: cred.name.clone(),
+                        place: match place {
+                            Place::Url => "URL",
+                            Place::Body => "body",
+                            Place::Header => "headers",
+                        },
+                    });
+                }
+                if !used.iter().any(|c| c.name == cred.name) {
+                    used.push(cred);
+                }
+            }
+        }
+        let injections: Vec<&Credential> = self
+            .all
+            .iter()
+            .filter(|(c, ok)| *ok && c.header.is_some() && c.bound_to(host))
+            .map(|(c, _)| c)
+            .collect();
+        if !tls && let Some(c) = injections.first() {
+            return Err(Refusal::Cleartext {
+                secret: c.name.clone(),
+            });
+        }
+        if used.is_empty() && injections.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Substitute, only the secrets found above (all bound to this host and granted).
+        let swap = Replacer::new(used.iter().map(|c| {
+            (
+                c.placeholder.as_bytes().to_vec(),
+                c.value.as_bytes().to_vec(),
+            )
+        }));
+        let bad_header = |name: &str| Refusal::BadRequest(format!("header {name} is not valid after substitution"));
+        if swap.contains(url.as_bytes()) {
+            let new = String::from_utf8_lossy(&swap.replace(url.as_bytes())).into_owned();
+            parts.uri = new
+                .parse()
+                .map_err(|_| Refusal::BadRequest("the URL is not valid after substitution".into()))?;
+        }
+        for value in parts.headers.values_mut() {
+            if swap.contains(value.as_bytes()) {
+                *value = HeaderValue::from_bytes(&swap.replace(value.as_bytes()))
+                    .map_err(|_| bad_header("value"))?;
+            }
+        }
+        if swap.contains(body) {
+            *body = swap.replace(body);
+        }
+        let mut names: Vec<String> = used.iter().map(|c| c.name.clone()).collect();
+        for c in injections {
+            let Some(h) = &c.header else { continue };
+            let value = HeaderValue::from_str(&h.format.replace("{}", &c.value))
+                .map_err(|_| bad_header(h.name.as_str()))?;
+            parts.headers.insert(h.name.clone(), value);
+            if !names.contains(&c.name) {
+                names.push(c.name.clone());
+            }
+        }
+        Ok(names)
+    }
+
+    /// The secret a needle of `replacer` belongs to: its replacement is the index in `all`.
+    fn index_of(&self, replacer: &Replacer, i: usize) -> usize {
+        std::str::from_utf8(replacer.replacement(i))
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::Request;
+
+    fn cred(name: &str, host: &str) -> Credential {
+        Credential {
+            name: name.into(),
+            value: format!("value-of-{name}-0123456789"),
+            placeholder: format!("NANOCLAW_SECRET_{name}_abcdef"),
+            hosts: vec![crate::policy::Rule::parse(host, None, false).unwrap().pattern],
+            header: None,
+            in_query: false,
+            in_body: false,
+        }
+    }
+
+    fn parts(uri: &str, headers: &[(&str, &str)]) -> Parts {
+        let mut b = Request::builder().uri(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    fn creds() -> Credentials {
+        let mut gh = cred("GH", "api.github.com");
+        gh.in_query = true;
+        let mut mail = cred("MAIL", "*.mail.example");
+        mail.header = Some(HeaderInjection {
+            name: HeaderName::from_static("authorization"),
+            format: "Bearer {}".into(),
+        });
+        let other = cred("OTHER", "other.example");
+        Credentials::new(vec![gh, mail, other], &["GH".into(), "MAIL".into()])
+    }
+
+    #[test]
+    fn a_placeholder_in_a_header_is_replaced_toward_its_host() {
+        let c = creds();
+        let mut p = parts("/user", &[("authorization", "token NANOCLAW_SECRET_GH_abcdef")]);
+        let mut body = Vec::new();
+        let names = c.prepare("API.github.com", true, &mut p, &mut body).unwrap();
+        assert_eq!(names, ["GH"]);
+        assert_eq!(p.headers["authorization"], "token value-of-GH-0123456789");
+    }
+
+    #[test]
+    fn a_placeholder_toward_another_host_is_exfiltration() {
+        let c = creds();
+        let mut p = parts("/", &[("x-token", "NANOCLAW_SECRET_GH_abcdef")]);
+        let e = c.prepare("evil.example", true, &mut p, &mut Vec::new()).unwrap_err();
+        assert!(matches!(&e, Refusal::Exfiltration { secret, .. } if secret == "GH"), "{e}");
+        // In the body, in the URL: the same.
+        let mut p = parts("/?t=x", &[]);
+        let mut body = b"token=NANOCLAW_SECRET_GH_abcdef".to_vec();
+        assert!(matches!(
+            c.prepare("evil.example", true, &mut p, &mut body),
+            Err(Refusal::Exfiltration { .. })
+        ));
+        let mut p = parts("/NANOCLAW_SECRET_MAIL_abcdef", &[]);
+        assert!(matches!(
+            c.prepare("api.github.com", true, &mut p, &mut Vec::new()),
+            Err(Refusal::Exfiltration { .. })
+        ));
+    }
+
+    #[test]
+    fn a_secret_the_group_was_not_granted_is_never_injected() {
+        let c = creds();
+        let mut p = parts("/", &[("x-token", "NANOCLAW_SECRET_OTHER_abcdef")]);
+        assert!(matches!(
+            c.prepare("other.example", true, &mut p, &mut Vec::new()),
+            Err(Refusal::Exfiltration { .. })
+        ));
+    }
+
+    #[test]
+    fn a_raw_value_anywhere_is_refused_even_toward_its_own_host() {
+        let c = creds();
+        for (uri, header, body) in [
+            ("/?k=value-of-OTHER-0123456789", "", ""),
+            ("/", "xvalue-of-GH-0123456789", ""),
+            ("/", "", "a=value-of-MAIL-0123456789"),
+        ] {
+            let mut p = parts(uri, &[("x-h", if header.is_empty() { "ok" } else { header })]);
+            let mut b = body.as_bytes().to_vec();
+            let e = c.prepare("api.github.com", true, &mut p, &mut b).unwrap_err();
+            assert!(matches!(e, Refusal::SecretValue { .. }), "{uri} {header} {body}: {e}");
+            assert!(!e.to_string().contains("0123456789"), "refusal shows a value: {e}");
+        }
+    }
+
+    #[test]
+    fn url_and_body_substitution_only_where_enabled() {
+        let c = creds();
+        let mut p = parts("/search?token=NANOCLAW_SECRET_GH_abcdef", &[]);
+        c.prepare("api.github.com", true, &mut p, &mut Vec::new()).unwrap();
+        assert_eq!(p.uri, "/search?token=value-of-GH-0123456789");
+        let mut p = parts("/", &[]);
+        let mut body = b"{\"t\":\"NANOCLAW_SECRET_GH_abcdef\"}".to_vec();
+        let e = c.prepare("api.github.com", true, &mut p, &mut body).unwrap_err();
+        assert!(matches!(e, Refusal::PlaceholderPlace { place: "body", .. }), "{e}");
+        let mut p = parts("/x/NANOCLAW_SECRET_MAIL_abcdef", &[]);
+        let e = c.prepare("smtp.mail.example", true, &mut p, &mut Vec::new()).unwrap_err();
+        assert!(matches!(e, Refusal::PlaceholderPlace { place: "URL", .. }), "{e}");
+    }
+
+    #[test]
+    fn configured_headers_are_set_for_bound_hosts_only() {
+        let c = creds();
+        let mut p = parts("/", &[("authorization", "whatever")]);
+        let names = c.prepare("imap.mail.example", true, &mut p, &mut Vec::new()).unwrap();
+        assert_eq!(names, ["MAIL"]);
+        assert_eq!(p.headers["authorization"], "Bearer value-of-MAIL-0123456789");
+        let mut p = parts("/", &[]);
+        assert!(c.prepare("mail.example", true, &mut p, &mut Vec::new()).unwrap().is_empty());
+        assert!(!p.headers.contains_key("authorization"));
+    }
+
+    #[test]
+    fn secrets_never_travel_in_the_clear() {
+        let c = creds();
+        let mut p = parts("/", &[("authorization", "token NANOCLAW_SECRET_GH_abcdef")]);
+        let e = c.prepare("api.github.com", false, &mut p, &mut Vec::new()).unwrap_err();
+        assert!(matches!(e, Refusal::Cleartext { .. }), "{e}");
+        let mut p = parts("/", &[]);
+        let e = c.prepare("a.mail.example", false, &mut p, &mut Vec::new()).unwrap_err();
+        assert!(matches!(e, Refusal::Cleartext { .. }), "{e}");
+    }
+
+    #[test]
+    fn interception_follows_granted_bindings() {
+        let c = creds();
+        assert!(c.intercepts("api.github.com"));
+        assert!(c.intercepts("x.mail.example"));
+        assert!(!c.intercepts("other.example"), "not granted to this group");
+        assert!(!c.intercepts("example.com"));
+    }
+
+    #[test]
+    fn responses_get_placeholders_for_values() {
+        let c = creds();
+        let out = c
+            .response_redactor()
+            .replace_str("{\"auth\":\"value-of-GH-0123456789\"}");
+        assert_eq!(out, "{\"auth\":\"NANOCLAW_SECRET_GH_abcdef\"}");
+    }
+}

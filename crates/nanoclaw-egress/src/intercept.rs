@@ -1,0 +1,214 @@
+//! An intercepted CONNECT: the proxy ends the sandbox's TLS with a leaf from the local CA,
+//! reads each HTTP/1.1 request, checks and prepares it (method rules, Host, secrets), and sends
+//! it on over verified TLS to exactly the address checked at CONNECT time.
+//!
+//! Only hosts a group's secret is bound to come here. A request naming another host on the
+//! same connection is refused, so a connection opened to a bound host cannot carry requests
+//! for another.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper::upgrade::Upgraded;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use rustls::ServerConfig;
+use rustls::pki_types::ServerName;
+
+use crate::policy::{Refusal, normalize_host};
+use crate::proxy::{
+    CONNECT_TIMEOUT, GroupProxy, ProxyBody, Record, connect, decision_of, host_port, inbound,
+    outbound, refused,
+};
+
+/// Where an intercepted connection goes: the name (for SNI, Host and the certificate) and the
+/// address checked for it.
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+    pub addr: SocketAddr,
+}
+
+/// The upstream side of one intercepted connection, opened on the first request and again
+/// whenever the upstream closed it.
+struct Upstream {
+    target: Target,
+    sender: tokio::sync::Mutex<Option<SendRequest<ProxyBody>>>,
+}
+
+impl Upstream {
+    async fn open(
+        &self,
+        config: &Arc<rustls::ClientConfig>,
+    ) -> Result<SendRequest<ProxyBody>, Refusal> {
+        let fail = |what: &str, e: &dyn std::fmt::Display| Refusal::Unresolved {
+            host: self.target.host.clone(),
+            error: format!("{what}: {e}"),
+        };
+        let tcp = connect(self.target.addr).await?;
+        let name = self
+            .target
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let name = ServerName::try_from(name).map_err(|e| fail("server name", &e))?;
+        let tls = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            tokio_rustls::TlsConnector::from(Arc::clone(config)).connect(name, tcp),
+        )
+        .await
+        .map_err(|_| fail("TLS handshake", &"timed out"))?
+        .map_err(|e| fail("TLS handshake (upstream certificate verified against the trusted roots)", &e))?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| fail("HTTP handshake", &e))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(sender)
+    }
+
+    async fn send(
+        &self,
+        config: &Arc<rustls::ClientConfig>,
+        req: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, Refusal> {
+        let mut guard = self.sender.lock().await;
+        let reusable = match guard.as_mut() {
+            Some(s) => s.ready().await.is_ok(),
+            None => false,
+        };
+        if !reusable {
+            *guard = Some(self.open(config).await?);
+        }
+        let Some(sender) = guard.as_mut() else {
+            return Err(Refusal::BadRequest("no upstream connection".into()));
+        };
+        sender
+            .send_request(req)
+            .await
+            .map_err(|e| Refusal::Unresolved {
+                host: self.target.host.clone(),
+                error: format!("upstream request failed: {e}"),
+            })
+    }
+}
+
+/// Serve one intercepted connection until the sandbox closes it.
+pub async fn serve(
+    proxy: Arc<GroupProxy>,
+    upgraded: Upgraded,
+    server: Arc<ServerConfig>,
+    target: Target,
+) {
+    let host = target.host.clone();
+    let tls = match tokio_rustls::TlsAcceptor::from(server)
+        .accept(TokioIo::new(upgraded))
+        .await
+    {
+        Ok(tls) => tls,
+        Err(e) => {
+            // Most often the client does not trust the local CA.
+            tracing::info!(target: "nanoclaw::egress", group = %proxy.group, %host, error = %e, "intercepted TLS handshake failed");
+            return;
+        }
+    };
+    let upstream = Arc::new(Upstream {
+        target,
+        sender: tokio::sync::Mutex::new(None),
+    });
+    let service = hyper::service::service_fn(move |req| {
+        let (proxy, upstream) = (Arc::clone(&proxy), Arc::clone(&upstream));
+        async move { Ok::<_, Infallible>(handle(&proxy, &upstream, req).await) }
+    });
+    if let Err(e) = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(tls), service)
+        .await
+    {
+        tracing::debug!(error = %e, %host, "intercepted connection ended with an error");
+    }
+}
+
+async fn handle(
+    proxy: &GroupProxy,
+    upstream: &Upstream,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let method = req.method().clone();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "/".into());
+    let host = upstream.target.host.clone();
+    let mut secrets = Vec::new();
+    let mut bytes_out = 0;
+    let result = async {
+        check_host(&upstream.target, &req)?;
+        proxy
+            .policy
+            .allow(&host, upstream.target.port, method.as_str())?;
+        let Some(tls) = proxy.tls.as_ref() else {
+            return Err(Refusal::BadRequest("interception is not configured".into()));
+        };
+        let authority = if upstream.target.port == 443 {
+            host.clone()
+        } else {
+            format!("{host}:{}", upstream.target.port)
+        };
+        let (req, names, size) = outbound(&proxy.credentials, &host, &authority, true, req).await?;
+        secrets = names;
+        bytes_out = size;
+        upstream.send(&tls.upstream, req).await
+    }
+    .await;
+    let (response, reason) = match result {
+        Ok(resp) => (inbound(&proxy.credentials, resp), None),
+        Err(refusal) => (refused(&refusal), Some(refusal)),
+    };
+    Record {
+        group: &proxy.group,
+        method: method.as_str(),
+        host: &host,
+        path: &path,
+        status: response.status().as_u16(),
+        bytes_out,
+        bytes_in: hyper::body::Body::size_hint(response.body())
+            .exact()
+            .unwrap_or(0),
+        secrets: &secrets,
+        decision: reason.as_ref().map_or("allow", decision_of),
+        reason: reason.as_ref(),
+    }
+    .log();
+    response
+}
+
+/// The request's Host (or absolute-form authority) must name the host of the CONNECT.
+fn check_host(target: &Target, req: &Request<Incoming>) -> Result<(), Refusal> {
+    let named = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            req.headers()
+                .get(hyper::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        });
+    let Some(named) = named else {
+        return Ok(());
+    };
+    let (name, port) = host_port(&named, target.port)?;
+    if normalize_host(&name) != target.host || port != target.port {
+        return Err(Refusal::HostMismatch {
+            connect: format!("{}:{}", target.host, target.port),
+            host: named,
+        });
+    }
+    Ok(())
+}
