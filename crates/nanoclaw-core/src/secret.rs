@@ -61,7 +61,7 @@ impl Replacer {
     /// Empty needles are dropped: they would match everywhere.
     pub fn new(pairs: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>) -> Replacer {
         let mut needles: Vec<_> = pairs.into_iter().filter(|(n, _)| !n.is_empty()).collect();
-        needles.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        needles.sort_by_key(|(n, _)| std::cmp::Reverse(n.len()));
         let longest = needles.first().map_or(0, |(n, _)| n.len());
         Replacer { needles, longest }
     }
@@ -188,7 +188,10 @@ mod tests {
     #[test]
     fn replaces_every_occurrence_leftmost_longest() {
         let rep = r(&[("secret", "[S]"), ("secretive", "[L]"), ("cret", "[C]")]);
-        assert_eq!(rep.replace_str("a secret, secretive; cret"), "a [S], [L]; [C]");
+        assert_eq!(
+            rep.replace_str("a secret, secretive; cret"),
+            "a [S], [L]; [C]"
+        );
         assert_eq!(rep.replace_str("nothing here"), "nothing here");
         assert!(rep.contains(b"xxsecret"));
         assert!(!rep.contains(b"secre"));

@@ -210,12 +210,14 @@ impl Credentials {
                 c.value.as_bytes().to_vec(),
             )
         }));
-        let bad_header = |name: &str| Refusal::BadRequest(format!("header {name} is not valid after substitution"));
+        let bad_header = |name: &str| {
+            Refusal::BadRequest(format!("header {name} is not valid after substitution"))
+        };
         if swap.contains(url.as_bytes()) {
             let new = String::from_utf8_lossy(&swap.replace(url.as_bytes())).into_owned();
-            parts.uri = new
-                .parse()
-                .map_err(|_| Refusal::BadRequest("the URL is not valid after substitution".into()))?;
+            parts.uri = new.parse().map_err(|_| {
+                Refusal::BadRequest("the URL is not valid after substitution".into())
+            })?;
         }
         for value in parts.headers.values_mut() {
             if swap.contains(value.as_bytes()) {
@@ -258,7 +260,11 @@ mod tests {
             name: name.into(),
             value: format!("value-of-{name}-0123456789"),
             placeholder: format!("NANOCLAW_SECRET_{name}_abcdef"),
-            hosts: vec![crate::policy::Rule::parse(host, None, false).unwrap().pattern],
+            hosts: vec![
+                crate::policy::Rule::parse(host, None, false)
+                    .unwrap()
+                    .pattern,
+            ],
             header: None,
             in_query: false,
             in_body: false,
@@ -288,9 +294,14 @@ mod tests {
     #[test]
     fn a_placeholder_in_a_header_is_replaced_toward_its_host() {
         let c = creds();
-        let mut p = parts("/user", &[("authorization", "token NANOCLAW_SECRET_GH_abcdef")]);
+        let mut p = parts(
+            "/user",
+            &[("authorization", "token NANOCLAW_SECRET_GH_abcdef")],
+        );
         let mut body = Vec::new();
-        let names = c.prepare("API.github.com", true, &mut p, &mut body).unwrap();
+        let names = c
+            .prepare("API.github.com", true, &mut p, &mut body)
+            .unwrap();
         assert_eq!(names, ["GH"]);
         assert_eq!(p.headers["authorization"], "token value-of-GH-0123456789");
     }
@@ -299,8 +310,13 @@ mod tests {
     fn a_placeholder_toward_another_host_is_exfiltration() {
         let c = creds();
         let mut p = parts("/", &[("x-token", "NANOCLAW_SECRET_GH_abcdef")]);
-        let e = c.prepare("evil.example", true, &mut p, &mut Vec::new()).unwrap_err();
-        assert!(matches!(&e, Refusal::Exfiltration { secret, .. } if secret == "GH"), "{e}");
+        let e = c
+            .prepare("evil.example", true, &mut p, &mut Vec::new())
+            .unwrap_err();
+        assert!(
+            matches!(&e, Refusal::Exfiltration { secret, .. } if secret == "GH"),
+            "{e}"
+        );
         // In the body, in the URL: the same.
         let mut p = parts("/?t=x", &[]);
         let mut body = b"token=NANOCLAW_SECRET_GH_abcdef".to_vec();
@@ -333,11 +349,22 @@ mod tests {
             ("/", "xvalue-of-GH-0123456789", ""),
             ("/", "", "a=value-of-MAIL-0123456789"),
         ] {
-            let mut p = parts(uri, &[("x-h", if header.is_empty() { "ok" } else { header })]);
+            let mut p = parts(
+                uri,
+                &[("x-h", if header.is_empty() { "ok" } else { header })],
+            );
             let mut b = body.as_bytes().to_vec();
-            let e = c.prepare("api.github.com", true, &mut p, &mut b).unwrap_err();
-            assert!(matches!(e, Refusal::SecretValue { .. }), "{uri} {header} {body}: {e}");
-            assert!(!e.to_string().contains("0123456789"), "refusal shows a value: {e}");
+            let e = c
+                .prepare("api.github.com", true, &mut p, &mut b)
+                .unwrap_err();
+            assert!(
+                matches!(e, Refusal::SecretValue { .. }),
+                "{uri} {header} {body}: {e}"
+            );
+            assert!(
+                !e.to_string().contains("0123456789"),
+                "refusal shows a value: {e}"
+            );
         }
     }
 
@@ -345,26 +372,46 @@ mod tests {
     fn url_and_body_substitution_only_where_enabled() {
         let c = creds();
         let mut p = parts("/search?token=NANOCLAW_SECRET_GH_abcdef", &[]);
-        c.prepare("api.github.com", true, &mut p, &mut Vec::new()).unwrap();
+        c.prepare("api.github.com", true, &mut p, &mut Vec::new())
+            .unwrap();
         assert_eq!(p.uri, "/search?token=value-of-GH-0123456789");
         let mut p = parts("/", &[]);
         let mut body = b"{\"t\":\"NANOCLAW_SECRET_GH_abcdef\"}".to_vec();
-        let e = c.prepare("api.github.com", true, &mut p, &mut body).unwrap_err();
-        assert!(matches!(e, Refusal::PlaceholderPlace { place: "body", .. }), "{e}");
+        let e = c
+            .prepare("api.github.com", true, &mut p, &mut body)
+            .unwrap_err();
+        assert!(
+            matches!(e, Refusal::PlaceholderPlace { place: "body", .. }),
+            "{e}"
+        );
         let mut p = parts("/x/NANOCLAW_SECRET_MAIL_abcdef", &[]);
-        let e = c.prepare("smtp.mail.example", true, &mut p, &mut Vec::new()).unwrap_err();
-        assert!(matches!(e, Refusal::PlaceholderPlace { place: "URL", .. }), "{e}");
+        let e = c
+            .prepare("smtp.mail.example", true, &mut p, &mut Vec::new())
+            .unwrap_err();
+        assert!(
+            matches!(e, Refusal::PlaceholderPlace { place: "URL", .. }),
+            "{e}"
+        );
     }
 
     #[test]
     fn configured_headers_are_set_for_bound_hosts_only() {
         let c = creds();
         let mut p = parts("/", &[("authorization", "whatever")]);
-        let names = c.prepare("imap.mail.example", true, &mut p, &mut Vec::new()).unwrap();
+        let names = c
+            .prepare("imap.mail.example", true, &mut p, &mut Vec::new())
+            .unwrap();
         assert_eq!(names, ["MAIL"]);
-        assert_eq!(p.headers["authorization"], "Bearer value-of-MAIL-0123456789");
+        assert_eq!(
+            p.headers["authorization"],
+            "Bearer value-of-MAIL-0123456789"
+        );
         let mut p = parts("/", &[]);
-        assert!(c.prepare("mail.example", true, &mut p, &mut Vec::new()).unwrap().is_empty());
+        assert!(
+            c.prepare("mail.example", true, &mut p, &mut Vec::new())
+                .unwrap()
+                .is_empty()
+        );
         assert!(!p.headers.contains_key("authorization"));
     }
 
@@ -372,10 +419,14 @@ mod tests {
     fn secrets_never_travel_in_the_clear() {
         let c = creds();
         let mut p = parts("/", &[("authorization", "token NANOCLAW_SECRET_GH_abcdef")]);
-        let e = c.prepare("api.github.com", false, &mut p, &mut Vec::new()).unwrap_err();
+        let e = c
+            .prepare("api.github.com", false, &mut p, &mut Vec::new())
+            .unwrap_err();
         assert!(matches!(e, Refusal::Cleartext { .. }), "{e}");
         let mut p = parts("/", &[]);
-        let e = c.prepare("a.mail.example", false, &mut p, &mut Vec::new()).unwrap_err();
+        let e = c
+            .prepare("a.mail.example", false, &mut p, &mut Vec::new())
+            .unwrap_err();
         assert!(matches!(e, Refusal::Cleartext { .. }), "{e}");
     }
 

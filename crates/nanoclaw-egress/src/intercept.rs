@@ -62,7 +62,12 @@ impl Upstream {
         )
         .await
         .map_err(|_| fail("TLS handshake", &"timed out"))?
-        .map_err(|e| fail("TLS handshake (upstream certificate verified against the trusted roots)", &e))?;
+        .map_err(|e| {
+            fail(
+                "TLS handshake (upstream certificate verified against the trusted roots)",
+                &e,
+            )
+        })?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| fail("HTTP handshake", &e))?;

@@ -41,6 +41,7 @@ pub const SCAN_LIMIT: usize = 32 << 20;
 pub(crate) type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
 /// TLS interception: the local CA and the verified client side toward upstreams.
+#[derive(Clone)]
 pub struct Interception {
     pub authority: Arc<Authority>,
     pub upstream: Arc<rustls::ClientConfig>,
@@ -306,7 +307,13 @@ async fn tunnel(proxy: &Arc<GroupProxy>, req: Request<Incoming>) -> Result<Forwa
     let host = normalize_host(&host);
     let rule = proxy.policy.allow(&host, port, "CONNECT")?;
     let addr = resolve(rule, &host, port).await?;
-    let ok = || Response::new(Full::new(Bytes::new()).map_err(|never| match never {}).boxed());
+    let ok = || {
+        Response::new(
+            Full::new(Bytes::new())
+                .map_err(|never| match never {})
+                .boxed(),
+        )
+    };
     if proxy.credentials.intercepts(&host) {
         let tls = proxy.tls.as_ref().ok_or_else(|| {
             Refusal::BadRequest(format!(
@@ -445,7 +452,8 @@ async fn forward(proxy: &Arc<GroupProxy>, req: Request<Incoming>) -> Result<Forw
     let host = normalize_host(&host);
     let rule = proxy.policy.allow(&host, port, req.method().as_str())?;
     let addr = resolve(rule, &host, port).await?;
-    let (req, secrets, bytes_out) = outbound(&proxy.credentials, &host, &authority, false, req).await?;
+    let (req, secrets, bytes_out) =
+        outbound(&proxy.credentials, &host, &authority, false, req).await?;
     let stream = connect(addr).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -523,9 +531,10 @@ pub(crate) async fn outbound(
     let secrets = credentials.prepare(host, tls, &mut parts, &mut bytes)?;
     let len = bytes.len();
     if parts.headers.contains_key(hyper::header::CONTENT_LENGTH) || len > 0 {
-        parts
-            .headers
-            .insert(hyper::header::CONTENT_LENGTH, hyper::header::HeaderValue::from(len));
+        parts.headers.insert(
+            hyper::header::CONTENT_LENGTH,
+            hyper::header::HeaderValue::from(len),
+        );
         parts.headers.remove(hyper::header::TRANSFER_ENCODING);
     }
     let body = Full::new(Bytes::from(bytes))
@@ -545,7 +554,8 @@ pub(crate) fn inbound(credentials: &Credentials, resp: Response<Incoming>) -> Re
     let redactor = credentials.response_redactor();
     for value in parts.headers.values_mut() {
         if redactor.contains(value.as_bytes())
-            && let Ok(v) = hyper::header::HeaderValue::from_bytes(&redactor.replace(value.as_bytes()))
+            && let Ok(v) =
+                hyper::header::HeaderValue::from_bytes(&redactor.replace(value.as_bytes()))
         {
             *value = v;
         }

@@ -131,7 +131,8 @@ impl Authority {
         let cert = params
             .signed_by(&self.leaf_key, &self.issuer)
             .map_err(|e| err(e.to_string()))?;
-        let key = PrivateKeyDer::try_from(self.leaf_key.serialize_der()).map_err(|e| err(e.into()))?;
+        let key =
+            PrivateKeyDer::try_from(self.leaf_key.serialize_der()).map_err(|e| err(e.into()))?;
         let mut config = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()

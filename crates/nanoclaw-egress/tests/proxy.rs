@@ -39,7 +39,13 @@ fn start(rules: &[(&str, bool)]) -> (tempfile::TempDir, std::path::PathBuf) {
             .map(|(r, p)| Rule::parse(r, None, *p).unwrap())
             .collect(),
     };
-    proxy::spawn(&sock, "g".into(), Arc::new(policy)).unwrap();
+    let group = proxy::GroupProxy {
+        group: "g".into(),
+        policy,
+        credentials: Default::default(),
+        tls: None,
+    };
+    proxy::spawn(&sock, Arc::new(group)).unwrap();
     (dir, sock)
 }
 

@@ -169,6 +169,13 @@ impl BwrapBackend {
         if let Some(socket) = &req.proxy_socket {
             args.extend(["--bind", utf8(socket)?, PROXY_SOCKET_IN_SANDBOX].map(str::to_owned));
         }
+        if let Some(dir) = &req.trust_dir {
+            let bundle = dir.join(crate::CA_BUNDLE_FILE);
+            args.extend(["--ro-bind", utf8(dir)?, crate::TRUST_DIR_IN_SANDBOX].map(str::to_owned));
+            args.extend(
+                ["--ro-bind", utf8(&bundle)?, crate::SYSTEM_BUNDLE_IN_SANDBOX].map(str::to_owned),
+            );
+        }
         // Every mount point exists now; the root itself becomes read-only, so the only
         // writable places are the workspace, /tmp and bwrap's /dev.
         args.extend(
@@ -179,6 +186,7 @@ impl BwrapBackend {
             limits: req.limits,
             landlock: self.options.landlock,
             rlimit_fallback,
+            env: req.command_env(),
         };
         args.extend(init_argv(&spec)?);
         Ok(args)

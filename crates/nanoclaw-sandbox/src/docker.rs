@@ -293,6 +293,15 @@ impl DockerBackend {
             self.hand_to_sandbox_user(sock)?;
             binds.push(format!("{}:{PROXY_SOCKET_IN_SANDBOX}", utf8(sock)?));
         }
+        if let Some(dir) = &req.trust_dir {
+            let bundle = dir.join(crate::CA_BUNDLE_FILE);
+            binds.push(format!("{}:{}:ro", utf8(dir)?, crate::TRUST_DIR_IN_SANDBOX));
+            binds.push(format!(
+                "{}:{}:ro",
+                utf8(&bundle)?,
+                crate::SYSTEM_BUNDLE_IN_SANDBOX
+            ));
+        }
         let l = &req.limits;
         let host = HostConfig {
             binds: Some(binds),
@@ -357,6 +366,7 @@ impl DockerBackend {
             landlock: self.options.landlock,
             // The container's memory cgroup holds every exec.
             rlimit_fallback: false,
+            env: req.command_env(),
         };
         let exec = CreateExecOptions {
             cmd: Some(init_argv(&spec)?),

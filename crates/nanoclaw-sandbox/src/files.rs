@@ -86,6 +86,8 @@ pub async fn run_file_op(
         stdin,
         limits,
         proxy_socket: None,
+        trust_dir: None,
+        env: Vec::new(),
     };
     let out = backend.exec(&req).await?;
     match (out.file_reply, out.state) {

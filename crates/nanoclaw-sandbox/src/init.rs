@@ -145,7 +145,9 @@ pub fn main(args: &[String]) -> i32 {
             dropped_stdout: 0,
             dropped_stderr: 0,
         },
-        Program::Command(argv) => run_command(&out, &argv, &spec.limits, hardening, fsize_limit),
+        Program::Command(argv) => {
+            run_command(&out, &argv, &spec.env, &spec.limits, hardening, fsize_limit)
+        }
     };
     if report.limit.is_none() && spec.limits.workspace_quota_bytes > 0 {
         let used = workspace_usage();
@@ -265,6 +267,7 @@ fn forward(out: Frames, mut pipe: impl Read, kind: u8, cap: usize) -> u64 {
 fn run_command(
     out: &Frames,
     argv: &[String],
+    env: &[(String, String)],
     limits: &Limits,
     hardening: Hardening,
     fsize: u64,
@@ -324,6 +327,7 @@ fn run_command(
     if hardening.proxy_relay {
         cmd.envs(relay::proxy_env());
     }
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
     let spawned = cmd.spawn();
     // The command holds the pipes' write ends now; ours must close for the forwarders to end.
     drop(cmd);

@@ -57,6 +57,44 @@ pub struct ExecRequest {
     pub limits: Limits,
     /// The egress proxy's Unix socket for this group, mounted for the in-sandbox relay.
     pub proxy_socket: Option<PathBuf>,
+    /// A host directory holding `ca.pem` (the local CA's certificate, never its key) and
+    /// `ca-bundle.pem` (the system roots plus that CA), mounted read-only at
+    /// [`TRUST_DIR_IN_SANDBOX`]; the bundle also replaces the system bundle.
+    pub trust_dir: Option<PathBuf>,
+    /// Environment for the command (secret placeholders; never a secret).
+    pub env: Vec<(String, String)>,
+}
+
+/// Where the trust directory appears in a sandbox.
+pub const TRUST_DIR_IN_SANDBOX: &str = "/etc/nanoclaw";
+/// The system CA bundle path that TLS clients read by default (Debian and derivatives).
+pub const SYSTEM_BUNDLE_IN_SANDBOX: &str = "/etc/ssl/certs/ca-certificates.crt";
+/// File names inside the trust directory.
+pub const CA_CERT_FILE: &str = "ca.pem";
+pub const CA_BUNDLE_FILE: &str = "ca-bundle.pem";
+
+impl ExecRequest {
+    /// The command's environment: `env`, plus, when the trust directory is mounted, the
+    /// variables common TLS clients read their roots from.
+    pub fn command_env(&self) -> Vec<(String, String)> {
+        let mut env = self.env.clone();
+        if self.trust_dir.is_some() {
+            let bundle = format!("{TRUST_DIR_IN_SANDBOX}/{CA_BUNDLE_FILE}");
+            for var in [
+                "SSL_CERT_FILE",
+                "REQUESTS_CA_BUNDLE",
+                "CURL_CA_BUNDLE",
+                "GIT_SSL_CAINFO",
+            ] {
+                env.push((var.into(), bundle.clone()));
+            }
+            env.push((
+                "NODE_EXTRA_CA_CERTS".into(),
+                format!("{TRUST_DIR_IN_SANDBOX}/{CA_CERT_FILE}"),
+            ));
+        }
+        env
+    }
 }
 
 /// What came back from one command.
@@ -143,6 +181,8 @@ pub async fn self_test(
             ..Limits::DEFAULT
         },
         proxy_socket: None,
+        trust_dir: None,
+        env: Vec::new(),
     };
     let out = backend.exec(&req).await?;
     match out.state {

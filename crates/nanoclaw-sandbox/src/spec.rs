@@ -143,6 +143,9 @@ pub struct InitSpec {
     /// No cgroup holds the sandbox: `RLIMIT_AS` and `RLIMIT_NPROC` stand in for the memory and
     /// process limits.
     pub rlimit_fallback: bool,
+    /// Extra environment for the command: secret placeholders and the CA bundle's paths.
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
 }
 
 /// How the command ended.

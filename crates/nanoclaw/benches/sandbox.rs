@@ -50,6 +50,8 @@ fn main() {
                 stdin: Vec::new(),
                 limits: Limits::DEFAULT,
                 proxy_socket: None,
+                trust_dir: None,
+                env: Vec::new(),
             };
             let mut samples = Vec::with_capacity(RUNS);
             let mut used_cgroups = false;
@@ -92,6 +94,8 @@ async fn docker(init: &Path, workspace: &Path) {
         stdin: Vec::new(),
         limits: Limits::DEFAULT,
         proxy_socket: None,
+        trust_dir: None,
+        env: Vec::new(),
     };
     // Cold: a new backend (so a new container) each time; the first command creates it.
     let mut cold = Vec::with_capacity(DOCKER_COLD_RUNS);

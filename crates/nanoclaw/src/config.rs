@@ -85,6 +85,8 @@ pub struct Config {
     pub egress: Policy,
     /// Further hosts for one group (`[egress.groups.NAME]`), added to `egress`.
     pub group_egress: BTreeMap<GroupId, Policy>,
+    /// PEM files of roots trusted for upstream TLS besides the system's.
+    pub extra_roots: Vec<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -116,6 +118,8 @@ struct RawEgress {
     allow: Vec<RawEgressRule>,
     #[serde(default)]
     groups: BTreeMap<String, RawGroupEgress>,
+    #[serde(default)]
+    extra_roots: Vec<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -396,6 +400,18 @@ impl Config {
                 }
                 map
             },
+            extra_roots: {
+                for (i, p) in raw.egress.extra_roots.iter().enumerate() {
+                    if !p.is_absolute() {
+                        return Err(v.invalid(
+                            format!("egress.extra_roots[{i}]"),
+                            "an absolute path to a PEM file",
+                            p.display(),
+                        ));
+                    }
+                }
+                raw.egress.extra_roots.clone()
+            },
         })
     }
 }
@@ -636,9 +652,16 @@ max_concurrent_turns = 4
 #   allow = ["api.github.com", "*.githubusercontent.com",
 #            { host = "homeassistant.lan:8123", methods = ["GET"], private = true }]
 allow = []
+# Upstream TLS is verified against the system's roots; add PEM files of further roots here
+# (a service on your own network with its own CA):
+# extra_roots = ["/etc/nanoclaw/my-ca.pem"]
 # More hosts for one group:
 # [egress.groups.work]
 # allow = ["api.example.com"]
+#
+# Secrets are not configured here: `nanoclaw secret set NAME --host HOST --group GROUP` stores
+# one (encrypted), and the group's sandbox sees only a placeholder in $NAME. The proxy swaps it
+# for the value on requests to HOST, over TLS it terminates with the local CA.
 
 [api]
 # Where `nanoclaw run` serves the local HTTP API. Must be a loopback address. Requests need

@@ -59,9 +59,30 @@ pub async fn run(home: Home) -> anyhow::Result<ExitCode> {
         }
     }
 
-    // 2. Model.
+    // 2. Secrets, then the model (whose key may be one of them).
+    let secrets = match crate::open_secrets(&home) {
+        Ok(secrets) => {
+            println!(
+                "secrets: {} stored, all open with the key from {}",
+                secrets.len(),
+                if std::env::var_os(crate::secrets::KEY_ENV).is_some() {
+                    format!("${}", crate::secrets::KEY_ENV)
+                } else {
+                    crate::secrets::key_file_path()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|e| e.to_string())
+                }
+            );
+            secrets
+        }
+        Err(e) => {
+            healthy = false;
+            println!("secrets: CANNOT OPEN: {e:#}");
+            Vec::new()
+        }
+    };
     let m = &config.model;
-    match crate::model_client(&home, &config) {
+    match crate::model_client(&home, &config, &secrets) {
         Ok(_) => {
             let reachable = probe_model(&m.base_url).await;
             println!(
@@ -159,6 +180,8 @@ async fn probe_sandbox(
             ..config.limits
         },
         proxy_socket: Some(socket.clone()),
+        trust_dir: None,
+        env: Vec::new(),
     };
     let result = backend.exec(&probe).await;
     server.abort();

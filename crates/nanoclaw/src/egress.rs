@@ -1,7 +1,11 @@
 //! The egress proxies of this process: one per group, each listening on its own Unix socket in
-//! the data dir's `run/` directory, started the first time the group's sandbox needs it. The
-//! socket (and only the socket) is mounted into the group's sandboxes, where the init's relay
-//! forwards to it; the proxy knows the group from which socket a request arrives on.
+//! the data dir's `run/` directory, started the first time the group needs it. The socket (and
+//! only the socket) is mounted into the group's sandboxes, where the init's relay forwards to
+//! it; the proxy knows the group from which socket a request arrives on.
+//!
+//! This module also turns the opened secrets into what each part may see: credentials for the
+//! proxies, placeholders for a group's sandbox environment, and the redactor for tool output.
+//! Secret values stay in this process's memory.
 
 use std::collections::HashMap;
 use std::os::unix::fs::DirBuilderExt;
@@ -10,28 +14,131 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use nanoclaw_core::GroupId;
+use nanoclaw_core::secret::Replacer;
+use nanoclaw_egress::proxy::{GroupProxy, Interception};
+use nanoclaw_egress::tls::{Authority, upstream_config};
+use nanoclaw_egress::{Credential, Credentials, HeaderInjection, Rule};
 
 use crate::config::Config;
 use crate::home::Home;
+use crate::secrets::OpenSecret;
+
+/// What a group's sandbox gets for the network: the proxy socket, the trust directory, and
+/// the placeholders of the secrets it may use.
+pub struct SandboxNet {
+    pub proxy_socket: PathBuf,
+    pub trust_dir: PathBuf,
+    pub env: Vec<(String, String)>,
+}
 
 pub struct Egress {
     dir: PathBuf,
     config: Arc<Config>,
-    /// Sockets of the proxies already running. A std Mutex: nothing async happens under it.
+    credentials: Vec<Credential>,
+    /// Which groups may use each secret, by name.
+    grants: Vec<(String, Vec<GroupId>)>,
+    interception: Interception,
+    /// The roots the host's own web tools trust: the upstream roots plus the local CA.
+    tool_tls: Arc<rustls::ClientConfig>,
+    trust_dir: PathBuf,
+    /// Secret values to `[redacted secret NAME]`, for everything headed to the model.
+    redactor: Replacer,
+    /// Proxies already running. A std Mutex: nothing async happens under it.
     running: Mutex<HashMap<GroupId, PathBuf>>,
 }
 
 impl Egress {
-    pub fn new(home: &Home, config: Arc<Config>) -> Egress {
-        Egress {
+    /// Set up from the config and the opened secrets: the CA (made if missing), the trust
+    /// directory for sandboxes, and the upstream TLS roots.
+    pub fn new(home: &Home, config: Arc<Config>, secrets: &[OpenSecret]) -> anyhow::Result<Egress> {
+        let (ca_pem, ca_key) = home.ca()?;
+        let trust_dir = home.trust_dir(&ca_pem)?;
+        let mut extra = Vec::new();
+        for path in &config.extra_roots {
+            extra.push(
+                std::fs::read(path).with_context(|| {
+                    format!("reading egress.extra_roots file {}", path.display())
+                })?,
+            );
+        }
+        let upstream = upstream_config(&extra).context("setting up upstream TLS roots")?;
+        extra.push(ca_pem.into_bytes());
+        let tool_tls = upstream_config(&extra).context("setting up the web tools' TLS roots")?;
+        let authority = Authority::load(&ca_key).context("loading the local CA")?;
+        let mut credentials = Vec::new();
+        let mut grants = Vec::new();
+        for s in secrets {
+            credentials.push(credential(s)?);
+            grants.push((s.meta.name.clone(), s.meta.groups.clone()));
+        }
+        let redactor = Replacer::new(secrets.iter().map(|s| {
+            (
+                s.value.as_bytes().to_vec(),
+                format!("[redacted secret {}]", s.meta.name).into_bytes(),
+            )
+        }));
+        Ok(Egress {
             dir: home.dir.join("run"),
             config,
+            credentials,
+            grants,
+            interception: Interception {
+                authority: Arc::new(authority),
+                upstream,
+            },
+            tool_tls,
+            trust_dir,
+            redactor,
             running: Mutex::new(HashMap::new()),
-        }
+        })
     }
 
-    /// The group's proxy socket, starting its proxy if needed. Needs a tokio runtime.
-    pub fn socket_for(&self, group: &GroupId) -> anyhow::Result<PathBuf> {
+    /// Names of the secrets `group` may use.
+    fn granted(&self, group: &GroupId) -> Vec<String> {
+        self.grants
+            .iter()
+            .filter(|(_, groups)| groups.contains(group))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// The placeholder of secret `name`, if `group` may use it.
+    pub fn placeholder(&self, group: &GroupId, name: &str) -> Option<&str> {
+        let granted = self.granted(group);
+        self.credentials
+            .iter()
+            .find(|c| c.name == name && granted.contains(&c.name))
+            .map(|c| c.placeholder.as_str())
+    }
+
+    /// Replaces secret values in text headed to the model or a log.
+    pub fn redactor(&self) -> &Replacer {
+        &self.redactor
+    }
+
+    /// TLS roots for the host's web tools, which reach the web only through a group's proxy.
+    pub fn tool_tls(&self) -> &Arc<rustls::ClientConfig> {
+        &self.tool_tls
+    }
+
+    /// The group's network for its sandbox, starting its proxy if needed. Needs a tokio
+    /// runtime.
+    pub fn for_group(&self, group: &GroupId) -> anyhow::Result<SandboxNet> {
+        let granted = self.granted(group);
+        let env = self
+            .credentials
+            .iter()
+            .filter(|c| granted.contains(&c.name))
+            .map(|c| (c.name.clone(), c.placeholder.clone()))
+            .collect();
+        Ok(SandboxNet {
+            proxy_socket: self.socket_for(group, granted)?,
+            trust_dir: self.trust_dir.clone(),
+            env,
+        })
+    }
+
+    fn socket_for(&self, group: &GroupId, granted: Vec<String>) -> anyhow::Result<PathBuf> {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(path) = running.get(group) {
             return Ok(path.clone());
@@ -42,10 +149,45 @@ impl Egress {
             .create(&self.dir)
             .with_context(|| format!("creating {}", self.dir.display()))?;
         let path = self.dir.join(format!("egress-{group}.sock"));
-        let policy = Arc::new(self.config.egress_for(group));
-        nanoclaw_egress::proxy::spawn(&path, group.to_string(), policy)
+        let proxy = GroupProxy {
+            group: group.to_string(),
+            policy: self.config.egress_for(group),
+            credentials: Credentials::new(self.credentials.clone(), &granted),
+            tls: Some(self.interception.clone()),
+        };
+        nanoclaw_egress::proxy::spawn(&path, Arc::new(proxy))
             .with_context(|| format!("starting the egress proxy on {}", path.display()))?;
         running.insert(group.clone(), path.clone());
         Ok(path)
     }
+}
+
+/// A stored secret as the proxy holds it. Hosts and headers were checked by `secret set`;
+/// a file edited by hand is checked again here.
+fn credential(s: &OpenSecret) -> anyhow::Result<Credential> {
+    let m = &s.meta;
+    let hosts = m
+        .hosts
+        .iter()
+        .map(|h| Rule::parse(h, None, false).map(|r| r.pattern))
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("secret {}: bad host", m.name))?;
+    let header = match &m.header {
+        None => None,
+        Some(h) => Some(HeaderInjection {
+            name: h
+                .parse()
+                .with_context(|| format!("secret {}: bad header name {h:?}", m.name))?,
+            format: m.format.clone().unwrap_or_else(|| "{}".into()),
+        }),
+    };
+    Ok(Credential {
+        name: m.name.clone(),
+        value: s.value.clone(),
+        placeholder: m.placeholder.clone(),
+        hosts,
+        header,
+        in_query: m.in_query,
+        in_body: m.in_body,
+    })
 }

@@ -2,7 +2,8 @@
 //! lives, creating it with private permissions, the API token, and the lock that keeps two
 //! processes from running turns over the same store.
 //!
-//! Nothing in here is ever mounted into a sandbox except one group's workspace directory.
+//! Nothing in here is ever mounted into a sandbox except one group's workspace directory, its
+//! proxy socket, and the trust directory (the CA certificate and bundle; never the CA key).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -13,6 +14,13 @@ use anyhow::{Context, bail};
 use nanoclaw_core::GroupId;
 
 use crate::config::{CONFIG_FILE, DEFAULT_CONFIG};
+
+/// Where the host's CA bundle may be (Debian, Fedora, Alpine/others).
+const SYSTEM_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
 
 /// Bytes of randomness in the API token.
 const TOKEN_BYTES: usize = 32;
@@ -84,7 +92,79 @@ impl Home {
         }
         self.api_token()?;
         done.push(format!("API token in {}", self.token_path().display()));
+        self.ca()?;
+        done.push(format!(
+            "local CA for TLS interception in {} (its key never enters a sandbox)",
+            self.ca_dir().display()
+        ));
+        if std::env::var_os(crate::secrets::KEY_ENV).is_none() {
+            crate::secrets::SecretsKey::locate(self, true)?;
+            done.push(format!(
+                "secrets key in {} (outside the data dir; back it up)",
+                crate::secrets::key_file_path()?.display()
+            ));
+        }
         Ok(done)
+    }
+
+    fn ca_dir(&self) -> PathBuf {
+        self.dir.join("ca")
+    }
+
+    /// The local CA as (certificate PEM, key PEM), made on first use. The key file is 0600
+    /// in the data dir, which is never mounted into a sandbox.
+    pub fn ca(&self) -> anyhow::Result<(String, String)> {
+        let dir = self.ca_dir();
+        let (cert, key) = (dir.join("ca.pem"), dir.join("ca.key"));
+        match (fs::read_to_string(&cert), fs::read_to_string(&key)) {
+            (Ok(c), Ok(k)) => return Ok((c, k)),
+            (Err(e), _) | (_, Err(e)) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e)
+                    .with_context(|| format!("reading the local CA in {}", dir.display()));
+            }
+            _ => {}
+        }
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+        let (c, k) = nanoclaw_egress::tls::generate_ca()?;
+        let _ = fs::remove_file(&cert);
+        let _ = fs::remove_file(&key);
+        write_private(&key, k.as_bytes())?;
+        write_private(&cert, c.as_bytes())?;
+        Ok((c, k))
+    }
+
+    /// The directory mounted read-only into sandboxes: the CA certificate and a bundle of the
+    /// system roots plus the CA. Rewritten from the CA at each start.
+    pub fn trust_dir(&self, ca_pem: &str) -> anyhow::Result<PathBuf> {
+        let dir = self.dir.join("run").join("trust");
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+        let system = SYSTEM_BUNDLES
+            .iter()
+            .find_map(|p| fs::read_to_string(p).ok());
+        let mut bundle = system.unwrap_or_default();
+        if !bundle.is_empty() && !bundle.ends_with('\n') {
+            bundle.push('\n');
+        }
+        bundle.push_str(ca_pem);
+        for (name, text) in [
+            (nanoclaw_sandbox::CA_CERT_FILE, ca_pem),
+            (nanoclaw_sandbox::CA_BUNDLE_FILE, bundle.as_str()),
+        ] {
+            let path = dir.join(name);
+            let tmp = dir.join(format!("{name}.tmp"));
+            fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644))?;
+            fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(dir)
     }
 
     /// Fail with a clear message if `init` has not been run.

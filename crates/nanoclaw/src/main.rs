@@ -9,6 +9,8 @@
 //!   runs inside the group's sandbox (`nanoclaw_sandbox`).
 //! - [`backend`]: which sandbox backend runs commands (`nanoclaw_sandbox`).
 //! - [`egress`]: each group's egress proxy (`nanoclaw_egress`), its sandbox's only way out.
+//! - [`secrets`]: the encrypted secrets store; [`web`]: the web tools' client (through the
+//!   proxy).
 //! - [`config`] and [`home`]: the validated config and the data dir.
 //! - [`doctor`]: what works and what does not, and what to do about it.
 //!
@@ -24,9 +26,11 @@ mod egress;
 mod home;
 mod model;
 mod queue;
+mod secrets;
 mod store;
 mod terminal;
 mod tools;
+mod web;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -84,6 +88,49 @@ enum Command {
     Sandbox {
         #[command(subcommand)]
         command: SandboxCommand,
+    },
+    /// Manage secrets: stored encrypted, seen by sandboxes only as placeholders, inserted by
+    /// the egress proxy toward the hosts each is bound to.
+    Secret {
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecretCommand {
+    /// Store (or replace) a secret. The value is read from stdin: one line, at least 8 bytes.
+    /// Takes effect at the next start of the daemon.
+    Set {
+        /// The secret's name; it becomes an environment variable in the granted groups'
+        /// sandboxes, holding the placeholder (A-Z, 0-9, '_').
+        name: String,
+        /// A host the value may be sent to: a name, or *.suffix for any name under it.
+        #[arg(long = "host", required = true, value_name = "HOST")]
+        hosts: Vec<String>,
+        /// A group whose sandbox gets the placeholder (repeatable). None: only nanoclaw itself
+        /// uses the secret (the model API key).
+        #[arg(long = "group", value_name = "GROUP")]
+        groups: Vec<GroupId>,
+        /// A header the proxy sets on every request to the bound hosts, e.g. Authorization.
+        #[arg(long, value_name = "NAME")]
+        header: Option<String>,
+        /// The header's value, with {} for the secret [default: {}].
+        #[arg(long, requires = "header", value_name = "FORMAT")]
+        format: Option<String>,
+        /// Also replace the placeholder in URLs (path and query string).
+        #[arg(long)]
+        in_query: bool,
+        /// Also replace the placeholder in request bodies.
+        #[arg(long)]
+        in_body: bool,
+    },
+    /// List secrets: names, hosts, groups and placeholders. Never values.
+    List,
+    /// Remove a secret.
+    Rm {
+        /// The secret's name.
+        name: String,
     },
 }
 
@@ -148,7 +195,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             writeln!(
                 out,
-                "next: set ANTHROPIC_API_KEY (or configure [model] in the file above), then `nanoclaw run` or `nanoclaw chat`"
+                "next: store your model key with `nanoclaw secret set ANTHROPIC_API_KEY --host api.anthropic.com` (value on stdin), or configure [model] in the file above; then `nanoclaw run` or `nanoclaw chat`"
             )?;
             Ok(ExitCode::SUCCESS)
         }
@@ -161,7 +208,148 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sandbox {
             command: SandboxCommand::Exec { group, command },
         } => runtime(false)?.block_on(sandbox_exec(home, group, command)),
+        Command::Secret { command } => secret_command(&home, command),
     }
+}
+
+fn secret_command(home: &Home, command: SecretCommand) -> anyhow::Result<ExitCode> {
+    use std::io::{IsTerminal, Read, Write};
+    home.require_initialized()
+        .map_err(|e| UsageError(e.to_string()))?;
+    let mut store = secrets::Secrets::load(home)?;
+    let mut out = std::io::stdout().lock();
+    match command {
+        SecretCommand::Set {
+            name,
+            hosts,
+            groups,
+            header,
+            format,
+            in_query,
+            in_body,
+        } => {
+            nanoclaw_core::secret::check_name(&name).map_err(|e| UsageError(e.to_string()))?;
+            for h in &hosts {
+                let rule = nanoclaw_egress::Rule::parse(h, None, false)
+                    .map_err(|e| UsageError(format!("--host {h:?}: {e}")))?;
+                if rule.ports != nanoclaw_egress::policy::DEFAULT_PORTS {
+                    return Err(UsageError(format!(
+                        "--host {h:?}: a secret is bound to host names, not ports"
+                    ))
+                    .into());
+                }
+            }
+            if let Some(h) = &header
+                && h.parse::<hyper::header::HeaderName>().is_err()
+            {
+                return Err(
+                    UsageError(format!("--header {h:?} is not a valid header name")).into(),
+                );
+            }
+            if let Some(f) = &format
+                && f.matches("{}").count() != 1
+            {
+                return Err(UsageError(format!(
+                    "--format {f:?} must hold {{}} exactly once, where the value goes"
+                ))
+                .into());
+            }
+            let mut value = String::new();
+            if std::io::stdin().is_terminal() {
+                eprint!("value of {name} (one line, then Enter): ");
+                std::io::stdin().read_line(&mut value)?;
+            } else {
+                std::io::stdin()
+                    .read_to_string(&mut value)
+                    .context("reading the value from stdin")?;
+            }
+            let value = value
+                .strip_suffix('\n')
+                .map(|v| v.strip_suffix('\r').unwrap_or(v))
+                .unwrap_or(&value);
+            if value.is_empty() {
+                return Err(UsageError(format!("no value for {name} on stdin")).into());
+            }
+            let key = secrets::SecretsKey::locate(home, store.is_empty())?;
+            // Opening the others first proves the key is the one they were sealed with.
+            store.open_all(&key)?;
+            let binding = secrets::Binding {
+                hosts: hosts
+                    .iter()
+                    .map(|h| nanoclaw_egress::policy::normalize_host(h))
+                    .collect(),
+                groups,
+                header,
+                format,
+                in_query,
+                in_body,
+            };
+            store
+                .set(&key, &name, value, binding)
+                .map_err(|e| UsageError(format!("{e:#}")))?;
+            store.save()?;
+            writeln!(
+                out,
+                "stored {name}; restart `nanoclaw run` for it to take effect"
+            )?;
+        }
+        SecretCommand::List => {
+            if store.is_empty() {
+                writeln!(out, "no secrets")?;
+            }
+            for s in store.list() {
+                let groups: Vec<String> = s.groups.iter().map(|g| g.to_string()).collect();
+                let mut extras = Vec::new();
+                if let Some(h) = &s.header {
+                    extras.push(format!(
+                        "header {h}: {}",
+                        s.format.as_deref().unwrap_or("{}")
+                    ));
+                }
+                if s.in_query {
+                    extras.push("in URLs".into());
+                }
+                if s.in_body {
+                    extras.push("in bodies".into());
+                }
+                writeln!(
+                    out,
+                    "{}\n  hosts: {}\n  groups: {}\n  placeholder: {}{}",
+                    s.name,
+                    s.hosts.join(", "),
+                    if groups.is_empty() {
+                        "(none: used by nanoclaw itself only)".into()
+                    } else {
+                        groups.join(", ")
+                    },
+                    s.placeholder,
+                    if extras.is_empty() {
+                        String::new()
+                    } else {
+                        format!("\n  also: {}", extras.join("; "))
+                    }
+                )?;
+            }
+        }
+        SecretCommand::Rm { name } => {
+            if !store.remove(&name) {
+                return Err(UsageError(format!("no secret named {name:?}")).into());
+            }
+            store.save()?;
+            writeln!(out, "removed {name}")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every stored secret with its value, or a clear error when they cannot be opened.
+fn open_secrets(home: &Home) -> anyhow::Result<Vec<secrets::OpenSecret>> {
+    let store = secrets::Secrets::load(home)?;
+    if store.is_empty() {
+        return Ok(Vec::new());
+    }
+    let key = secrets::SecretsKey::locate(home, false)?;
+    store.open_all(&key)
 }
 
 fn init_logging(default: &str) {
@@ -192,17 +380,27 @@ fn load_config(home: &Home) -> anyhow::Result<Config> {
 }
 
 /// The model client, or the message that tells the user exactly what to set.
-fn model_client(home: &Home, config: &Config) -> Result<ModelClient, String> {
+/// The API key is the secret named like the provider's variable (ANTHROPIC_API_KEY,
+/// OPENAI_API_KEY); the environment variable of that name is the fallback.
+fn model_client(
+    home: &Home,
+    config: &Config,
+    secrets: &[secrets::OpenSecret],
+) -> Result<ModelClient, String> {
     let m = &config.model;
-    let key = std::env::var(m.provider.key_env())
-        .ok()
+    let name = m.provider.key_env();
+    let key = secrets
+        .iter()
+        .find(|s| s.meta.name == name)
+        .map(|s| s.value.clone())
+        .or_else(|| std::env::var(name).ok())
         .filter(|k| !k.trim().is_empty());
     if key.is_none() && m.base_url == m.provider.default_base_url() {
         return Err(format!(
-            "No model is configured: set the {} environment variable to your API key, or point \
-             [model] provider and base_url in {} at another server (OpenAI-compatible servers such \
-             as Ollama need no key), then restart nanoclaw.",
-            m.provider.key_env(),
+            "No model is configured: store your API key with `nanoclaw secret set {name} --host \
+             <the API's host>` (or set the {name} environment variable), or point [model] provider \
+             and base_url in {} at another server (OpenAI-compatible servers such as Ollama need \
+             no key), then restart nanoclaw.",
             home.config_path().display()
         ));
     }
@@ -231,11 +429,12 @@ async fn build_agent(home: Home, long_lived: bool) -> anyhow::Result<(Agent, std
             Arc::new(nanoclaw_sandbox::UnavailableBackend { reason })
         }
     };
-    let model = model_client(&home, &config);
+    let secrets = open_secrets(&home)?;
+    let model = model_client(&home, &config, &secrets);
     if let (Err(hint), true) = (&model, long_lived) {
         eprintln!("nanoclaw: {hint}");
     }
-    let egress = egress::Egress::new(&home, Arc::new(config.clone()));
+    let egress = egress::Egress::new(&home, Arc::new(config.clone()), &secrets)?;
     let tools = tools::Tools::new(backend, egress);
     Ok((
         Agent {
@@ -305,14 +504,16 @@ async fn sandbox_exec(
     let backend = backend::choose(&home, &config, false)
         .await
         .map_err(anyhow::Error::msg)?;
+    let secrets = open_secrets(&home)?;
+    let net = egress::Egress::new(&home, Arc::new(config.clone()), &secrets)?.for_group(&group)?;
     let req = nanoclaw_sandbox::ExecRequest {
         workspace: home.workspace(&group)?,
         program: nanoclaw_sandbox::Program::Command(command),
         stdin: Vec::new(),
         limits: config.limits_for(&group),
-        proxy_socket: Some(
-            egress::Egress::new(&home, Arc::new(config.clone())).socket_for(&group)?,
-        ),
+        proxy_socket: Some(net.proxy_socket),
+        trust_dir: Some(net.trust_dir),
+        env: net.env,
     };
     let result = backend.exec(&req).await;
     backend.shutdown().await;
