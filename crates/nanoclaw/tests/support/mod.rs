@@ -1,6 +1,7 @@
 //! Test support: a scripted model server and a disposable nanoclaw data dir.
 #![allow(dead_code)]
 
+pub mod https;
 pub mod model_server;
 
 use std::path::{Path, PathBuf};
@@ -56,6 +57,8 @@ pub fn bin() -> &'static str {
 /// A data dir with a config pointing at a scripted model server.
 pub struct TestHome {
     pub dir: tempfile::TempDir,
+    /// Holds the secrets key file, outside the data dir as nanoclaw requires.
+    pub key_dir: tempfile::TempDir,
 }
 
 impl TestHome {
@@ -63,9 +66,15 @@ impl TestHome {
     /// any extra config text.
     pub fn new(wire: Wire, model_url: &str, extra: &str) -> TestHome {
         let dir = tempfile::tempdir().expect("tempdir");
+        let key_dir = tempfile::tempdir().expect("tempdir");
         let out = std::process::Command::new(bin())
             .arg("--home")
             .arg(dir.path())
+            .env(
+                "NANOCLAW_SECRETS_KEY_FILE",
+                key_dir.path().join("secrets.key"),
+            )
+            .env_remove("NANOCLAW_SECRETS_KEY")
             .arg("init")
             .output()
             .expect("run init");
@@ -86,7 +95,33 @@ impl TestHome {
             "[model]\nprovider = \"{provider}\"\nname = \"scripted\"\nbase_url = \"{base}\"\nmax_retries = 2\nrequest_timeout_secs = 20\n{extra}"
         );
         std::fs::write(dir.path().join("nanoclaw.toml"), config).expect("write config");
-        TestHome { dir }
+        TestHome { dir, key_dir }
+    }
+
+    pub fn key_file(&self) -> PathBuf {
+        self.key_dir.path().join("secrets.key")
+    }
+
+    /// `nanoclaw secret set NAME ARGS...` with `value` on stdin.
+    pub async fn set_secret(&self, name: &str, value: &str, args: &[&str]) -> Output {
+        use tokio::io::AsyncWriteExt;
+        let mut c = self.command();
+        c.args(["secret", "set", name])
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().expect("run nanoclaw secret set");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(value.as_bytes())
+            .await
+            .expect("write value");
+        drop(stdin);
+        tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+            .await
+            .expect("secret set timed out")
+            .expect("secret set")
     }
 
     pub fn path(&self) -> &Path {
@@ -101,6 +136,8 @@ impl TestHome {
         let mut c = tokio::process::Command::new(bin());
         c.arg("--home").arg(self.path());
         c.env_remove("NANOCLAW_HOME")
+            .env_remove("NANOCLAW_SECRETS_KEY")
+            .env("NANOCLAW_SECRETS_KEY_FILE", self.key_file())
             .env("ANTHROPIC_API_KEY", "test-key")
             .env("OPENAI_API_KEY", "test-key");
         c.kill_on_drop(true);
