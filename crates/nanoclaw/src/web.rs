@@ -391,7 +391,7 @@ mod tests {
         let html = "<html><head><title>T &amp; U</title><style>p{}</style><script>alert('x<y')</script></head>\
 <body><h1>Head</h1><p>One&nbsp;two &lt;3&gt; &#65;&#x42;</p><!-- hidden --><ul><li>a</li><li>b</li></ul></body></html>";
         let text = readable_text(html);
-        assert_eq!(text, "T & U\nHead\nOne two <3> AB\na\nb");
+        assert_eq!(text, "T & U\n\nHead\n\nOne two <3> AB\n\na\n\nb");
         assert!(!text.contains("alert") && !text.contains("hidden"));
     }
 

@@ -85,7 +85,9 @@ async fn shell_note_txt_lands_only_in_the_group_workspace(wire: Wire) {
             "write_file",
             "edit_file",
             "list_files",
-            "grep"
+            "grep",
+            "web_fetch",
+            "http_request"
         ]
     );
 }
