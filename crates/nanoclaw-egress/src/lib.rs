@@ -4,6 +4,8 @@
 //! - [`addr`]: addresses the proxy never connects to (loopback, private, link-local, CGNAT,
 //!   multicast, unspecified, metadata; IPv4 inside IPv6 judged as IPv4).
 //! - [`proxy`]: the per-group server on a Unix socket: HTTP forwarding and CONNECT tunnels.
+//! - [`handoff`]: how connections arrive on that socket (a sandbox's TCP connection passed as
+//!   a descriptor, or HTTP spoken directly).
 //! - [`credentials`]: which secrets a group may use, where each is bound, and the per-request
 //!   rules: raw values refused, placeholders only toward bound hosts, then substituted.
 //! - [`tls`]: the local CA, leaf certificates per host, verified TLS toward upstreams.
@@ -15,9 +17,11 @@
 
 pub mod addr;
 pub mod credentials;
+pub mod handoff;
 pub mod intercept;
 pub mod policy;
 pub mod proxy;
+mod pump;
 pub mod tls;
 
 pub use credentials::{Credential, Credentials, HeaderInjection};

@@ -25,16 +25,17 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpStream, UnixListener};
 
-#[path = "../../shared/pump.rs"]
-mod pump;
-
 use crate::addr;
 use crate::credentials::Credentials;
+use crate::handoff::{self, Client};
 use crate::policy::{Policy, Refusal, Rule, normalize_host};
+use crate::pump;
 use crate::tls::Authority;
 
 /// Time allowed to open a connection upstream.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once per group; more are closed at once.
+const MAX_CONNECTIONS: usize = 256;
 /// Request bodies scanned for secrets are read whole, up to this size.
 pub const SCAN_LIMIT: usize = 32 << 20;
 
@@ -124,6 +125,7 @@ pub(crate) fn refused(refusal: &Refusal) -> Response<ProxyBody> {
 
 /// Serve one group's socket until the listener fails.
 pub async fn serve(listener: UnixListener, proxy: Arc<GroupProxy>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -133,19 +135,37 @@ pub async fn serve(listener: UnixListener, proxy: Arc<GroupProxy>) {
                 continue;
             }
         };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            tracing::warn!(group = %proxy.group, "egress proxy at its connection limit; closing one");
+            continue;
+        };
         let proxy = Arc::clone(&proxy);
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let proxy = Arc::clone(&proxy);
-                async move { Ok::<_, Infallible>(handle(&proxy, req).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "egress connection ended with an error");
+            let _slot = slot;
+            match handoff::receive(stream).await {
+                Ok(Client::Tcp(tcp)) => serve_connection(tcp, proxy).await,
+                Ok(Client::Direct(direct)) => serve_connection(direct, proxy).await,
+                Err(e) => {
+                    tracing::debug!(group = %proxy.group, error = %e, "egress connection refused")
+                }
             }
         });
+    }
+}
+
+async fn serve_connection<I>(io: I, proxy: Arc<GroupProxy>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let proxy = Arc::clone(&proxy);
+        async move { Ok::<_, Infallible>(handle(&proxy, req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "egress connection ended with an error");
     }
 }
 
@@ -360,16 +380,16 @@ async fn tunnel(proxy: &Arc<GroupProxy>, req: Request<Incoming>) -> Result<Forwa
     })
 }
 
-/// Move a tunnel's bytes until both sides are done. When the client side is still the plain
-/// Unix socket (always, for this server), both directions are spliced in the kernel on
-/// blocking threads; otherwise they are copied.
+/// Move a tunnel's bytes until both sides are done. When the client is a handed-off TCP
+/// connection (a sandbox's), both directions are spliced in the kernel on blocking threads;
+/// otherwise they are copied.
 async fn relay_tunnel(
     upgraded: hyper::upgrade::Upgraded,
     mut upstream: TcpStream,
     addr: SocketAddr,
 ) {
     use tokio::io::AsyncWriteExt;
-    let parts = match upgraded.downcast::<TokioIo<tokio::net::UnixStream>>() {
+    let parts = match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => parts,
         Err(upgraded) => {
             let mut client = TokioIo::new(upgraded);

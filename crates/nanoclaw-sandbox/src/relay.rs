@@ -1,23 +1,20 @@
-//! The proxy relay inside the sandbox: a TCP listener on `127.0.0.1:3128` that forwards each
-//! connection, byte for byte, to the egress proxy's Unix socket bind-mounted at
-//! `/run/nanoclaw/proxy.sock`. It is the sandbox's only way out; the proxy on the host decides
-//! what may pass. The relay adds nothing and reads nothing.
+//! The proxy relay inside the sandbox: a TCP listener on `127.0.0.1:3128` that hands each
+//! accepted connection, as a file descriptor (`SCM_RIGHTS`), to the egress proxy over the Unix
+//! socket bind-mounted at `/run/nanoclaw/proxy.sock`. The proxy then serves the connection
+//! itself: bytes cross one hop on the host instead of two. It is the sandbox's only way out;
+//! the proxy decides what may pass. The relay reads nothing, adds nothing, keeps nothing.
 
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpListener};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-#[path = "../../shared/pump.rs"]
-mod pump;
-use pump::pump;
 
 /// Where the relay listens inside the sandbox.
 pub const RELAY_ADDR: &str = "127.0.0.1:3128";
 /// Where the host mounts the egress proxy's socket.
 pub const PROXY_SOCKET_IN_SANDBOX: &str = "/run/nanoclaw/proxy.sock";
-/// Connections relayed at once; more wait in the listen backlog.
-const MAX_CONNECTIONS: usize = 64;
+/// The first byte of a handoff (the egress crate's `handoff::HANDOFF`; the two crates do not
+/// depend on each other, so the one-byte protocol is written down in both).
+const HANDOFF: u8 = 0;
 
 /// The environment a command gets when the relay runs.
 pub fn proxy_env() -> Vec<(&'static str, &'static str)> {
@@ -47,49 +44,45 @@ pub fn start() -> std::io::Result<bool> {
 }
 
 fn accept_loop(listener: TcpListener) {
-    let active = Arc::new(AtomicUsize::new(0));
     for conn in listener.incoming() {
         let Ok(tcp) = conn else { continue };
-        if active.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
+        let handed = UnixStream::connect(PROXY_SOCKET_IN_SANDBOX)
+            .and_then(|unix| hand_off(&unix, tcp.as_raw_fd()));
+        if handed.is_err() {
             let _ = tcp.shutdown(Shutdown::Both);
-            continue;
         }
-        let Ok(unix) = UnixStream::connect(PROXY_SOCKET_IN_SANDBOX) else {
-            let _ = tcp.shutdown(Shutdown::Both);
-            continue;
-        };
-        active.fetch_add(1, Ordering::SeqCst);
-        let active = Arc::clone(&active);
-        let _ = std::thread::Builder::new()
-            .name("relay-conn".into())
-            .spawn(move || {
-                relay(tcp, unix);
-                active.fetch_sub(1, Ordering::SeqCst);
-            });
+        // Dropping our copies: the proxy holds the connection now.
     }
 }
 
-/// Copy both ways until both sides are done.
-fn relay(tcp: TcpStream, unix: UnixStream) {
-    let clones = (tcp.try_clone(), unix.try_clone(), tcp.try_clone());
-    let (Ok(tcp_read), Ok(unix_write), Ok(tcp_write)) = clones else {
-        return;
+/// Pass the connection's descriptor to the proxy: one byte, [`HANDOFF`], with `SCM_RIGHTS`.
+fn hand_off(unix: &UnixStream, fd: RawFd) -> std::io::Result<()> {
+    let mut byte = [HANDOFF];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
     };
-    // No thread for the second direction (the process limit may be reached): drop the
-    // connection rather than panic.
-    let Ok(upstream) = std::thread::Builder::new()
-        .name("relay-up".into())
-        .spawn(move || {
-            let shut = unix_write.try_clone();
-            pump(tcp_read, unix_write);
-            if let Ok(u) = shut {
-                let _ = u.shutdown(Shutdown::Write);
-            }
-        })
-    else {
-        return;
+    // u64 elements keep the buffer aligned for cmsghdr; 16 bytes of header and one int fit.
+    let mut control = [0u64; 4];
+    let fd_len = size_of::<libc::c_int>() as u32;
+    // SAFETY: an all-zero msghdr is valid; every pointer set below outlives sendmsg, and the
+    // CMSG_* macros stay within `control`, which CMSG_SPACE(one int) fits.
+    let sent = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = libc::CMSG_SPACE(fd_len) as usize;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(fd_len) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>(), fd);
+        libc::sendmsg(unix.as_raw_fd(), &msg, libc::MSG_NOSIGNAL)
     };
-    pump(unix, tcp_write);
-    let _ = tcp.shutdown(Shutdown::Write);
-    let _ = upstream.join();
+    if sent == 1 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }

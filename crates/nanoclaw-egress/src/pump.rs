@@ -1,7 +1,7 @@
 //! Moving bytes between two sockets until the end of a stream, in the kernel where it can:
 //! splice(2) through a pipe, so the bytes never pass through user space; a plain copy where
-//! splice is not available. Shared, as source, by the in-sandbox relay and the egress proxy's
-//! tunnels (both are hops on the same path); it owns no policy and reads no bytes.
+//! splice is not available. Used by the proxy's CONNECT tunnels; it owns no policy and reads
+//! no bytes.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
