@@ -396,8 +396,8 @@ async fn relay_tunnel(
             let r = tokio::io::copy_bidirectional_with_sizes(
                 &mut client,
                 &mut upstream,
-                pump::CHUNK,
-                pump::CHUNK,
+                pump::COPY_CHUNK,
+                pump::COPY_CHUNK,
             )
             .await;
             tracing::debug!(target: "nanoclaw::egress", %addr, result = ?r, "tunnel closed");

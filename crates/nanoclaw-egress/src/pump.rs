@@ -6,8 +6,12 @@
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 
-/// Bytes moved per splice or copy step: large, so a big transfer costs few system calls.
-pub const CHUNK: usize = 256 * 1024;
+/// Bytes moved per splice step, and the pipe's size: large, so a big transfer costs few system
+/// calls (1 MiB is the default ceiling for a pipe; a smaller pipe still works). Kernel memory
+/// only: the bytes never enter user space.
+pub const CHUNK: usize = 1024 * 1024;
+/// The buffer of a copy in user space, where splice is not available.
+pub const COPY_CHUNK: usize = 256 * 1024;
 
 /// Move bytes from one socket to the other until the end of the stream: in the kernel with
 /// splice(2) through a pipe, or by copying where splice is not available.
@@ -85,7 +89,7 @@ fn splice_all(from: RawFd, to: RawFd) -> bool {
 }
 
 fn copy(mut from: impl Read, mut to: impl Write) {
-    let mut buf = vec![0u8; CHUNK];
+    let mut buf = vec![0u8; COPY_CHUNK];
     loop {
         match from.read(&mut buf) {
             Ok(0) | Err(_) => return,

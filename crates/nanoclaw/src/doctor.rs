@@ -163,12 +163,17 @@ async fn probe_sandbox(
     let socket = std::env::temp_dir().join(format!("nanoclaw-doctor-{}.sock", std::process::id()));
     let _ = std::fs::remove_file(&socket);
     let listener = tokio::net::UnixListener::bind(&socket)?;
+    // The relay hands each connection over as a descriptor, as it does to the real proxy.
     let server = tokio::spawn(async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        while let Ok((mut conn, _)) = listener.accept().await {
-            let mut buf = [0u8; 256];
-            let _ = conn.read(&mut buf).await;
-            let _ = conn.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await;
+        while let Ok((conn, _)) = listener.accept().await {
+            if let Ok(nanoclaw_egress::handoff::Client::Tcp(mut tcp)) =
+                nanoclaw_egress::handoff::receive(conn).await
+            {
+                let mut buf = [0u8; 256];
+                let _ = tcp.read(&mut buf).await;
+                let _ = tcp.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await;
+            }
         }
     });
     let probe = ExecRequest {

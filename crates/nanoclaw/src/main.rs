@@ -216,6 +216,7 @@ fn secret_command(home: &Home, command: SecretCommand) -> anyhow::Result<ExitCod
     use std::io::{IsTerminal, Read, Write};
     home.require_initialized()
         .map_err(|e| UsageError(e.to_string()))?;
+    let _lock = secrets::Secrets::lock(home)?;
     let mut store = secrets::Secrets::load(home)?;
     let mut out = std::io::stdout().lock();
     match command {

@@ -173,6 +173,22 @@ pub struct Secrets {
 }
 
 impl Secrets {
+    /// Hold this while reading, changing and saving, so two `secret set` at once cannot lose
+    /// one's change.
+    pub fn lock(home: &Home) -> anyhow::Result<fs::File> {
+        let path = home.dir.join("secrets.lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        file.lock()
+            .with_context(|| format!("locking {}", path.display()))?;
+        Ok(file)
+    }
+
     pub fn load(home: &Home) -> anyhow::Result<Secrets> {
         let path = home.dir.join(FILE);
         let file = match fs::read(&path) {

@@ -172,3 +172,53 @@ async fn doctor_reports_the_docker_backends_isolation() {
         "doctor left a container behind"
     );
 }
+
+#[tokio::test]
+async fn a_docker_sandbox_gets_placeholders_the_ca_and_injection_through_the_handoff() {
+    if let Err(why) = support::docker_image() {
+        eprintln!("SKIP: {why}");
+        return;
+    }
+    const VALUE: &str = "docker-secret-value-123456";
+    let ca = support::https::TestCa::new();
+    let origin = support::https::Origin::start(&ca, "localhost", None).await;
+    let home = TestHome::new(
+        Wire::Anthropic,
+        "http://127.0.0.1:9",
+        &format!(
+            "[sandbox]\nbackend = \"docker\"\ndocker_image = \"{}\"\n[egress]\nextra_roots = [\"{}\"]\nallow = [{{ host = \"localhost:{}\", private = true }}]\n",
+            support::DOCKER_TEST_IMAGE,
+            ca.cert_file.display(),
+            origin.port
+        ),
+    );
+    let out = home
+        .set_secret("TOKEN", VALUE, &["--host", "localhost", "--group", "main"])
+        .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let script = format!(
+        r#"NO_PROXY= no_proxy= python3 - <<'EOF'
+import os, urllib.request
+print("env", os.environ["TOKEN"])
+req = urllib.request.Request("https://localhost:{}/echo", headers={{"Authorization": "Bearer " + os.environ["TOKEN"]}})
+print(urllib.request.urlopen(req, timeout=10).read().decode())
+EOF"#,
+        origin.port
+    );
+    let out = home
+        .run(&["sandbox", "exec", "--", "bash", "-c", &script])
+        .await;
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("env NANOCLAW_SECRET_TOKEN_"), "{all}");
+    assert!(
+        !all.contains(VALUE),
+        "the value reached the container: {all}"
+    );
+    let seen = origin.seen();
+    let last = seen.last().expect("the request reached the origin");
+    assert_eq!(
+        last.header("authorization"),
+        Some(format!("Bearer {VALUE}").as_str())
+    );
+}
