@@ -166,6 +166,7 @@ fn main() {
                 authority: Arc::new(Authority::load(&local_key).expect("local ca")),
                 upstream: client_config(&origin_ca),
             }),
+            recorder: None,
         };
         nanoclaw_egress::proxy::spawn(&sock, Arc::new(proxy)).expect("proxy");
         let to_origin = client_config(&origin_ca);

@@ -175,7 +175,7 @@ async fn handle(
         Ok(resp) => (inbound(&proxy.credentials, resp), None),
         Err(refusal) => (refused(&refusal), Some(refusal)),
     };
-    Record {
+    proxy.record(&Record {
         group: &proxy.group,
         method: method.as_str(),
         host: &host,
@@ -188,8 +188,7 @@ async fn handle(
         secrets: &secrets,
         decision: reason.as_ref().map_or("allow", decision_of),
         reason: reason.as_ref(),
-    }
-    .log();
+    });
     response
 }
 

@@ -48,6 +48,9 @@ pub struct Interception {
     pub upstream: Arc<rustls::ClientConfig>,
 }
 
+/// Receives every egress record (the daemon's audit log).
+pub type Recorder = Arc<dyn Fn(&Record<'_>) + Send + Sync>;
+
 /// Everything one group's proxy works from.
 pub struct GroupProxy {
     pub group: String,
@@ -55,10 +58,21 @@ pub struct GroupProxy {
     pub credentials: Credentials,
     /// `None` when no secret is in use; then nothing is intercepted.
     pub tls: Option<Interception>,
+    pub recorder: Option<Recorder>,
+}
+
+impl GroupProxy {
+    /// Log a record, and hand it to the recorder.
+    pub(crate) fn record(&self, record: &Record<'_>) {
+        record.log();
+        if let Some(r) = &self.recorder {
+            r(record);
+        }
+    }
 }
 
 /// One line of the egress record: what was asked, what was decided.
-pub(crate) struct Record<'a> {
+pub struct Record<'a> {
     pub group: &'a str,
     pub method: &'a str,
     pub host: &'a str,
@@ -72,7 +86,7 @@ pub(crate) struct Record<'a> {
 }
 
 impl Record<'_> {
-    pub(crate) fn log(&self) {
+    fn log(&self) {
         let secrets = self.secrets.join(",");
         let reason = self.reason.map(|r| r.to_string()).unwrap_or_default();
         tracing::info!(
@@ -196,7 +210,7 @@ async fn handle(proxy: &Arc<GroupProxy>, req: Request<Incoming>) -> Response<Pro
             bytes_out,
             decision,
         }) => {
-            Record {
+            proxy.record(&Record {
                 group: &proxy.group,
                 method: method.as_str(),
                 host: &host,
@@ -209,12 +223,11 @@ async fn handle(proxy: &Arc<GroupProxy>, req: Request<Incoming>) -> Response<Pro
                 secrets: &secrets,
                 decision,
                 reason: None,
-            }
-            .log();
+            });
             response
         }
         Err(refusal) => {
-            Record {
+            proxy.record(&Record {
                 group: &proxy.group,
                 method: method.as_str(),
                 host: "",
@@ -225,8 +238,7 @@ async fn handle(proxy: &Arc<GroupProxy>, req: Request<Incoming>) -> Response<Pro
                 secrets: &[],
                 decision: decision_of(&refusal),
                 reason: Some(&refusal),
-            }
-            .log();
+            });
             refused(&refusal)
         }
     }

@@ -44,6 +44,7 @@ fn start(rules: &[(&str, bool)]) -> (tempfile::TempDir, std::path::PathBuf) {
         policy,
         credentials: Default::default(),
         tls: None,
+        recorder: None,
     };
     proxy::spawn(&sock, Arc::new(group)).unwrap();
     (dir, sock)

@@ -33,6 +33,8 @@ pub struct Api {
     pub store: Arc<Store>,
     pub queue: Arc<Queue>,
     pub token: String,
+    pub audit: Arc<crate::audit::Audit>,
+    pub policy: Arc<nanoclaw_core::Policy>,
 }
 
 #[derive(Deserialize)]
@@ -150,6 +152,20 @@ impl Api {
         })?;
         if msg.text.trim().is_empty() {
             return Err(error(StatusCode::BAD_REQUEST, "text is empty"));
+        }
+        // `/approve CODE [always]` and `/deny CODE` answer an approval request at once: they
+        // never queue behind the turn that is waiting for them.
+        if let Some((code, vote)) = crate::approvals::parse_command(&msg.text) {
+            let approver = crate::approver_for(&self.policy, &msg.sender);
+            let result =
+                crate::approvals::answer(&self.store, &self.audit, &code, &approver, CHANNEL, vote);
+            return match result {
+                Ok(tally) => Ok(reply(
+                    StatusCode::OK,
+                    json!({"approval": crate::describe_tally(&tally)}),
+                )),
+                Err(e) => Err(error(StatusCode::FORBIDDEN, e.to_string())),
+            };
         }
         // INVARIANT: committed before acknowledged.
         let id = self

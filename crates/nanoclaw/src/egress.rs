@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use nanoclaw_core::GroupId;
 use nanoclaw_core::secret::Replacer;
-use nanoclaw_egress::proxy::{GroupProxy, Interception};
+use nanoclaw_egress::proxy::{GroupProxy, Interception, Recorder};
 use nanoclaw_egress::tls::{Authority, upstream_config};
 use nanoclaw_egress::{Credential, Credentials, HeaderInjection, Rule};
 
@@ -43,6 +43,8 @@ pub struct Egress {
     trust_dir: PathBuf,
     /// Secret values to `[redacted secret NAME]`, for everything headed to the model.
     redactor: Replacer,
+    /// Where every egress record goes besides the log (the audit log).
+    recorder: Option<Recorder>,
     /// Proxies already running. A std Mutex: nothing async happens under it.
     running: Mutex<HashMap<GroupId, PathBuf>>,
 }
@@ -50,7 +52,12 @@ pub struct Egress {
 impl Egress {
     /// Set up from the config and the opened secrets: the CA (made if missing), the trust
     /// directory for sandboxes, and the upstream TLS roots.
-    pub fn new(home: &Home, config: Arc<Config>, secrets: &[OpenSecret]) -> anyhow::Result<Egress> {
+    pub fn new(
+        home: &Home,
+        config: Arc<Config>,
+        secrets: &[OpenSecret],
+        recorder: Option<Recorder>,
+    ) -> anyhow::Result<Egress> {
         let (ca_pem, ca_key) = home.ca()?;
         let trust_dir = home.trust_dir(&ca_pem)?;
         let mut extra = Vec::new();
@@ -71,12 +78,6 @@ impl Egress {
             credentials.push(credential(s)?);
             grants.push((s.meta.name.clone(), s.meta.groups.clone()));
         }
-        let redactor = Replacer::new(secrets.iter().map(|s| {
-            (
-                s.value.as_bytes().to_vec(),
-                format!("[redacted secret {}]", s.meta.name).into_bytes(),
-            )
-        }));
         Ok(Egress {
             dir: home.dir.join("run"),
             config,
@@ -88,7 +89,8 @@ impl Egress {
             },
             tool_tls,
             trust_dir,
-            redactor,
+            redactor: redactor(secrets),
+            recorder,
             running: Mutex::new(HashMap::new()),
         })
     }
@@ -154,12 +156,38 @@ impl Egress {
             policy: self.config.egress_for(group),
             credentials: Credentials::new(self.credentials.clone(), &granted),
             tls: Some(self.interception.clone()),
+            recorder: self.recorder.clone(),
         };
         nanoclaw_egress::proxy::spawn(&path, Arc::new(proxy))
             .with_context(|| format!("starting the egress proxy on {}", path.display()))?;
         running.insert(group.clone(), path.clone());
         Ok(path)
     }
+}
+
+/// Secret values to `[redacted secret NAME]`.
+pub fn redactor(secrets: &[OpenSecret]) -> Replacer {
+    Replacer::new(secrets.iter().map(|s| {
+        (
+            s.value.as_bytes().to_vec(),
+            format!("[redacted secret {}]", s.meta.name).into_bytes(),
+        )
+    }))
+}
+
+/// Egress records into the audit log.
+pub fn audit_recorder(audit: Arc<crate::audit::Audit>) -> Recorder {
+    Arc::new(move |r: &nanoclaw_egress::proxy::Record<'_>| {
+        audit.record(
+            "egress",
+            Some(r.group),
+            serde_json::json!({
+                "method": r.method, "host": r.host, "path": r.path, "status": r.status,
+                "bytes_out": r.bytes_out, "bytes_in": r.bytes_in, "secrets": r.secrets,
+                "decision": r.decision, "reason": r.reason.map(|x| x.to_string()),
+            }),
+        );
+    })
 }
 
 /// A stored secret as the proxy holds it. Hosts and headers were checked by `secret set`;

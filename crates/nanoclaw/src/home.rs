@@ -92,6 +92,13 @@ impl Home {
         }
         self.api_token()?;
         done.push(format!("API token in {}", self.token_path().display()));
+        let policy = self.dir.join(crate::policy_file::POLICY_FILE);
+        if policy.exists() {
+            done.push(format!("kept existing {}", policy.display()));
+        } else {
+            write_private(&policy, crate::policy_file::DEFAULT_POLICY.as_bytes())?;
+            done.push(format!("wrote {}", policy.display()));
+        }
         self.ca()?;
         done.push(format!(
             "local CA for TLS interception in {} (its key never enters a sandbox)",

@@ -5,8 +5,10 @@
 //!   before acknowledging it.
 //! - [`queue`]: one turn at a time per group, a global cap on concurrent turns.
 //! - [`agent`]: the turn: prompt → [`model`] → tool calls → reply into the outbox.
-//! - [`tools`]: every tool call passes the gate (`nanoclaw_core::gate`) in one function, then
-//!   runs inside the group's sandbox (`nanoclaw_sandbox`).
+//! - [`tools`]: every tool call passes the policy gate (`nanoclaw_core::policy`, the rules in
+//!   [`policy_file`]) in one function, waits for [`approvals`] when asked to, then runs inside
+//!   the group's sandbox (`nanoclaw_sandbox`).
+//! - [`audit`]: the hash-chained audit log of what the agent saw, decided and attempted.
 //! - [`backend`]: which sandbox backend runs commands (`nanoclaw_sandbox`).
 //! - [`egress`]: each group's egress proxy (`nanoclaw_egress`), its sandbox's only way out.
 //! - [`secrets`]: the encrypted secrets store; [`web`]: the web tools' client (through the
@@ -19,12 +21,15 @@
 
 mod agent;
 mod api;
+mod approvals;
+mod audit;
 mod backend;
 mod config;
 mod doctor;
 mod egress;
 mod home;
 mod model;
+mod policy_file;
 mod queue;
 mod secrets;
 mod store;
@@ -94,6 +99,94 @@ enum Command {
     Secret {
         #[command(subcommand)]
         command: SecretCommand,
+    },
+    /// The policy gate: see what a call would get.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Approval requests: list them, answer them.
+    Approvals {
+        #[command(subcommand)]
+        command: ApprovalsCommand,
+    },
+    /// The audit log: verify its hash chain, show or export events.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Print the decision for one call and the rule that made it.
+    Check {
+        /// The tool's name.
+        #[arg(long)]
+        tool: String,
+        /// The call's arguments as a JSON object.
+        #[arg(long, default_value = "{}", value_name = "JSON")]
+        args: String,
+        #[arg(long, default_value = "main")]
+        group: GroupId,
+        /// The channel the turn came from.
+        #[arg(long, default_value = "terminal")]
+        channel: String,
+        /// Who sent the message: owner, approver or other.
+        #[arg(long, default_value = "owner", value_parser = ["owner", "approver", "other"])]
+        sender: String,
+        /// The turn has read outside content.
+        #[arg(long)]
+        tainted: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApprovalsCommand {
+    /// Pending requests (all recent ones with --all).
+    List {
+        #[arg(long)]
+        all: bool,
+    },
+    /// Approve a request (by id or code).
+    Approve {
+        id: String,
+        /// Approve every later call with exactly these arguments too.
+        #[arg(long)]
+        always: bool,
+        /// Answer as this approver (one with `terminal = true`) [default: the only one].
+        #[arg(long = "as", value_name = "NAME")]
+        approver: Option<String>,
+    },
+    /// Deny a request (by id or code).
+    Deny {
+        id: String,
+        #[arg(long = "as", value_name = "NAME")]
+        approver: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain; exit 1 naming the first broken event.
+    Verify,
+    /// Events, oldest first.
+    Show {
+        #[arg(long)]
+        group: Option<String>,
+        /// An event kind (message_received, prompt, model_response, tool_call,
+        /// policy_decision, approval_requested, approval_answered, tool_result, egress, ...).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only events since: unix seconds, YYYY-MM-DD[THH:MM:SSZ], or an age such as 30m, 2h, 7d.
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+    },
+    /// Every event as JSON lines: the hashed event, its previous hash and its hash.
+    Export {
+        /// JSON lines (the only format).
+        #[arg(long, required = true)]
+        jsonl: bool,
     },
 }
 
@@ -209,6 +302,253 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: SandboxCommand::Exec { group, command },
         } => runtime(false)?.block_on(sandbox_exec(home, group, command)),
         Command::Secret { command } => secret_command(&home, command),
+        Command::Policy {
+            command:
+                PolicyCommand::Check {
+                    tool,
+                    args,
+                    group,
+                    channel,
+                    sender,
+                    tainted,
+                },
+        } => policy_check(&home, &tool, &args, &group, &channel, &sender, tainted),
+        Command::Approvals { command } => approvals_command(&home, command),
+        Command::Audit { command } => audit_command(&home, command),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn policy_check(
+    home: &Home,
+    tool: &str,
+    args: &str,
+    group: &GroupId,
+    channel: &str,
+    sender: &str,
+    tainted: bool,
+) -> anyhow::Result<ExitCode> {
+    use nanoclaw_core::policy::{Context, SenderRole};
+    let policy = policy_file::load(home)?;
+    let args: serde_json::Value = serde_json::from_str(args)
+        .map_err(|e| UsageError(format!("--args is not valid JSON: {e}")))?;
+    if !args.is_object() {
+        return Err(UsageError("--args must be a JSON object".into()).into());
+    }
+    let verdict = policy.decide(&Context {
+        tool,
+        args: &args,
+        group: group.as_str(),
+        channel,
+        sender: match sender {
+            "approver" => SenderRole::Approver,
+            "other" => SenderRole::Other,
+            _ => SenderRole::Owner,
+        },
+        tainted,
+        effect: tools::effect_of(tool),
+    });
+    let decision = match verdict.decision {
+        nanoclaw_core::Decision::Allow => "allow",
+        nanoclaw_core::Decision::Ask => "ask",
+        nanoclaw_core::Decision::Deny => "deny",
+    };
+    println!("{decision}: {}", verdict.reason.describe());
+    if let Some(a) = verdict.approval {
+        println!(
+            "approvers: {} ({} needed), timeout {}s, scope {:?}",
+            if a.approvers.is_empty() {
+                "none configured".to_owned()
+            } else {
+                a.approvers.join(", ")
+            },
+            a.quorum,
+            a.timeout.as_secs(),
+            a.scope
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Who is answering from an owner channel (the CLI, the HTTP API): `name` when it is an
+/// approver, else the only approver with `terminal = true`. Anyone else is recorded under the
+/// name they gave and does not count.
+pub fn approver_for(policy: &nanoclaw_core::Policy, name: &str) -> String {
+    if let Some(a) = policy.approver(name) {
+        return a.name.clone();
+    }
+    let terminal: Vec<&str> = policy
+        .approvers()
+        .iter()
+        .filter(|a| a.terminal)
+        .map(|a| a.name.as_str())
+        .collect();
+    match terminal.as_slice() {
+        [one] => (*one).to_owned(),
+        _ => format!("{name} (not a configured approver)"),
+    }
+}
+
+pub fn describe_tally(t: &nanoclaw_core::approval::Tally) -> String {
+    use nanoclaw_core::approval::Tally;
+    match t {
+        Tally::Approved { always: true } => "approved, for every later identical call".into(),
+        Tally::Approved { always: false } => "approved".into(),
+        Tally::Denied { by } => format!("denied by {by}"),
+        Tally::Pending { approvals } => {
+            format!("recorded: {approvals} approval(s) so far; more are needed")
+        }
+    }
+}
+
+fn approvals_command(home: &Home, command: ApprovalsCommand) -> anyhow::Result<ExitCode> {
+    use nanoclaw_core::approval::Vote;
+    home.require_initialized()
+        .map_err(|e| UsageError(e.to_string()))?;
+    let policy = policy_file::load(home)?;
+    let store = Store::open(&home.db_path())
+        .with_context(|| format!("opening {}", home.db_path().display()))?;
+    let (key, approver, vote) = match command {
+        ApprovalsCommand::List { all } => {
+            let requests = approvals::list(&store, all)?;
+            if requests.is_empty() {
+                println!(
+                    "{}",
+                    if all {
+                        "no requests"
+                    } else {
+                        "no pending requests"
+                    }
+                );
+            }
+            for r in requests {
+                println!(
+                    "{} [{}] {}: group {} tool {} {}
+  why: {}
+  approvers: {} ({} needed)",
+                    r.id,
+                    r.code,
+                    r.status,
+                    r.group,
+                    r.tool,
+                    r.arguments,
+                    r.reason,
+                    r.approvers.join(", "),
+                    r.quorum
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        ApprovalsCommand::Approve {
+            id,
+            always,
+            approver,
+        } => (id, approver, Vote::Approve { always }),
+        ApprovalsCommand::Deny { id, approver } => (id, approver, Vote::Deny),
+    };
+    let terminal: Vec<&str> = policy
+        .approvers()
+        .iter()
+        .filter(|a| a.terminal)
+        .map(|a| a.name.as_str())
+        .collect();
+    // At this machine only approvers with `terminal = true` count; any other name is recorded
+    // and ignored.
+    let who = match (approver, terminal.as_slice()) {
+        (Some(name), t) if t.contains(&name.as_str()) => name,
+        (Some(name), _) => format!("{name} (not a terminal approver)"),
+        (None, [one]) => (*one).to_owned(),
+        (None, []) => {
+            return Err(UsageError(format!(
+                "no approver has terminal = true in {}",
+                home.dir.join(policy_file::POLICY_FILE).display()
+            ))
+            .into());
+        }
+        (None, _) => {
+            return Err(UsageError(format!(
+                "several approvers answer at this terminal ({}); pick one with --as NAME",
+                terminal.join(", ")
+            ))
+            .into());
+        }
+    };
+    let audit = audit::Audit::open(&home.db_path(), nanoclaw_core::secret::Replacer::default())?;
+    let result = approvals::answer(&store, &audit, &key, &who, "cli", vote);
+    audit.close();
+    match result {
+        Ok(tally) => {
+            println!("{}", describe_tally(&tally));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e @ approvals::AnswerError::NotFound(_)) => Err(UsageError(e.to_string()).into()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn audit_command(home: &Home, command: AuditCommand) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    home.require_initialized()
+        .map_err(|e| UsageError(e.to_string()))?;
+    // Opening the store runs its migrations, so an older data dir has the audit table.
+    drop(Store::open(&home.db_path())?);
+    let db = home.db_path();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    match command {
+        AuditCommand::Verify => match audit::verify(&db)? {
+            Ok(n) => {
+                writeln!(out, "ok: {n} events, hash chain intact")?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(broken) => {
+                out.flush()?;
+                eprintln!("nanoclaw: {broken}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        AuditCommand::Show { group, kind, since } => {
+            let since = match since {
+                Some(s) => Some(
+                    audit::parse_since(&s, store::now())
+                        .ok_or_else(|| UsageError(format!("--since {s:?}: expected unix seconds, YYYY-MM-DD[THH:MM:SSZ], or an age such as 30m, 2h, 7d")))?,
+                ),
+                None => None,
+            };
+            let filter = audit::Filter { group, kind, since };
+            audit::export(&db, &filter, |e| {
+                let data = serde_json::from_str::<serde_json::Value>(&e.body)
+                    .ok()
+                    .and_then(|v| v.get("data").map(|d| d.to_string()))
+                    .unwrap_or_default();
+                let shown: String = data.chars().take(300).collect();
+                writeln!(
+                    out,
+                    "{} {} {} {} {}{}",
+                    e.seq,
+                    audit::format_time(e.at),
+                    e.kind,
+                    e.group.as_deref().unwrap_or("-"),
+                    shown,
+                    if shown.len() < data.len() { "…" } else { "" }
+                )?;
+                Ok(())
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Export { .. } => {
+            audit::export(&db, &audit::Filter::default(), |e| {
+                let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+                writeln!(
+                    out,
+                    "{{\"event\":{},\"prev_hash\":\"{}\",\"hash\":\"{}\"}}",
+                    e.body,
+                    hex(&e.prev_hash),
+                    hex(&e.hash)
+                )?;
+                Ok(())
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -431,17 +771,33 @@ async fn build_agent(home: Home, long_lived: bool) -> anyhow::Result<(Agent, std
         }
     };
     let secrets = open_secrets(&home)?;
+    let policy = Arc::new(policy_file::load(&home)?);
     let model = model_client(&home, &config, &secrets);
     if let (Err(hint), true) = (&model, long_lived) {
         eprintln!("nanoclaw: {hint}");
     }
-    let egress = egress::Egress::new(&home, Arc::new(config.clone()), &secrets)?;
-    let tools = tools::Tools::new(backend, egress);
+    let store = Arc::new(store);
+    let audit = Arc::new(audit::Audit::open(
+        &home.db_path(),
+        egress::redactor(&secrets),
+    )?);
+    let egress = egress::Egress::new(
+        &home,
+        Arc::new(config.clone()),
+        &secrets,
+        Some(egress::audit_recorder(Arc::clone(&audit))),
+    )?;
+    let approvals = approvals::Approvals::new(
+        Arc::clone(&store),
+        Arc::clone(&audit),
+        vec![Arc::new(approvals::StderrPresenter)],
+    );
+    let tools = tools::Tools::new(backend, egress, policy, approvals, audit);
     Ok((
         Agent {
             home,
             config,
-            store: Arc::new(store),
+            store,
             model,
             tools,
         },
@@ -462,6 +818,8 @@ async fn daemon(home: Home) -> anyhow::Result<ExitCode> {
         store: Arc::clone(&agent.store),
         queue: Arc::clone(&queue),
         token,
+        audit: Arc::clone(agent.tools.audit()),
+        policy: Arc::new(agent.tools.policy().clone()),
     });
     eprintln!(
         "nanoclaw is running: HTTP API on http://{} (bearer token in {})",
@@ -476,6 +834,7 @@ async fn daemon(home: Home) -> anyhow::Result<ExitCode> {
     shutdown_signal().await;
     server.abort();
     agent.tools.shutdown().await;
+    agent.tools.audit().close();
     eprintln!("nanoclaw: stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -506,7 +865,8 @@ async fn sandbox_exec(
         .await
         .map_err(anyhow::Error::msg)?;
     let secrets = open_secrets(&home)?;
-    let net = egress::Egress::new(&home, Arc::new(config.clone()), &secrets)?.for_group(&group)?;
+    let net =
+        egress::Egress::new(&home, Arc::new(config.clone()), &secrets, None)?.for_group(&group)?;
     let req = nanoclaw_sandbox::ExecRequest {
         workspace: home.workspace(&group)?,
         program: nanoclaw_sandbox::Program::Command(command),

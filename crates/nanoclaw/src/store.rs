@@ -11,13 +11,14 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use nanoclaw_core::GroupId;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use crate::model::{Message, Usage};
 
 /// Migrations, in order. Entry `n` moves the schema from version `n` to `n + 1`. Never edit one
 /// that has shipped; add a new one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE groups (
     id          TEXT PRIMARY KEY,
     created_at  INTEGER NOT NULL
@@ -68,7 +69,52 @@ CREATE TABLE outbox (
     sent_at     INTEGER
 );
 CREATE INDEX outbox_unsent ON outbox(group_id, channel, sent_at);
-"#];
+"#,
+    r#"
+CREATE TABLE audit (
+    seq         INTEGER PRIMARY KEY,
+    at          INTEGER NOT NULL,
+    kind        TEXT NOT NULL,
+    group_id    TEXT,
+    body        TEXT NOT NULL,
+    prev_hash   BLOB NOT NULL,
+    hash        BLOB NOT NULL
+);
+CREATE INDEX audit_group ON audit(group_id, at);
+CREATE INDEX audit_kind ON audit(kind, at);
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TABLE approvals (
+    id          INTEGER PRIMARY KEY,
+    code        TEXT NOT NULL UNIQUE,
+    fingerprint TEXT NOT NULL,
+    group_id    TEXT NOT NULL,
+    tool        TEXT NOT NULL,
+    arguments   TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    approvers   TEXT NOT NULL,
+    quorum      INTEGER NOT NULL,
+    scope       TEXT NOT NULL CHECK (scope IN ('once', 'always')),
+    status      TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'denied', 'expired', 'used')),
+    always      INTEGER NOT NULL DEFAULT 0,
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    decided_at  INTEGER
+);
+CREATE INDEX approvals_fingerprint ON approvals(fingerprint, status);
+CREATE TABLE approval_votes (
+    id          INTEGER PRIMARY KEY,
+    approval_id INTEGER NOT NULL REFERENCES approvals(id),
+    approver    TEXT NOT NULL,
+    channel     TEXT NOT NULL,
+    vote        TEXT NOT NULL CHECK (vote IN ('approve', 'approve_always', 'deny')),
+    counted     INTEGER NOT NULL,
+    at          INTEGER NOT NULL
+);
+"#,
+];
 
 /// Store errors carry SQLite's message; the caller adds what it was doing.
 #[derive(Debug, thiserror::Error)]
@@ -127,7 +173,7 @@ pub struct Store {
     conn: Mutex<Connection>,
 }
 
-fn now() -> i64 {
+pub fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -146,6 +192,11 @@ impl Store {
         Ok(Store {
             conn: Mutex::new(conn),
         })
+    }
+
+    /// Run `f` on the connection, for modules that own their own tables' SQL (approvals).
+    pub fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        f(&self.conn())
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -171,7 +222,7 @@ impl Store {
         text: &str,
     ) -> Result<InboxId> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         Self::ensure_group(&tx, group)?;
         tx.execute(
             "INSERT INTO inbox (group_id, channel, sender, text, status, received_at)
@@ -187,7 +238,7 @@ impl Store {
     /// pending so they are answered. Returns how many messages were requeued.
     pub fn recover_interrupted(&self) -> Result<usize> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
             "UPDATE turns SET status = 'interrupted', finished_at = ?1 WHERE status = 'running'",
             params![now()],
@@ -217,7 +268,7 @@ impl Store {
     /// Returns `None` when nothing is pending.
     pub fn claim_turn(&self, group: &GroupId) -> Result<Option<ClaimedTurn>> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let messages = {
             let mut stmt = tx.prepare(
                 "SELECT id, channel, sender, text FROM inbox
@@ -357,7 +408,7 @@ impl Store {
     /// messages marked done. Either all of this happens or none of it.
     pub fn finish_turn(&self, turn: &ClaimedTurn, channel: &str, end: TurnEnd<'_>) -> Result<i64> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let (status, error, text) = match end {
             TurnEnd::Done { reply } => ("done", None, reply),
             TurnEnd::Failed { error, notice } => ("failed", Some(error), notice),
@@ -416,7 +467,7 @@ impl Store {
     /// Mark outbox rows as accepted by their channel.
     pub fn mark_sent(&self, ids: &[i64]) -> Result<()> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         for id in ids {
             tx.execute(
                 "UPDATE outbox SET sent_at = ?1 WHERE id = ?2 AND sent_at IS NULL",
@@ -450,7 +501,7 @@ fn migrate(conn: &Connection) -> Result<()> {
     }
     for (n, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         // Each migration and its version bump commit together.
-        let tx = conn.unchecked_transaction()?;
+        let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", n as i64 + 1)?;
         tx.commit()?;

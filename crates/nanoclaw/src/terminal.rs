@@ -20,6 +20,7 @@ pub async fn ask(home: Home, group: GroupId, text: String) -> anyhow::Result<Exi
     let (agent, _lock) = crate::build_agent(home, false).await?;
     let ok = exchange(&agent, &group, &text).await;
     agent.tools.shutdown().await;
+    agent.tools.audit().flush();
     Ok(if ok? {
         ExitCode::SUCCESS
     } else {
@@ -32,6 +33,7 @@ pub async fn chat(home: Home, group: GroupId) -> anyhow::Result<ExitCode> {
     eprintln!("nanoclaw chat, group {group}. /new starts a fresh session, /quit or Ctrl-D leaves.");
     let result = converse(&agent, &group).await;
     agent.tools.shutdown().await;
+    agent.tools.audit().flush();
     result.map(|()| ExitCode::SUCCESS)
 }
 

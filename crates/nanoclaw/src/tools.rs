@@ -11,12 +11,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nanoclaw_core::{Decision, GroupId, ToolCall, ToolEffect, gate};
+use nanoclaw_core::policy::{Context, Policy, SenderRole};
+use nanoclaw_core::{Decision, GroupId, ToolCall, ToolEffect};
 use nanoclaw_sandbox::files::{FileReply, FileRequest, run_file_op};
 use nanoclaw_sandbox::{Backend, ExecRequest, ExitState, Limits, Program};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::approvals::{Approvals, Outcome};
+use crate::audit::Audit;
 use crate::egress::Egress;
 use crate::model::ToolSpec;
 
@@ -25,6 +28,8 @@ use crate::model::ToolSpec;
 pub struct ToolOutcome {
     pub content: String,
     pub is_error: bool,
+    /// The content came from outside (the web): the turn is tainted from here on.
+    pub outside: bool,
 }
 
 impl ToolOutcome {
@@ -32,12 +37,14 @@ impl ToolOutcome {
         ToolOutcome {
             content: content.into(),
             is_error: false,
+            outside: false,
         }
     }
     fn error(content: impl Into<String>) -> Self {
         ToolOutcome {
             content: content.into(),
             is_error: true,
+            outside: false,
         }
     }
 }
@@ -63,7 +70,7 @@ const WEB_FETCH_MAX_CHARS: usize = 200_000;
 /// Characters of a body returned by `http_request`.
 const HTTP_REQUEST_CHARS: usize = 64_000;
 
-fn effect_of(name: &str) -> ToolEffect {
+pub fn effect_of(name: &str) -> ToolEffect {
     TOOLS
         .iter()
         .find(|(n, _)| *n == name)
@@ -236,15 +243,58 @@ fn truncate_for_error(s: &str) -> String {
     }
 }
 
-/// Runs tool calls in groups' sandboxes.
+/// Where a call comes from: told to the gate by the agent, never taken from the model.
+pub struct CallContext<'a> {
+    pub group: &'a GroupId,
+    pub channel: &'a str,
+    pub sender: SenderRole,
+    /// The turn has read outside content.
+    pub tainted: bool,
+    pub turn: i64,
+}
+
+/// Runs tool calls in groups' sandboxes, each after the policy gate.
 pub struct Tools {
     backend: Arc<dyn Backend>,
     egress: Egress,
+    policy: Arc<Policy>,
+    approvals: Approvals,
+    audit: Arc<Audit>,
 }
 
 impl Tools {
-    pub fn new(backend: Arc<dyn Backend>, egress: Egress) -> Self {
-        Tools { backend, egress }
+    pub fn new(
+        backend: Arc<dyn Backend>,
+        egress: Egress,
+        policy: Arc<Policy>,
+        approvals: Approvals,
+        audit: Arc<Audit>,
+    ) -> Self {
+        Tools {
+            backend,
+            egress,
+            policy,
+            approvals,
+            audit,
+        }
+    }
+
+    pub fn audit(&self) -> &Arc<Audit> {
+        &self.audit
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The role of a message's sender: the owner (the terminal, and the HTTP API's default
+    /// sender, both behind the owner's own access), a configured approver, or someone else.
+    pub fn sender_role(&self, sender: &str) -> SenderRole {
+        match sender {
+            "owner" | "api" => SenderRole::Owner,
+            s if self.policy.approver(s).is_some() => SenderRole::Approver,
+            _ => SenderRole::Other,
+        }
     }
 
     /// The group's network for its sandbox; without it the sandbox simply has no way out, so
@@ -264,39 +314,83 @@ impl Tools {
         self.backend.shutdown().await;
     }
 
-    /// The one path every tool call takes: the gate decides, then the tool runs (or not) in the
-    /// sandbox over `workspace`, under `limits`.
+    /// The one path every tool call takes: the gate decides (asking approvers when the policy
+    /// says so), then the tool runs (or not) in the sandbox over `workspace`, under `limits`.
+    /// The call, the decision and the result are audited.
     pub async fn call(
         &self,
-        group: &GroupId,
+        ctx: &CallContext<'_>,
         workspace: &Path,
         limits: Limits,
         call: &ToolCall,
     ) -> ToolOutcome {
-        let verdict = gate::decide(call, effect_of(&call.name));
-        tracing::info!(tool = %call.name, decision = ?verdict.decision, reason = ?verdict.reason, "tool call decided");
-        match verdict.decision {
-            Decision::Allow => {
-                let mut outcome = self.run(group, workspace, limits, call).await;
-                // A secret's value never reaches the model, whatever produced it.
-                outcome.content = self.egress.redactor().replace_str(&outcome.content);
-                outcome
+        let group = ctx.group.as_str();
+        self.audit.record(
+            "tool_call",
+            Some(group),
+            json!({"turn": ctx.turn, "call_id": call.id, "tool": call.name, "arguments": call.arguments}),
+        );
+        let verdict = self.policy.decide(&Context {
+            tool: &call.name,
+            args: &call.arguments,
+            group,
+            channel: ctx.channel,
+            sender: ctx.sender,
+            tainted: ctx.tainted,
+            effect: effect_of(&call.name),
+        });
+        let reason = verdict.reason.describe();
+        tracing::info!(tool = %call.name, decision = ?verdict.decision, %reason, "tool call decided");
+        self.audit.record(
+            "policy_decision",
+            Some(group),
+            json!({"turn": ctx.turn, "call_id": call.id, "tool": call.name, "decision": verdict.decision, "reason": reason, "tainted": ctx.tainted, "channel": ctx.channel}),
+        );
+        let mut outcome = match (verdict.decision, &verdict.approval) {
+            (Decision::Allow, _) => self.run(ctx.group, workspace, limits, call).await,
+            (Decision::Ask, Some(spec)) if spec.approvers.is_empty() => {
+                ToolOutcome::error(format!(
+                    "{} was not run: it needs a human's approval ({reason}), and no approvers are configured in policy.toml",
+                    call.name
+                ))
             }
-            Decision::Ask => ToolOutcome::error(format!(
-                "{} was not run: {}, and this version cannot yet ask for one",
-                call.name,
-                verdict.reason.describe()
-            )),
-            Decision::Deny => {
+            (Decision::Ask, Some(spec)) => {
+                match self.approvals.decide(ctx.group, call, spec, &reason).await {
+                    Ok(Outcome::Approved { .. }) => {
+                        self.run(ctx.group, workspace, limits, call).await
+                    }
+                    Ok(Outcome::Denied { by }) => ToolOutcome::error(format!(
+                        "{} was not run: the approver {by} denied it",
+                        call.name
+                    )),
+                    Ok(Outcome::Expired { after }) => ToolOutcome::error(format!(
+                        "{} was not run: no approval came within {}s, which counts as a denial",
+                        call.name,
+                        after.as_secs()
+                    )),
+                    Err(e) => ToolOutcome::error(format!(
+                        "{} was not run: the approval could not be recorded: {e}",
+                        call.name
+                    )),
+                }
+            }
+            (Decision::Ask, None) | (Decision::Deny, _) => {
                 let known: Vec<&str> = TOOLS.iter().map(|(n, _)| *n).collect();
                 ToolOutcome::error(format!(
-                    "{} was refused: {}. Available tools: {}",
+                    "{} was refused: {reason}. Available tools: {}",
                     call.name,
-                    verdict.reason.describe(),
                     known.join(", ")
                 ))
             }
-        }
+        };
+        // A secret's value never reaches the model, whatever produced it.
+        outcome.content = self.egress.redactor().replace_str(&outcome.content);
+        self.audit.record(
+            "tool_result",
+            Some(group),
+            json!({"turn": ctx.turn, "call_id": call.id, "tool": call.name, "is_error": outcome.is_error, "outside": outcome.outside, "content": outcome.content}),
+        );
+        outcome
     }
 
     async fn run(
@@ -393,6 +487,7 @@ impl Tools {
                 ToolOutcome {
                     content: format_exec(&out, &limits),
                     is_error,
+                    outside: false,
                 }
             }
             Err(e) => ToolOutcome::error(format!("the sandbox could not run the command: {e}")),
@@ -456,6 +551,7 @@ impl Tools {
         ToolOutcome {
             content,
             is_error: resp.status >= 400,
+            outside: true,
         }
     }
 
@@ -497,6 +593,7 @@ impl Tools {
         ToolOutcome {
             content,
             is_error: resp.status >= 400,
+            outside: true,
         }
     }
 

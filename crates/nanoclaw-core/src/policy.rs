@@ -1,0 +1,499 @@
+//! The policy engine: ordered TOML rules over a tool call and where it came from, each saying
+//! `allow`, `ask` or `deny`, and who may approve an `ask`.
+//!
+//! Evaluation: the first rule that matches decides, except that a matching `deny` anywhere in
+//! the list wins. With no match, the design's defaults apply: tools that run inside the sandbox
+//! are allowed, anything else asks. A call naming no tool at all is always refused.
+//!
+//! ```toml
+//! [approvers.owner]
+//! terminal = true                       # the owner at this machine (chat, ask, the CLI)
+//! ids = { telegram = ["12345"] }        # identities on chat channels
+//!
+//! [[rule]]
+//! name = "no force pushes"
+//! tool = "shell"                        # glob: `*`, `?`; integrations as `server.tool`
+//! args = { command = { regex = "git push .*--force" } }
+//! action = "deny"
+//!
+//! [[rule]]
+//! tool = "http_request"
+//! tainted = true                        # only once the turn has read outside content
+//! args = { method = { one_of = ["POST", "PUT", "PATCH", "DELETE"] } }
+//! action = "ask"
+//! approvers = ["owner"]                 # default: every configured approver
+//! quorum = 1                            # distinct approvers needed
+//! timeout_secs = 600                    # no answer in time means deny
+//! scope = "once"                        # or "always" for this exact call
+//! ```
+//!
+//! Other rule keys: `group`, `channel` (globs), `sender` (`owner`, `approver`, `other`).
+//! Argument matchers (`args.FIELD`, a dotted path into the arguments): `equals`, `glob`,
+//! `regex`, `one_of`. Parsing never panics; every error names the line and the key.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::gate::Decision;
+use crate::tool::ToolEffect;
+
+/// How long an `ask` waits for its approvers unless a rule says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Who sent the message that started the turn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SenderRole {
+    Owner,
+    Approver,
+    Other,
+}
+
+/// How long an approval counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// This one call.
+    Once,
+    /// Every later call with the same fingerprint (tool, arguments, group).
+    Always,
+}
+
+/// A person who may answer approval requests, and how each channel knows them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Approver {
+    pub name: String,
+    /// The owner at this machine: the terminal, `ask`, and `nanoclaw approvals`.
+    pub terminal: bool,
+    /// Channel name -> identities on that channel.
+    pub ids: BTreeMap<String, Vec<String>>,
+}
+
+/// Where a call comes from, as the gate is told (never as the model says).
+#[derive(Clone, Copy, Debug)]
+pub struct Context<'a> {
+    pub tool: &'a str,
+    pub args: &'a Value,
+    pub group: &'a str,
+    pub channel: &'a str,
+    pub sender: SenderRole,
+    pub tainted: bool,
+    /// The tool's effect class from the tool registry.
+    pub effect: ToolEffect,
+}
+
+/// What an `ask` needs to be answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApprovalSpec {
+    pub approvers: Vec<String>,
+    pub quorum: usize,
+    pub timeout: Duration,
+    pub scope: Scope,
+}
+
+/// Why the gate decided what it did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// A rule: its position (1-based), name and line in the policy file.
+    Rule {
+        index: usize,
+        name: String,
+        line: usize,
+    },
+    DefaultSandboxed,
+    DefaultOutsideSandbox,
+    UnknownTool,
+}
+
+impl Reason {
+    pub fn describe(&self) -> String {
+        match self {
+            Reason::Rule { index, name, line } => {
+                format!("policy rule {index} ({name:?}, line {line})")
+            }
+            Reason::DefaultSandboxed => {
+                "default: tools that run inside the sandbox are allowed".into()
+            }
+            Reason::DefaultOutsideSandbox => {
+                "default: tools with effects outside the sandbox need a human's approval".into()
+            }
+            Reason::UnknownTool => "no tool of that name exists".into(),
+        }
+    }
+}
+
+/// The gate's answer for one call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub decision: Decision,
+    pub reason: Reason,
+    /// Set when the decision is `Ask`.
+    pub approval: Option<ApprovalSpec>,
+}
+
+/// Why a policy file was refused: the line and key at fault.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("line {line}: {key}: {message}")]
+pub struct PolicyError {
+    pub line: usize,
+    pub key: String,
+    pub message: String,
+}
+
+/// A `*`/`?` glob, matched against the whole text.
+#[derive(Clone, Debug)]
+struct Glob(Vec<char>);
+
+impl Glob {
+    fn matches(&self, text: &str) -> bool {
+        let t: Vec<char> = text.chars().collect();
+        let p = &self.0;
+        let (mut pi, mut ti) = (0, 0);
+        let mut star: Option<(usize, usize)> = None;
+        while ti < t.len() {
+            if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+                pi += 1;
+                ti += 1;
+            } else if pi < p.len() && p[pi] == '*' {
+                star = Some((pi, ti));
+                pi += 1;
+            } else if let Some((sp, st)) = star {
+                pi = sp + 1;
+                ti = st + 1;
+                star = Some((sp, st + 1));
+            } else {
+                return false;
+            }
+        }
+        p[pi..].iter().all(|c| *c == '*')
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Matcher {
+    Equals(Value),
+    Glob(Glob),
+    Regex(regex::Regex),
+    OneOf(Vec<Value>),
+}
+
+impl Matcher {
+    fn matches(&self, value: &Value) -> bool {
+        let text = || match value {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        match self {
+            Matcher::Equals(v) => v == value,
+            Matcher::OneOf(vs) => vs.contains(value),
+            Matcher::Glob(g) => g.matches(&text()),
+            Matcher::Regex(r) => r.is_match(&text()),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Rule {
+    name: String,
+    line: usize,
+    tool: Glob,
+    group: Option<Glob>,
+    channel: Option<Glob>,
+    sender: Option<SenderRole>,
+    tainted: Option<bool>,
+    args: Vec<(Vec<String>, Matcher)>,
+    action: Decision,
+    approval: ApprovalSpec,
+}
+
+impl Rule {
+    fn matches(&self, ctx: &Context<'_>) -> bool {
+        self.tool.matches(ctx.tool)
+            && self.group.as_ref().is_none_or(|g| g.matches(ctx.group))
+            && self.channel.as_ref().is_none_or(|g| g.matches(ctx.channel))
+            && self.sender.is_none_or(|s| s == ctx.sender)
+            && self.tainted.is_none_or(|t| t == ctx.tainted)
+            && self
+                .args
+                .iter()
+                .all(|(path, m)| lookup(ctx.args, path).is_some_and(|v| m.matches(v)))
+    }
+}
+
+/// A dotted path into JSON: object keys, and array indexes as numbers.
+fn lookup<'a>(mut value: &'a Value, path: &[String]) -> Option<&'a Value> {
+    for key in path {
+        value = match value {
+            Value::Object(map) => map.get(key)?,
+            Value::Array(items) => items.get(key.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(value)
+}
+
+/// A parsed policy: approvers and ordered rules.
+#[derive(Clone, Debug, Default)]
+pub struct Policy {
+    rules: Vec<Rule>,
+    approvers: Vec<Approver>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    #[serde(default)]
+    approvers: BTreeMap<String, RawApprover>,
+    #[serde(default)]
+    rule: Vec<toml::Spanned<RawRule>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApprover {
+    #[serde(default)]
+    terminal: bool,
+    #[serde(default)]
+    ids: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    name: Option<String>,
+    tool: String,
+    group: Option<String>,
+    channel: Option<String>,
+    sender: Option<String>,
+    tainted: Option<bool>,
+    #[serde(default)]
+    args: BTreeMap<String, RawMatcher>,
+    action: String,
+    approvers: Option<Vec<String>>,
+    quorum: Option<usize>,
+    timeout_secs: Option<u64>,
+    scope: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMatcher {
+    equals: Option<Value>,
+    glob: Option<String>,
+    regex: Option<String>,
+    one_of: Option<Vec<Value>>,
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+impl Policy {
+    /// Parse a policy file's text.
+    pub fn parse(text: &str) -> Result<Policy, PolicyError> {
+        let raw: RawPolicy = toml::from_str(text).map_err(|e| PolicyError {
+            line: e.span().map_or(1, |s| line_of(text, s.start)),
+            key: "policy".into(),
+            message: e.message().to_owned(),
+        })?;
+        let mut approvers = Vec::new();
+        for (name, a) in raw.approvers {
+            approvers.push(Approver {
+                name,
+                terminal: a.terminal,
+                ids: a.ids,
+            });
+        }
+        let all_names: Vec<String> = approvers.iter().map(|a| a.name.clone()).collect();
+        let mut rules = Vec::new();
+        for (i, spanned) in raw.rule.into_iter().enumerate() {
+            let line = line_of(text, spanned.span().start);
+            let r = spanned.into_inner();
+            let key = |k: &str| format!("rule[{}].{k}", i + 1);
+            let err = |k: &str, message: String| PolicyError {
+                line,
+                key: key(k),
+                message,
+            };
+            let action = match r.action.as_str() {
+                "allow" => Decision::Allow,
+                "ask" => Decision::Ask,
+                "deny" => Decision::Deny,
+                other => {
+                    return Err(err(
+                        "action",
+                        format!("expected \"allow\", \"ask\" or \"deny\", got {other:?}"),
+                    ));
+                }
+            };
+            let sender = match r.sender.as_deref() {
+                None => None,
+                Some("owner") => Some(SenderRole::Owner),
+                Some("approver") => Some(SenderRole::Approver),
+                Some("other") => Some(SenderRole::Other),
+                Some(other) => {
+                    return Err(err(
+                        "sender",
+                        format!("expected \"owner\", \"approver\" or \"other\", got {other:?}"),
+                    ));
+                }
+            };
+            let scope = match r.scope.as_deref() {
+                None | Some("once") => Scope::Once,
+                Some("always") => Scope::Always,
+                Some(other) => {
+                    return Err(err(
+                        "scope",
+                        format!("expected \"once\" or \"always\", got {other:?}"),
+                    ));
+                }
+            };
+            let names = match r.approvers {
+                Some(names) => {
+                    for n in &names {
+                        if !all_names.contains(n) {
+                            return Err(err(
+                                "approvers",
+                                format!(
+                                    "unknown approver {n:?} (configured: {})",
+                                    if all_names.is_empty() {
+                                        "none; add [approvers.NAME]".to_owned()
+                                    } else {
+                                        all_names.join(", ")
+                                    }
+                                ),
+                            ));
+                        }
+                    }
+                    names
+                }
+                None => all_names.clone(),
+            };
+            let quorum = r.quorum.unwrap_or(1);
+            if action == Decision::Ask && (quorum == 0 || quorum > names.len()) {
+                return Err(err(
+                    "quorum",
+                    format!(
+                        "needs between 1 and the number of approvers ({}), got {quorum}",
+                        names.len()
+                    ),
+                ));
+            }
+            let timeout = match r.timeout_secs {
+                Some(0) => return Err(err("timeout_secs", "must be at least 1".into())),
+                Some(s) => Duration::from_secs(s),
+                None => DEFAULT_TIMEOUT,
+            };
+            let mut args = Vec::new();
+            for (field, m) in r.args {
+                let k = format!("args.{field}");
+                let given = [
+                    m.equals.is_some(),
+                    m.glob.is_some(),
+                    m.regex.is_some(),
+                    m.one_of.is_some(),
+                ];
+                if given.iter().filter(|g| **g).count() != 1 {
+                    return Err(err(
+                        &k,
+                        "give exactly one of equals, glob, regex, one_of".into(),
+                    ));
+                }
+                let matcher = if let Some(v) = m.equals {
+                    Matcher::Equals(v)
+                } else if let Some(g) = m.glob {
+                    Matcher::Glob(Glob(g.chars().collect()))
+                } else if let Some(re) = m.regex {
+                    Matcher::Regex(
+                        regex::Regex::new(&re).map_err(|e| err(&k, format!("bad regex: {e}")))?,
+                    )
+                } else {
+                    Matcher::OneOf(m.one_of.unwrap_or_default())
+                };
+                args.push((field.split('.').map(str::to_owned).collect(), matcher));
+            }
+            rules.push(Rule {
+                name: r.name.unwrap_or_else(|| format!("rule {}", i + 1)),
+                line,
+                tool: Glob(r.tool.chars().collect()),
+                group: r.group.map(|g| Glob(g.chars().collect())),
+                channel: r.channel.map(|g| Glob(g.chars().collect())),
+                sender,
+                tainted: r.tainted,
+                args,
+                action,
+                approval: ApprovalSpec {
+                    approvers: names,
+                    quorum,
+                    timeout,
+                    scope,
+                },
+            });
+        }
+        Ok(Policy { rules, approvers })
+    }
+
+    pub fn approvers(&self) -> &[Approver] {
+        &self.approvers
+    }
+
+    pub fn approver(&self, name: &str) -> Option<&Approver> {
+        self.approvers.iter().find(|a| a.name == name)
+    }
+
+    /// Decide one call.
+    pub fn decide(&self, ctx: &Context<'_>) -> Verdict {
+        if ctx.effect == ToolEffect::Unknown {
+            return Verdict {
+                decision: Decision::Deny,
+                reason: Reason::UnknownTool,
+                approval: None,
+            };
+        }
+        let mut first: Option<(usize, &Rule)> = None;
+        for (i, rule) in self.rules.iter().enumerate() {
+            if !rule.matches(ctx) {
+                continue;
+            }
+            if rule.action == Decision::Deny {
+                return self.verdict(i, rule);
+            }
+            first.get_or_insert((i, rule));
+        }
+        if let Some((i, rule)) = first {
+            return self.verdict(i, rule);
+        }
+        match ctx.effect {
+            ToolEffect::Sandboxed => Verdict {
+                decision: Decision::Allow,
+                reason: Reason::DefaultSandboxed,
+                approval: None,
+            },
+            _ => Verdict {
+                decision: Decision::Ask,
+                reason: Reason::DefaultOutsideSandbox,
+                approval: Some(ApprovalSpec {
+                    approvers: self.approvers.iter().map(|a| a.name.clone()).collect(),
+                    quorum: 1,
+                    timeout: DEFAULT_TIMEOUT,
+                    scope: Scope::Once,
+                }),
+            },
+        }
+    }
+
+    fn verdict(&self, i: usize, rule: &Rule) -> Verdict {
+        Verdict {
+            decision: rule.action,
+            reason: Reason::Rule {
+                index: i + 1,
+                name: rule.name.clone(),
+                line: rule.line,
+            },
+            approval: (rule.action == Decision::Ask).then(|| rule.approval.clone()),
+        }
+    }
+}

@@ -1,0 +1,480 @@
+//! Approval requests: created when the gate says `ask`, kept in the store (so a restart loses
+//! none), shown to approvers through their channels ([`Presenter`]), answered by configured
+//! approvers only, and waited on by the turn that asked.
+//!
+//! A request is bound to the fingerprint of (tool, arguments, group). A turn that asks again
+//! for the same fingerprint (after a restart, say) waits on the same request. An approval of
+//! scope `once` is used up by the one call it was asked for; `always` stands for every later
+//! call with that exact fingerprint. No answer by the deadline means deny.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use nanoclaw_core::approval::{self, Tally, Vote};
+use nanoclaw_core::policy::{ApprovalSpec, Scope};
+use nanoclaw_core::{GroupId, ToolCall};
+use rusqlite::{OptionalExtension, params};
+use serde_json::{Value, json};
+
+use crate::audit::Audit;
+use crate::store::{Store, StoreError, now};
+
+/// How often a waiting turn looks at its request (answers may come from another process).
+const POLL: Duration = Duration::from_millis(200);
+
+/// A request as approvers see it.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub id: i64,
+    pub code: String,
+    pub group: String,
+    pub tool: String,
+    pub arguments: Value,
+    pub reason: String,
+    pub approvers: Vec<String>,
+    pub quorum: usize,
+    pub status: String,
+    pub expires_at: i64,
+}
+
+impl Request {
+    /// One paragraph for a terminal or a chat message.
+    pub fn describe(&self) -> String {
+        format!(
+            "approval needed [{code}] (request {id}): group {group} wants to run {tool} with {args}\nwhy: {reason}\napprovers: {approvers} ({quorum} needed); answer with /approve {code} [always] or /deny {code}, or `nanoclaw approvals approve {id}`",
+            code = self.code,
+            id = self.id,
+            group = self.group,
+            tool = self.tool,
+            args = self.arguments,
+            reason = self.reason,
+            approvers = self.approvers.join(", "),
+            quorum = self.quorum,
+        )
+    }
+}
+
+/// The hook a channel implements to put a request in front of its approvers.
+pub trait Presenter: Send + Sync {
+    fn present(&self, request: &Request);
+}
+
+/// Shows requests on this process's stderr (the terminal, `ask`, the daemon's console).
+pub struct StderrPresenter;
+
+impl Presenter for StderrPresenter {
+    fn present(&self, request: &Request) {
+        eprintln!("nanoclaw: {}", request.describe());
+    }
+}
+
+/// How a waited-on request ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Approved { standing: bool },
+    Denied { by: String },
+    Expired { after: Duration },
+}
+
+pub struct Approvals {
+    store: Arc<Store>,
+    audit: Arc<Audit>,
+    presenters: Vec<Arc<dyn Presenter>>,
+}
+
+fn read_request(r: &rusqlite::Row<'_>) -> rusqlite::Result<Request> {
+    let args: String = r.get(4)?;
+    let approvers: String = r.get(6)?;
+    Ok(Request {
+        id: r.get(0)?,
+        code: r.get(1)?,
+        group: r.get(2)?,
+        tool: r.get(3)?,
+        arguments: serde_json::from_str(&args).unwrap_or(Value::Null),
+        reason: r.get(5)?,
+        approvers: serde_json::from_str(&approvers).unwrap_or_default(),
+        quorum: r.get::<_, i64>(7)? as usize,
+        status: r.get(8)?,
+        expires_at: r.get(9)?,
+    })
+}
+
+const COLUMNS: &str =
+    "id, code, group_id, tool, arguments, reason, approvers, quorum, status, expires_at";
+
+impl Approvals {
+    pub fn new(store: Arc<Store>, audit: Arc<Audit>, presenters: Vec<Arc<dyn Presenter>>) -> Self {
+        Approvals {
+            store,
+            audit,
+            presenters,
+        }
+    }
+
+    /// Ask for approval of `call` and wait for the answer.
+    pub async fn decide(
+        &self,
+        group: &GroupId,
+        call: &ToolCall,
+        spec: &ApprovalSpec,
+        reason: &str,
+    ) -> Result<Outcome, StoreError> {
+        let fp = approval::fingerprint(&call.name, &call.arguments, group.as_str());
+        if let Some(outcome) = self.already_approved(&fp)? {
+            self.audit.record(
+                "approval_used",
+                Some(group.as_str()),
+                json!({"tool": call.name, "fingerprint": fp, "standing": outcome == Outcome::Approved { standing: true }}),
+            );
+            return Ok(outcome);
+        }
+        let request = self.open_request(group, call, spec, reason, &fp)?;
+        for p in &self.presenters {
+            p.present(&request);
+        }
+        loop {
+            tokio::time::sleep(POLL).await;
+            let Some(current) = self.get(request.id)? else {
+                return Ok(Outcome::Denied {
+                    by: "(the request disappeared)".into(),
+                });
+            };
+            match current.status.as_str() {
+                "approved" => {
+                    let standing = self.store.with_conn(|c| {
+                        let always: i64 = c.query_row(
+                            "SELECT always FROM approvals WHERE id = ?1",
+                            [request.id],
+                            |r| r.get(0),
+                        )?;
+                        if always == 0 {
+                            c.execute(
+                                "UPDATE approvals SET status = 'used' WHERE id = ?1 AND status = 'approved'",
+                                [request.id],
+                            )?;
+                        }
+                        Ok(always != 0)
+                    })?;
+                    return Ok(Outcome::Approved { standing });
+                }
+                "denied" => {
+                    let by = self.store.with_conn(|c| {
+                        Ok(c.query_row(
+                            "SELECT approver FROM approval_votes WHERE approval_id = ?1 AND vote = 'deny' AND counted = 1 ORDER BY id LIMIT 1",
+                            [request.id],
+                            |r| r.get::<_, String>(0),
+                        )
+                        .optional()?
+                        .unwrap_or_default())
+                    })?;
+                    return Ok(Outcome::Denied { by });
+                }
+                "pending" if now() >= current.expires_at => {
+                    let expired = self.store.with_conn(|c| {
+                        Ok(c.execute(
+                            "UPDATE approvals SET status = 'expired', decided_at = ?2 WHERE id = ?1 AND status = 'pending'",
+                            params![request.id, now()],
+                        )? == 1)
+                    })?;
+                    if expired {
+                        self.audit.record(
+                            "approval_expired",
+                            Some(group.as_str()),
+                            json!({"request": request.id, "code": request.code, "tool": call.name}),
+                        );
+                        return Ok(Outcome::Expired {
+                            after: spec.timeout,
+                        });
+                    }
+                }
+                "pending" => {}
+                other => {
+                    return Ok(Outcome::Denied {
+                        by: format!("(request is {other})"),
+                    });
+                }
+            }
+        }
+    }
+
+    /// A standing grant, or an unused approval of this exact call (used up now).
+    fn already_approved(&self, fp: &str) -> Result<Option<Outcome>, StoreError> {
+        self.store.with_conn(|c| {
+            let standing: Option<i64> = c
+                .query_row(
+                    "SELECT id FROM approvals WHERE fingerprint = ?1 AND always = 1 AND status IN ('approved', 'used') LIMIT 1",
+                    [fp],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if standing.is_some() {
+                return Ok(Some(Outcome::Approved { standing: true }));
+            }
+            let once = c.execute(
+                "UPDATE approvals SET status = 'used' WHERE id = (SELECT id FROM approvals WHERE fingerprint = ?1 AND status = 'approved' AND always = 0 ORDER BY id LIMIT 1)",
+                [fp],
+            )?;
+            Ok((once == 1).then_some(Outcome::Approved { standing: false }))
+        })
+    }
+
+    /// The pending request for this fingerprint, or a new one.
+    fn open_request(
+        &self,
+        group: &GroupId,
+        call: &ToolCall,
+        spec: &ApprovalSpec,
+        reason: &str,
+        fp: &str,
+    ) -> Result<Request, StoreError> {
+        let existing = self.store.with_conn(|c| {
+            Ok(c.query_row(
+                &format!("SELECT {COLUMNS} FROM approvals WHERE fingerprint = ?1 AND status = 'pending' AND expires_at > ?2 ORDER BY id LIMIT 1"),
+                params![fp, now()],
+                read_request,
+            )
+            .optional()?)
+        })?;
+        if let Some(r) = existing {
+            return Ok(r);
+        }
+        let mut random = [0u8; 8];
+        let _ = getrandom::fill(&mut random);
+        let code = approval::code(&random);
+        let expires_at = now() + spec.timeout.as_millis() as i64;
+        let scope = match spec.scope {
+            Scope::Once => "once",
+            Scope::Always => "always",
+        };
+        let id = self.store.with_conn(|c| {
+            c.execute(
+                "INSERT INTO approvals (code, fingerprint, group_id, tool, arguments, reason, approvers, quorum, scope, status, created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?10, ?11)",
+                params![
+                    code,
+                    fp,
+                    group.as_str(),
+                    call.name,
+                    call.arguments.to_string(),
+                    reason,
+                    serde_json::to_string(&spec.approvers).unwrap_or_default(),
+                    spec.quorum as i64,
+                    scope,
+                    now(),
+                    expires_at
+                ],
+            )?;
+            Ok(c.last_insert_rowid())
+        })?;
+        let request = Request {
+            id,
+            code,
+            group: group.to_string(),
+            tool: call.name.clone(),
+            arguments: call.arguments.clone(),
+            reason: reason.to_owned(),
+            approvers: spec.approvers.clone(),
+            quorum: spec.quorum,
+            status: "pending".into(),
+            expires_at,
+        };
+        self.audit.record(
+            "approval_requested",
+            Some(group.as_str()),
+            json!({"request": id, "code": request.code, "tool": call.name, "arguments": call.arguments, "fingerprint": fp, "reason": reason, "approvers": spec.approvers, "quorum": spec.quorum, "scope": scope, "expires_at": expires_at}),
+        );
+        Ok(request)
+    }
+
+    fn get(&self, id: i64) -> Result<Option<Request>, StoreError> {
+        get(&self.store, id)
+    }
+}
+
+fn get(store: &Store, id: i64) -> Result<Option<Request>, StoreError> {
+    store.with_conn(|c| {
+        Ok(c.query_row(
+            &format!("SELECT {COLUMNS} FROM approvals WHERE id = ?1"),
+            [id],
+            read_request,
+        )
+        .optional()?)
+    })
+}
+
+/// Requests, newest first; only pending ones unless `all`.
+pub fn list(store: &Store, all: bool) -> Result<Vec<Request>, StoreError> {
+    store.with_conn(|c| {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM approvals {} ORDER BY id DESC LIMIT 200",
+            if all { "" } else { "WHERE status = 'pending'" }
+        );
+        let mut stmt = c.prepare(&sql)?;
+        let rows = stmt.query_map([], read_request)?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    })
+}
+
+/// Why an answer did not count.
+#[derive(Debug, thiserror::Error)]
+pub enum AnswerError {
+    #[error("no approval request {0:?}")]
+    NotFound(String),
+    #[error("request {id} is already {status}")]
+    Decided { id: i64, status: String },
+    #[error(
+        "{approver} is not an approver for request {id} (its approvers: {approvers}); the answer was recorded and ignored"
+    )]
+    NotAnApprover {
+        id: i64,
+        approver: String,
+        approvers: String,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Record `approver`'s answer to the request with this id or code. Returns where the request
+/// stands after it.
+pub fn answer(
+    store: &Store,
+    audit: &Audit,
+    key: &str,
+    approver: &str,
+    channel: &str,
+    vote: Vote,
+) -> Result<Tally, AnswerError> {
+    let key = key.trim();
+    let found = store.with_conn(|c| {
+        let by_id = key.parse::<i64>().ok();
+        Ok(c.query_row(
+            &format!("SELECT {COLUMNS} FROM approvals WHERE id = ?1 OR code = ?2"),
+            params![by_id, key.to_ascii_uppercase()],
+            read_request,
+        )
+        .optional()?)
+    })?;
+    let request = found.ok_or_else(|| AnswerError::NotFound(key.to_owned()))?;
+    if request.status == "pending" && now() >= request.expires_at {
+        store.with_conn(|c| {
+            c.execute(
+                "UPDATE approvals SET status = 'expired', decided_at = ?2 WHERE id = ?1 AND status = 'pending'",
+                params![request.id, now()],
+            )?;
+            Ok(())
+        })?;
+        return Err(AnswerError::Decided {
+            id: request.id,
+            status: "expired".into(),
+        });
+    }
+    if request.status != "pending" {
+        return Err(AnswerError::Decided {
+            id: request.id,
+            status: request.status,
+        });
+    }
+    let counted = request.approvers.iter().any(|a| a == approver);
+    let vote_text = match vote {
+        Vote::Approve { always: false } => "approve",
+        Vote::Approve { always: true } => "approve_always",
+        Vote::Deny => "deny",
+    };
+    let tally = store.with_conn(|c| {
+        let tx = rusqlite::Transaction::new_unchecked(c, rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT INTO approval_votes (approval_id, approver, channel, vote, counted, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![request.id, approver, channel, vote_text, counted as i64, now()],
+        )?;
+        let mut stmt = tx.prepare(
+            "SELECT approver, vote FROM approval_votes WHERE approval_id = ?1 AND counted = 1 ORDER BY id",
+        )?;
+        let votes: Vec<(String, Vote)> = stmt
+            .query_map([request.id], |r| {
+                let v: String = r.get(1)?;
+                Ok((
+                    r.get::<_, String>(0)?,
+                    match v.as_str() {
+                        "deny" => Vote::Deny,
+                        "approve_always" => Vote::Approve { always: true },
+                        _ => Vote::Approve { always: false },
+                    },
+                ))
+            })?
+            .collect::<Result<_, _>>()?;
+        drop(stmt);
+        let tally = approval::tally(&request.approvers, request.quorum, &votes);
+        match &tally {
+            Tally::Approved { always } => {
+                tx.execute(
+                    "UPDATE approvals SET status = 'approved', always = (?2 OR scope = 'always'), decided_at = ?3 WHERE id = ?1",
+                    params![request.id, *always, now()],
+                )?;
+            }
+            Tally::Denied { .. } => {
+                tx.execute(
+                    "UPDATE approvals SET status = 'denied', decided_at = ?2 WHERE id = ?1",
+                    params![request.id, now()],
+                )?;
+            }
+            Tally::Pending { .. } => {}
+        }
+        tx.commit()?;
+        Ok(tally)
+    })?;
+    audit.record(
+        if counted { "approval_answered" } else { "approval_ignored" },
+        Some(&request.group),
+        json!({"request": request.id, "code": request.code, "approver": approver, "channel": channel, "vote": vote_text, "counted": counted, "result": format!("{tally:?}")}),
+    );
+    if !counted {
+        return Err(AnswerError::NotAnApprover {
+            id: request.id,
+            approver: approver.to_owned(),
+            approvers: request.approvers.join(", "),
+        });
+    }
+    Ok(tally)
+}
+
+/// Parse `/approve CODE [always]` or `/deny CODE`.
+pub fn parse_command(text: &str) -> Option<(String, Vote)> {
+    let mut words = text.split_whitespace();
+    let vote = match words.next()? {
+        "/approve" => Vote::Approve { always: false },
+        "/deny" => Vote::Deny,
+        _ => return None,
+    };
+    let code = words.next()?.to_owned();
+    let vote = match (vote, words.next()) {
+        (Vote::Approve { .. }, Some("always")) => Vote::Approve { always: true },
+        (v, None) => v,
+        _ => return None,
+    };
+    if words.next().is_some() {
+        return None;
+    }
+    Some((code, vote))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chat_commands_parse() {
+        assert_eq!(
+            parse_command("/approve AB12CD34"),
+            Some(("AB12CD34".into(), Vote::Approve { always: false }))
+        );
+        assert_eq!(
+            parse_command(" /approve x always "),
+            Some(("x".into(), Vote::Approve { always: true }))
+        );
+        assert_eq!(parse_command("/deny x"), Some(("x".into(), Vote::Deny)));
+        assert_eq!(parse_command("/deny x always"), None);
+        assert_eq!(parse_command("/approve"), None);
+        assert_eq!(parse_command("approve x"), None);
+        assert_eq!(parse_command("/approve x y z"), None);
+    }
+}

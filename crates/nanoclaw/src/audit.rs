@@ -1,0 +1,423 @@
+//! The audit log: one writer thread per process appends events to the hash chain in the store
+//! (`nanoclaw_core::audit`), in batches, so recording never waits on the disk; and the readers
+//! behind `nanoclaw audit verify | show | export`.
+//!
+//! Every string in an event has secret values replaced by `[redacted secret NAME]` before the
+//! event is hashed or written. Appends from several processes (the daemon, the CLI answering an
+//! approval) serialize on SQLite's write lock; each batch reads the chain's head inside its
+//! own transaction.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::mpsc::{Receiver, Sender, channel};
+
+use anyhow::Context;
+use nanoclaw_core::audit::{self, Event, GENESIS, Stored};
+use nanoclaw_core::secret::Replacer;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::Value;
+
+/// Events written in one transaction at most.
+const BATCH: usize = 2048;
+
+enum Msg {
+    Event {
+        at: i64,
+        kind: String,
+        group: Option<String>,
+        data: Value,
+    },
+    Flush(Sender<()>),
+}
+
+/// The process's audit writer.
+pub struct Audit {
+    tx: Mutex<Option<Sender<Msg>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    redactor: Replacer,
+}
+
+impl Audit {
+    /// Start the writer on its own connection to the store at `db`.
+    pub fn open(db: &Path, redactor: Replacer) -> anyhow::Result<Audit> {
+        let conn = Connection::open(db).with_context(|| format!("opening {}", db.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        let (tx, rx) = channel();
+        let thread = std::thread::Builder::new()
+            .name("audit".into())
+            .spawn(move || writer(conn, rx))
+            .context("starting the audit writer")?;
+        Ok(Audit {
+            tx: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+            redactor,
+        })
+    }
+
+    /// Record an event. Never blocks on the disk.
+    pub fn record(&self, kind: &str, group: Option<&str>, mut data: Value) {
+        redact(&self.redactor, &mut data);
+        let msg = Msg::Event {
+            at: crate::store::now(),
+            kind: kind.to_owned(),
+            group: group.map(str::to_owned),
+            data,
+        };
+        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = tx.as_ref()
+            && tx.send(msg).is_err()
+        {
+            tracing::error!(kind, "the audit writer has stopped; event lost");
+        }
+    }
+
+    /// Wait until every event recorded so far is committed.
+    pub fn flush(&self) {
+        let (done_tx, done_rx) = channel();
+        {
+            let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+            match tx.as_ref() {
+                Some(tx) if tx.send(Msg::Flush(done_tx)).is_ok() => {}
+                _ => return,
+            }
+        }
+        let _ = done_rx.recv();
+    }
+
+    /// Flush and stop the writer.
+    pub fn close(&self) {
+        self.flush();
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Audit {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Replace secret values in every string of `value`.
+fn redact(redactor: &Replacer, value: &mut Value) {
+    if redactor.is_empty() {
+        return;
+    }
+    match value {
+        Value::String(s) if redactor.contains(s.as_bytes()) => *s = redactor.replace_str(s),
+        Value::Array(items) => items.iter_mut().for_each(|v| redact(redactor, v)),
+        Value::Object(map) => map.values_mut().for_each(|v| redact(redactor, v)),
+        _ => {}
+    }
+}
+
+fn writer(conn: Connection, rx: Receiver<Msg>) {
+    while let Ok(first) = rx.recv() {
+        let mut events = Vec::new();
+        let mut waiting = Vec::new();
+        let mut next = Some(first);
+        while let Some(msg) = next {
+            match msg {
+                Msg::Event {
+                    at,
+                    kind,
+                    group,
+                    data,
+                } => events.push((at, kind, group, data)),
+                Msg::Flush(done) => waiting.push(done),
+            }
+            next = if events.len() < BATCH {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        if !events.is_empty()
+            && let Err(e) = append(&conn, events)
+        {
+            tracing::error!(error = %e, "audit events could not be written");
+        }
+        for done in waiting {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// Append a batch to the chain in one transaction.
+fn append(
+    conn: &Connection,
+    events: Vec<(i64, String, Option<String>, Value)>,
+) -> rusqlite::Result<()> {
+    let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
+    let head: Option<(i64, Vec<u8>)> = tx
+        .query_row(
+            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let (mut seq, mut prev) = match head {
+        Some((seq, hash)) => {
+            let mut prev = GENESIS;
+            if hash.len() == prev.len() {
+                prev.copy_from_slice(&hash);
+            }
+            (seq as u64, prev)
+        }
+        None => (0, GENESIS),
+    };
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO audit (seq, at, kind, group_id, body, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        for (at, kind, group, data) in events {
+            seq += 1;
+            let event = Event {
+                seq,
+                at,
+                kind,
+                group,
+                data,
+            };
+            let body = event.body();
+            let hash = audit::hash(&prev, &body);
+            insert.execute(params![
+                seq as i64,
+                event.at,
+                event.kind,
+                event.group,
+                body,
+                &prev[..],
+                &hash[..]
+            ])?;
+            prev = hash;
+        }
+    }
+    tx.commit()
+}
+
+/// Filters for `audit show`.
+#[derive(Default)]
+pub struct Filter {
+    pub group: Option<String>,
+    pub kind: Option<String>,
+    /// Milliseconds since the epoch.
+    pub since: Option<i64>,
+}
+
+fn read_stored(r: &rusqlite::Row<'_>) -> rusqlite::Result<Stored> {
+    Ok(Stored {
+        seq: r.get::<_, i64>(0)? as u64,
+        at: r.get(1)?,
+        kind: r.get(2)?,
+        group: r.get(3)?,
+        body: r.get(4)?,
+        prev_hash: r.get(5)?,
+        hash: r.get(6)?,
+    })
+}
+
+/// Check the whole chain. Ok(count) or where it breaks.
+pub fn verify(db: &Path) -> anyhow::Result<Result<u64, audit::Broken>> {
+    let conn = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .with_context(|| format!("opening {}", db.display()))?;
+    let mut stmt = conn
+        .prepare("SELECT seq, at, kind, group_id, body, prev_hash, hash FROM audit ORDER BY seq")?;
+    let mut failure = None;
+    let rows = stmt.query_map([], read_stored)?.map_while(|r| match r {
+        Ok(s) => Some(s),
+        Err(e) => {
+            failure = Some(e);
+            None
+        }
+    });
+    let result = audit::verify(rows);
+    if let Some(e) = failure {
+        return Err(e).context("reading the audit log");
+    }
+    Ok(result)
+}
+
+/// Each matching event's body (canonical JSON), in order, to `out`.
+pub fn export(
+    db: &Path,
+    filter: &Filter,
+    mut out: impl FnMut(&Stored) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let conn = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .with_context(|| format!("opening {}", db.display()))?;
+    let mut stmt = conn.prepare(
+        "SELECT seq, at, kind, group_id, body, prev_hash, hash FROM audit
+         WHERE (?1 IS NULL OR group_id = ?1) AND (?2 IS NULL OR kind = ?2) AND (?3 IS NULL OR at >= ?3)
+         ORDER BY seq",
+    )?;
+    let rows = stmt.query_map(
+        params![filter.group, filter.kind, filter.since],
+        read_stored,
+    )?;
+    for row in rows {
+        out(&row?)?;
+    }
+    Ok(())
+}
+
+/// Days since 1970-01-01 of a civil date (proleptic Gregorian).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// `at` (milliseconds since the epoch) as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn format_time(at: i64) -> String {
+    let secs = at.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// `--since`: unix seconds, `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM:SSZ`, or an age (`30m`, `2h`,
+/// `7d`, `45s`) before `now_ms`. Milliseconds since the epoch.
+pub fn parse_since(text: &str, now_ms: i64) -> Option<i64> {
+    let t = text.trim();
+    if let Ok(secs) = t.parse::<i64>() {
+        return Some(secs * 1000);
+    }
+    if let Some(unit) = t.chars().last().filter(|c| "smhd".contains(*c)) {
+        let n: i64 = t[..t.len() - 1].parse().ok()?;
+        let secs = match unit {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            _ => 86_400,
+        };
+        return Some(now_ms - n * secs * 1000);
+    }
+    let (date, clock) = match t.split_once('T') {
+        Some((d, c)) => (d, Some(c.strip_suffix('Z')?)),
+        None => (t, None),
+    };
+    let mut parts = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, d) = (parts.next()??, parts.next()??, parts.next()??);
+    if parts.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    let mut secs = days_from_civil(y, m, d) * 86_400;
+    if let Some(c) = clock {
+        let mut hms = c.split(':').map(|p| p.parse::<i64>().ok());
+        let (h, mi, s) = (hms.next()??, hms.next()??, hms.next()??);
+        if hms.next().is_some() || h > 23 || mi > 59 || s > 60 {
+            return None;
+        }
+        secs += h * 3600 + mi * 60 + s;
+    }
+    Some(secs * 1000)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_format_and_parse() {
+        assert_eq!(format_time(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_time(1_795_000_000_000), "2026-11-18T11:06:40Z");
+        assert_eq!(
+            parse_since("2026-11-18T11:06:40Z", 0),
+            Some(1_795_000_000_000)
+        );
+        assert_eq!(parse_since("1970-01-02", 0), Some(86_400_000));
+        assert_eq!(parse_since("1795000000", 0), Some(1_795_000_000_000));
+        assert_eq!(parse_since("2h", 10_000_000), Some(10_000_000 - 7_200_000));
+        for bad in [
+            "",
+            "yesterday",
+            "2026-13-01",
+            "2026-11-18T25:00:00Z",
+            "5w",
+            "2026-11-18T08:26:40",
+        ] {
+            assert_eq!(parse_since(bad, 0), None, "{bad}");
+        }
+    }
+
+    use super::*;
+    use serde_json::json;
+
+    fn open() -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db");
+        crate::store::Store::open(&db).unwrap();
+        (dir, db)
+    }
+
+    #[test]
+    fn events_chain_redact_and_verify() {
+        let (_dir, db) = open();
+        let redactor =
+            Replacer::new([(b"hunter2-secret".to_vec(), b"[redacted secret PW]".to_vec())]);
+        let a = Audit::open(&db, redactor).unwrap();
+        for i in 0..100 {
+            a.record(
+                "tool_call",
+                Some("main"),
+                json!({"i": i, "arg": "pw=hunter2-secret"}),
+            );
+        }
+        a.close();
+        assert_eq!(verify(&db).unwrap(), Ok(100));
+        let mut bodies = Vec::new();
+        export(&db, &Filter::default(), |s| {
+            bodies.push(s.body.clone());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(bodies.len(), 100);
+        assert!(
+            bodies
+                .iter()
+                .all(|b| !b.contains("hunter2") && b.contains("[redacted secret PW]"))
+        );
+    }
+
+    #[test]
+    fn two_writers_share_one_chain() {
+        let (_dir, db) = open();
+        let a = Audit::open(&db, Replacer::default()).unwrap();
+        let b = Audit::open(&db, Replacer::default()).unwrap();
+        for i in 0..200 {
+            a.record("x", None, json!(i));
+            b.record("y", None, json!(i));
+        }
+        a.close();
+        b.close();
+        assert_eq!(verify(&db).unwrap(), Ok(400));
+    }
+
+    #[test]
+    fn the_table_refuses_updates_and_deletes() {
+        let (_dir, db) = open();
+        let a = Audit::open(&db, Replacer::default()).unwrap();
+        a.record("x", None, json!(1));
+        a.close();
+        let conn = Connection::open(&db).unwrap();
+        assert!(conn.execute("UPDATE audit SET kind = 'y'", []).is_err());
+        assert!(conn.execute("DELETE FROM audit", []).is_err());
+    }
+}
