@@ -156,7 +156,10 @@ impl Api {
         // `/approve CODE [always]` and `/deny CODE` answer an approval request at once: they
         // never queue behind the turn that is waiting for them.
         if let Some((code, vote)) = crate::approvals::parse_command(&msg.text) {
-            let approver = crate::approver_for(&self.policy, &msg.sender);
+            let named = (msg.sender != default_sender()).then_some(msg.sender.as_str());
+            let request = crate::approvals::find(&self.store, &code).ok().flatten();
+            let approver = crate::terminal_approver(&self.policy, named, request.as_ref())
+                .map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
             let result =
                 crate::approvals::answer(&self.store, &self.audit, &code, &approver, CHANNEL, vote);
             return match result {

@@ -315,6 +315,20 @@ pub fn list(store: &Store, all: bool) -> Result<Vec<Request>, StoreError> {
     })
 }
 
+/// The request with this id or code.
+pub fn find(store: &Store, key: &str) -> Result<Option<Request>, StoreError> {
+    let key = key.trim();
+    store.with_conn(|c| {
+        let by_id = key.parse::<i64>().ok();
+        Ok(c.query_row(
+            &format!("SELECT {COLUMNS} FROM approvals WHERE id = ?1 OR code = ?2"),
+            params![by_id, key.to_ascii_uppercase()],
+            read_request,
+        )
+        .optional()?)
+    })
+}
+
 /// Why an answer did not count.
 #[derive(Debug, thiserror::Error)]
 pub enum AnswerError {
@@ -344,17 +358,7 @@ pub fn answer(
     channel: &str,
     vote: Vote,
 ) -> Result<Tally, AnswerError> {
-    let key = key.trim();
-    let found = store.with_conn(|c| {
-        let by_id = key.parse::<i64>().ok();
-        Ok(c.query_row(
-            &format!("SELECT {COLUMNS} FROM approvals WHERE id = ?1 OR code = ?2"),
-            params![by_id, key.to_ascii_uppercase()],
-            read_request,
-        )
-        .optional()?)
-    })?;
-    let request = found.ok_or_else(|| AnswerError::NotFound(key.to_owned()))?;
+    let request = find(store, key)?.ok_or_else(|| AnswerError::NotFound(key.trim().to_owned()))?;
     if request.status == "pending" && now() >= request.expires_at {
         store.with_conn(|c| {
             c.execute(

@@ -370,22 +370,47 @@ fn policy_check(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Who is answering from an owner channel (the CLI, the HTTP API): `name` when it is an
-/// approver, else the only approver with `terminal = true`. Anyone else is recorded under the
-/// name they gave and does not count.
-pub fn approver_for(policy: &nanoclaw_core::Policy, name: &str) -> String {
-    if let Some(a) = policy.approver(name) {
-        return a.name.clone();
-    }
+/// Who is answering at this machine (the CLI, or the HTTP API, both behind the owner's own
+/// access): `named` if given and an approver with `terminal = true`; otherwise the one terminal
+/// approver among the request's approvers (or the only terminal approver at all). A name that
+/// is not a terminal approver is recorded as given, and does not count.
+pub fn terminal_approver(
+    policy: &nanoclaw_core::Policy,
+    named: Option<&str>,
+    request: Option<&approvals::Request>,
+) -> Result<String, String> {
     let terminal: Vec<&str> = policy
         .approvers()
         .iter()
         .filter(|a| a.terminal)
         .map(|a| a.name.as_str())
         .collect();
-    match terminal.as_slice() {
-        [one] => (*one).to_owned(),
-        _ => format!("{name} (not a configured approver)"),
+    if let Some(name) = named {
+        return Ok(if terminal.contains(&name) {
+            name.to_owned()
+        } else {
+            format!("{name} (not a terminal approver)")
+        });
+    }
+    let for_request: Vec<&str> = match request {
+        Some(r) => terminal
+            .iter()
+            .copied()
+            .filter(|t| r.approvers.iter().any(|a| a == t))
+            .collect(),
+        None => Vec::new(),
+    };
+    match (for_request.as_slice(), terminal.as_slice()) {
+        ([one], _) | ([], [one]) => Ok((*one).to_owned()),
+        ([], []) => Err("no approver has terminal = true in policy.toml".into()),
+        (several, _) if several.len() > 1 => Err(format!(
+            "several approvers of this request answer at this terminal ({}); pick one with --as NAME",
+            several.join(", ")
+        )),
+        _ => Err(format!(
+            "several approvers answer at this terminal ({}); pick one with --as NAME",
+            terminal.join(", ")
+        )),
     }
 }
 
@@ -446,33 +471,9 @@ fn approvals_command(home: &Home, command: ApprovalsCommand) -> anyhow::Result<E
         } => (id, approver, Vote::Approve { always }),
         ApprovalsCommand::Deny { id, approver } => (id, approver, Vote::Deny),
     };
-    let terminal: Vec<&str> = policy
-        .approvers()
-        .iter()
-        .filter(|a| a.terminal)
-        .map(|a| a.name.as_str())
-        .collect();
-    // At this machine only approvers with `terminal = true` count; any other name is recorded
-    // and ignored.
-    let who = match (approver, terminal.as_slice()) {
-        (Some(name), t) if t.contains(&name.as_str()) => name,
-        (Some(name), _) => format!("{name} (not a terminal approver)"),
-        (None, [one]) => (*one).to_owned(),
-        (None, []) => {
-            return Err(UsageError(format!(
-                "no approver has terminal = true in {}",
-                home.dir.join(policy_file::POLICY_FILE).display()
-            ))
-            .into());
-        }
-        (None, _) => {
-            return Err(UsageError(format!(
-                "several approvers answer at this terminal ({}); pick one with --as NAME",
-                terminal.join(", ")
-            ))
-            .into());
-        }
-    };
+    let request = approvals::find(&store, &key)?;
+    let who =
+        terminal_approver(&policy, approver.as_deref(), request.as_ref()).map_err(UsageError)?;
     let audit = audit::Audit::open(&home.db_path(), nanoclaw_core::secret::Replacer::default())?;
     let result = approvals::answer(&store, &audit, &key, &who, "cli", vote);
     audit.close();
