@@ -566,6 +566,41 @@ async fn web_tools_go_through_the_proxy_and_the_model_never_sees_a_value() {
     for req in model.requests() {
         assert_no_value(&req.to_string());
     }
+
+    // One more turn with debug logging: no value in the logs, none anywhere in the audit log,
+    // which still verifies and holds the egress records with the secret names injected.
+    model.push(vec![
+        tools(
+            "http_request",
+            format!(r#"{{"method": "GET", "url": "https://localhost:{port}/echo?via=logged", "headers": {{"Authorization": "Bearer ${{TOKEN}}"}}}}"#),
+        ),
+        Step::EchoToolResult,
+    ]);
+    let mut c = s.home.command();
+    c.env("NANOCLAW_LOG", "debug")
+        .args(["ask", "--group", "work", "logged"]);
+    let out = c.output().await.unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_no_value(&text(&out.stderr));
+    assert_no_value(&text(&out.stdout));
+    let export = text(&s.home.run(&["audit", "export", "--jsonl"]).await.stdout);
+    assert_no_value(&export);
+    let mut db = std::fs::read(s.home.path().join("nanoclaw.db")).unwrap();
+    db.extend(std::fs::read(s.home.path().join("nanoclaw.db-wal")).unwrap_or_default());
+    for v in [TOKEN, APIKEY, OTHER] {
+        assert!(
+            !db.windows(v.len()).any(|w| w == v.as_bytes()),
+            "a secret value is in the database or its log"
+        );
+    }
+    assert!(export.contains("\"kind\":\"egress\""), "no egress records");
+    assert!(
+        export.contains("\"secrets\":[\"TOKEN\",\"APIKEY\"]")
+            || export.contains("\"secrets\":[\"APIKEY\",\"TOKEN\"]"),
+        "no injected names recorded"
+    );
+    let verify = s.home.run(&["audit", "verify"]).await;
+    assert!(verify.status.success(), "{}", text(&verify.stderr));
 }
 
 #[tokio::test]
