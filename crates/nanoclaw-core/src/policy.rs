@@ -143,33 +143,51 @@ pub struct PolicyError {
     pub message: String,
 }
 
-/// A `*`/`?` glob, matched against the whole text.
+/// A `*`/`?` glob, matched against the whole text. Without wildcards it is a plain string
+/// comparison.
 #[derive(Clone, Debug)]
-struct Glob(Vec<char>);
+enum Glob {
+    Literal(String),
+    Pattern(Vec<char>),
+}
 
 impl Glob {
-    fn matches(&self, text: &str) -> bool {
-        let t: Vec<char> = text.chars().collect();
-        let p = &self.0;
-        let (mut pi, mut ti) = (0, 0);
-        let mut star: Option<(usize, usize)> = None;
-        while ti < t.len() {
-            if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-                pi += 1;
-                ti += 1;
-            } else if pi < p.len() && p[pi] == '*' {
-                star = Some((pi, ti));
-                pi += 1;
-            } else if let Some((sp, st)) = star {
-                pi = sp + 1;
-                ti = st + 1;
-                star = Some((sp, st + 1));
-            } else {
-                return false;
-            }
+    fn new(pattern: &str) -> Glob {
+        if pattern.contains(['*', '?']) {
+            Glob::Pattern(pattern.chars().collect())
+        } else {
+            Glob::Literal(pattern.to_owned())
         }
-        p[pi..].iter().all(|c| *c == '*')
     }
+
+    fn matches(&self, text: &str) -> bool {
+        match self {
+            Glob::Literal(l) => l == text,
+            Glob::Pattern(p) => wildcard(p, &text.chars().collect::<Vec<_>>()),
+        }
+    }
+}
+
+/// Iterative `*`/`?` matching with one backtrack point: linear in practice, never exponential.
+fn wildcard(p: &[char], t: &[char]) -> bool {
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
 }
 
 #[derive(Clone, Debug)]
@@ -405,7 +423,7 @@ impl Policy {
                 let matcher = if let Some(v) = m.equals {
                     Matcher::Equals(v)
                 } else if let Some(g) = m.glob {
-                    Matcher::Glob(Glob(g.chars().collect()))
+                    Matcher::Glob(Glob::new(&g))
                 } else if let Some(re) = m.regex {
                     Matcher::Regex(
                         regex::Regex::new(&re).map_err(|e| err(&k, format!("bad regex: {e}")))?,
@@ -418,9 +436,9 @@ impl Policy {
             rules.push(Rule {
                 name: r.name.unwrap_or_else(|| format!("rule {}", i + 1)),
                 line,
-                tool: Glob(r.tool.chars().collect()),
-                group: r.group.map(|g| Glob(g.chars().collect())),
-                channel: r.channel.map(|g| Glob(g.chars().collect())),
+                tool: Glob::new(&r.tool),
+                group: r.group.as_deref().map(Glob::new),
+                channel: r.channel.as_deref().map(Glob::new),
                 sender,
                 tainted: r.tainted,
                 args,

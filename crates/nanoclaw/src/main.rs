@@ -23,6 +23,8 @@ mod agent;
 mod api;
 mod approvals;
 mod audit;
+#[cfg(test)]
+mod audit_tests;
 mod backend;
 mod config;
 mod doctor;
