@@ -790,6 +790,26 @@ async fn build_agent(home: Home, long_lived: bool) -> anyhow::Result<(Agent, std
         &secrets,
         Some(egress::audit_recorder(Arc::clone(&audit))),
     )?;
+    // What configuration is in force: a change between runs shows in the audit log.
+    let digest = |path: &std::path::Path| {
+        std::fs::read(path).ok().map(|b| {
+            ring::digest::digest(&ring::digest::SHA256, &b)
+                .as_ref()
+                .iter()
+                .map(|x| format!("{x:02x}"))
+                .collect::<String>()
+        })
+    };
+    audit.record(
+        "config_loaded",
+        None,
+        serde_json::json!({
+            "config_sha256": digest(&home.config_path()),
+            "policy_sha256": digest(&home.dir.join(policy_file::POLICY_FILE)),
+            "secrets": secrets.iter().map(|s| &s.meta.name).collect::<Vec<_>>(),
+            "process": if long_lived { "long-lived" } else { "one turn" },
+        }),
+    );
     let approvals = approvals::Approvals::new(
         Arc::clone(&store),
         Arc::clone(&audit),

@@ -53,10 +53,29 @@ async fn converse(agent: &Agent, group: &GroupId) -> anyhow::Result<()> {
                 agent.store.new_session(group)?;
                 eprintln!("(new session: earlier history is no longer in the prompt)");
             }
+            // An answer to an approval request (one another process's turn is waiting for).
+            line if crate::approvals::parse_command(line).is_some() => {
+                if let Some((code, vote)) = crate::approvals::parse_command(line) {
+                    answer(agent, &code, vote);
+                }
+            }
             text => {
                 exchange(agent, group, text).await?;
             }
         }
+    }
+}
+
+fn answer(agent: &Agent, code: &str, vote: nanoclaw_core::approval::Vote) {
+    let policy = agent.tools.policy();
+    let request = crate::approvals::find(&agent.store, code).ok().flatten();
+    let result = crate::terminal_approver(policy, None, request.as_ref()).and_then(|who| {
+        crate::approvals::answer(&agent.store, agent.tools.audit(), code, &who, CHANNEL, vote)
+            .map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(tally) => eprintln!("({})", crate::describe_tally(&tally)),
+        Err(e) => eprintln!("nanoclaw: {e}"),
     }
 }
 

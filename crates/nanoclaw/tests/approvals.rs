@@ -68,18 +68,30 @@ fn home(model: &ScriptedModel, extra: &str) -> TestHome {
     h
 }
 
-/// Wait for a pending request and return its id.
-async fn pending_id(h: &TestHome) -> String {
-    for _ in 0..200 {
+/// Wait for a pending request and return its id. `ask`, when given, is the process that
+/// should be waiting; if it ends first, its output says why.
+async fn pending_id_of(h: &TestHome, ask: Option<&mut tokio::process::Child>) -> String {
+    let mut ask = ask;
+    for _ in 0..300 {
         let out = text(&h.run(&["approvals", "list"]).await.stdout);
         if let Some(first) = out.lines().next()
             && !first.starts_with("no pending")
         {
             return first.split_whitespace().next().unwrap().to_owned();
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Some(child) = ask.as_deref_mut()
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            panic!("ask ended ({status}) before asking for approval");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("no pending approval request appeared");
+    let shown = text(&h.run(&["audit", "show"]).await.stdout);
+    panic!("no pending approval request appeared; audit so far:\n{shown}");
+}
+
+async fn pending_id(h: &TestHome) -> String {
+    pending_id_of(h, None).await
 }
 
 async fn finish(child: tokio::process::Child) -> (bool, String, String) {
@@ -177,8 +189,8 @@ async fn a_turn_waits_for_approval_and_the_model_learns_the_outcome() {
     )
     .await;
     let h = home(&model, "");
-    let ask = spawn_ask(&h, "deploy it");
-    let id = pending_id(&h).await;
+    let mut ask = spawn_ask(&h, "deploy it");
+    let id = pending_id_of(&h, Some(&mut ask)).await;
     let listed = text(&h.run(&["approvals", "list"]).await.stdout);
     assert!(
         listed.contains("echo deploy v1") && listed.contains("deploys need the owner"),
@@ -242,8 +254,8 @@ async fn a_denial_reaches_the_model_and_nothing_runs() {
     )
     .await;
     let h = home(&model, "");
-    let ask = spawn_ask(&h, "deploy");
-    let id = pending_id(&h).await;
+    let mut ask = spawn_ask(&h, "deploy");
+    let id = pending_id_of(&h, Some(&mut ask)).await;
     // By code, case-insensitively, as a chat command would give it.
     let code = text(&h.run(&["approvals", "list"]).await.stdout)
         .split('[')
@@ -277,8 +289,8 @@ async fn an_approval_for_one_set_of_arguments_never_covers_another() {
     .await;
     let h = home(&model, "");
     // A, approved once.
-    let ask = spawn_ask(&h, "a");
-    let id_a = pending_id(&h).await;
+    let mut ask = spawn_ask(&h, "a");
+    let id_a = pending_id_of(&h, Some(&mut ask)).await;
     assert!(
         h.run(&["approvals", "approve", &id_a])
             .await
@@ -287,8 +299,8 @@ async fn an_approval_for_one_set_of_arguments_never_covers_another() {
     );
     assert!(finish(ask).await.1.contains("deploy A"));
     // B: a new request, not covered by A's approval.
-    let ask = spawn_ask(&h, "b");
-    let id_b = pending_id(&h).await;
+    let mut ask = spawn_ask(&h, "b");
+    let id_b = pending_id_of(&h, Some(&mut ask)).await;
     assert_ne!(id_a, id_b);
     assert!(
         h.run(&["approvals", "approve", &id_b, "--always"])
@@ -298,8 +310,8 @@ async fn an_approval_for_one_set_of_arguments_never_covers_another() {
     );
     assert!(finish(ask).await.1.contains("deploy B"));
     // A again: "once" was used up, so it asks again.
-    let ask = spawn_ask(&h, "a again");
-    let id_a2 = pending_id(&h).await;
+    let mut ask = spawn_ask(&h, "a again");
+    let id_a2 = pending_id_of(&h, Some(&mut ask)).await;
     assert_ne!(id_a, id_a2);
     assert!(h.run(&["approvals", "deny", &id_a2]).await.status.success());
     assert!(finish(ask).await.1.contains("denied"));
@@ -318,8 +330,8 @@ async fn an_always_approval_stands_for_the_exact_call() {
     )
     .await;
     let h = home(&model, "");
-    let ask = spawn_ask(&h, "x");
-    let id = pending_id(&h).await;
+    let mut ask = spawn_ask(&h, "x");
+    let id = pending_id_of(&h, Some(&mut ask)).await;
     let out = h.run(&["approvals", "approve", &id, "--always"]).await;
     assert!(text(&out.stdout).contains("every later identical call"));
     assert!(finish(ask).await.1.contains("deploy X"));
@@ -359,8 +371,8 @@ async fn quorum_needs_distinct_approvers() {
     )
     .await;
     let h = home(&model, "");
-    let ask = spawn_ask(&h, "release");
-    let id = pending_id(&h).await;
+    let mut ask = spawn_ask(&h, "release");
+    let id = pending_id_of(&h, Some(&mut ask)).await;
     let out = h.run(&["approvals", "approve", &id, "--as", "alice"]).await;
     assert!(
         text(&out.stdout).contains("1 approval(s) so far"),

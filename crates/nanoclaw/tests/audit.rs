@@ -115,7 +115,7 @@ async fn an_edited_event_is_found() {
     let (code, out) = verify(&h).await;
     assert_eq!(code, Some(1));
     assert!(
-        out.contains("broken at event 1: its content does not match its hash"),
+        out.contains("broken at event 2: its content does not match its hash"),
         "{out}"
     );
 }
