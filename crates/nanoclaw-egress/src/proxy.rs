@@ -202,46 +202,32 @@ async fn handle(proxy: &Arc<GroupProxy>, req: Request<Incoming>) -> Response<Pro
     } else {
         forward(proxy, req).await
     };
-    match result {
-        Ok(Forwarded {
-            response,
-            host,
-            secrets,
-            bytes_out,
-            decision,
-        }) => {
-            proxy.record(&Record {
-                group: &proxy.group,
-                method: method.as_str(),
-                host: &host,
-                path: &target,
-                status: response.status().as_u16(),
-                bytes_out,
-                bytes_in: hyper::body::Body::size_hint(response.body())
-                    .exact()
-                    .unwrap_or(0),
-                secrets: &secrets,
-                decision,
-                reason: None,
-            });
-            response
-        }
-        Err(refusal) => {
-            proxy.record(&Record {
-                group: &proxy.group,
-                method: method.as_str(),
-                host: "",
-                path: &target,
-                status: refused(&refusal).status().as_u16(),
-                bytes_out: 0,
-                bytes_in: 0,
-                secrets: &[],
-                decision: decision_of(&refusal),
-                reason: Some(&refusal),
-            });
-            refused(&refusal)
-        }
-    }
+    let (response, host, secrets, bytes_out, decision, reason) = match result {
+        Ok(f) => (f.response, f.host, f.secrets, f.bytes_out, f.decision, None),
+        Err(refusal) => (
+            refused(&refusal),
+            String::new(),
+            Vec::new(),
+            0,
+            decision_of(&refusal),
+            Some(refusal),
+        ),
+    };
+    proxy.record(&Record {
+        group: &proxy.group,
+        method: method.as_str(),
+        host: &host,
+        path: &target,
+        status: response.status().as_u16(),
+        bytes_out,
+        bytes_in: hyper::body::Body::size_hint(response.body())
+            .exact()
+            .unwrap_or(0),
+        secrets: &secrets,
+        decision,
+        reason: reason.as_ref(),
+    });
+    response
 }
 
 /// A request the proxy let through, for the record.

@@ -229,7 +229,7 @@ impl Home {
 }
 
 /// Write a new file readable only by its owner.
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let mut f = OpenOptions::new()
         .create_new(true)
         .write(true)

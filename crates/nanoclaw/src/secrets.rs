@@ -9,7 +9,6 @@
 //! This module never logs a value, and never puts one in an error message.
 
 use std::fs::{self, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -107,7 +106,7 @@ impl SecretsKey {
                         .create(dir)
                         .with_context(|| format!("creating {}", dir.display()))?;
                 }
-                write_new_private(&path, hex(&bytes).as_bytes())?;
+                crate::home::write_private(&path, hex(&bytes).as_bytes())?;
                 tracing::info!(path = %path.display(), "created the secrets key file");
                 Self::from_hex(&hex(&bytes))
             }
@@ -323,7 +322,7 @@ impl Secrets {
         let tmp = self.path.with_extension("json.tmp");
         let _ = fs::remove_file(&tmp);
         let bytes = serde_json::to_vec_pretty(&self.file)?;
-        write_new_private(&tmp, &bytes)?;
+        crate::home::write_private(&tmp, &bytes)?;
         fs::rename(&tmp, &self.path)
             .with_context(|| format!("replacing {}", self.path.display()))?;
         if let Some(dir) = self.path.parent()
@@ -333,19 +332,6 @@ impl Secrets {
         }
         Ok(())
     }
-}
-
-fn write_new_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let mut f = OpenOptions::new()
-        .create_new(true)
-        .write(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(bytes)
-        .with_context(|| format!("writing {}", path.display()))?;
-    f.sync_all()?;
-    Ok(())
 }
 
 fn hex(bytes: &[u8]) -> String {
