@@ -114,6 +114,36 @@ CREATE TABLE approval_votes (
     at          INTEGER NOT NULL
 );
 "#,
+    r#"
+CREATE TABLE tasks (
+    id          INTEGER PRIMARY KEY,
+    group_id    TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    kind        TEXT NOT NULL CHECK (kind IN ('cron', 'every', 'once')),
+    spec        TEXT NOT NULL,
+    tz          TEXT NOT NULL,
+    prompt      TEXT NOT NULL,
+    isolated    INTEGER NOT NULL,
+    post        INTEGER NOT NULL,
+    catch_up    INTEGER NOT NULL,
+    status      TEXT NOT NULL CHECK (status IN ('active', 'paused', 'done', 'removed')),
+    next_due    INTEGER,
+    created_at  INTEGER NOT NULL
+);
+CREATE INDEX tasks_due ON tasks(status, next_due);
+CREATE TABLE task_runs (
+    id          INTEGER PRIMARY KEY,
+    task_id     INTEGER NOT NULL REFERENCES tasks(id),
+    slot        INTEGER NOT NULL,
+    attempt     INTEGER NOT NULL,
+    status      TEXT NOT NULL CHECK (status IN ('running', 'ok', 'failed', 'abandoned', 'skipped')),
+    started_at  INTEGER NOT NULL,
+    finished_at INTEGER,
+    error       TEXT,
+    result      TEXT,
+    UNIQUE (task_id, slot, attempt)
+);
+"#,
 ];
 
 /// Store errors carry SQLite's message; the caller adds what it was doing.

@@ -1,0 +1,472 @@
+//! Scheduled tasks in the store: adding, listing, pausing, resuming and removing them, and the
+//! claim that makes a due slot run at most once.
+//!
+//! A claim is one transaction: it records a run for the task's due slot and moves the task's
+//! next due time past both that slot and now, so slots missed while the daemon was down become
+//! one catch-up run (or none, for tasks that skip missed slots). A run the daemon was in the
+//! middle of when it died is marked abandoned at the next start, never run again.
+
+use rusqlite::{OptionalExtension, params};
+
+use crate::schedule::{self, Schedule, ScheduleError};
+use crate::store::{Store, StoreError};
+
+/// A missed slot this late or later counts as missed (for tasks that skip missed slots); an
+/// earlier one is simply a little late.
+pub const GRACE_MS: i64 = 60_000;
+
+/// How a task's schedule is written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum When {
+    Cron { expr: String, tz: String },
+    Every(String),
+    At(String),
+}
+
+/// A new task.
+#[derive(Clone, Debug)]
+pub struct NewTask {
+    pub group: String,
+    pub name: String,
+    pub when: When,
+    pub prompt: String,
+    /// Run without the group's conversation history.
+    pub isolated: bool,
+    /// Post the result to the group's chat.
+    pub post: bool,
+    /// Run a missed slot once on catch-up (else skip it).
+    pub catch_up: bool,
+}
+
+/// A task as stored.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Task {
+    pub id: i64,
+    pub group: String,
+    pub name: String,
+    pub kind: String,
+    pub spec: String,
+    pub tz: String,
+    pub prompt: String,
+    pub isolated: bool,
+    pub post: bool,
+    pub catch_up: bool,
+    pub status: String,
+    pub next_due: Option<i64>,
+    pub created_at: i64,
+}
+
+impl Task {
+    pub fn schedule(&self) -> Result<Schedule, ScheduleError> {
+        match self.kind.as_str() {
+            "cron" => schedule::cron(&self.spec, &self.tz),
+            "every" => schedule::every(&self.spec, self.created_at),
+            _ => schedule::once(&self.spec),
+        }
+    }
+}
+
+/// A slot claimed to run now.
+#[derive(Clone, Debug)]
+pub struct Claim {
+    pub run_id: i64,
+    pub task: Task,
+    pub slot: i64,
+    pub attempt: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    #[error(transparent)]
+    Schedule(#[from] ScheduleError),
+    #[error("the schedule never comes due after now")]
+    NeverDue,
+    #[error("no task {0}")]
+    NotFound(i64),
+    #[error("task {id} is {status}")]
+    Status { id: i64, status: String },
+    #[error("the prompt is empty")]
+    EmptyPrompt,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+const COLUMNS: &str = "id, group_id, name, kind, spec, tz, prompt, isolated, post, catch_up, status, next_due, created_at";
+
+fn read_task(r: &rusqlite::Row<'_>) -> rusqlite::Result<Task> {
+    Ok(Task {
+        id: r.get(0)?,
+        group: r.get(1)?,
+        name: r.get(2)?,
+        kind: r.get(3)?,
+        spec: r.get(4)?,
+        tz: r.get(5)?,
+        prompt: r.get(6)?,
+        isolated: r.get(7)?,
+        post: r.get(8)?,
+        catch_up: r.get(9)?,
+        status: r.get(10)?,
+        next_due: r.get(11)?,
+        created_at: r.get(12)?,
+    })
+}
+
+/// Validate and store a task; its first slot is the first after `now`.
+pub fn add(store: &Store, new: &NewTask, now: i64) -> Result<Task, TaskError> {
+    if new.prompt.trim().is_empty() {
+        return Err(TaskError::EmptyPrompt);
+    }
+    let (kind, spec, tz, schedule) = match &new.when {
+        When::Cron { expr, tz } => ("cron", expr.clone(), tz.clone(), schedule::cron(expr, tz)?),
+        When::Every(text) => (
+            "every",
+            text.clone(),
+            "UTC".into(),
+            schedule::every(text, now)?,
+        ),
+        When::At(text) => ("once", text.clone(), "UTC".into(), schedule::once(text)?),
+    };
+    // A one-shot time in the past still runs once (as a catch-up), unless it skips misses.
+    let next_due = match &schedule {
+        Schedule::Once { at } => Some(*at),
+        s => s.next_after(now),
+    }
+    .ok_or(TaskError::NeverDue)?;
+    let id = store.with_conn(|c| {
+        c.execute(
+            "INSERT INTO tasks (group_id, name, kind, spec, tz, prompt, isolated, post, catch_up, status, next_due, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'active', ?10, ?11)",
+            params![new.group, new.name, kind, spec, tz, new.prompt, new.isolated, new.post, new.catch_up, next_due, now],
+        )?;
+        Ok(c.last_insert_rowid())
+    })?;
+    get(store, id)?.ok_or(TaskError::NotFound(id))
+}
+
+pub fn get(store: &Store, id: i64) -> Result<Option<Task>, StoreError> {
+    store.with_conn(|c| {
+        Ok(c.query_row(
+            &format!("SELECT {COLUMNS} FROM tasks WHERE id = ?1"),
+            [id],
+            read_task,
+        )
+        .optional()?)
+    })
+}
+
+/// Tasks not removed, of one group or all.
+pub fn list(store: &Store, group: Option<&str>) -> Result<Vec<Task>, StoreError> {
+    store.with_conn(|c| {
+        let mut stmt = c.prepare(&format!(
+            "SELECT {COLUMNS} FROM tasks WHERE status != 'removed' AND (?1 IS NULL OR group_id = ?1) ORDER BY id"
+        ))?;
+        let rows = stmt.query_map([group], read_task)?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    })
+}
+
+/// Pause, resume or remove a task (`group`: only a task of that group, for the agent's own
+/// tools). Resuming computes the next slot from now: paused slots are not caught up.
+pub fn set_status(
+    store: &Store,
+    id: i64,
+    status: &str,
+    group: Option<&str>,
+    now: i64,
+) -> Result<Task, TaskError> {
+    let task = get(store, id)?
+        .filter(|t| t.status != "removed" && group.is_none_or(|g| g == t.group))
+        .ok_or(TaskError::NotFound(id))?;
+    let next_due = match status {
+        "active" => {
+            if task.status == "done" {
+                return Err(TaskError::Status {
+                    id,
+                    status: task.status,
+                });
+            }
+            task.schedule()?.next_after(now)
+        }
+        _ => task.next_due,
+    };
+    store.with_conn(|c| {
+        c.execute(
+            "UPDATE tasks SET status = ?2, next_due = ?3 WHERE id = ?1",
+            params![id, status, next_due],
+        )?;
+        Ok(())
+    })?;
+    get(store, id)?.ok_or(TaskError::NotFound(id))
+}
+
+/// The earliest next due time among active tasks.
+pub fn next_due(store: &Store) -> Result<Option<i64>, StoreError> {
+    store.with_conn(|c| {
+        Ok(c.query_row(
+            "SELECT min(next_due) FROM tasks WHERE status = 'active'",
+            [],
+            |r| r.get(0),
+        )?)
+    })
+}
+
+/// Claim every slot due at `now`: record a run for it and move its task past it, in one
+/// transaction. A slot claimed here never runs again, whatever happens next.
+pub fn claim_due(store: &Store, now: i64) -> Result<Vec<Claim>, StoreError> {
+    store.with_conn(|c| {
+        let tx = rusqlite::Transaction::new_unchecked(c, rusqlite::TransactionBehavior::Immediate)?;
+        let due: Vec<Task> = {
+            let mut stmt = tx.prepare(&format!(
+                "SELECT {COLUMNS} FROM tasks WHERE status = 'active' AND next_due <= ?1 ORDER BY next_due"
+            ))?;
+            stmt.query_map([now], read_task)?
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        let mut claims = Vec::new();
+        for task in due {
+            let Some(slot) = task.next_due else { continue };
+            let next = task
+                .schedule()
+                .ok()
+                .and_then(|s| s.next_after(slot.max(now)));
+            let status = if next.is_some() { "active" } else { "done" };
+            tx.execute(
+                "UPDATE tasks SET next_due = ?2, status = ?3 WHERE id = ?1",
+                params![task.id, next, status],
+            )?;
+            let missed = now - slot >= GRACE_MS;
+            if missed && !task.catch_up {
+                tx.execute(
+                    "INSERT INTO task_runs (task_id, slot, attempt, status, started_at, finished_at, error)
+                     VALUES (?1, ?2, 1, 'skipped', ?3, ?3, 'missed while the daemon was down; this task skips missed slots')",
+                    params![task.id, slot, now],
+                )?;
+                continue;
+            }
+            tx.execute(
+                "INSERT INTO task_runs (task_id, slot, attempt, status, started_at) VALUES (?1, ?2, 1, 'running', ?3)",
+                params![task.id, slot, now],
+            )?;
+            claims.push(Claim {
+                run_id: tx.last_insert_rowid(),
+                task,
+                slot,
+                attempt: 1,
+            });
+        }
+        tx.commit()?;
+        Ok(claims)
+    })
+}
+
+/// Record another attempt at a claimed slot.
+pub fn retry(store: &Store, claim: &Claim, now: i64) -> Result<Claim, StoreError> {
+    let attempt = claim.attempt + 1;
+    let run_id = store.with_conn(|c| {
+        c.execute(
+            "INSERT INTO task_runs (task_id, slot, attempt, status, started_at) VALUES (?1, ?2, ?3, 'running', ?4)",
+            params![claim.task.id, claim.slot, attempt, now],
+        )?;
+        Ok(c.last_insert_rowid())
+    })?;
+    Ok(Claim {
+        run_id,
+        attempt,
+        ..claim.clone()
+    })
+}
+
+/// Record how a run ended.
+pub fn finish(
+    store: &Store,
+    run_id: i64,
+    outcome: Result<&str, &str>,
+    now: i64,
+) -> Result<(), StoreError> {
+    let (status, result, error) = match outcome {
+        Ok(r) => ("ok", Some(r), None),
+        Err(e) => ("failed", None, Some(e)),
+    };
+    store.with_conn(|c| {
+        c.execute(
+            "UPDATE task_runs SET status = ?2, result = ?3, error = ?4, finished_at = ?5 WHERE id = ?1",
+            params![run_id, status, result, error, now],
+        )?;
+        Ok(())
+    })
+}
+
+/// At start: runs left running by a process that died are abandoned, not run again.
+pub fn abandon_running(store: &Store, now: i64) -> Result<usize, StoreError> {
+    store.with_conn(|c| {
+        Ok(c.execute(
+            "UPDATE task_runs SET status = 'abandoned', finished_at = ?1, error = 'the daemon stopped during this run' WHERE status = 'running'",
+            [now],
+        )?)
+    })
+}
+
+/// A task's run log, newest first.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Run {
+    pub id: i64,
+    pub slot: i64,
+    pub attempt: i64,
+    pub status: String,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub error: Option<String>,
+    pub result: Option<String>,
+}
+
+pub fn runs(store: &Store, task: i64, limit: usize) -> Result<Vec<Run>, StoreError> {
+    store.with_conn(|c| {
+        let mut stmt = c.prepare(
+            "SELECT id, slot, attempt, status, started_at, finished_at, error, result FROM task_runs WHERE task_id = ?1 ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![task, limit as i64], |r| {
+            Ok(Run {
+                id: r.get(0)?,
+                slot: r.get(1)?,
+                attempt: r.get(2)?,
+                status: r.get(3)?,
+                started_at: r.get(4)?,
+                finished_at: r.get(5)?,
+                error: r.get(6)?,
+                result: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: i64 = 60_000;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("db")).unwrap();
+        (dir, s)
+    }
+
+    fn every_minute(catch_up: bool) -> NewTask {
+        NewTask {
+            group: "main".into(),
+            name: "t".into(),
+            when: When::Every("1m".into()),
+            prompt: "do it".into(),
+            isolated: false,
+            post: true,
+            catch_up,
+        }
+    }
+
+    #[test]
+    fn a_due_slot_is_claimed_once() {
+        let (_d, s) = store();
+        let t = add(&s, &every_minute(true), 0).unwrap();
+        assert_eq!(t.next_due, Some(MIN));
+        assert!(claim_due(&s, MIN - 1).unwrap().is_empty());
+        let c = claim_due(&s, MIN).unwrap();
+        assert_eq!((c.len(), c[0].slot), (1, MIN));
+        // Claiming again at the same instant finds nothing: the slot is taken.
+        assert!(claim_due(&s, MIN).unwrap().is_empty());
+        assert_eq!(get(&s, t.id).unwrap().unwrap().next_due, Some(2 * MIN));
+        assert_eq!(next_due(&s).unwrap(), Some(2 * MIN));
+    }
+
+    #[test]
+    fn missed_slots_run_once_on_catch_up_or_are_skipped() {
+        let (_d, s) = store();
+        let catch = add(&s, &every_minute(true), 0).unwrap();
+        let skip = add(&s, &every_minute(false), 0).unwrap();
+        // Down for an hour: sixty slots missed.
+        let now = 60 * MIN + 30_000;
+        let claims = claim_due(&s, now).unwrap();
+        assert_eq!(claims.len(), 1, "only the catch-up task runs");
+        assert_eq!((claims[0].task.id, claims[0].slot), (catch.id, MIN));
+        for t in [catch.id, skip.id] {
+            assert_eq!(get(&s, t).unwrap().unwrap().next_due, Some(61 * MIN));
+        }
+        assert_eq!(runs(&s, skip.id, 10).unwrap()[0].status, "skipped");
+        assert!(claim_due(&s, now).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_little_late_is_not_missed() {
+        let (_d, s) = store();
+        add(&s, &every_minute(false), 0).unwrap();
+        assert_eq!(claim_due(&s, MIN + 5_000).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn one_shots_run_once_then_are_done() {
+        let (_d, s) = store();
+        let mut t = every_minute(true);
+        t.when = When::At("1970-01-01T00:02:00Z".into());
+        let task = add(&s, &t, 0).unwrap();
+        assert_eq!(claim_due(&s, 2 * MIN).unwrap().len(), 1);
+        assert_eq!(get(&s, task.id).unwrap().unwrap().status, "done");
+        assert!(claim_due(&s, 10 * MIN).unwrap().is_empty());
+        assert!(matches!(
+            set_status(&s, task.id, "active", None, 10 * MIN),
+            Err(TaskError::Status { .. })
+        ));
+    }
+
+    #[test]
+    fn pause_and_resume_skip_what_was_paused() {
+        let (_d, s) = store();
+        let t = add(&s, &every_minute(true), 0).unwrap();
+        set_status(&s, t.id, "paused", None, 0).unwrap();
+        assert!(claim_due(&s, 10 * MIN).unwrap().is_empty());
+        let resumed = set_status(&s, t.id, "active", None, 10 * MIN + 1).unwrap();
+        assert_eq!(resumed.next_due, Some(11 * MIN));
+        // Another group cannot touch it through the agent's tools.
+        assert!(matches!(
+            set_status(&s, t.id, "removed", Some("work"), 0),
+            Err(TaskError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn runs_left_running_are_abandoned_at_start() {
+        let (_d, s) = store();
+        add(&s, &every_minute(true), 0).unwrap();
+        let c = claim_due(&s, MIN).unwrap().remove(0);
+        assert_eq!(abandon_running(&s, 2 * MIN).unwrap(), 1);
+        assert_eq!(runs(&s, c.task.id, 1).unwrap()[0].status, "abandoned");
+    }
+
+    #[test]
+    fn ten_thousand_tasks_claim_quickly() {
+        let (_d, s) = store();
+        for i in 0..10_000 {
+            let mut t = every_minute(true);
+            t.when = When::Every(format!("{}m", 1 + i % 7));
+            add(&s, &t, 0).unwrap();
+        }
+        let started = std::time::Instant::now();
+        let claims = claim_due(&s, MIN).unwrap();
+        assert_eq!(claims.len(), 10_000 / 7 + 1);
+        assert_eq!(next_due(&s).unwrap(), Some(2 * MIN));
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn bad_tasks_are_refused() {
+        let (_d, s) = store();
+        let mut t = every_minute(true);
+        t.prompt = " ".into();
+        assert!(matches!(add(&s, &t, 0), Err(TaskError::EmptyPrompt)));
+        let mut t = every_minute(true);
+        t.when = When::Cron {
+            expr: "0 9 * * 1".into(),
+            tz: "UTC".into(),
+        };
+        assert!(add(&s, &t, 0).unwrap_err().to_string().contains("names"));
+    }
+}
