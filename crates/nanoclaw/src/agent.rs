@@ -92,6 +92,51 @@ impl Agent {
         Ok(result)
     }
 
+    /// Run a task's prompt as a turn of its group. Its reply goes to the group's chat when
+    /// `post` (the channel the group last heard from, else the HTTP API), and is returned for
+    /// the run log either way.
+    pub async fn run_task_turn(
+        &self,
+        group: &nanoclaw_core::GroupId,
+        task_name: &str,
+        prompt: &str,
+        isolated: bool,
+        post: bool,
+    ) -> anyhow::Result<Result<String, String>> {
+        let turn =
+            self.store
+                .start_task_turn(group, &format!("task:{task_name}"), prompt, isolated)?;
+        let channel = if post {
+            Some(
+                self.store
+                    .last_chat_channel(group)?
+                    .unwrap_or_else(|| "api".into()),
+            )
+        } else {
+            None
+        };
+        let outcome = self.converse(&turn).await;
+        match &outcome {
+            Ok(reply) => {
+                let text = format!("[task {task_name}] {reply}");
+                self.store
+                    .finish(&turn, channel.as_deref(), TurnEnd::Done { reply: &text })?;
+            }
+            Err(error) => {
+                let notice = format!("[task {task_name}] failed: {error}");
+                self.store.finish(
+                    &turn,
+                    channel.as_deref(),
+                    TurnEnd::Failed {
+                        error,
+                        notice: &notice,
+                    },
+                )?;
+            }
+        }
+        Ok(outcome)
+    }
+
     /// The model ↔ tools loop. `Err` carries a message fit to show the user.
     async fn converse(&self, turn: &ClaimedTurn) -> Result<String, String> {
         let model = self.model.as_ref().map_err(Clone::clone)?;
@@ -137,10 +182,13 @@ impl Agent {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "prompt built"
         );
-        let mut messages = self
-            .store
-            .history(turn.session_id, turn.id, self.config.context_budget_tokens)
-            .map_err(|e| format!("could not load history: {e}"))?;
+        let mut messages = if turn.isolated {
+            Vec::new()
+        } else {
+            self.store
+                .history(turn.session_id, turn.id, self.config.context_budget_tokens)
+                .map_err(|e| format!("could not load history: {e}"))?
+        };
         let incoming = Message::User {
             text: incoming_text(turn, &roles),
         };

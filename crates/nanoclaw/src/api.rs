@@ -4,6 +4,9 @@
 //!   committed to the inbox, then answered `202 {"id": N}`.
 //! - `GET /v1/groups/{group}/replies?after=N`: the group's replies with id > N, oldest first;
 //!   each is marked sent once it has been handed to a client.
+//! - `POST /v1/groups/{group}/messages` with `/approve CODE [always]` or `/deny CODE`: an
+//!   answer to an approval request, recorded at once, `200 {"approval": "..."}`.
+//! - `POST /v1/tasks/wake`: the schedule changed (sent by `nanoclaw task …`).
 //! - `GET /v1/health`: `{"ok": true}`, no token needed.
 //!
 //! Every other request needs `Authorization: Bearer <token>`, the token from the data dir's
@@ -35,6 +38,8 @@ pub struct Api {
     pub token: String,
     pub audit: Arc<crate::audit::Audit>,
     pub policy: Arc<nanoclaw_core::Policy>,
+    /// Told when `POST /v1/tasks/wake` says the schedule changed (`nanoclaw task …`).
+    pub tasks_changed: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Deserialize)]
@@ -103,6 +108,10 @@ impl Api {
                 let group = parse_group(group)?;
                 let after = parse_after(req.uri().query())?;
                 self.get_replies(group, after)
+            }
+            (&Method::POST, ["v1", "tasks", "wake"]) => {
+                self.tasks_changed.notify_one();
+                Ok(reply(StatusCode::OK, json!({"ok": true})))
             }
             (_, ["v1", "groups", _, "messages" | "replies"]) => Err(error(
                 StatusCode::METHOD_NOT_ALLOWED,

@@ -80,6 +80,8 @@ pub struct Config {
     /// Groups with limits of their own (`[groups.NAME]`).
     pub group_limits: BTreeMap<GroupId, Limits>,
     pub max_concurrent_turns: usize,
+    /// `[scheduler]`: task runs at once, attempts per slot, backoff before the second.
+    pub scheduler: crate::scheduler::Limits,
     pub api_listen: SocketAddr,
     /// Hosts every group's sandbox may reach through the egress proxy.
     pub egress: Policy,
@@ -100,6 +102,8 @@ struct RawConfig {
     sandbox: RawSandbox,
     #[serde(default)]
     daemon: RawDaemon,
+    #[serde(default)]
+    scheduler: RawScheduler,
     #[serde(default)]
     api: RawApi,
     #[serde(default)]
@@ -257,6 +261,24 @@ impl Default for RawDaemon {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
+struct RawScheduler {
+    max_concurrent_runs: i64,
+    max_attempts: i64,
+    retry_backoff_secs: i64,
+}
+
+impl Default for RawScheduler {
+    fn default() -> Self {
+        RawScheduler {
+            max_concurrent_runs: 2,
+            max_attempts: 3,
+            retry_backoff_secs: 30,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
 struct RawApi {
     listen: String,
 }
@@ -380,6 +402,26 @@ impl Config {
                     );
                 }
                 map
+            },
+            scheduler: crate::scheduler::Limits {
+                max_concurrent_runs: v.range(
+                    "scheduler.max_concurrent_runs",
+                    raw.scheduler.max_concurrent_runs,
+                    1,
+                    64,
+                )? as usize,
+                max_attempts: v.range(
+                    "scheduler.max_attempts",
+                    raw.scheduler.max_attempts,
+                    1,
+                    10,
+                )? as u32,
+                retry_backoff: std::time::Duration::from_secs(v.range(
+                    "scheduler.retry_backoff_secs",
+                    raw.scheduler.retry_backoff_secs,
+                    1,
+                    3600,
+                )? as u64),
             },
             max_concurrent_turns: v.range(
                 "daemon.max_concurrent_turns",
@@ -643,6 +685,13 @@ workspace_quota_mb = 2048
 [daemon]
 # Most agent turns running at once across all groups (one at a time per group).
 max_concurrent_turns = 4
+
+[scheduler]
+# Scheduled task runs at once (each is an agent turn of its group, one at a time per group).
+max_concurrent_runs = 2
+# Attempts per due slot: a failed run is tried again, waiting 30 s, then 60 s, ...
+max_attempts = 3
+retry_backoff_secs = 30
 
 [egress]
 # Hosts every group's sandbox may reach, through nanoclaw's egress proxy (its only way out):

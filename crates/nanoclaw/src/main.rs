@@ -34,6 +34,7 @@ mod model;
 mod policy_file;
 mod queue;
 mod schedule;
+mod scheduler;
 mod secrets;
 mod store;
 mod tasks;
@@ -118,6 +119,65 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Scheduled tasks: prompts the daemon runs as turns of a group, on a schedule.
+    Task {
+        #[command(subcommand)]
+        command: TaskCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TaskCommand {
+    /// Add a task with exactly one of --cron, --every, --at.
+    #[command(group(clap::ArgGroup::new("when").required(true).args(["cron", "every", "at"])))]
+    Add {
+        #[arg(long, default_value = "main")]
+        group: GroupId,
+        /// A short name, shown with its results.
+        #[arg(long)]
+        name: String,
+        /// What the agent should do when it runs.
+        #[arg(long)]
+        prompt: String,
+        /// Cron: 5 fields (or 6, seconds first); days of the week as names, e.g. "30 7 * * MON-FRI".
+        #[arg(long, value_name = "EXPR")]
+        cron: Option<String>,
+        /// The cron expression's time zone (IANA name).
+        #[arg(long, default_value = "UTC", value_name = "ZONE")]
+        tz: String,
+        /// A fixed interval: seconds, or 30s, 15m, 2h, 1d.
+        #[arg(long, value_name = "DURATION")]
+        every: Option<String>,
+        /// Once, at an instant such as 2026-12-24T18:00:00+01:00.
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+        /// Run without the group's conversation history.
+        #[arg(long)]
+        isolated: bool,
+        /// Keep the result in the run log only; post nothing to the chat.
+        #[arg(long)]
+        silent: bool,
+        /// Skip slots missed while the daemon was down (default: run one of them on catch-up).
+        #[arg(long)]
+        skip_missed: bool,
+    },
+    /// Tasks, with their next due time.
+    List {
+        #[arg(long)]
+        group: Option<GroupId>,
+    },
+    /// Stop running a task until it is resumed.
+    Pause { id: i64 },
+    /// Run a paused task again from its next slot (paused slots are not caught up).
+    Resume { id: i64 },
+    /// Remove a task (its run log stays).
+    Rm { id: i64 },
+    /// A task's run log: status, duration, error, newest first.
+    Runs {
+        id: i64,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
     },
 }
 
@@ -319,6 +379,153 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => policy_check(&home, &tool, &args, &group, &channel, &sender, tainted),
         Command::Approvals { command } => approvals_command(&home, command),
         Command::Audit { command } => audit_command(&home, command),
+        Command::Task { command } => task_command(&home, command),
+    }
+}
+
+fn task_command(home: &Home, command: TaskCommand) -> anyhow::Result<ExitCode> {
+    let config = load_config(home)?;
+    let store = Store::open(&home.db_path())
+        .with_context(|| format!("opening {}", home.db_path().display()))?;
+    let now = store::now();
+    let time = |t: Option<i64>| t.map(audit::format_time).unwrap_or_else(|| "-".into());
+    let usage = |e: tasks::TaskError| -> anyhow::Error {
+        match e {
+            tasks::TaskError::Store(e) => e.into(),
+            other => UsageError(other.to_string()).into(),
+        }
+    };
+    let changed = match command {
+        TaskCommand::Add {
+            group,
+            name,
+            prompt,
+            cron,
+            tz,
+            every,
+            at,
+            isolated,
+            silent,
+            skip_missed,
+        } => {
+            let when = match (cron, every, at) {
+                (Some(expr), _, _) => tasks::When::Cron { expr, tz },
+                (_, Some(e), _) => tasks::When::Every(e),
+                (_, _, Some(a)) => tasks::When::At(a),
+                _ => return Err(UsageError("give one of --cron, --every, --at".into()).into()),
+            };
+            let new = tasks::NewTask {
+                group: group.to_string(),
+                name,
+                when,
+                prompt,
+                isolated,
+                post: !silent,
+                catch_up: !skip_missed,
+            };
+            let task = tasks::add(&store, &new, now).map_err(usage)?;
+            println!(
+                "task {} added; first run at {}",
+                task.id,
+                time(task.next_due)
+            );
+            true
+        }
+        TaskCommand::List { group } => {
+            let list = tasks::list(&store, group.as_ref().map(|g| g.as_str()))?;
+            if list.is_empty() {
+                println!("no tasks");
+            }
+            for t in list {
+                println!(
+                    "{} {} [{}] group {}: {} {}{}; next {}{}{}\n  prompt: {}",
+                    t.id,
+                    t.name,
+                    t.status,
+                    t.group,
+                    t.kind,
+                    t.spec,
+                    if t.kind == "cron" {
+                        format!(" ({})", t.tz)
+                    } else {
+                        String::new()
+                    },
+                    time(t.next_due),
+                    if t.isolated { "; isolated" } else { "" },
+                    if t.post { "" } else { "; silent" },
+                    t.prompt
+                );
+            }
+            false
+        }
+        TaskCommand::Pause { id } => {
+            let t = tasks::set_status(&store, id, "paused", None, now).map_err(usage)?;
+            println!("task {} paused", t.id);
+            true
+        }
+        TaskCommand::Resume { id } => {
+            let t = tasks::set_status(&store, id, "active", None, now).map_err(usage)?;
+            println!("task {} resumed; next run at {}", t.id, time(t.next_due));
+            true
+        }
+        TaskCommand::Rm { id } => {
+            tasks::set_status(&store, id, "removed", None, now).map_err(usage)?;
+            println!("task {id} removed");
+            true
+        }
+        TaskCommand::Runs { id, limit } => {
+            if tasks::get(&store, id)?.is_none() {
+                return Err(UsageError(format!("no task {id}")).into());
+            }
+            for r in tasks::runs(&store, id, limit)? {
+                let took = r
+                    .finished_at
+                    .map(|f| format!(" in {:.1}s", (f - r.started_at) as f64 / 1000.0))
+                    .unwrap_or_default();
+                println!(
+                    "run {} for {} (attempt {}): {}{}, started {}{}",
+                    r.id,
+                    audit::format_time(r.slot),
+                    r.attempt,
+                    r.status,
+                    took,
+                    audit::format_time(r.started_at),
+                    match (&r.error, &r.result) {
+                        (Some(e), _) => format!("\n  error: {e}"),
+                        (None, Some(res)) =>
+                            format!("\n  result: {}", res.chars().take(200).collect::<String>()),
+                        _ => String::new(),
+                    }
+                );
+            }
+            false
+        }
+    };
+    if changed {
+        wake_daemon(home, &config);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Tell a running daemon the schedule changed, so it need not wait for its next look. Best
+/// effort: with no daemon listening, nothing happens.
+fn wake_daemon(home: &Home, config: &Config) {
+    use std::io::{Read, Write};
+    let Ok(token) = home.api_token() else { return };
+    let Ok(mut conn) = std::net::TcpStream::connect_timeout(
+        &config.api_listen,
+        std::time::Duration::from_millis(300),
+    ) else {
+        return;
+    };
+    let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+    let request = format!(
+        "POST /v1/tasks/wake HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        config.api_listen
+    );
+    if conn.write_all(request.as_bytes()).is_ok() {
+        let mut sink = [0u8; 256];
+        let _ = conn.read(&mut sink);
     }
 }
 
@@ -817,7 +1024,14 @@ async fn build_agent(home: Home, long_lived: bool) -> anyhow::Result<(Agent, std
         Arc::clone(&audit),
         vec![Arc::new(approvals::StderrPresenter)],
     );
-    let tools = tools::Tools::new(backend, egress, policy, approvals, audit);
+    let tools = tools::Tools::new(
+        backend,
+        egress,
+        policy,
+        approvals,
+        audit,
+        Arc::clone(&store),
+    );
     Ok((
         Agent {
             home,
@@ -845,7 +1059,15 @@ async fn daemon(home: Home) -> anyhow::Result<ExitCode> {
         token,
         audit: Arc::clone(agent.tools.audit()),
         policy: Arc::new(agent.tools.policy().clone()),
+        tasks_changed: Arc::clone(agent.tools.tasks_changed()),
     });
+    let scheduler = scheduler::Scheduler::new(
+        Arc::clone(&queue),
+        Arc::new(scheduler::SystemClock),
+        agent.config.scheduler,
+        Arc::clone(agent.tools.tasks_changed()),
+    );
+    let runner = tokio::spawn(scheduler.run());
     eprintln!(
         "nanoclaw is running: HTTP API on http://{} (bearer token in {})",
         listener.local_addr()?,
@@ -858,6 +1080,7 @@ async fn daemon(home: Home) -> anyhow::Result<ExitCode> {
     let server = tokio::spawn(api::serve(api, listener));
     shutdown_signal().await;
     server.abort();
+    runner.abort();
     agent.tools.shutdown().await;
     agent.tools.audit().close();
     eprintln!("nanoclaw: stopped");

@@ -23,6 +23,14 @@ pub struct Queue {
     /// A std Mutex: held only to flip flags, never across an await.
     groups: Mutex<HashMap<GroupId, GroupState>>,
     turns: Arc<Semaphore>,
+    /// Held by whatever runs a turn of the group (chat turns, task runs): one at a time.
+    turn_locks: Mutex<HashMap<GroupId, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// The right to run one turn of a group now.
+pub struct TurnSlot {
+    _group: tokio::sync::OwnedMutexGuard<()>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Queue {
@@ -31,6 +39,26 @@ impl Queue {
             agent,
             groups: Mutex::new(HashMap::new()),
             turns: Arc::new(Semaphore::new(max_concurrent_turns)),
+            turn_locks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn agent(&self) -> &Arc<Agent> {
+        &self.agent
+    }
+
+    /// Wait until this process may run a turn of `group`: the group's turn lock, then a slot
+    /// under the global cap. Both are held until the guard drops.
+    pub async fn turn_slot(&self, group: &GroupId) -> Option<TurnSlot> {
+        let lock = {
+            let mut locks = self.turn_locks.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(locks.entry(group.clone()).or_default())
+        };
+        let group_guard = lock.lock_owned().await;
+        let permit = self.turns.clone().acquire_owned().await.ok()?;
+        Some(TurnSlot {
+            _group: group_guard,
+            _permit: permit,
         })
     }
 
@@ -52,15 +80,15 @@ impl Queue {
 
     async fn work(self: Arc<Self>, group: GroupId) {
         loop {
-            match self.turns.clone().acquire_owned().await {
-                Ok(_permit) => {
+            match self.turn_slot(&group).await {
+                Some(_slot) => {
                     if let Err(e) = self.agent.drain_group(&group).await {
                         // The messages stay pending in the store and are retried on the next kick
                         // or restart; nothing is lost.
                         tracing::error!(%group, error = %format!("{e:#}"), "could not process the group's messages");
                     }
                 }
-                Err(_closed) => return,
+                None => return,
             }
             let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
             let Some(state) = groups.get_mut(&group) else {

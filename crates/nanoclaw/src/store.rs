@@ -178,6 +178,8 @@ pub struct ClaimedTurn {
     pub group: GroupId,
     pub session_id: i64,
     pub messages: Vec<Inbound>,
+    /// A task run without the group's history.
+    pub isolated: bool,
 }
 
 /// A reply waiting in (or delivered from) the outbox.
@@ -273,6 +275,12 @@ impl Store {
             "UPDATE turns SET status = 'interrupted', finished_at = ?1 WHERE status = 'running'",
             params![now()],
         )?;
+        // A task's prompt is never run again as a message: its run is abandoned instead
+        // (`tasks::abandon_running`), so the slot runs at most once.
+        tx.execute(
+            "UPDATE inbox SET status = 'done' WHERE status = 'processing' AND channel = 'task'",
+            [],
+        )?;
         let n = tx.execute(
             "UPDATE inbox SET status = 'pending', turn_id = NULL WHERE status = 'processing'",
             [],
@@ -335,6 +343,7 @@ impl Store {
             group: group.clone(),
             session_id,
             messages,
+            isolated: false,
         }))
     }
 
@@ -436,7 +445,71 @@ impl Store {
 
     /// Finish a turn in one transaction: its reply (or failure notice) into the outbox, its
     /// messages marked done. Either all of this happens or none of it.
+    /// Start a turn for a task run: its prompt enters the inbox already claimed, on the `task`
+    /// channel, so no chat turn picks it up.
+    pub fn start_task_turn(
+        &self,
+        group: &GroupId,
+        sender: &str,
+        prompt: &str,
+        isolated: bool,
+    ) -> Result<ClaimedTurn> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        Self::ensure_group(&tx, group)?;
+        let session_id = Self::current_session(&tx, group)?;
+        tx.execute(
+            "INSERT INTO turns (group_id, session_id, status, started_at) VALUES (?1, ?2, 'running', ?3)",
+            params![group.as_str(), session_id, now()],
+        )?;
+        let turn = tx.last_insert_rowid();
+        tx.execute(
+            "INSERT INTO inbox (group_id, channel, sender, text, status, turn_id, received_at)
+             VALUES (?1, 'task', ?2, ?3, 'processing', ?4, ?5)",
+            params![group.as_str(), sender, prompt, turn, now()],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.commit()?;
+        Ok(ClaimedTurn {
+            id: turn,
+            group: group.clone(),
+            session_id,
+            messages: vec![Inbound {
+                id,
+                channel: "task".into(),
+                sender: sender.into(),
+                text: prompt.into(),
+            }],
+            isolated,
+        })
+    }
+
+    /// The channel the group last heard from (a chat, not a task), for posting task results.
+    pub fn last_chat_channel(&self, group: &GroupId) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT channel FROM inbox WHERE group_id = ?1 AND channel != 'task' ORDER BY id DESC LIMIT 1",
+                [group.as_str()],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Finish a turn and put its reply in the outbox for `channel`.
     pub fn finish_turn(&self, turn: &ClaimedTurn, channel: &str, end: TurnEnd<'_>) -> Result<i64> {
+        self.finish(turn, Some(channel), end)
+            .map(|id| id.unwrap_or(0))
+    }
+
+    /// Finish a turn; its reply goes to the outbox only when `channel` is given (a silent task
+    /// keeps its result in its run log).
+    pub fn finish(
+        &self,
+        turn: &ClaimedTurn,
+        channel: Option<&str>,
+        end: TurnEnd<'_>,
+    ) -> Result<Option<i64>> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let (status, error, text) = match end {
@@ -451,11 +524,16 @@ impl Store {
             "UPDATE inbox SET status = 'done' WHERE turn_id = ?1",
             [turn.id],
         )?;
-        tx.execute(
-            "INSERT INTO outbox (group_id, channel, turn_id, text, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![turn.group.as_str(), channel, turn.id, text, now()],
-        )?;
-        let id = tx.last_insert_rowid();
+        let id = match channel {
+            Some(channel) => {
+                tx.execute(
+                    "INSERT INTO outbox (group_id, channel, turn_id, text, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![turn.group.as_str(), channel, turn.id, text, now()],
+                )?;
+                Some(tx.last_insert_rowid())
+            }
+            None => None,
+        };
         tx.commit()?;
         Ok(id)
     }

@@ -60,6 +60,10 @@ const TOOLS: &[(&str, ToolEffect)] = &[
     // Through the group's egress proxy and its allowlist: no reach beyond what `shell` has.
     ("web_fetch", ToolEffect::Sandboxed),
     ("http_request", ToolEffect::Sandboxed),
+    // A schedule acts later, outside this turn: asks by default.
+    ("schedule_task", ToolEffect::OutsideSandbox),
+    ("list_tasks", ToolEffect::Sandboxed),
+    ("cancel_task", ToolEffect::OutsideSandbox),
 ];
 
 /// Bytes of a response body read at most by `web_fetch` and `http_request`.
@@ -153,7 +157,60 @@ such as \"**/*.md\" or \"*.txt\".",
                 "body": {"type": "string"}
             }, "required": ["method", "url"], "additionalProperties": false}),
         },
+        ToolSpec {
+            name: "schedule_task",
+            description: "Schedule a prompt to run later as a turn of this group: give exactly one \
+of cron (5 fields, days of the week as names, e.g. \"30 7 * * MON-FRI\", with tz), every \
+(\"15m\", \"2h\", \"1d\") or at (\"2026-12-24T18:00:00+01:00\").",
+            schema: json!({"type": "object", "properties": {
+                "name": {"type": "string"},
+                "prompt": {"type": "string", "description": "What to do when it runs."},
+                "cron": {"type": "string"},
+                "tz": {"type": "string", "description": "IANA time zone for cron; default UTC."},
+                "every": {"type": "string"},
+                "at": {"type": "string"},
+                "isolated": {"type": "boolean", "description": "Run without this chat's history."},
+                "silent": {"type": "boolean", "description": "Do not post the result to the chat."}
+            }, "required": ["name", "prompt"], "additionalProperties": false}),
+        },
+        ToolSpec {
+            name: "list_tasks",
+            description: "List this group's scheduled tasks.",
+            schema: json!({"type": "object", "properties": {}, "additionalProperties": false}),
+        },
+        ToolSpec {
+            name: "cancel_task",
+            description: "Remove one of this group's scheduled tasks by id.",
+            schema: json!({"type": "object", "properties": {
+                "id": {"type": "integer"}
+            }, "required": ["id"], "additionalProperties": false}),
+        },
     ]
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScheduleArgs {
+    name: String,
+    prompt: String,
+    cron: Option<String>,
+    tz: Option<String>,
+    every: Option<String>,
+    at: Option<String>,
+    #[serde(default)]
+    isolated: bool,
+    #[serde(default)]
+    silent: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmptyArgs {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CancelArgs {
+    id: i64,
 }
 
 #[derive(Deserialize)]
@@ -260,6 +317,9 @@ pub struct Tools {
     policy: Arc<Policy>,
     approvals: Approvals,
     audit: Arc<Audit>,
+    /// For the task tools: the store, and the scheduler's wake-up.
+    store: Arc<crate::store::Store>,
+    tasks_changed: Arc<tokio::sync::Notify>,
 }
 
 impl Tools {
@@ -269,6 +329,7 @@ impl Tools {
         policy: Arc<Policy>,
         approvals: Approvals,
         audit: Arc<Audit>,
+        store: Arc<crate::store::Store>,
     ) -> Self {
         Tools {
             backend,
@@ -276,7 +337,14 @@ impl Tools {
             policy,
             approvals,
             audit,
+            store,
+            tasks_changed: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// Notified whenever a tool changes the schedule.
+    pub fn tasks_changed(&self) -> &Arc<tokio::sync::Notify> {
+        &self.tasks_changed
     }
 
     pub fn audit(&self) -> &Arc<Audit> {
@@ -443,6 +511,24 @@ impl Tools {
                     Err(e) => e,
                 };
             }
+            "schedule_task" => {
+                return match parse_args::<ScheduleArgs>(call) {
+                    Ok(args) => self.schedule_task(group, args),
+                    Err(e) => e,
+                };
+            }
+            "list_tasks" => {
+                return match parse_args::<EmptyArgs>(call) {
+                    Ok(_) => self.list_tasks(group),
+                    Err(e) => e,
+                };
+            }
+            "cancel_task" => {
+                return match parse_args::<CancelArgs>(call) {
+                    Ok(args) => self.cancel_task(group, args.id),
+                    Err(e) => e,
+                };
+            }
             other => return ToolOutcome::error(format!("no tool named {other:?}")),
         };
         match request {
@@ -594,6 +680,89 @@ impl Tools {
             content,
             is_error: resp.status >= 400,
             outside: true,
+        }
+    }
+
+    fn schedule_task(&self, group: &GroupId, args: ScheduleArgs) -> ToolOutcome {
+        use crate::tasks::{NewTask, When};
+        let when = match (args.cron, args.every, args.at) {
+            (Some(expr), None, None) => When::Cron {
+                expr,
+                tz: args.tz.unwrap_or_else(|| "UTC".into()),
+            },
+            (None, Some(e), None) => When::Every(e),
+            (None, None, Some(a)) => When::At(a),
+            _ => {
+                return ToolOutcome::error(
+                    "invalid arguments for schedule_task: give exactly one of cron, every, at",
+                );
+            }
+        };
+        let new = NewTask {
+            group: group.to_string(),
+            name: args.name,
+            when,
+            prompt: args.prompt,
+            isolated: args.isolated,
+            post: !args.silent,
+            catch_up: true,
+        };
+        match crate::tasks::add(&self.store, &new, crate::store::now()) {
+            Ok(task) => {
+                self.tasks_changed.notify_one();
+                ToolOutcome::ok(format!(
+                    "scheduled task {} ({}), first run at {}",
+                    task.id,
+                    task.name,
+                    task.next_due
+                        .map(crate::audit::format_time)
+                        .unwrap_or_default()
+                ))
+            }
+            Err(e) => ToolOutcome::error(format!("could not schedule: {e}")),
+        }
+    }
+
+    fn list_tasks(&self, group: &GroupId) -> ToolOutcome {
+        match crate::tasks::list(&self.store, Some(group.as_str())) {
+            Ok(tasks) if tasks.is_empty() => ToolOutcome::ok("no tasks"),
+            Ok(tasks) => ToolOutcome::ok(
+                tasks
+                    .iter()
+                    .map(|t| {
+                        format!(
+                            "{} {} [{}] {} {}: next {}: {}",
+                            t.id,
+                            t.name,
+                            t.status,
+                            t.kind,
+                            t.spec,
+                            t.next_due
+                                .map(crate::audit::format_time)
+                                .unwrap_or_else(|| "-".into()),
+                            t.prompt
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            ),
+            Err(e) => ToolOutcome::error(format!("could not list tasks: {e}")),
+        }
+    }
+
+    fn cancel_task(&self, group: &GroupId, id: i64) -> ToolOutcome {
+        match crate::tasks::set_status(
+            &self.store,
+            id,
+            "removed",
+            Some(group.as_str()),
+            crate::store::now(),
+        ) {
+            Ok(_) => {
+                self.tasks_changed.notify_one();
+                ToolOutcome::ok(format!("task {id} removed"))
+            }
+            Err(e) => ToolOutcome::error(format!("could not cancel task {id}: {e}")),
         }
     }
 

@@ -1,0 +1,183 @@
+//! The task runner in the daemon: it sleeps until the earliest due time (or until told that
+//! tasks changed), claims every due slot in the store ([`tasks::claim_due`]) and runs each as
+//! an agent turn of its group, under the same sandbox and policy as a chat turn, one turn at a
+//! time per group, at most `max_concurrent_runs` task runs at once. A failed run is tried
+//! again after a backoff, up to `max_attempts`. Every run is audited and logged in the task's
+//! run log.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use nanoclaw_core::GroupId;
+use serde_json::json;
+use tokio::sync::{Notify, Semaphore};
+
+use crate::queue::Queue;
+use crate::tasks::{self, Claim};
+
+/// The longest the runner sleeps without looking (tasks added by another process, such as
+/// `nanoclaw task add` while the daemon runs and cannot reach it, are seen by then).
+const MAX_SLEEP: Duration = Duration::from_secs(60);
+
+/// Where the runner reads the time; tests and benchmarks may supply their own.
+pub trait Clock: Send + Sync {
+    fn now_ms(&self) -> i64;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        crate::store::now()
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_concurrent_runs: usize,
+    pub max_attempts: u32,
+    pub retry_backoff: Duration,
+}
+
+pub struct Scheduler {
+    queue: Arc<Queue>,
+    clock: Arc<dyn Clock>,
+    limits: Limits,
+    runs: Arc<Semaphore>,
+    /// Woken when tasks change in this process (the agent's tools, the API's wake call).
+    pub wake: Arc<Notify>,
+}
+
+impl Scheduler {
+    pub fn new(
+        queue: Arc<Queue>,
+        clock: Arc<dyn Clock>,
+        limits: Limits,
+        wake: Arc<Notify>,
+    ) -> Arc<Self> {
+        Arc::new(Scheduler {
+            queue,
+            clock,
+            limits,
+            runs: Arc::new(Semaphore::new(limits.max_concurrent_runs.max(1))),
+            wake,
+        })
+    }
+
+    /// Run until the process ends.
+    pub async fn run(self: Arc<Self>) {
+        let store = Arc::clone(&self.queue.agent().store);
+        match tasks::abandon_running(&store, self.clock.now_ms()) {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                runs = n,
+                "task runs interrupted by the last stop are abandoned, not repeated"
+            ),
+            Err(e) => tracing::error!(error = %e, "could not mark interrupted task runs"),
+        }
+        loop {
+            let now = self.clock.now_ms();
+            match tasks::claim_due(&store, now) {
+                Ok(claims) => {
+                    for claim in claims {
+                        let me = Arc::clone(&self);
+                        tokio::spawn(async move { me.execute(claim).await });
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "could not claim due tasks"),
+            }
+            let wait = match tasks::next_due(&store) {
+                Ok(Some(due)) => {
+                    Duration::from_millis(u64::try_from(due - now).unwrap_or(0)).min(MAX_SLEEP)
+                }
+                Ok(None) => MAX_SLEEP,
+                Err(e) => {
+                    tracing::error!(error = %e, "could not read the next due time");
+                    MAX_SLEEP
+                }
+            };
+            if wait.is_zero() {
+                continue;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.wake.notified() => {}
+            }
+        }
+    }
+
+    /// One claimed slot: run it, retrying failures after a backoff.
+    async fn execute(self: Arc<Self>, mut claim: Claim) {
+        let Ok(_run_slot) = Arc::clone(&self.runs).acquire_owned().await else {
+            return;
+        };
+        let agent = Arc::clone(self.queue.agent());
+        let store = &agent.store;
+        let audit = Arc::clone(agent.tools.audit());
+        let Ok(group) = claim.task.group.parse::<GroupId>() else {
+            let _ = tasks::finish(
+                store,
+                claim.run_id,
+                Err("the task's group name is invalid"),
+                self.clock.now_ms(),
+            );
+            return;
+        };
+        loop {
+            let started = self.clock.now_ms();
+            audit.record(
+                "task_run",
+                Some(group.as_str()),
+                json!({"task": claim.task.id, "name": claim.task.name, "run": claim.run_id, "slot": claim.slot, "attempt": claim.attempt, "late_ms": started - claim.slot}),
+            );
+            let outcome = {
+                let Some(_turn) = self.queue.turn_slot(&group).await else {
+                    return;
+                };
+                agent
+                    .run_task_turn(
+                        &group,
+                        &claim.task.name,
+                        &claim.task.prompt,
+                        claim.task.isolated,
+                        claim.task.post,
+                    )
+                    .await
+            };
+            let outcome = match outcome {
+                Ok(result) => result,
+                Err(e) => Err(format!("{e:#}")),
+            };
+            let finished = self.clock.now_ms();
+            let result = match &outcome {
+                Ok(r) => Ok(r.as_str()),
+                Err(e) => Err(e.as_str()),
+            };
+            let _ = tasks::finish(store, claim.run_id, result, finished);
+            audit.record(
+                "task_run_finished",
+                Some(group.as_str()),
+                json!({"task": claim.task.id, "run": claim.run_id, "ok": outcome.is_ok(), "duration_ms": finished - started, "error": outcome.as_ref().err()}),
+            );
+            match outcome {
+                Ok(_) => return,
+                Err(error) if claim.attempt < self.limits.max_attempts => {
+                    let backoff = self.limits.retry_backoff * 2u32.pow(claim.attempt - 1);
+                    tracing::warn!(task = claim.task.id, attempt = claim.attempt, %error, ?backoff, "task run failed; trying again");
+                    tokio::time::sleep(backoff).await;
+                    match tasks::retry(store, &claim, self.clock.now_ms()) {
+                        Ok(next) => claim = next,
+                        Err(e) => {
+                            tracing::error!(error = %e, "could not record a retry");
+                            return;
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(task = claim.task.id, attempts = claim.attempt, %error, "task run failed; no attempts left");
+                    return;
+                }
+            }
+        }
+    }
+}
