@@ -599,23 +599,31 @@ fn row_to_outbound(r: &rusqlite::Row<'_>) -> rusqlite::Result<Outbound> {
 }
 
 fn migrate(conn: &Connection) -> Result<()> {
-    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let known = MIGRATIONS.len() as i64;
-    if version > known {
-        return Err(StoreError::TooNew {
-            found: version,
-            known,
-        });
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version == known {
+        return Ok(());
     }
-    for (n, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        // Each migration and its version bump commit together.
+    // Several processes may open a new store at once (the daemon, the CLI): each migration
+    // runs under the write lock, after reading the version again inside it.
+    loop {
         let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+        let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > known {
+            return Err(StoreError::TooNew {
+                found: version,
+                known,
+            });
+        }
+        let Some(sql) = MIGRATIONS.get(version as usize) else {
+            tx.commit()?;
+            return Ok(());
+        };
         tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", n as i64 + 1)?;
+        tx.pragma_update(None, "user_version", version + 1)?;
         tx.commit()?;
-        tracing::info!(version = n + 1, "store migrated");
+        tracing::info!(version = version + 1, "store migrated");
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -630,6 +638,21 @@ mod tests {
 
     fn g(s: &str) -> GroupId {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn processes_opening_a_new_store_at_once_migrate_it_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || Store::open(&path).map(|_| ()))
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap().unwrap();
+        }
     }
 
     #[test]

@@ -82,7 +82,16 @@ async fn pending_id_of(h: &TestHome, ask: Option<&mut tokio::process::Child>) ->
         if let Some(child) = ask.as_deref_mut()
             && let Ok(Some(status)) = child.try_wait()
         {
-            panic!("ask ended ({status}) before asking for approval");
+            use tokio::io::AsyncReadExt;
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err).await;
+            }
+            let mut out = String::new();
+            if let Some(mut o) = child.stdout.take() {
+                let _ = o.read_to_string(&mut out).await;
+            }
+            panic!("ask ended ({status}) before asking for approval:\n{out}\n{err}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -416,3 +416,48 @@ async fn the_agent_schedules_lists_and_cancels_its_own_tasks_through_the_gate() 
         "{decided}"
     );
 }
+
+#[tokio::test]
+async fn a_failed_run_is_tried_again_after_a_backoff() {
+    let model = ScriptedModel::start(
+        Wire::Anthropic,
+        vec![
+            // A 4xx is not retried by the model client: the first attempt fails at once.
+            Step::Status(400, "{\"error\": {\"message\": \"try later\"}}".into()),
+            Step::Text("second time lucky".into()),
+        ],
+    )
+    .await;
+    let (h, port) = home(&model);
+    assert!(
+        h.run(&[
+            "task", "add", "--name", "flaky", "--every", "1h", "--prompt", "try"
+        ])
+        .await
+        .status
+        .success()
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    db(&h)
+        .execute("UPDATE tasks SET next_due = ?1", [now])
+        .unwrap();
+    let d = start(&h, port).await;
+    until("the second attempt succeeded", async || {
+        runs(&h, 1).iter().any(|r| r.0 == "ok")
+    })
+    .await;
+    let r = runs(&h, 1);
+    assert_eq!(r.len(), 2, "{r:?}");
+    assert_eq!(r[0].0, "failed");
+    assert_eq!(r[0].1, r[1].1, "both attempts are for the same slot");
+    let log = text(&h.run(&["task", "runs", "1"]).await.stdout);
+    assert!(
+        log.contains("(attempt 2): ok") && log.contains("(attempt 1): failed"),
+        "{log}"
+    );
+    assert!(log.contains("error:"), "{log}");
+    d.kill().await;
+}
