@@ -87,7 +87,10 @@ async fn shell_note_txt_lands_only_in_the_group_workspace(wire: Wire) {
             "list_files",
             "grep",
             "web_fetch",
-            "http_request"
+            "http_request",
+            "schedule_task",
+            "list_tasks",
+            "cancel_task"
         ]
     );
 }
