@@ -7,6 +7,8 @@
 //! - `POST /v1/groups/{group}/messages` with `/approve CODE [always]` or `/deny CODE`: an
 //!   answer to an approval request, recorded at once, `200 {"approval": "..."}`.
 //! - `POST /v1/tasks/wake`: the schedule changed (sent by `nanoclaw task …`).
+//! - `POST /v1/webhook`: the webhook channel ([`crate::webhook`]); authenticated by its HMAC
+//!   signature, not the token.
 //! - `GET /v1/health`: `{"ok": true}`, no token needed.
 //!
 //! Every other request needs `Authorization: Bearer <token>`, the token from the data dir's
@@ -40,6 +42,8 @@ pub struct Api {
     pub policy: Arc<nanoclaw_core::Policy>,
     /// Told when `POST /v1/tasks/wake` says the schedule changed (`nanoclaw task …`).
     pub tasks_changed: Arc<tokio::sync::Notify>,
+    /// The webhook channel, when configured; it authenticates by signature, not the token.
+    pub webhook: Option<Arc<crate::webhook::Webhook>>,
 }
 
 #[derive(Deserialize)]
@@ -97,6 +101,9 @@ impl Api {
         if path == "/v1/health" {
             return Ok(reply(StatusCode::OK, json!({"ok": true})));
         }
+        if path == "/v1/webhook" && req.method() == Method::POST {
+            return self.webhook(req).await;
+        }
         self.authorize(&req)?;
         let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match (req.method(), parts.as_slice()) {
@@ -120,6 +127,37 @@ impl Api {
             _ => Err(error(
                 StatusCode::NOT_FOUND,
                 format!("no such endpoint: {path}"),
+            )),
+        }
+    }
+
+    async fn webhook(&self, req: Request<Incoming>) -> Result<Reply, ApiError> {
+        let Some(hook) = &self.webhook else {
+            return Err(error(
+                StatusCode::NOT_FOUND,
+                "no webhook channel is configured",
+            ));
+        };
+        let signature = req
+            .headers()
+            .get(crate::webhook::SIGNATURE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = Limited::new(req.into_body(), MAX_BODY_BYTES)
+            .collect()
+            .await
+            .map_err(|e| {
+                error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("could not read the body (at most {MAX_BODY_BYTES} bytes): {e}"),
+                )
+            })?
+            .to_bytes();
+        match hook.receive(&self.store, &self.queue, &body, signature.as_deref()) {
+            Ok(answer) => Ok(reply(StatusCode::OK, answer)),
+            Err((status, message)) => Err(error(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+                message,
             )),
         }
     }

@@ -82,6 +82,8 @@ pub struct Config {
     pub max_concurrent_turns: usize,
     /// `[scheduler]`: task runs at once, attempts per slot, backoff before the second.
     pub scheduler: crate::scheduler::Limits,
+    /// `[channels.webhook]`, when configured.
+    pub webhook: Option<WebhookConfig>,
     pub api_listen: SocketAddr,
     /// Hosts every group's sandbox may reach through the egress proxy.
     pub egress: Policy,
@@ -104,6 +106,8 @@ struct RawConfig {
     daemon: RawDaemon,
     #[serde(default)]
     scheduler: RawScheduler,
+    #[serde(default)]
+    channels: RawChannels,
     #[serde(default)]
     api: RawApi,
     #[serde(default)]
@@ -259,6 +263,44 @@ impl Default for RawDaemon {
     }
 }
 
+/// The webhook channel's settings; its key is a stored secret, named here.
+#[derive(Clone, Debug)]
+pub struct WebhookConfig {
+    pub key_secret: String,
+    pub callback_url: Option<String>,
+    pub rules: crate::router::Rules,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawChannels {
+    webhook: Option<RawWebhook>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebhook {
+    key_secret: String,
+    callback_url: Option<String>,
+    main_chat: Option<String>,
+    #[serde(default)]
+    owners: Vec<String>,
+    #[serde(default)]
+    senders: Vec<String>,
+    #[serde(default = "default_unknown")]
+    unknown_senders: String,
+    #[serde(default = "default_trigger")]
+    trigger: String,
+}
+
+fn default_unknown() -> String {
+    "ignore".into()
+}
+
+fn default_trigger() -> String {
+    "@nanoclaw".into()
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawScheduler {
@@ -402,6 +444,43 @@ impl Config {
                     );
                 }
                 map
+            },
+            webhook: match &raw.channels.webhook {
+                None => None,
+                Some(w) => {
+                    let unknown = match w.unknown_senders.as_str() {
+                        "ignore" => crate::router::Unknown::Ignore,
+                        "allow" => crate::router::Unknown::Allow,
+                        other => {
+                            return Err(v.invalid(
+                                "channels.webhook.unknown_senders",
+                                "\"ignore\" or \"allow\"",
+                                format!("{other:?}"),
+                            ));
+                        }
+                    };
+                    if let Some(url) = &w.callback_url
+                        && !(url.starts_with("https://") || url.starts_with("http://"))
+                    {
+                        return Err(v.invalid(
+                            "channels.webhook.callback_url",
+                            "an http:// or https:// URL",
+                            format!("{url:?}"),
+                        ));
+                    }
+                    Some(WebhookConfig {
+                        key_secret: w.key_secret.clone(),
+                        callback_url: w.callback_url.clone(),
+                        rules: crate::router::Rules {
+                            prefix: "wh".into(),
+                            main_chat: w.main_chat.clone(),
+                            owners: w.owners.clone(),
+                            senders: w.senders.clone(),
+                            unknown,
+                            trigger: w.trigger.clone(),
+                        },
+                    })
+                }
             },
             scheduler: crate::scheduler::Limits {
                 max_concurrent_runs: v.range(
@@ -685,6 +764,21 @@ workspace_quota_mb = 2048
 [daemon]
 # Most agent turns running at once across all groups (one at a time per group).
 max_concurrent_turns = 4
+
+# [channels.webhook]
+# # Signed JSON messages on POST /v1/webhook (see the README). The HMAC key is a stored secret:
+# #   nanoclaw secret set WEBHOOK_KEY --host hooks.invalid
+# key_secret = "WEBHOOK_KEY"
+# # Where replies are posted (signed the same way).
+# callback_url = "https://example.com/nanoclaw-replies"
+# # The chat that is your private chat (the main group), your sender ids, others who may talk.
+# main_chat = "alice-dm"
+# owners = ["alice"]
+# senders = ["bob"]
+# # Senders not listed: "ignore" or "allow".
+# unknown_senders = "ignore"
+# # Outside the main chat, a message starts a turn only when it mentions this.
+# trigger = "@nanoclaw"
 
 [scheduler]
 # Scheduled task runs at once (each is an agent turn of its group, one at a time per group).

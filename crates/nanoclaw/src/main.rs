@@ -33,6 +33,7 @@ mod home;
 mod model;
 mod policy_file;
 mod queue;
+mod router;
 mod schedule;
 mod scheduler;
 mod secrets;
@@ -41,6 +42,7 @@ mod tasks;
 mod terminal;
 mod tools;
 mod web;
+mod webhook;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -1047,6 +1049,24 @@ async fn build_agent(home: Home, long_lived: bool) -> anyhow::Result<(Agent, std
 async fn daemon(home: Home) -> anyhow::Result<ExitCode> {
     let token = home.api_token()?;
     let (agent, _lock) = build_agent(home, true).await?;
+    let webhook = match &agent.config.webhook {
+        None => None,
+        Some(w) => {
+            let secrets = open_secrets(&agent.home)?;
+            let Some(key) = secrets.iter().find(|s| s.meta.name == w.key_secret) else {
+                return Err(UsageError(format!(
+                    "channels.webhook.key_secret names {:?}, which is not a stored secret (nanoclaw secret set {} --host hooks.invalid)",
+                    w.key_secret, w.key_secret
+                ))
+                .into());
+            };
+            Some(Arc::new(webhook::Webhook {
+                rules: w.rules.clone(),
+                key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key.value.as_bytes()),
+                callback_url: w.callback_url.clone(),
+            }))
+        }
+    };
     let agent = Arc::new(agent);
     let listen = agent.config.api_listen;
     let queue = queue::Queue::new(Arc::clone(&agent), agent.config.max_concurrent_turns);
@@ -1060,7 +1080,9 @@ async fn daemon(home: Home) -> anyhow::Result<ExitCode> {
         audit: Arc::clone(agent.tools.audit()),
         policy: Arc::new(agent.tools.policy().clone()),
         tasks_changed: Arc::clone(agent.tools.tasks_changed()),
+        webhook: webhook.clone(),
     });
+    let delivery = webhook.map(|w| tokio::spawn(w.deliver(Arc::clone(&agent.store))));
     let scheduler = scheduler::Scheduler::new(
         Arc::clone(&queue),
         Arc::new(scheduler::SystemClock),
@@ -1081,6 +1103,9 @@ async fn daemon(home: Home) -> anyhow::Result<ExitCode> {
     shutdown_signal().await;
     server.abort();
     runner.abort();
+    if let Some(d) = delivery {
+        d.abort();
+    }
     agent.tools.shutdown().await;
     agent.tools.audit().close();
     eprintln!("nanoclaw: stopped");

@@ -144,6 +144,17 @@ CREATE TABLE task_runs (
     UNIQUE (task_id, slot, attempt)
 );
 "#,
+    r#"
+ALTER TABLE inbox ADD COLUMN triggered INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE inbox ADD COLUMN external_id TEXT;
+CREATE UNIQUE INDEX inbox_external ON inbox(channel, external_id) WHERE external_id IS NOT NULL;
+CREATE TABLE chats (
+    channel     TEXT NOT NULL,
+    chat        TEXT NOT NULL,
+    group_id    TEXT NOT NULL,
+    PRIMARY KEY (channel, chat)
+);
+"#,
 ];
 
 /// Store errors carry SQLite's message; the caller adds what it was doing.
@@ -169,6 +180,20 @@ pub struct Inbound {
     pub channel: String,
     pub sender: String,
     pub text: String,
+}
+
+/// A message a channel routed to a group.
+#[derive(Clone, Copy, Debug)]
+pub struct Routed<'a> {
+    pub channel: &'a str,
+    /// The chat it came from, where the group's replies go.
+    pub chat: &'a str,
+    pub sender: &'a str,
+    pub text: &'a str,
+    /// It starts a turn (else it waits as context for the next one).
+    pub triggered: bool,
+    /// The channel's own id for it, to store a redelivery once.
+    pub external_id: Option<&'a str>,
 }
 
 /// A turn claimed for processing, with the messages it answers.
@@ -266,6 +291,62 @@ impl Store {
         Ok(id)
     }
 
+    /// Commit a message a channel routed: `triggered` messages start a turn; the others wait as
+    /// context for the next one. A message whose `external_id` this channel already stored is
+    /// a redelivery: `None`, nothing stored twice. The chat is remembered as the group's, for
+    /// replies.
+    pub fn accept_routed(&self, group: &GroupId, m: &Routed<'_>) -> Result<Option<InboxId>> {
+        let Routed {
+            channel,
+            chat,
+            sender,
+            text,
+            triggered,
+            external_id,
+        } = *m;
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        Self::ensure_group(&tx, group)?;
+        let n = tx.execute(
+            "INSERT OR IGNORE INTO inbox (group_id, channel, sender, text, status, received_at, triggered, external_id)
+             VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?7)",
+            params![group.as_str(), channel, sender, text, now(), triggered, external_id],
+        )?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let id = tx.last_insert_rowid();
+        tx.execute(
+            "INSERT OR REPLACE INTO chats (channel, chat, group_id) VALUES (?1, ?2, ?3)",
+            params![channel, chat, group.as_str()],
+        )?;
+        tx.commit()?;
+        Ok(Some(id))
+    }
+
+    /// The chat of `channel` that a group's replies go to.
+    pub fn chat_of(&self, channel: &str, group: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT chat FROM chats WHERE channel = ?1 AND group_id = ?2 LIMIT 1",
+                params![channel, group],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Replies not yet delivered on `channel`, any group, oldest first.
+    pub fn unsent_on(&self, channel: &str, limit: usize) -> Result<Vec<Outbound>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, group_id, channel, turn_id, text, created_at FROM outbox
+             WHERE channel = ?1 AND sent_at IS NULL ORDER BY id LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![channel, limit as i64], row_to_outbound)?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
     /// After a crash: turns still marked running were interrupted, and their messages go back to
     /// pending so they are answered. Returns how many messages were requeued.
     pub fn recover_interrupted(&self) -> Result<usize> {
@@ -293,7 +374,7 @@ impl Store {
     pub fn groups_with_pending(&self) -> Result<Vec<GroupId>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT DISTINCT group_id FROM inbox WHERE status = 'pending' ORDER BY group_id",
+            "SELECT DISTINCT group_id FROM inbox WHERE status = 'pending' AND triggered = 1 ORDER BY group_id",
         )?;
         let ids = stmt
             .query_map([], |r| r.get::<_, String>(0))?
@@ -322,7 +403,13 @@ impl Store {
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?
         };
-        if messages.is_empty() {
+        // Untriggered messages wait as context until a triggered one starts a turn.
+        let triggered: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM inbox WHERE group_id = ?1 AND status = 'pending' AND triggered = 1)",
+            [group.as_str()],
+            |r| r.get(0),
+        )?;
+        if messages.is_empty() || !triggered {
             return Ok(None);
         }
         let session_id = Self::current_session(&tx, group)?;

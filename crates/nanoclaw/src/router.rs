@@ -1,0 +1,190 @@
+//! The router: which group a chat message belongs to, whether its sender may talk to the
+//! agent at all, and whether it starts a turn or waits as context.
+//!
+//! - The owner's private chat (`main_chat`) is the main group; every other chat is a group of
+//!   its own, named from the channel and the chat (`wh-team-room-1a2b3c4d`).
+//! - Senders are the owner, known senders, or unknown; unknown senders are ignored or allowed,
+//!   per channel.
+//! - In the main group every message starts a turn. Elsewhere a message starts one only when
+//!   it starts with or mentions the trigger; others are kept and given to the next turn as
+//!   context.
+//!
+//! Pure: it decides from what it is handed and never touches the store.
+
+use nanoclaw_core::GroupId;
+use nanoclaw_core::policy::SenderRole;
+
+/// What to do with senders nobody configured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unknown {
+    Ignore,
+    Allow,
+}
+
+/// One channel's routing rules, from the config.
+#[derive(Clone, Debug)]
+pub struct Rules {
+    /// Short prefix for group names from this channel (`wh`, `tg`, `mail`).
+    pub prefix: String,
+    pub main_chat: Option<String>,
+    pub owners: Vec<String>,
+    pub senders: Vec<String>,
+    pub unknown: Unknown,
+    pub trigger: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    Deliver {
+        group: GroupId,
+        triggered: bool,
+        role: SenderRole,
+    },
+    Ignore {
+        why: String,
+    },
+}
+
+/// The group of a chat.
+pub fn group_for(rules: &Rules, chat: &str) -> GroupId {
+    if rules.main_chat.as_deref() == Some(chat) {
+        return GroupId::main();
+    }
+    let slug: String = chat
+        .chars()
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_alphanumeric() { c } else { '-' }
+        })
+        .collect::<String>()
+        .split('-')
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join("-");
+    let slug: String = slug.chars().take(40).collect();
+    // FNV-1a: distinct chats whose slugs collide still get distinct groups.
+    let hash = chat.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let name = if slug.is_empty() {
+        format!("{}-{:08x}", rules.prefix, hash as u32)
+    } else {
+        format!("{}-{slug}-{:08x}", rules.prefix, hash as u32)
+    };
+    name.parse().unwrap_or_else(|_| GroupId::main())
+}
+
+/// Route one message.
+pub fn route(rules: &Rules, chat: &str, sender: &str, text: &str) -> Route {
+    let role = if rules.owners.iter().any(|o| o == sender) {
+        SenderRole::Owner
+    } else if rules.senders.iter().any(|s| s == sender) {
+        SenderRole::Other
+    } else {
+        match rules.unknown {
+            Unknown::Allow => SenderRole::Other,
+            Unknown::Ignore => {
+                return Route::Ignore {
+                    why: format!("sender {sender:?} is not known on this channel"),
+                };
+            }
+        }
+    };
+    let group = group_for(rules, chat);
+    if group == GroupId::main() && role != SenderRole::Owner {
+        return Route::Ignore {
+            why: format!("only the owner talks in the main chat; {sender:?} is not the owner"),
+        };
+    }
+    let trigger = rules.trigger.to_lowercase();
+    let triggered =
+        group == GroupId::main() || (!trigger.is_empty() && text.to_lowercase().contains(&trigger));
+    Route::Deliver {
+        group,
+        triggered,
+        role,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(unknown: Unknown) -> Rules {
+        Rules {
+            prefix: "wh".into(),
+            main_chat: Some("owner-dm".into()),
+            owners: vec!["alice".into()],
+            senders: vec!["bob".into()],
+            unknown,
+            trigger: "@nanoclaw".into(),
+        }
+    }
+
+    #[test]
+    fn the_owners_private_chat_is_main_and_always_triggers() {
+        let r = route(&rules(Unknown::Ignore), "owner-dm", "alice", "hello");
+        assert_eq!(
+            r,
+            Route::Deliver {
+                group: GroupId::main(),
+                triggered: true,
+                role: SenderRole::Owner
+            }
+        );
+        assert!(matches!(
+            route(&rules(Unknown::Allow), "owner-dm", "mallory", "hi"),
+            Route::Ignore { .. }
+        ));
+    }
+
+    #[test]
+    fn other_chats_are_their_own_groups_and_need_the_trigger() {
+        let r = route(&rules(Unknown::Ignore), "Team Room #1", "bob", "lunch?");
+        let Route::Deliver {
+            group,
+            triggered,
+            role,
+        } = r
+        else {
+            panic!("{r:?}")
+        };
+        assert!(group.as_str().starts_with("wh-team-room-1-"), "{group}");
+        assert!(!triggered);
+        assert_eq!(role, SenderRole::Other);
+        let Route::Deliver { triggered, .. } = route(
+            &rules(Unknown::Ignore),
+            "Team Room #1",
+            "bob",
+            "@NanoClaw summarize",
+        ) else {
+            panic!()
+        };
+        assert!(triggered);
+        assert_ne!(
+            group_for(&rules(Unknown::Ignore), "a/b"),
+            group_for(&rules(Unknown::Ignore), "a b")
+        );
+        assert!(
+            group_for(&rules(Unknown::Ignore), "日本")
+                .as_str()
+                .starts_with("wh-")
+        );
+    }
+
+    #[test]
+    fn unknown_senders_follow_the_channel_policy() {
+        assert!(matches!(
+            route(&rules(Unknown::Ignore), "room", "eve", "@nanoclaw hi"),
+            Route::Ignore { .. }
+        ));
+        assert!(matches!(
+            route(&rules(Unknown::Allow), "room", "eve", "@nanoclaw hi"),
+            Route::Deliver {
+                role: SenderRole::Other,
+                triggered: true,
+                ..
+            }
+        ));
+    }
+}

@@ -1,0 +1,219 @@
+//! The webhook channel: anything that can sign an HTTP request can talk to the agent.
+//!
+//! Inbound: `POST /v1/webhook` on the daemon's API listener, a JSON body
+//! `{"id": "...", "chat": "...", "sender": "...", "text": "..."}`, and the header
+//! `X-Nanoclaw-Signature: sha256=<hex HMAC-SHA256 of the body>` under the key stored as the
+//! secret the config names. A bad or missing signature is a 401 and nothing is stored. The
+//! message is routed ([`crate::router`]) and committed before the 200; an `id` seen before is
+//! acknowledged again and stored once.
+//!
+//! Outbound: replies for webhook chats are posted as `{"chat", "text", "reply_id"}` to the
+//! configured callback URL, signed the same way, and marked sent only after a 2xx; failures
+//! are retried with backoff, so a reply is delivered at least once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::queue::Queue;
+use crate::router::{self, Route, Rules};
+use crate::store::Store;
+
+pub const CHANNEL: &str = "webhook";
+pub const SIGNATURE_HEADER: &str = "x-nanoclaw-signature";
+/// The longest text accepted in one message.
+const MAX_TEXT: usize = 64 * 1024;
+
+/// The channel as configured, with its key opened from the secrets store.
+pub struct Webhook {
+    pub rules: Rules,
+    pub key: ring::hmac::Key,
+    pub callback_url: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Inbound {
+    id: Option<String>,
+    chat: String,
+    sender: String,
+    text: String,
+}
+
+/// Why an inbound request was refused: (HTTP status, message).
+pub type Refused = (u16, String);
+
+/// The signature header's value for `body`.
+pub fn sign(key: &ring::hmac::Key, body: &[u8]) -> String {
+    let tag = ring::hmac::sign(key, body);
+    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256={hex}")
+}
+
+fn verify(key: &ring::hmac::Key, body: &[u8], header: Option<&str>) -> Result<(), Refused> {
+    let Some(hex) = header.and_then(|h| h.trim().strip_prefix("sha256=")) else {
+        return Err((
+            401,
+            format!("missing {SIGNATURE_HEADER}: sha256=<hex HMAC of the body>"),
+        ));
+    };
+    let tag: Option<Vec<u8>> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect();
+    match tag {
+        Some(tag) if ring::hmac::verify(key, body, &tag).is_ok() => Ok(()),
+        _ => Err((401, "the signature does not match the body".into())),
+    }
+}
+
+impl Webhook {
+    /// Check, route and commit one inbound request. Returns the JSON answer.
+    pub fn receive(
+        &self,
+        store: &Store,
+        queue: &Arc<Queue>,
+        body: &[u8],
+        signature: Option<&str>,
+    ) -> Result<serde_json::Value, Refused> {
+        verify(&self.key, body, signature)?;
+        let msg: Inbound = serde_json::from_slice(body).map_err(|e| {
+            tracing::warn!(channel = CHANNEL, error = %e, "malformed webhook payload");
+            (
+                400,
+                format!("body must be {{\"id\", \"chat\", \"sender\", \"text\"}}: {e}"),
+            )
+        })?;
+        if msg.text.trim().is_empty() || msg.text.len() > MAX_TEXT {
+            return Err((400, format!("text must be 1 to {MAX_TEXT} bytes")));
+        }
+        let route = router::route(&self.rules, &msg.chat, &msg.sender, &msg.text);
+        let (group, triggered, role) = match route {
+            Route::Ignore { why } => {
+                tracing::info!(channel = CHANNEL, chat = %msg.chat, sender = %msg.sender, %why, "message ignored");
+                return Ok(json!({"ignored": why}));
+            }
+            Route::Deliver {
+                group,
+                triggered,
+                role,
+            } => (group, triggered, role),
+        };
+        let sender = if role == nanoclaw_core::policy::SenderRole::Owner {
+            "owner".to_owned()
+        } else {
+            msg.sender.clone()
+        };
+        let stored = store
+            .accept_routed(
+                &group,
+                &crate::store::Routed {
+                    channel: CHANNEL,
+                    chat: &msg.chat,
+                    sender: &sender,
+                    text: &msg.text,
+                    triggered,
+                    external_id: msg.id.as_deref(),
+                },
+            )
+            .map_err(|e| (500, format!("could not store the message: {e}")))?;
+        if triggered {
+            queue.kick(group.clone());
+        }
+        Ok(match stored {
+            Some(id) => json!({"id": id, "group": group.as_str(), "triggered": triggered}),
+            None => json!({"duplicate": true, "group": group.as_str()}),
+        })
+    }
+
+    /// Deliver replies to the callback URL until the process ends.
+    pub async fn deliver(self: Arc<Self>, store: Arc<Store>) {
+        let Some(url) = self.callback_url.clone() else {
+            return;
+        };
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = match reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "webhook delivery cannot start");
+                return;
+            }
+        };
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            let pending = match store.unsent_on(CHANNEL, 50) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(error = %e, "reading the webhook outbox");
+                    Vec::new()
+                }
+            };
+            let mut failed = false;
+            for reply in &pending {
+                let chat = store.chat_of(CHANNEL, &reply.group).ok().flatten();
+                let body = json!({"chat": chat, "group": reply.group, "text": reply.text, "reply_id": reply.id}).to_string();
+                let sent = http
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header(SIGNATURE_HEADER, sign(&self.key, body.as_bytes()))
+                    .body(body)
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) if r.status().is_success() => {
+                        let _ = store.mark_sent(&[reply.id]);
+                    }
+                    Ok(r) => {
+                        tracing::warn!(
+                            status = r.status().as_u16(),
+                            "webhook callback refused a reply; will retry"
+                        );
+                        failed = true;
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "webhook callback unreachable; will retry");
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+            if failed {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(60));
+            } else {
+                backoff = Duration::from_millis(250);
+                tokio::time::sleep(Duration::from_millis(if pending.is_empty() {
+                    250
+                } else {
+                    0
+                }))
+                .await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_verify_only_for_the_exact_body_and_key() {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"0123456789abcdef");
+        let body = br#"{"chat":"c","sender":"s","text":"t"}"#;
+        let sig = sign(&key, body);
+        assert!(verify(&key, body, Some(&sig)).is_ok());
+        assert_eq!(verify(&key, b"other", Some(&sig)).unwrap_err().0, 401);
+        let other = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"another key 1234");
+        assert!(verify(&other, body, Some(&sig)).is_err());
+        assert!(verify(&key, body, None).is_err());
+        assert!(verify(&key, body, Some("sha256=zz")).is_err());
+        assert!(verify(&key, body, Some("md5=00")).is_err());
+    }
+}
