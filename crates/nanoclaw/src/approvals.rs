@@ -79,7 +79,8 @@ pub enum Outcome {
 pub struct Approvals {
     store: Arc<Store>,
     audit: Arc<Audit>,
-    presenters: Vec<Arc<dyn Presenter>>,
+    /// A std Mutex: read to present, written when a channel starts; never held across await.
+    presenters: std::sync::Mutex<Vec<Arc<dyn Presenter>>>,
 }
 
 fn read_request(r: &rusqlite::Row<'_>) -> rusqlite::Result<Request> {
@@ -107,8 +108,16 @@ impl Approvals {
         Approvals {
             store,
             audit,
-            presenters,
+            presenters: std::sync::Mutex::new(presenters),
         }
+    }
+
+    /// A channel that started later shows requests too.
+    pub fn add_presenter(&self, presenter: Arc<dyn Presenter>) {
+        self.presenters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(presenter);
     }
 
     /// Ask for approval of `call` and wait for the answer.
@@ -129,7 +138,12 @@ impl Approvals {
             return Ok(outcome);
         }
         let request = self.open_request(group, call, spec, reason, &fp)?;
-        for p in &self.presenters {
+        let presenters = self
+            .presenters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for p in &presenters {
             p.present(&request);
         }
         loop {

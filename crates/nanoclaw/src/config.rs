@@ -84,6 +84,8 @@ pub struct Config {
     pub scheduler: crate::scheduler::Limits,
     /// `[channels.webhook]`, when configured.
     pub webhook: Option<WebhookConfig>,
+    /// `[channels.telegram]`, when configured.
+    pub telegram: Option<crate::telegram::TelegramConfig>,
     pub api_listen: SocketAddr,
     /// Hosts every group's sandbox may reach through the egress proxy.
     pub egress: Policy,
@@ -275,6 +277,34 @@ pub struct WebhookConfig {
 #[serde(deny_unknown_fields)]
 struct RawChannels {
     webhook: Option<RawWebhook>,
+    telegram: Option<RawTelegram>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTelegram {
+    token_secret: String,
+    #[serde(default = "default_telegram_api")]
+    api_base: String,
+    #[serde(default = "default_poll_timeout")]
+    poll_timeout_secs: i64,
+    main_chat: Option<String>,
+    #[serde(default)]
+    owners: Vec<String>,
+    #[serde(default)]
+    senders: Vec<String>,
+    #[serde(default = "default_unknown")]
+    unknown_senders: String,
+    #[serde(default = "default_trigger")]
+    trigger: String,
+}
+
+fn default_telegram_api() -> String {
+    "https://api.telegram.org".into()
+}
+
+fn default_poll_timeout() -> i64 {
+    30
 }
 
 #[derive(Deserialize)]
@@ -478,6 +508,47 @@ impl Config {
                             senders: w.senders.clone(),
                             unknown,
                             trigger: w.trigger.clone(),
+                        },
+                    })
+                }
+            },
+            telegram: match &raw.channels.telegram {
+                None => None,
+                Some(t) => {
+                    let unknown = match t.unknown_senders.as_str() {
+                        "ignore" => crate::router::Unknown::Ignore,
+                        "allow" => crate::router::Unknown::Allow,
+                        other => {
+                            return Err(v.invalid(
+                                "channels.telegram.unknown_senders",
+                                "\"ignore\" or \"allow\"",
+                                format!("{other:?}"),
+                            ));
+                        }
+                    };
+                    if !(t.api_base.starts_with("https://") || t.api_base.starts_with("http://")) {
+                        return Err(v.invalid(
+                            "channels.telegram.api_base",
+                            "an http:// or https:// URL",
+                            format!("{:?}", t.api_base),
+                        ));
+                    }
+                    Some(crate::telegram::TelegramConfig {
+                        token_secret: t.token_secret.clone(),
+                        api_base: t.api_base.clone(),
+                        poll_timeout_secs: v.range(
+                            "channels.telegram.poll_timeout_secs",
+                            t.poll_timeout_secs,
+                            0,
+                            50,
+                        )? as u64,
+                        rules: crate::router::Rules {
+                            prefix: "tg".into(),
+                            main_chat: t.main_chat.clone(),
+                            owners: t.owners.clone(),
+                            senders: t.senders.clone(),
+                            unknown,
+                            trigger: t.trigger.clone(),
                         },
                     })
                 }
@@ -764,6 +835,19 @@ workspace_quota_mb = 2048
 [daemon]
 # Most agent turns running at once across all groups (one at a time per group).
 max_concurrent_turns = 4
+
+# [channels.telegram]
+# # The bot token is a stored secret, used only by nanoclaw itself:
+# #   nanoclaw secret set TELEGRAM_BOT_TOKEN --host api.telegram.org
+# token_secret = "TELEGRAM_BOT_TOKEN"
+# # Your private chat with the bot (the main group), your user id, others who may talk.
+# main_chat = "123456789"
+# owners = ["123456789"]
+# senders = []
+# unknown_senders = "ignore"
+# # In groups, a message starts a turn when it mentions this or replies to the bot.
+# trigger = "@my_nanoclaw_bot"
+# # Approvers press buttons when policy.toml gives them ids = { telegram = ["123456789"] }.
 
 # [channels.webhook]
 # # Signed JSON messages on POST /v1/webhook (see the README). The HMAC key is a stored secret:

@@ -39,6 +39,7 @@ mod scheduler;
 mod secrets;
 mod store;
 mod tasks;
+mod telegram;
 mod terminal;
 mod tools;
 mod web;
@@ -1083,6 +1084,32 @@ async fn daemon(home: Home) -> anyhow::Result<ExitCode> {
         webhook: webhook.clone(),
     });
     let delivery = webhook.map(|w| tokio::spawn(w.deliver(Arc::clone(&agent.store))));
+    let mut telegram_tasks = Vec::new();
+    if let Some(t) = &agent.config.telegram {
+        let secrets = open_secrets(&agent.home)?;
+        let Some(token) = secrets.iter().find(|s| s.meta.name == t.token_secret) else {
+            return Err(UsageError(format!(
+                "channels.telegram.token_secret names {:?}, which is not a stored secret (nanoclaw secret set {} --host api.telegram.org)",
+                t.token_secret, t.token_secret
+            ))
+            .into());
+        };
+        let bot = Arc::new(telegram::Telegram::new(
+            t,
+            &token.value,
+            Arc::clone(&agent.store),
+            Arc::new(agent.tools.policy().clone()),
+            Arc::clone(agent.tools.audit()),
+        )?);
+        agent
+            .tools
+            .approvals()
+            .add_presenter(Arc::new(telegram::TelegramPresenter {
+                telegram: Arc::clone(&bot),
+            }));
+        telegram_tasks.push(tokio::spawn(Arc::clone(&bot).poll(Arc::clone(&queue))));
+        telegram_tasks.push(tokio::spawn(bot.deliver()));
+    }
     let scheduler = scheduler::Scheduler::new(
         Arc::clone(&queue),
         Arc::new(scheduler::SystemClock),
@@ -1105,6 +1132,9 @@ async fn daemon(home: Home) -> anyhow::Result<ExitCode> {
     runner.abort();
     if let Some(d) = delivery {
         d.abort();
+    }
+    for t in telegram_tasks {
+        t.abort();
     }
     agent.tools.shutdown().await;
     agent.tools.audit().close();

@@ -155,6 +155,14 @@ CREATE TABLE chats (
     PRIMARY KEY (channel, chat)
 );
 "#,
+    r#"
+CREATE TABLE channel_state (
+    channel     TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    value       INTEGER NOT NULL,
+    PRIMARY KEY (channel, key)
+);
+"#,
 ];
 
 /// Store errors carry SQLite's message; the caller adds what it was doing.

@@ -355,6 +355,10 @@ impl Tools {
         &self.policy
     }
 
+    pub fn approvals(&self) -> &Approvals {
+        &self.approvals
+    }
+
     /// The role of a message's sender: the owner (the terminal, and the HTTP API's default
     /// sender, both behind the owner's own access), a configured approver, or someone else.
     pub fn sender_role(&self, sender: &str) -> SenderRole {

@@ -3,6 +3,7 @@
 
 pub mod https;
 pub mod model_server;
+pub mod telegram;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;

@@ -1,0 +1,540 @@
+//! The Telegram channel, over the Bot API: long polling for updates, sending replies, and
+//! approval requests with inline approve/deny buttons.
+//!
+//! - An update is committed to the inbox (routed by [`crate::router`]) before the polling
+//!   offset moves past it; the offset is kept in the store, so a crash redelivers at most the
+//!   updates after the last stored one, and those are stored once (by update id).
+//! - Replies are split within Telegram's 4,096-character limit at paragraph, then line, then
+//!   word boundaries; a 429 waits the `retry_after` Telegram gives.
+//! - A button press is checked against the pending request (id and code in the callback data)
+//!   and the pressing user against that request's approvers (`ids.telegram` in policy.toml).
+//! - The bot token is a secret used only here, on the host; errors never show the URL that
+//!   holds it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use nanoclaw_core::approval::Vote;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::approvals::{Presenter, Request};
+use crate::queue::Queue;
+use crate::router::{self, Route, Rules};
+use crate::store::{Routed, Store};
+
+pub const CHANNEL: &str = "telegram";
+/// Telegram's limit on one message's text.
+pub const MAX_MESSAGE: usize = 4096;
+
+#[derive(Clone, Debug)]
+pub struct TelegramConfig {
+    pub token_secret: String,
+    pub api_base: String,
+    pub poll_timeout_secs: u64,
+    pub rules: Rules,
+}
+
+pub struct Telegram {
+    base: String,
+    http: reqwest::Client,
+    rules: Rules,
+    poll_timeout: u64,
+    store: Arc<Store>,
+    policy: Arc<nanoclaw_core::Policy>,
+    audit: Arc<crate::audit::Audit>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TelegramError {
+    #[error("Telegram API: {0}")]
+    Http(String),
+    #[error("Telegram API error {code}: {description}")]
+    Api { code: i64, description: String },
+    #[error("Telegram asks to wait {0} s")]
+    RateLimited(u64),
+    #[error("malformed Telegram response: {0}")]
+    Malformed(String),
+}
+
+#[derive(Deserialize)]
+struct ApiResponse {
+    ok: bool,
+    result: Option<Value>,
+    error_code: Option<i64>,
+    description: Option<String>,
+    parameters: Option<ResponseParameters>,
+}
+
+#[derive(Deserialize)]
+struct ResponseParameters {
+    retry_after: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct Update {
+    update_id: i64,
+    message: Option<Message>,
+    callback_query: Option<CallbackQuery>,
+}
+
+#[derive(Deserialize)]
+struct Message {
+    chat: Chat,
+    from: Option<User>,
+    text: Option<String>,
+    reply_to_message: Option<Box<Message>>,
+}
+
+#[derive(Deserialize)]
+struct Chat {
+    id: i64,
+}
+
+#[derive(Deserialize)]
+struct User {
+    id: i64,
+    #[serde(default)]
+    is_bot: bool,
+}
+
+#[derive(Deserialize)]
+struct CallbackQuery {
+    id: String,
+    from: User,
+    data: Option<String>,
+}
+
+/// Split `text` into pieces of at most `max` characters, at paragraph, then line, then word
+/// boundaries, cutting mid-word only when a word is longer than `max`.
+pub fn split(text: &str, max: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text.trim_end();
+    while rest.chars().count() > max {
+        let cut_byte = rest.char_indices().nth(max).map_or(rest.len(), |(i, _)| i);
+        let window = &rest[..cut_byte];
+        let at = ["\n\n", "\n", " "]
+            .iter()
+            .find_map(|sep| window.rfind(sep).filter(|i| *i > 0).map(|i| (i, sep.len())));
+        let (piece, skip) = match at {
+            Some((i, len)) => (&rest[..i], len),
+            None => (window, 0),
+        };
+        out.push(piece.trim_end().to_owned());
+        rest = rest[piece.len() + skip..].trim_start_matches('\n');
+    }
+    if !rest.is_empty() || out.is_empty() {
+        out.push(rest.to_owned());
+    }
+    out
+}
+
+impl Telegram {
+    pub fn new(
+        config: &TelegramConfig,
+        token: &str,
+        store: Arc<Store>,
+        policy: Arc<nanoclaw_core::Policy>,
+        audit: Arc<crate::audit::Audit>,
+    ) -> anyhow::Result<Telegram> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(config.poll_timeout_secs + 15))
+            .build()?;
+        Ok(Telegram {
+            base: format!("{}/bot{token}", config.api_base.trim_end_matches('/')),
+            http,
+            rules: config.rules.clone(),
+            poll_timeout: config.poll_timeout_secs,
+            store,
+            policy,
+            audit,
+        })
+    }
+
+    async fn call(&self, method: &str, body: Value) -> Result<Value, TelegramError> {
+        let resp = self
+            .http
+            .post(format!("{}/{method}", self.base))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            // Never the URL: it holds the token.
+            .map_err(|e| TelegramError::Http(e.without_url().to_string()))?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| TelegramError::Http(e.without_url().to_string()))?;
+        let r: ApiResponse = serde_json::from_slice(&bytes)
+            .map_err(|e| TelegramError::Malformed(format!("{method}: {e}")))?;
+        if r.ok {
+            return Ok(r.result.unwrap_or(Value::Null));
+        }
+        let code = r.error_code.unwrap_or(0);
+        if code == 429 {
+            return Err(TelegramError::RateLimited(
+                r.parameters.and_then(|p| p.retry_after).unwrap_or(1),
+            ));
+        }
+        Err(TelegramError::Api {
+            code,
+            description: r.description.unwrap_or_default(),
+        })
+    }
+
+    fn offset(&self) -> i64 {
+        self.store
+            .with_conn(|c| {
+                Ok(c.query_row(
+                    "SELECT value FROM channel_state WHERE channel = ?1 AND key = 'offset'",
+                    [CHANNEL],
+                    |r| r.get::<_, i64>(0),
+                )
+                .unwrap_or(0))
+            })
+            .unwrap_or(0)
+    }
+
+    fn set_offset(&self, offset: i64) {
+        let _ = self.store.with_conn(|c| {
+            c.execute(
+                "INSERT INTO channel_state (channel, key, value) VALUES (?1, 'offset', ?2)
+                 ON CONFLICT (channel, key) DO UPDATE SET value = excluded.value",
+                rusqlite::params![CHANNEL, offset],
+            )?;
+            Ok(())
+        });
+    }
+
+    /// Poll for updates until the process ends, reconnecting with backoff.
+    pub async fn poll(self: Arc<Self>, queue: Arc<Queue>) {
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let offset = self.offset();
+            let got = self
+                .call(
+                    "getUpdates",
+                    json!({"offset": offset, "timeout": self.poll_timeout, "allowed_updates": ["message", "callback_query"]}),
+                )
+                .await;
+            let updates = match got {
+                Ok(v) => v,
+                Err(TelegramError::RateLimited(secs)) => {
+                    tokio::time::sleep(Duration::from_secs(secs)).await;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(channel = CHANNEL, error = %e, ?backoff, "polling failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                    continue;
+                }
+            };
+            backoff = Duration::from_secs(1);
+            let Value::Array(items) = updates else {
+                tracing::warn!(channel = CHANNEL, "getUpdates did not return a list");
+                continue;
+            };
+            for item in items {
+                let id = item.get("update_id").and_then(Value::as_i64);
+                match serde_json::from_value::<Update>(item) {
+                    Ok(update) => {
+                        let next = update.update_id + 1;
+                        if self.handle(&queue, update).await {
+                            // Only once the update is stored does the offset move past it.
+                            self.set_offset(next);
+                        } else {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        // A payload we cannot read is logged and skipped, never fatal.
+                        tracing::warn!(channel = CHANNEL, error = %e, "malformed update skipped");
+                        if let Some(id) = id {
+                            self.set_offset(id + 1);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// One update. Returns false when it could not be stored (the offset stays).
+    async fn handle(&self, queue: &Arc<Queue>, update: Update) -> bool {
+        if let Some(q) = update.callback_query {
+            self.button(q).await;
+            return true;
+        }
+        let Some(msg) = update.message else {
+            return true;
+        };
+        let (Some(text), Some(from)) = (msg.text.as_deref(), msg.from.as_ref()) else {
+            return true;
+        };
+        if from.is_bot {
+            return true;
+        }
+        let chat = msg.chat.id.to_string();
+        let sender = from.id.to_string();
+        // A reply to the bot counts as addressing it.
+        let replying = msg
+            .reply_to_message
+            .as_ref()
+            .and_then(|m| m.from.as_ref())
+            .is_some_and(|u| u.is_bot);
+        if let Some((code, vote)) = crate::approvals::parse_command(text) {
+            self.answer(&sender, &code, vote, &chat).await;
+            return true;
+        }
+        let (group, triggered, role) = match router::route(&self.rules, &chat, &sender, text) {
+            Route::Ignore { why } => {
+                tracing::info!(channel = CHANNEL, %chat, %sender, %why, "message ignored");
+                return true;
+            }
+            Route::Deliver {
+                group,
+                triggered,
+                role,
+            } => (group, triggered || replying, role),
+        };
+        let label = if role == nanoclaw_core::policy::SenderRole::Owner {
+            "owner".to_owned()
+        } else {
+            format!("telegram:{sender}")
+        };
+        let external = update.update_id.to_string();
+        let stored = self.store.accept_routed(
+            &group,
+            &Routed {
+                channel: CHANNEL,
+                chat: &chat,
+                sender: &label,
+                text,
+                triggered,
+                external_id: Some(&external),
+            },
+        );
+        match stored {
+            Ok(_) => {
+                if triggered {
+                    queue.kick(group);
+                }
+                true
+            }
+            Err(e) => {
+                tracing::error!(channel = CHANNEL, error = %e, "could not store an update; will retry");
+                false
+            }
+        }
+    }
+
+    /// The approver a Telegram user is, if any.
+    fn approver_of(&self, user: &str) -> Option<String> {
+        self.policy
+            .approvers()
+            .iter()
+            .find(|a| {
+                a.ids
+                    .get(CHANNEL)
+                    .is_some_and(|ids| ids.iter().any(|i| i == user))
+            })
+            .map(|a| a.name.clone())
+    }
+
+    async fn answer(&self, user: &str, key: &str, vote: Vote, chat: &str) -> String {
+        let approver = self
+            .approver_of(user)
+            .unwrap_or_else(|| format!("telegram:{user} (not an approver)"));
+        let text =
+            match crate::approvals::answer(&self.store, &self.audit, key, &approver, CHANNEL, vote)
+            {
+                Ok(t) => crate::describe_tally(&t),
+                Err(e) => e.to_string(),
+            };
+        let _ = self
+            .call("sendMessage", json!({"chat_id": chat, "text": text}))
+            .await;
+        text
+    }
+
+    /// An inline button: `approve:ID:CODE`, `always:ID:CODE` or `deny:ID:CODE`.
+    async fn button(&self, q: CallbackQuery) {
+        let user = q.from.id.to_string();
+        let data = q.data.unwrap_or_default();
+        let parts: Vec<&str> = data.split(':').collect();
+        let verdict = match parts.as_slice() {
+            [action, id, code] => {
+                let request = crate::approvals::find(&self.store, id).ok().flatten();
+                match request {
+                    Some(r) if r.code == *code => {
+                        let vote = match *action {
+                            "approve" => Some(Vote::Approve { always: false }),
+                            "always" => Some(Vote::Approve { always: true }),
+                            "deny" => Some(Vote::Deny),
+                            _ => None,
+                        };
+                        match vote {
+                            Some(v) => {
+                                let approver = self.approver_of(&user).unwrap_or_else(|| {
+                                    format!("telegram:{user} (not an approver)")
+                                });
+                                match crate::approvals::answer(
+                                    &self.store,
+                                    &self.audit,
+                                    id,
+                                    &approver,
+                                    CHANNEL,
+                                    v,
+                                ) {
+                                    Ok(t) => crate::describe_tally(&t),
+                                    Err(e) => e.to_string(),
+                                }
+                            }
+                            None => "unknown button".into(),
+                        }
+                    }
+                    _ => "this button does not match a pending request".into(),
+                }
+            }
+            _ => "unknown button".into(),
+        };
+        tracing::info!(channel = CHANNEL, %user, %data, %verdict, "approval button");
+        let _ = self
+            .call(
+                "answerCallbackQuery",
+                json!({"callback_query_id": q.id, "text": verdict.chars().take(200).collect::<String>()}),
+            )
+            .await;
+    }
+
+    /// Send one reply, split, waiting out rate limits.
+    pub async fn send(&self, chat: &str, text: &str) -> Result<(), TelegramError> {
+        for piece in split(text, MAX_MESSAGE) {
+            self.send_one(json!({"chat_id": chat, "text": piece}))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn send_one(&self, body: Value) -> Result<(), TelegramError> {
+        for _ in 0..5 {
+            match self.call("sendMessage", body.clone()).await {
+                Err(TelegramError::RateLimited(secs)) => {
+                    tokio::time::sleep(Duration::from_secs(secs.min(300))).await;
+                }
+                other => return other.map(|_| ()),
+            }
+        }
+        Err(TelegramError::RateLimited(0))
+    }
+
+    /// Deliver the outbox's Telegram replies until the process ends.
+    pub async fn deliver(self: Arc<Self>) {
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            let pending = self.store.unsent_on(CHANNEL, 20).unwrap_or_default();
+            let mut failed = false;
+            for reply in &pending {
+                let Some(chat) = self.store.chat_of(CHANNEL, &reply.group).ok().flatten() else {
+                    // No chat to answer in: nothing can deliver it; mark it so it stops.
+                    let _ = self.store.mark_sent(&[reply.id]);
+                    continue;
+                };
+                match self.send(&chat, &reply.text).await {
+                    Ok(()) => {
+                        let _ = self.store.mark_sent(&[reply.id]);
+                    }
+                    Err(TelegramError::Api { code, description }) if (400..500).contains(&code) => {
+                        // Telegram will never take it (chat gone, bot blocked): log, move on.
+                        tracing::warn!(channel = CHANNEL, code, %description, "reply refused; dropped");
+                        let _ = self.store.mark_sent(&[reply.id]);
+                    }
+                    Err(e) => {
+                        tracing::warn!(channel = CHANNEL, error = %e, "sending failed; will retry");
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+            if failed {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(60));
+            } else {
+                backoff = Duration::from_millis(250);
+                if pending.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Approval requests to each approver's Telegram ids, with buttons.
+pub struct TelegramPresenter {
+    pub telegram: Arc<Telegram>,
+}
+
+impl Presenter for TelegramPresenter {
+    fn present(&self, request: &Request) {
+        let targets: Vec<String> = self
+            .telegram
+            .policy
+            .approvers()
+            .iter()
+            .filter(|a| request.approvers.contains(&a.name))
+            .flat_map(|a| a.ids.get(CHANNEL).cloned().unwrap_or_default())
+            .collect();
+        let text = request.describe();
+        let id = request.id;
+        let code = request.code.clone();
+        let telegram = Arc::clone(&self.telegram);
+        tokio::spawn(async move {
+            for chat in targets {
+                let keyboard = json!({"inline_keyboard": [[
+                    {"text": "Approve", "callback_data": format!("approve:{id}:{code}")},
+                    {"text": "Always", "callback_data": format!("always:{id}:{code}")},
+                    {"text": "Deny", "callback_data": format!("deny:{id}:{code}")},
+                ]]});
+                let body = json!({"chat_id": chat, "text": text, "reply_markup": keyboard});
+                if let Err(e) = telegram.send_one(body).await {
+                    tracing::warn!(channel = CHANNEL, error = %e, "could not send an approval request");
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_replies_split_at_paragraphs_then_lines_then_words() {
+        let para = "a".repeat(3000);
+        let text = format!("{para}\n\n{para}");
+        let parts = split(&text, MAX_MESSAGE);
+        assert_eq!(parts, [para.clone(), para.clone()]);
+        let lines = format!("{}\n{}", "b".repeat(3000), "c".repeat(3000));
+        assert_eq!(split(&lines, MAX_MESSAGE).len(), 2);
+        let words = "word ".repeat(2000);
+        let parts = split(&words, MAX_MESSAGE);
+        assert!(
+            parts
+                .iter()
+                .all(|p| p.chars().count() <= MAX_MESSAGE && !p.ends_with(' '))
+        );
+        assert_eq!(parts.concat().replace(' ', ""), words.replace(' ', ""));
+        let blob = "x".repeat(9000);
+        let parts = split(&blob, MAX_MESSAGE);
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            [4096, 4096, 808]
+        );
+        // Multi-byte text counts characters, never splits inside one.
+        let emoji = "é".repeat(5000);
+        let parts = split(&emoji, MAX_MESSAGE);
+        assert_eq!(parts[0].chars().count(), 4096);
+        assert_eq!(split("short", MAX_MESSAGE), ["short"]);
+    }
+}
