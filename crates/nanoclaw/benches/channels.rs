@@ -23,7 +23,13 @@ const CHATS: usize = 100;
 fn sign(body: &str) -> String {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, KEY.as_bytes());
     let tag = ring::hmac::sign(&key, body.as_bytes());
-    format!("sha256={}", tag.as_ref().iter().map(|b| format!("{b:02x}")).collect::<String>())
+    format!(
+        "sha256={}",
+        tag.as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    )
 }
 
 fn main() {
