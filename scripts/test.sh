@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The sandbox tests need the system packages; a fresh machine lacks them.
-./scripts/deps.sh
+# The sandbox and email tests need system packages; a fresh machine lacks them.
+./scripts/deps.sh --test
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

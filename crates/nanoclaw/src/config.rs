@@ -86,6 +86,8 @@ pub struct Config {
     pub webhook: Option<WebhookConfig>,
     /// `[channels.telegram]`, when configured.
     pub telegram: Option<crate::telegram::TelegramConfig>,
+    /// `[channels.email]`, when configured.
+    pub email: Option<crate::email::EmailConfig>,
     pub api_listen: SocketAddr,
     /// Hosts every group's sandbox may reach through the egress proxy.
     pub egress: Policy,
@@ -278,6 +280,41 @@ pub struct WebhookConfig {
 struct RawChannels {
     webhook: Option<RawWebhook>,
     telegram: Option<RawTelegram>,
+    email: Option<RawEmail>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEmail {
+    imap: String,
+    #[serde(default = "default_true")]
+    imap_tls: bool,
+    smtp: String,
+    #[serde(default = "default_smtp_security")]
+    smtp_security: String,
+    username: String,
+    password_secret: String,
+    address: String,
+    #[serde(default)]
+    owners: Vec<String>,
+    #[serde(default)]
+    senders: Vec<String>,
+    #[serde(default = "default_unknown")]
+    unknown_senders: String,
+    #[serde(default = "default_poll_secs")]
+    poll_secs: i64,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_smtp_security() -> String {
+    "starttls".into()
+}
+
+fn default_poll_secs() -> i64 {
+    60
 }
 
 #[derive(Deserialize)]
@@ -549,6 +586,61 @@ impl Config {
                             senders: t.senders.clone(),
                             unknown,
                             trigger: t.trigger.clone(),
+                        },
+                    })
+                }
+            },
+            email: match &raw.channels.email {
+                None => None,
+                Some(e) => {
+                    let unknown = match e.unknown_senders.as_str() {
+                        "ignore" => crate::router::Unknown::Ignore,
+                        "allow" => crate::router::Unknown::Allow,
+                        other => {
+                            return Err(v.invalid(
+                                "channels.email.unknown_senders",
+                                "\"ignore\" or \"allow\"",
+                                format!("{other:?}"),
+                            ));
+                        }
+                    };
+                    if !["none", "starttls", "tls"].contains(&e.smtp_security.as_str()) {
+                        return Err(v.invalid(
+                            "channels.email.smtp_security",
+                            "\"starttls\", \"tls\" or \"none\" (loopback only)",
+                            format!("{:?}", e.smtp_security),
+                        ));
+                    }
+                    for (key, addr) in [
+                        ("channels.email.imap", &e.imap),
+                        ("channels.email.smtp", &e.smtp),
+                    ] {
+                        let ok = addr
+                            .rsplit_once(':')
+                            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+                        if !ok {
+                            return Err(v.invalid(key, "host:port", format!("{addr:?}")));
+                        }
+                    }
+                    let owners: Vec<String> =
+                        e.owners.iter().map(|o| o.to_ascii_lowercase()).collect();
+                    Some(crate::email::EmailConfig {
+                        imap: e.imap.clone(),
+                        imap_tls: e.imap_tls,
+                        smtp: e.smtp.clone(),
+                        smtp_security: e.smtp_security.clone(),
+                        username: e.username.clone(),
+                        password_secret: e.password_secret.clone(),
+                        address: e.address.clone(),
+                        poll_secs: v.range("channels.email.poll_secs", e.poll_secs, 1, 3600)?
+                            as u64,
+                        rules: crate::router::Rules {
+                            prefix: "mail".into(),
+                            main_chat: None,
+                            owners,
+                            senders: e.senders.iter().map(|s| s.to_ascii_lowercase()).collect(),
+                            unknown,
+                            trigger: String::new(),
                         },
                     })
                 }
@@ -848,6 +940,19 @@ max_concurrent_turns = 4
 # # In groups, a message starts a turn when it mentions this or replies to the bot.
 # trigger = "@my_nanoclaw_bot"
 # # Approvers press buttons when policy.toml gives them ids = { telegram = ["123456789"] }.
+
+# [channels.email]
+# # IMAP for mail in (IDLE, else polling every poll_secs), SMTP for replies. The password is a
+# # stored secret: nanoclaw secret set MAIL_PASSWORD --host mail.example.com
+# imap = "mail.example.com:993"
+# smtp = "mail.example.com:587"
+# smtp_security = "starttls"        # or "tls"; "none" only for a server on loopback
+# username = "agent@example.com"
+# password_secret = "MAIL_PASSWORD"
+# address = "agent@example.com"
+# owners = ["you@example.com"]
+# senders = []
+# unknown_senders = "ignore"
 
 # [channels.webhook]
 # # Signed JSON messages on POST /v1/webhook (see the README). The HMAC key is a stored secret:

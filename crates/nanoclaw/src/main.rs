@@ -29,6 +29,7 @@ mod backend;
 mod config;
 mod doctor;
 mod egress;
+mod email;
 mod home;
 mod model;
 mod policy_file;
@@ -1084,7 +1085,7 @@ async fn daemon(home: Home) -> anyhow::Result<ExitCode> {
         webhook: webhook.clone(),
     });
     let delivery = webhook.map(|w| tokio::spawn(w.deliver(Arc::clone(&agent.store))));
-    let mut telegram_tasks = Vec::new();
+    let mut channel_tasks = Vec::new();
     if let Some(t) = &agent.config.telegram {
         let secrets = open_secrets(&agent.home)?;
         let Some(token) = secrets.iter().find(|s| s.meta.name == t.token_secret) else {
@@ -1107,8 +1108,25 @@ async fn daemon(home: Home) -> anyhow::Result<ExitCode> {
             .add_presenter(Arc::new(telegram::TelegramPresenter {
                 telegram: Arc::clone(&bot),
             }));
-        telegram_tasks.push(tokio::spawn(Arc::clone(&bot).poll(Arc::clone(&queue))));
-        telegram_tasks.push(tokio::spawn(bot.deliver()));
+        channel_tasks.push(tokio::spawn(Arc::clone(&bot).poll(Arc::clone(&queue))));
+        channel_tasks.push(tokio::spawn(bot.deliver()));
+    }
+    if let Some(e) = &agent.config.email {
+        let secrets = open_secrets(&agent.home)?;
+        let Some(password) = secrets.iter().find(|s| s.meta.name == e.password_secret) else {
+            return Err(UsageError(format!(
+                "channels.email.password_secret names {:?}, which is not a stored secret (nanoclaw secret set {} --host <the mail server>)",
+                e.password_secret, e.password_secret
+            ))
+            .into());
+        };
+        let mail = Arc::new(email::Email::new(
+            e.clone(),
+            password.value.clone(),
+            Arc::clone(&agent.store),
+        ));
+        channel_tasks.push(tokio::spawn(Arc::clone(&mail).receive(Arc::clone(&queue))));
+        channel_tasks.push(tokio::spawn(mail.deliver()));
     }
     let scheduler = scheduler::Scheduler::new(
         Arc::clone(&queue),
@@ -1133,7 +1151,7 @@ async fn daemon(home: Home) -> anyhow::Result<ExitCode> {
     if let Some(d) = delivery {
         d.abort();
     }
-    for t in telegram_tasks {
+    for t in channel_tasks {
         t.abort();
     }
     agent.tools.shutdown().await;

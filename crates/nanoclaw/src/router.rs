@@ -6,8 +6,8 @@
 //! - Senders are the owner, known senders, or unknown; unknown senders are ignored or allowed,
 //!   per channel.
 //! - In the main group every message starts a turn. Elsewhere a message starts one only when
-//!   it starts with or mentions the trigger; others are kept and given to the next turn as
-//!   context.
+//!   it mentions the trigger (always, for channels without one, such as email); others are
+//!   kept and given to the next turn as context.
 //!
 //! Pure: it decides from what it is handed and never touches the store.
 
@@ -97,8 +97,9 @@ pub fn route(rules: &Rules, chat: &str, sender: &str, text: &str) -> Route {
         };
     }
     let trigger = rules.trigger.to_lowercase();
+    // No trigger: every message is addressed to the agent (mail sent to its address).
     let triggered =
-        group == GroupId::main() || (!trigger.is_empty() && text.to_lowercase().contains(&trigger));
+        group == GroupId::main() || trigger.is_empty() || text.to_lowercase().contains(&trigger);
     Route::Deliver {
         group,
         triggered,

@@ -163,6 +163,15 @@ CREATE TABLE channel_state (
     PRIMARY KEY (channel, key)
 );
 "#,
+    r#"
+CREATE TABLE mail_threads (
+    root            TEXT PRIMARY KEY,
+    subject         TEXT NOT NULL,
+    reply_to        TEXT NOT NULL,
+    last_message_id TEXT NOT NULL,
+    refs            TEXT NOT NULL
+);
+"#,
 ];
 
 /// Store errors carry SQLite's message; the caller adds what it was doing.

@@ -1,0 +1,449 @@
+//! The email channel: IMAP in (IDLE where the server offers it, polling otherwise), SMTP out.
+//!
+//! - A thread is a group: its root is the first id in `References` (else `In-Reply-To`, else
+//!   the message's own `Message-ID`). Every mail to the agent starts a turn.
+//! - A message is committed to the inbox before the last-seen UID moves past it (both kept in
+//!   the store); one seen before is stored once (by `Message-ID`).
+//! - Bodies: the text part, else the HTML part converted to text; attachments are listed by
+//!   name, type and size, never opened. Mail is outside content unless it is from an owner.
+//! - Replies go to the thread's last sender with `In-Reply-To` and `References`, and are
+//!   marked sent only after the SMTP server accepted them.
+//! - The password is a stored secret, used only here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::TryStreamExt;
+use lettre::message::header::{HeaderName, HeaderValue};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use mail_parser::{MessageParser, MimeHeaders};
+use rusqlite::{OptionalExtension, params};
+
+use crate::queue::Queue;
+use crate::router::{self, Route, Rules};
+use crate::store::{Routed, Store};
+
+pub const CHANNEL: &str = "email";
+
+#[derive(Clone, Debug)]
+pub struct EmailConfig {
+    pub imap: String,
+    pub imap_tls: bool,
+    pub smtp: String,
+    pub smtp_security: String,
+    pub username: String,
+    pub password_secret: String,
+    pub address: String,
+    pub poll_secs: u64,
+    pub rules: Rules,
+}
+
+pub struct Email {
+    config: EmailConfig,
+    password: String,
+    store: Arc<Store>,
+}
+
+/// What an inbound mail became, for the inbox.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Parsed {
+    pub message_id: String,
+    pub root: String,
+    pub from: String,
+    pub subject: String,
+    pub references: Vec<String>,
+    pub text: String,
+}
+
+/// Read one RFC 5322 message. `None` when it has no sender or cannot be parsed.
+pub fn parse(raw: &[u8]) -> Option<Parsed> {
+    let msg = MessageParser::default().parse(raw)?;
+    let from = msg.from()?.first()?.address()?.to_ascii_lowercase();
+    let message_id = msg
+        .message_id()
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("no-id-{:x}", raw.len()));
+    let references: Vec<String> = msg
+        .references()
+        .as_text_list()
+        .map(|l| l.iter().map(|s| s.to_string()).collect())
+        .unwrap_or_default();
+    let in_reply_to = msg.in_reply_to().as_text().map(str::to_owned);
+    let root = references
+        .first()
+        .cloned()
+        .or(in_reply_to)
+        .unwrap_or_else(|| message_id.clone());
+    let mut text = match msg.body_text(0) {
+        Some(t) if !t.trim().is_empty() => t.into_owned(),
+        _ => msg
+            .body_html(0)
+            .map(|h| crate::web::readable_text(&h))
+            .unwrap_or_default(),
+    };
+    for att in msg.attachments() {
+        let name = att.attachment_name().unwrap_or("(unnamed)");
+        let kind = att
+            .content_type()
+            .map(|c| format!("{}/{}", c.ctype(), c.subtype().unwrap_or("")))
+            .unwrap_or_else(|| "application/octet-stream".into());
+        text.push_str(&format!(
+            "\n[attachment: {name} ({kind}, {} bytes), not opened]",
+            att.contents().len()
+        ));
+    }
+    let subject = msg.subject().unwrap_or("").to_owned();
+    Some(Parsed {
+        message_id,
+        root,
+        from,
+        subject: subject.clone(),
+        references,
+        text: format!("Subject: {subject}\n\n{}", text.trim()),
+    })
+}
+
+type ImapSession = async_imap::Session<Box<dyn ImapStream>>;
+
+/// The IMAP connection's stream: plain TCP on loopback, TLS elsewhere.
+pub trait ImapStream:
+    tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + std::fmt::Debug
+{
+}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + std::fmt::Debug> ImapStream
+    for T
+{
+}
+
+impl Email {
+    pub fn new(config: EmailConfig, password: String, store: Arc<Store>) -> Email {
+        Email {
+            config,
+            password,
+            store,
+        }
+    }
+
+    async fn connect(&self) -> anyhow::Result<ImapSession> {
+        let tcp = tokio::net::TcpStream::connect(&self.config.imap).await?;
+        let stream: Box<dyn ImapStream> = if self.config.imap_tls {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+            let tls = rustls::ClientConfig::builder()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            let host = self
+                .config
+                .imap
+                .rsplit_once(':')
+                .map_or(self.config.imap.as_str(), |(h, _)| h)
+                .to_owned();
+            let name = rustls::pki_types::ServerName::try_from(host)?;
+            Box::new(
+                tokio_rustls::TlsConnector::from(Arc::new(tls))
+                    .connect(name, tcp)
+                    .await?,
+            )
+        } else {
+            Box::new(tcp)
+        };
+        let mut client = async_imap::Client::new(stream);
+        // The server's greeting comes first.
+        let _ = client.read_response().await;
+        let mut session = client
+            .login(&self.config.username, &self.password)
+            .await
+            .map_err(|(e, _)| anyhow::anyhow!("IMAP login as {}: {e}", self.config.username))?;
+        session.select("INBOX").await?;
+        Ok(session)
+    }
+
+    fn last_uid(&self) -> u32 {
+        self.store
+            .with_conn(|c| {
+                Ok(c.query_row(
+                    "SELECT value FROM channel_state WHERE channel = ?1 AND key = 'uid'",
+                    [CHANNEL],
+                    |r| r.get::<_, i64>(0),
+                )
+                .unwrap_or(0))
+            })
+            .unwrap_or(0) as u32
+    }
+
+    fn set_last_uid(&self, uid: u32) {
+        let _ = self.store.with_conn(|c| {
+            c.execute(
+                "INSERT INTO channel_state (channel, key, value) VALUES (?1, 'uid', ?2)
+                 ON CONFLICT (channel, key) DO UPDATE SET value = excluded.value",
+                params![CHANNEL, i64::from(uid)],
+            )?;
+            Ok(())
+        });
+    }
+
+    /// Receive until the process ends, reconnecting with backoff.
+    pub async fn receive(self: Arc<Self>, queue: Arc<Queue>) {
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            match self.session(&queue).await {
+                Ok(()) => backoff = Duration::from_secs(1),
+                Err(e) => {
+                    tracing::warn!(channel = CHANNEL, error = %format!("{e:#}"), ?backoff, "IMAP connection failed; reconnecting");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(120));
+                }
+            }
+        }
+    }
+
+    async fn session(&self, queue: &Arc<Queue>) -> anyhow::Result<()> {
+        let mut session = self.connect().await?;
+        let idle = session
+            .capabilities()
+            .await
+            .map(|c| c.has_str("IDLE"))
+            .unwrap_or(false);
+        loop {
+            self.fetch_new(&mut session, queue).await?;
+            if idle {
+                let mut handle = session.idle();
+                handle.init().await?;
+                let (wait, _stop) = handle.wait_with_timeout(Duration::from_secs(300));
+                let _ = wait.await?;
+                session = handle.done().await?;
+            } else {
+                tokio::time::sleep(Duration::from_secs(self.config.poll_secs)).await;
+            }
+        }
+    }
+
+    async fn fetch_new(&self, session: &mut ImapSession, queue: &Arc<Queue>) -> anyhow::Result<()> {
+        let last = self.last_uid();
+        let mut uids: Vec<u32> = session
+            .uid_search(format!("UID {}:*", last + 1))
+            .await?
+            .into_iter()
+            .filter(|u| *u > last)
+            .collect();
+        uids.sort_unstable();
+        for uid in uids {
+            let fetches: Vec<_> = session
+                .uid_fetch(uid.to_string(), "(UID BODY.PEEK[])")
+                .await?
+                .try_collect()
+                .await?;
+            for f in &fetches {
+                let Some(raw) = f.body() else { continue };
+                match parse(raw) {
+                    Some(mail) => {
+                        if !self.store_mail(&mail, queue) {
+                            anyhow::bail!("could not store mail {}", mail.message_id);
+                        }
+                    }
+                    None => tracing::warn!(channel = CHANNEL, uid, "unreadable mail skipped"),
+                }
+            }
+            // Only once stored does the last-seen UID move past it.
+            self.set_last_uid(uid);
+            let _ = session
+                .uid_store(uid.to_string(), "+FLAGS (\\Seen)")
+                .await?
+                .try_collect::<Vec<_>>()
+                .await;
+        }
+        Ok(())
+    }
+
+    fn store_mail(&self, mail: &Parsed, queue: &Arc<Queue>) -> bool {
+        let (group, role) =
+            match router::route(&self.config.rules, &mail.root, &mail.from, &mail.text) {
+                Route::Ignore { why } => {
+                    tracing::info!(channel = CHANNEL, from = %mail.from, %why, "mail ignored");
+                    return true;
+                }
+                Route::Deliver { group, role, .. } => (group, role),
+            };
+        let sender = if role == nanoclaw_core::policy::SenderRole::Owner {
+            "owner".to_owned()
+        } else {
+            format!("email:{}", mail.from)
+        };
+        let mut refs = mail.references.clone();
+        refs.push(mail.message_id.clone());
+        let thread = self.store.with_conn(|c| {
+            c.execute(
+                "INSERT INTO mail_threads (root, subject, reply_to, last_message_id, refs) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (root) DO UPDATE SET reply_to = excluded.reply_to, last_message_id = excluded.last_message_id, refs = excluded.refs",
+                params![mail.root, mail.subject, mail.from, mail.message_id, refs.join(" ")],
+            )?;
+            Ok(())
+        });
+        let stored = thread.and_then(|()| {
+            self.store.accept_routed(
+                &group,
+                &Routed {
+                    channel: CHANNEL,
+                    chat: &mail.root,
+                    sender: &sender,
+                    text: &mail.text,
+                    triggered: true,
+                    external_id: Some(&mail.message_id),
+                },
+            )
+        });
+        match stored {
+            Ok(_) => {
+                queue.kick(group);
+                true
+            }
+            Err(e) => {
+                tracing::error!(channel = CHANNEL, error = %e, "could not store mail");
+                false
+            }
+        }
+    }
+
+    fn transport(&self) -> anyhow::Result<AsyncSmtpTransport<Tokio1Executor>> {
+        let (host, port) = self
+            .config
+            .smtp
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h.to_owned(), p.parse::<u16>().ok()?)))
+            .ok_or_else(|| anyhow::anyhow!("smtp must be host:port"))?;
+        let builder = match self.config.smtp_security.as_str() {
+            "none" => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&host),
+            "tls" => AsyncSmtpTransport::<Tokio1Executor>::relay(&host)?,
+            _ => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&host)?,
+        };
+        let mut builder = builder.port(port);
+        if self.config.smtp_security != "none" {
+            builder =
+                builder.credentials(lettre::transport::smtp::authentication::Credentials::new(
+                    self.config.username.clone(),
+                    self.password.clone(),
+                ));
+        }
+        Ok(builder.build())
+    }
+
+    /// Deliver the outbox's email replies until the process ends.
+    pub async fn deliver(self: Arc<Self>) {
+        let transport = match self.transport() {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(channel = CHANNEL, error = %e, "email sending cannot start");
+                return;
+            }
+        };
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let pending = self.store.unsent_on(CHANNEL, 20).unwrap_or_default();
+            let mut failed = false;
+            for reply in &pending {
+                match self.send(&transport, &reply.group, &reply.text).await {
+                    Ok(true) => {
+                        let _ = self.store.mark_sent(&[reply.id]);
+                    }
+                    Ok(false) => {
+                        tracing::warn!(channel = CHANNEL, group = %reply.group, "no thread to answer; reply dropped");
+                        let _ = self.store.mark_sent(&[reply.id]);
+                    }
+                    Err(e) => {
+                        tracing::warn!(channel = CHANNEL, error = %e, "sending failed; will retry");
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+            if failed {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(120));
+            } else {
+                backoff = Duration::from_millis(500);
+                if pending.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+
+    async fn send(
+        &self,
+        transport: &AsyncSmtpTransport<Tokio1Executor>,
+        group: &str,
+        text: &str,
+    ) -> anyhow::Result<bool> {
+        let Some(root) = self.store.chat_of(CHANNEL, group)? else {
+            return Ok(false);
+        };
+        let thread: Option<(String, String, String, String)> = self.store.with_conn(|c| {
+            Ok(c.query_row(
+                "SELECT subject, reply_to, last_message_id, refs FROM mail_threads WHERE root = ?1",
+                [&root],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?)
+        })?;
+        let Some((subject, to, last, refs)) = thread else {
+            return Ok(false);
+        };
+        let subject = if subject.to_ascii_lowercase().starts_with("re:") {
+            subject
+        } else {
+            format!("Re: {subject}")
+        };
+        let angle = |id: &str| format!("<{id}>");
+        let mut message = lettre::Message::builder()
+            .from(self.config.address.parse()?)
+            .to(to.parse()?)
+            .subject(subject)
+            .in_reply_to(angle(&last))
+            .references(
+                refs.split_whitespace()
+                    .map(angle)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            )
+            .body(text.to_owned())?;
+        message.headers_mut().insert_raw(HeaderValue::new(
+            HeaderName::new_from_ascii_str("Auto-Submitted"),
+            "auto-replied".into(),
+        ));
+        transport.send(message).await?;
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threads_html_and_attachments() {
+        let first = b"From: Owner <Owner@test.local>\r\nTo: agent@test.local\r\nSubject: Plans\r\nMessage-ID: <root@x>\r\nContent-Type: text/html\r\n\r\n<p>Lunch <b>at noon</b>?</p><script>x()</script>\r\n";
+        let p = parse(first).unwrap();
+        assert_eq!(
+            (p.root.as_str(), p.from.as_str()),
+            ("root@x", "owner@test.local")
+        );
+        assert!(
+            p.text.contains("Lunch at noon?") && !p.text.contains("x()"),
+            "{}",
+            p.text
+        );
+        let reply = b"From: owner@test.local\r\nTo: agent@test.local\r\nSubject: Re: Plans\r\nMessage-ID: <second@x>\r\nIn-Reply-To: <first-reply@x>\r\nReferences: <root@x> <first-reply@x>\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=\"plan.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0=\r\n--b--\r\n";
+        let p = parse(reply).unwrap();
+        assert_eq!(p.root, "root@x");
+        assert_eq!(p.references, ["root@x", "first-reply@x"]);
+        assert!(p.text.contains("see attached"));
+        assert!(
+            p.text
+                .contains("[attachment: plan.pdf (application/pdf, 5 bytes), not opened]"),
+            "{}",
+            p.text
+        );
+        assert!(parse(b"not a mail at all").is_none());
+    }
+}
