@@ -137,15 +137,8 @@ impl Approvals {
             );
             return Ok(outcome);
         }
-        let request = self.open_request(group, call, spec, reason, &fp)?;
-        let presenters = self
-            .presenters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        for p in &presenters {
-            p.present(&request);
-        }
+        let (request, _) = self.open_request(group, call, spec, reason, &fp)?;
+        self.present(&request);
         loop {
             tokio::time::sleep(POLL).await;
             let Some(current) = self.get(request.id)? else {
@@ -211,6 +204,48 @@ impl Approvals {
         }
     }
 
+    fn present(&self, request: &Request) {
+        let presenters = self
+            .presenters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for p in &presenters {
+            p.present(request);
+        }
+    }
+
+    /// Ask without waiting, for a decision no turn waits on (admitting a new sender): the
+    /// request is opened and shown once; asking again finds the same one.
+    pub fn ask_later(
+        &self,
+        group: &GroupId,
+        call: &ToolCall,
+        spec: &ApprovalSpec,
+        reason: &str,
+    ) -> Result<Request, StoreError> {
+        let fp = approval::fingerprint(&call.name, &call.arguments, group.as_str());
+        let (request, created) = self.open_request(group, call, spec, reason, &fp)?;
+        if created {
+            self.present(&request);
+        }
+        Ok(request)
+    }
+
+    /// Whether this exact call was ever approved.
+    pub fn was_approved(&self, group: &GroupId, call: &ToolCall) -> bool {
+        let fp = approval::fingerprint(&call.name, &call.arguments, group.as_str());
+        self.store
+            .with_conn(|c| {
+                Ok(c.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM approvals WHERE fingerprint = ?1 AND status IN ('approved', 'used'))",
+                    [&fp],
+                    |r| r.get::<_, bool>(0),
+                )?)
+            })
+            .unwrap_or(false)
+    }
+
     /// A standing grant, or an unused approval of this exact call (used up now).
     fn already_approved(&self, fp: &str) -> Result<Option<Outcome>, StoreError> {
         self.store.with_conn(|c| {
@@ -240,7 +275,7 @@ impl Approvals {
         spec: &ApprovalSpec,
         reason: &str,
         fp: &str,
-    ) -> Result<Request, StoreError> {
+    ) -> Result<(Request, bool), StoreError> {
         let existing = self.store.with_conn(|c| {
             Ok(c.query_row(
                 &format!("SELECT {COLUMNS} FROM approvals WHERE fingerprint = ?1 AND status = 'pending' AND expires_at > ?2 ORDER BY id LIMIT 1"),
@@ -250,7 +285,7 @@ impl Approvals {
             .optional()?)
         })?;
         if let Some(r) = existing {
-            return Ok(r);
+            return Ok((r, false));
         }
         let mut random = [0u8; 8];
         let _ = getrandom::fill(&mut random);
@@ -297,7 +332,7 @@ impl Approvals {
             Some(group.as_str()),
             json!({"request": id, "code": request.code, "tool": call.name, "arguments": call.arguments, "fingerprint": fp, "reason": reason, "approvers": spec.approvers, "quorum": spec.quorum, "scope": scope, "expires_at": expires_at}),
         );
-        Ok(request)
+        Ok((request, true))
     }
 
     fn get(&self, id: i64) -> Result<Option<Request>, StoreError> {

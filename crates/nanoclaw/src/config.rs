@@ -518,10 +518,11 @@ impl Config {
                     let unknown = match w.unknown_senders.as_str() {
                         "ignore" => crate::router::Unknown::Ignore,
                         "allow" => crate::router::Unknown::Allow,
+                        "ask" => crate::router::Unknown::Ask,
                         other => {
                             return Err(v.invalid(
                                 "channels.webhook.unknown_senders",
-                                "\"ignore\" or \"allow\"",
+                                "\"ignore\", \"ask\" or \"allow\"",
                                 format!("{other:?}"),
                             ));
                         }
@@ -555,10 +556,11 @@ impl Config {
                     let unknown = match t.unknown_senders.as_str() {
                         "ignore" => crate::router::Unknown::Ignore,
                         "allow" => crate::router::Unknown::Allow,
+                        "ask" => crate::router::Unknown::Ask,
                         other => {
                             return Err(v.invalid(
                                 "channels.telegram.unknown_senders",
-                                "\"ignore\" or \"allow\"",
+                                "\"ignore\", \"ask\" or \"allow\"",
                                 format!("{other:?}"),
                             ));
                         }
@@ -596,10 +598,11 @@ impl Config {
                     let unknown = match e.unknown_senders.as_str() {
                         "ignore" => crate::router::Unknown::Ignore,
                         "allow" => crate::router::Unknown::Allow,
+                        "ask" => crate::router::Unknown::Ask,
                         other => {
                             return Err(v.invalid(
                                 "channels.email.unknown_senders",
-                                "\"ignore\" or \"allow\"",
+                                "\"ignore\", \"ask\" or \"allow\"",
                                 format!("{other:?}"),
                             ));
                         }
@@ -964,7 +967,8 @@ max_concurrent_turns = 4
 # main_chat = "alice-dm"
 # owners = ["alice"]
 # senders = ["bob"]
-# # Senders not listed: "ignore" or "allow".
+# # Senders not listed: "ignore", "ask" (keep the message, ask the approvers to admit them) or
+# # "allow".
 # unknown_senders = "ignore"
 # # Outside the main chat, a message starts a turn only when it mentions this.
 # trigger = "@nanoclaw"

@@ -257,14 +257,21 @@ impl Email {
     }
 
     fn store_mail(&self, mail: &Parsed, queue: &Arc<Queue>) -> bool {
-        let (group, role) =
-            match router::route(&self.config.rules, &mail.root, &mail.from, &mail.text) {
-                Route::Ignore { why } => {
-                    tracing::info!(channel = CHANNEL, from = %mail.from, %why, "mail ignored");
-                    return true;
-                }
-                Route::Deliver { group, role, .. } => (group, role),
-            };
+        let route = router::route(
+            &self.config.rules,
+            &mail.root,
+            &mail.from,
+            &mail.text,
+            || crate::admission::admitted(queue.agent(), CHANNEL, &mail.from),
+        );
+        let (group, role, held) = match route {
+            Route::Ignore { why } => {
+                tracing::info!(channel = CHANNEL, from = %mail.from, %why, "mail ignored");
+                return true;
+            }
+            Route::Deliver { group, role, .. } => (group, role, false),
+            Route::Hold { group } => (group, nanoclaw_core::policy::SenderRole::Other, true),
+        };
         let sender = if role == nanoclaw_core::policy::SenderRole::Owner {
             "owner".to_owned()
         } else {
@@ -288,14 +295,18 @@ impl Email {
                     chat: &mail.root,
                     sender: &sender,
                     text: &mail.text,
-                    triggered: true,
+                    triggered: !held,
                     external_id: Some(&mail.message_id),
                 },
             )
         });
         match stored {
             Ok(_) => {
-                queue.kick(group);
+                if held {
+                    crate::admission::ask(queue.agent(), CHANNEL, &mail.from, &group, &mail.text);
+                } else {
+                    queue.kick(group);
+                }
                 true
             }
             Err(e) => {

@@ -19,6 +19,7 @@
 //! `main` parses the command line and hands off; exit codes are 0 success, 1 failure, 2 bad
 //! usage or config.
 
+mod admission;
 mod agent;
 mod api;
 mod approvals;

@@ -19,6 +19,8 @@ use nanoclaw_core::policy::SenderRole;
 pub enum Unknown {
     Ignore,
     Allow,
+    /// Keep the message, ask the approvers to admit the sender.
+    Ask,
 }
 
 /// One channel's routing rules, from the config.
@@ -42,6 +44,11 @@ pub enum Route {
     },
     Ignore {
         why: String,
+    },
+    /// An unknown sender on a channel that asks: keep the message (starting no turn) and ask
+    /// the approvers to admit them.
+    Hold {
+        group: GroupId,
     },
 }
 
@@ -74,8 +81,15 @@ pub fn group_for(rules: &Rules, chat: &str) -> GroupId {
     name.parse().unwrap_or_else(|_| GroupId::main())
 }
 
-/// Route one message.
-pub fn route(rules: &Rules, chat: &str, sender: &str, text: &str) -> Route {
+/// Route one message. `admitted` says whether an unknown sender was admitted since (asked
+/// only on channels that ask).
+pub fn route(
+    rules: &Rules,
+    chat: &str,
+    sender: &str,
+    text: &str,
+    admitted: impl FnOnce() -> bool,
+) -> Route {
     let role = if rules.owners.iter().any(|o| o == sender) {
         SenderRole::Owner
     } else if rules.senders.iter().any(|s| s == sender) {
@@ -83,6 +97,18 @@ pub fn route(rules: &Rules, chat: &str, sender: &str, text: &str) -> Route {
     } else {
         match rules.unknown {
             Unknown::Allow => SenderRole::Other,
+            Unknown::Ask if admitted() => SenderRole::Other,
+            Unknown::Ask => {
+                let group = group_for(rules, chat);
+                if group == GroupId::main() {
+                    return Route::Ignore {
+                        why: format!(
+                            "only the owner talks in the main chat; {sender:?} is not the owner"
+                        ),
+                    };
+                }
+                return Route::Hold { group };
+            }
             Unknown::Ignore => {
                 return Route::Ignore {
                     why: format!("sender {sender:?} is not known on this channel"),
@@ -124,7 +150,13 @@ mod tests {
 
     #[test]
     fn the_owners_private_chat_is_main_and_always_triggers() {
-        let r = route(&rules(Unknown::Ignore), "owner-dm", "alice", "hello");
+        let r = route(
+            &rules(Unknown::Ignore),
+            "owner-dm",
+            "alice",
+            "hello",
+            || false,
+        );
         assert_eq!(
             r,
             Route::Deliver {
@@ -134,14 +166,22 @@ mod tests {
             }
         );
         assert!(matches!(
-            route(&rules(Unknown::Allow), "owner-dm", "mallory", "hi"),
+            route(&rules(Unknown::Allow), "owner-dm", "mallory", "hi", || {
+                false
+            }),
             Route::Ignore { .. }
         ));
     }
 
     #[test]
     fn other_chats_are_their_own_groups_and_need_the_trigger() {
-        let r = route(&rules(Unknown::Ignore), "Team Room #1", "bob", "lunch?");
+        let r = route(
+            &rules(Unknown::Ignore),
+            "Team Room #1",
+            "bob",
+            "lunch?",
+            || false,
+        );
         let Route::Deliver {
             group,
             triggered,
@@ -158,6 +198,7 @@ mod tests {
             "Team Room #1",
             "bob",
             "@NanoClaw summarize",
+            || false,
         ) else {
             panic!()
         };
@@ -174,13 +215,49 @@ mod tests {
     }
 
     #[test]
+    fn unknown_senders_are_held_until_admitted_on_channels_that_ask() {
+        let r = route(&rules(Unknown::Ask), "room", "eve", "@nanoclaw hi", || {
+            false
+        });
+        assert!(matches!(r, Route::Hold { .. }), "{r:?}");
+        let r = route(&rules(Unknown::Ask), "room", "eve", "@nanoclaw hi", || true);
+        assert!(
+            matches!(
+                r,
+                Route::Deliver {
+                    triggered: true,
+                    role: SenderRole::Other,
+                    ..
+                }
+            ),
+            "{r:?}"
+        );
+        assert!(matches!(
+            route(&rules(Unknown::Ask), "owner-dm", "eve", "hi", || true),
+            Route::Ignore { .. }
+        ));
+    }
+
+    #[test]
     fn unknown_senders_follow_the_channel_policy() {
         assert!(matches!(
-            route(&rules(Unknown::Ignore), "room", "eve", "@nanoclaw hi"),
+            route(
+                &rules(Unknown::Ignore),
+                "room",
+                "eve",
+                "@nanoclaw hi",
+                || false
+            ),
             Route::Ignore { .. }
         ));
         assert!(matches!(
-            route(&rules(Unknown::Allow), "room", "eve", "@nanoclaw hi"),
+            route(
+                &rules(Unknown::Allow),
+                "room",
+                "eve",
+                "@nanoclaw hi",
+                || false
+            ),
             Route::Deliver {
                 role: SenderRole::Other,
                 triggered: true,

@@ -287,7 +287,10 @@ impl Telegram {
             self.answer(&sender, &code, vote, &chat).await;
             return true;
         }
-        let (group, triggered, role) = match router::route(&self.rules, &chat, &sender, text) {
+        let route = router::route(&self.rules, &chat, &sender, text, || {
+            crate::admission::admitted(queue.agent(), CHANNEL, &sender)
+        });
+        let (group, triggered, role, held) = match route {
             Route::Ignore { why } => {
                 tracing::info!(channel = CHANNEL, %chat, %sender, %why, "message ignored");
                 return true;
@@ -296,7 +299,8 @@ impl Telegram {
                 group,
                 triggered,
                 role,
-            } => (group, triggered || replying, role),
+            } => (group, triggered || replying, role, false),
+            Route::Hold { group } => (group, false, nanoclaw_core::policy::SenderRole::Other, true),
         };
         let label = if role == nanoclaw_core::policy::SenderRole::Owner {
             "owner".to_owned()
@@ -317,6 +321,9 @@ impl Telegram {
         );
         match stored {
             Ok(_) => {
+                if held {
+                    crate::admission::ask(queue.agent(), CHANNEL, &sender, &group, text);
+                }
                 if triggered {
                     queue.kick(group);
                 }

@@ -89,8 +89,10 @@ impl Webhook {
         if msg.text.trim().is_empty() || msg.text.len() > MAX_TEXT {
             return Err((400, format!("text must be 1 to {MAX_TEXT} bytes")));
         }
-        let route = router::route(&self.rules, &msg.chat, &msg.sender, &msg.text);
-        let (group, triggered, role) = match route {
+        let route = router::route(&self.rules, &msg.chat, &msg.sender, &msg.text, || {
+            crate::admission::admitted(queue.agent(), CHANNEL, &msg.sender)
+        });
+        let (group, triggered, role, held) = match route {
             Route::Ignore { why } => {
                 tracing::info!(channel = CHANNEL, chat = %msg.chat, sender = %msg.sender, %why, "message ignored");
                 return Ok(json!({"ignored": why}));
@@ -99,7 +101,8 @@ impl Webhook {
                 group,
                 triggered,
                 role,
-            } => (group, triggered, role),
+            } => (group, triggered, role, false),
+            Route::Hold { group } => (group, false, nanoclaw_core::policy::SenderRole::Other, true),
         };
         let sender = if role == nanoclaw_core::policy::SenderRole::Owner {
             "owner".to_owned()
@@ -121,6 +124,12 @@ impl Webhook {
             .map_err(|e| (500, format!("could not store the message: {e}")))?;
         if triggered {
             queue.kick(group.clone());
+        }
+        if held {
+            crate::admission::ask(queue.agent(), CHANNEL, &msg.sender, &group, &msg.text);
+            return Ok(
+                json!({"held": "the sender is not known here; the owner is asked to admit them", "group": group.as_str()}),
+            );
         }
         Ok(match stored {
             Some(id) => json!({"id": id, "group": group.as_str(), "triggered": triggered}),

@@ -237,3 +237,62 @@ async fn a_webhook_naming_a_missing_secret_stops_startup() {
         text(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn an_unknown_sender_waits_until_the_owner_admits_them() {
+    let model = ScriptedModel::start(Wire::Anthropic, vec![Step::Text("hello eve".into())]).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let h = TestHome::new(
+        Wire::Anthropic,
+        &model.url,
+        &format!(
+            "[sandbox]\nbackend = \"bwrap\"\n[api]\nlisten = \"127.0.0.1:{port}\"\n[channels.webhook]\nkey_secret = \"WEBHOOK_KEY\"\nmain_chat = \"alice-dm\"\nowners = [\"alice\"]\nunknown_senders = \"ask\"\n"
+        ),
+    );
+    let out = h
+        .set_secret("WEBHOOK_KEY", KEY, &["--host", "hooks.invalid"])
+        .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut c = h.command();
+    c.arg("run")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut daemon = c.spawn().unwrap();
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let first =
+        r#"{"id": "e1", "chat": "room", "sender": "eve", "text": "@nanoclaw I am new here"}"#;
+    let (code, body) = post(port, first, Some(&sign(first)));
+    assert_eq!(code, 200);
+    assert!(body.contains("held"), "{body}");
+    let again = r#"{"id": "e2", "chat": "room", "sender": "eve", "text": "@nanoclaw hello?"}"#;
+    assert!(post(port, again, Some(&sign(again))).1.contains("held"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(model.requests().is_empty(), "a held message started a turn");
+    // One request for the sender, however many messages they send.
+    let list = text(&h.run(&["approvals", "list"]).await.stdout);
+    assert_eq!(list.matches("admit_sender").count(), 1, "{list}");
+    assert!(list.contains("\"sender\":\"eve\""), "{list}");
+    let id = list.split_whitespace().next().unwrap().to_owned();
+    assert!(h.run(&["approvals", "approve", &id]).await.status.success());
+    // Admitted: the next message starts a turn, with the held ones as context.
+    let third = r#"{"id": "e3", "chat": "room", "sender": "eve", "text": "@nanoclaw can you hear me now?"}"#;
+    let (_, body) = post(port, third, Some(&sign(third)));
+    assert!(body.contains("\"triggered\":true"), "{body}");
+    model.wait_for_requests(1, Duration::from_secs(20)).await;
+    let request = model.requests()[0].to_string();
+    assert!(
+        request.contains("I am new here") && request.contains("can you hear me now?"),
+        "{request}"
+    );
+    daemon.start_kill().unwrap();
+    let _ = daemon.wait().await;
+}
