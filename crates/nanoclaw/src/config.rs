@@ -185,6 +185,8 @@ struct RawLimits {
     file_size_mb: Option<i64>,
     tmp_size_mb: Option<i64>,
     workspace_quota_mb: Option<i64>,
+    /// Only in `[groups.NAME]`: what a chat message must mention to start a turn there.
+    trigger: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -464,6 +466,26 @@ impl Config {
                 3600,
             )?),
         };
+        if raw.limits.trigger.is_some() {
+            return Err(v.invalid(
+                "limits.trigger",
+                "no trigger here: a trigger belongs to one group, in [groups.NAME]",
+                "a trigger",
+            ));
+        }
+        let mut group_triggers = BTreeMap::new();
+        for (name, g) in &raw.groups {
+            if let (Some(t), Ok(group)) = (&g.trigger, name.parse::<GroupId>()) {
+                if t.trim().is_empty() {
+                    return Err(v.invalid(
+                        format!("groups.{name}.trigger"),
+                        "a word or prefix such as \"@nanoclaw\"",
+                        "an empty string",
+                    ));
+                }
+                group_triggers.insert(group, t.clone());
+            }
+        }
         Ok(Config {
             model,
             system_prompt: match raw.agent.system_prompt {
@@ -546,6 +568,7 @@ impl Config {
                             senders: w.senders.clone(),
                             unknown,
                             trigger: w.trigger.clone(),
+                            group_triggers: group_triggers.clone(),
                         },
                     })
                 }
@@ -588,6 +611,7 @@ impl Config {
                             senders: t.senders.clone(),
                             unknown,
                             trigger: t.trigger.clone(),
+                            group_triggers: group_triggers.clone(),
                         },
                     })
                 }
@@ -644,6 +668,7 @@ impl Config {
                             senders: e.senders.iter().map(|s| s.to_ascii_lowercase()).collect(),
                             unknown,
                             trigger: String::new(),
+                            group_triggers: group_triggers.clone(),
                         },
                     })
                 }
@@ -908,6 +933,8 @@ cgroups = "best-effort"
 [limits]
 # Limits on every command. A [groups.NAME] table with any of these keys overrides them for
 # one group, e.g.:  [groups.work]  memory_mb = 4096
+# [groups.NAME] may also set `trigger`: what a chat message in that group must mention to
+# start a turn, instead of its channel's trigger.
 # Seconds a command may run before its whole process tree is killed.
 command_timeout_secs = 60
 # Bytes kept from each of a command's stdout and stderr; the rest is dropped with a note.
@@ -1059,6 +1086,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("max_steps"), "{e}");
+    }
+
+    #[test]
+    fn group_triggers_belong_to_groups() {
+        let c = parse("[groups.team]\ntrigger = \"!ai\"\n").unwrap();
+        assert!(c.webhook.is_none());
+        let e = parse("[limits]\ntrigger = \"!ai\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("limits.trigger"), "{e}");
+        let e = parse("[groups.team]\ntrigger = \" \"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("groups.team.trigger"), "{e}");
     }
 
     #[test]

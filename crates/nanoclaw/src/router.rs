@@ -33,6 +33,8 @@ pub struct Rules {
     pub senders: Vec<String>,
     pub unknown: Unknown,
     pub trigger: String,
+    /// A group's own trigger (`[groups.NAME] trigger`), instead of the channel's.
+    pub group_triggers: std::collections::BTreeMap<GroupId, String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -122,7 +124,11 @@ pub fn route(
             why: format!("only the owner talks in the main chat; {sender:?} is not the owner"),
         };
     }
-    let trigger = rules.trigger.to_lowercase();
+    let trigger = rules
+        .group_triggers
+        .get(&group)
+        .unwrap_or(&rules.trigger)
+        .to_lowercase();
     // No trigger: every message is addressed to the agent (mail sent to its address).
     let triggered =
         group == GroupId::main() || trigger.is_empty() || text.to_lowercase().contains(&trigger);
@@ -145,6 +151,7 @@ mod tests {
             senders: vec!["bob".into()],
             unknown,
             trigger: "@nanoclaw".into(),
+            group_triggers: std::collections::BTreeMap::new(),
         }
     }
 
@@ -212,6 +219,19 @@ mod tests {
                 .as_str()
                 .starts_with("wh-")
         );
+    }
+
+    #[test]
+    fn a_group_may_have_its_own_trigger() {
+        let mut r = rules(Unknown::Ignore);
+        let room = group_for(&r, "room");
+        r.group_triggers.insert(room, "!ai".into());
+        let triggered = |text: &str| match route(&r, "room", "bob", text, || false) {
+            Route::Deliver { triggered, .. } => triggered,
+            other => panic!("{other:?}"),
+        };
+        assert!(triggered("!ai summarize"));
+        assert!(!triggered("@nanoclaw summarize"));
     }
 
     #[test]
