@@ -25,7 +25,7 @@ mod api;
 mod approvals;
 mod audit;
 #[cfg(test)]
-mod audit_tests;
+mod audit_test;
 mod backend;
 mod config;
 mod doctor;
