@@ -537,18 +537,8 @@ impl Config {
             webhook: match &raw.channels.webhook {
                 None => None,
                 Some(w) => {
-                    let unknown = match w.unknown_senders.as_str() {
-                        "ignore" => crate::router::Unknown::Ignore,
-                        "allow" => crate::router::Unknown::Allow,
-                        "ask" => crate::router::Unknown::Ask,
-                        other => {
-                            return Err(v.invalid(
-                                "channels.webhook.unknown_senders",
-                                "\"ignore\", \"ask\" or \"allow\"",
-                                format!("{other:?}"),
-                            ));
-                        }
-                    };
+                    let unknown =
+                        v.unknown_senders("channels.webhook.unknown_senders", &w.unknown_senders)?;
                     if let Some(url) = &w.callback_url
                         && !(url.starts_with("https://") || url.starts_with("http://"))
                     {
@@ -576,18 +566,8 @@ impl Config {
             telegram: match &raw.channels.telegram {
                 None => None,
                 Some(t) => {
-                    let unknown = match t.unknown_senders.as_str() {
-                        "ignore" => crate::router::Unknown::Ignore,
-                        "allow" => crate::router::Unknown::Allow,
-                        "ask" => crate::router::Unknown::Ask,
-                        other => {
-                            return Err(v.invalid(
-                                "channels.telegram.unknown_senders",
-                                "\"ignore\", \"ask\" or \"allow\"",
-                                format!("{other:?}"),
-                            ));
-                        }
-                    };
+                    let unknown =
+                        v.unknown_senders("channels.telegram.unknown_senders", &t.unknown_senders)?;
                     if !(t.api_base.starts_with("https://") || t.api_base.starts_with("http://")) {
                         return Err(v.invalid(
                             "channels.telegram.api_base",
@@ -619,18 +599,8 @@ impl Config {
             email: match &raw.channels.email {
                 None => None,
                 Some(e) => {
-                    let unknown = match e.unknown_senders.as_str() {
-                        "ignore" => crate::router::Unknown::Ignore,
-                        "allow" => crate::router::Unknown::Allow,
-                        "ask" => crate::router::Unknown::Ask,
-                        other => {
-                            return Err(v.invalid(
-                                "channels.email.unknown_senders",
-                                "\"ignore\", \"ask\" or \"allow\"",
-                                format!("{other:?}"),
-                            ));
-                        }
-                    };
+                    let unknown =
+                        v.unknown_senders("channels.email.unknown_senders", &e.unknown_senders)?;
                     if !["none", "starttls", "tls"].contains(&e.smtp_security.as_str()) {
                         return Err(v.invalid(
                             "channels.email.smtp_security",
@@ -753,6 +723,24 @@ struct Validator<'a> {
 }
 
 impl Validator<'_> {
+    /// A channel's `unknown_senders`.
+    fn unknown_senders(
+        &self,
+        key: &str,
+        text: &str,
+    ) -> Result<crate::router::Unknown, ConfigError> {
+        match text {
+            "ignore" => Ok(crate::router::Unknown::Ignore),
+            "allow" => Ok(crate::router::Unknown::Allow),
+            "ask" => Ok(crate::router::Unknown::Ask),
+            other => Err(self.invalid(
+                key,
+                "\"ignore\", \"ask\" or \"allow\"",
+                format!("{other:?}"),
+            )),
+        }
+    }
+
     fn invalid(
         &self,
         key: impl Into<String>,
