@@ -78,9 +78,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Write a commented default config, the data dir and the API token.
+    /// Write the data dir: a commented config and policy, the API token, the local CA, and the
+    /// secrets key (outside the data dir).
     Init,
-    /// Run the daemon: the local HTTP API and the agent.
+    /// Run the daemon: the agent, its channels (HTTP API, Telegram, email, webhook) and the
+    /// task scheduler.
     Run,
     /// Talk to the agent in this terminal (/new starts a fresh session, /quit leaves).
     Chat {
@@ -137,6 +139,7 @@ enum TaskCommand {
     /// Add a task with exactly one of --cron, --every, --at.
     #[command(group(clap::ArgGroup::new("when").required(true).args(["cron", "every", "at"])))]
     Add {
+        /// The group the task runs in.
         #[arg(long, default_value = "main")]
         group: GroupId,
         /// A short name, shown with its results.
