@@ -113,6 +113,44 @@ pub async fn run(home: Home) -> anyhow::Result<ExitCode> {
     );
     healthy &= token.is_file();
 
+    // 4. Channels: each configured one's secret is stored (and the policy parses).
+    let stored: Vec<&str> = secrets.iter().map(|s| s.meta.name.as_str()).collect();
+    let channels = [
+        (
+            "telegram",
+            config.telegram.as_ref().map(|t| t.token_secret.as_str()),
+        ),
+        (
+            "email",
+            config.email.as_ref().map(|e| e.password_secret.as_str()),
+        ),
+        (
+            "webhook",
+            config.webhook.as_ref().map(|w| w.key_secret.as_str()),
+        ),
+    ];
+    for (name, secret) in channels {
+        match secret {
+            None => println!("channel {name}: not configured"),
+            Some(s) if stored.contains(&s) => {
+                println!("channel {name}: configured; secret {s} stored")
+            }
+            Some(s) => {
+                healthy = false;
+                println!(
+                    "channel {name}: SECRET {s} IS NOT STORED: nanoclaw secret set {s} --host <its host>"
+                );
+            }
+        }
+    }
+    match crate::policy_file::load(&home) {
+        Ok(p) => println!("policy: {} approver(s)", p.approvers().len()),
+        Err(e) => {
+            healthy = false;
+            println!("policy: INVALID: {e:#}");
+        }
+    }
+
     println!(
         "{}",
         if healthy {
