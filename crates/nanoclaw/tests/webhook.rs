@@ -224,6 +224,13 @@ async fn a_webhook_naming_a_missing_secret_stops_startup() {
         "{}",
         text(&out.stderr)
     );
+    let out = h.run(&["doctor"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("channel webhook: SECRET NOPE IS NOT STORED"),
+        "{}",
+        text(&out.stdout)
+    );
     let h = TestHome::new(
         Wire::Anthropic,
         "http://127.0.0.1:9",
