@@ -59,10 +59,16 @@ pub struct Parsed {
 pub fn parse(raw: &[u8]) -> Option<Parsed> {
     let msg = MessageParser::default().parse(raw)?;
     let from = msg.from()?.first()?.address()?.to_ascii_lowercase();
-    let message_id = msg
-        .message_id()
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("no-id-{:x}", raw.len()));
+    // A mail without a Message-ID is known by a digest of its bytes, so a redelivery is still
+    // stored once and two different mails never share an id.
+    let message_id = msg.message_id().map(str::to_owned).unwrap_or_else(|| {
+        let digest = ring::digest::digest(&ring::digest::SHA256, raw);
+        let hex: String = digest.as_ref()[..12]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("no-id-{hex}@nanoclaw")
+    });
     let references: Vec<String> = msg
         .references()
         .as_text_list()
@@ -456,5 +462,10 @@ mod tests {
             p.text
         );
         assert!(parse(b"not a mail at all").is_none());
+        // Without a Message-ID: a digest of the bytes, distinct for distinct mails.
+        let a = parse(b"From: a@x\r\nSubject: one\r\n\r\nbody one\r\n").unwrap();
+        let b = parse(b"From: a@x\r\nSubject: two\r\n\r\nbody two\r\n").unwrap();
+        assert!(a.message_id.starts_with("no-id-"));
+        assert_ne!(a.message_id, b.message_id);
     }
 }
