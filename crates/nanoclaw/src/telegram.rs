@@ -5,7 +5,8 @@
 //!   offset moves past it; the offset is kept in the store, so a crash redelivers at most the
 //!   updates after the last stored one, and those are stored once (by update id).
 //! - Replies are split within Telegram's 4,096-character limit at paragraph, then line, then
-//!   word boundaries; a 429 waits the `retry_after` Telegram gives.
+//!   word boundaries; messages to one chat are spaced as Telegram asks (1 s, 3 s in groups),
+//!   and a 429 waits the `retry_after` Telegram gives.
 //! - A button press is checked against the pending request (id and code in the callback data)
 //!   and the pressing user against that request's approvers (`ids.telegram` in policy.toml).
 //! - The bot token is a secret used only here, on the host; errors never show the URL that
@@ -43,6 +44,18 @@ pub struct Telegram {
     store: Arc<Store>,
     policy: Arc<nanoclaw_core::Policy>,
     audit: Arc<crate::audit::Audit>,
+    /// When each chat may next be sent to: Telegram asks for at most one message a second in
+    /// a chat and twenty a minute in a group. A std Mutex: never held across an await.
+    next_send: std::sync::Mutex<std::collections::HashMap<String, tokio::time::Instant>>,
+}
+
+/// The spacing Telegram asks for between messages to one chat (groups have negative ids).
+fn spacing(chat: &str) -> Duration {
+    if chat.starts_with('-') {
+        Duration::from_secs(3)
+    } else {
+        Duration::from_secs(1)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -149,7 +162,20 @@ impl Telegram {
             store,
             policy,
             audit,
+            next_send: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
+    }
+
+    /// Wait until `chat` may be sent to, and book the next slot.
+    async fn pace(&self, chat: &str) {
+        let now = tokio::time::Instant::now();
+        let at = {
+            let mut next = self.next_send.lock().unwrap_or_else(|p| p.into_inner());
+            let at = next.get(chat).copied().filter(|t| *t > now).unwrap_or(now);
+            next.insert(chat.to_owned(), at + spacing(chat));
+            at
+        };
+        tokio::time::sleep_until(at).await;
     }
 
     async fn call(&self, method: &str, body: Value) -> Result<Value, TelegramError> {
@@ -425,10 +451,19 @@ impl Telegram {
     }
 
     async fn send_one(&self, body: Value) -> Result<(), TelegramError> {
+        let chat = match &body["chat_id"] {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
         for _ in 0..5 {
+            self.pace(&chat).await;
             match self.call("sendMessage", body.clone()).await {
                 Err(TelegramError::RateLimited(secs)) => {
-                    tokio::time::sleep(Duration::from_secs(secs.min(300))).await;
+                    // The chat's next slot is after the wait Telegram asked for.
+                    let after = tokio::time::Instant::now() + Duration::from_secs(secs.min(300));
+                    let mut next = self.next_send.lock().unwrap_or_else(|p| p.into_inner());
+                    let slot = next.entry(chat.clone()).or_insert(after);
+                    *slot = (*slot).max(after);
                 }
                 other => return other.map(|_| ()),
             }

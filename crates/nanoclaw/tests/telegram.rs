@@ -107,6 +107,14 @@ async fn telegram_end_to_end() {
         pieces.iter().map(|p| p.len()).collect::<Vec<_>>()
     );
     assert!(pieces.iter().all(|p| p.chars().count() <= 4096));
+    // Spaced as Telegram asks: at least a second between messages to one chat.
+    let times: Vec<u64> = tg
+        .sent()
+        .iter()
+        .filter(|m| m["chat_id"].as_str() == Some(&OWNER.to_string()))
+        .map(|m| m["_received_ms"].as_u64().unwrap_or(0))
+        .collect();
+    assert!(times.windows(2).all(|w| w[1] >= w[0] + 950), "{times:?}");
 
     // Unreadable updates and strangers are skipped; the room waits for the trigger.
     tg.garbage();

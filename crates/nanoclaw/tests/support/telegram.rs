@@ -185,7 +185,14 @@ async fn handle(
                     json!({"ok": false, "error_code": 400, "description": "Bad Request: message text is empty"}),
                 );
             }
-            s.sent.push(params.clone());
+            let mut record = params.clone();
+            record["_received_ms"] = json!(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0)
+            );
+            s.sent.push(record);
             let id = s.sent.len();
             reply(
                 200,
