@@ -40,11 +40,21 @@ pub async fn chat(home: Home, group: GroupId) -> anyhow::Result<ExitCode> {
 /// Read lines until /quit or end of input; answer each.
 async fn converse(agent: &Agent, group: &GroupId) -> anyhow::Result<()> {
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    // Lines typed while a turn ran, other than approval answers: taken in order afterwards.
+    let mut typed_ahead: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+    let mut input_open = true;
     loop {
-        eprint!("> ");
-        let _ = std::io::stderr().flush();
-        let Some(line) = lines.next_line().await? else {
-            return Ok(());
+        let line = match typed_ahead.pop_front() {
+            Some(line) => line,
+            None if !input_open => return Ok(()),
+            None => {
+                eprint!("> ");
+                let _ = std::io::stderr().flush();
+                match lines.next_line().await? {
+                    Some(line) => line,
+                    None => return Ok(()),
+                }
+            }
         };
         match line.trim() {
             "" => continue,
@@ -53,14 +63,32 @@ async fn converse(agent: &Agent, group: &GroupId) -> anyhow::Result<()> {
                 agent.store.new_session(group)?;
                 eprintln!("(new session: earlier history is no longer in the prompt)");
             }
-            // An answer to an approval request (one another process's turn is waiting for).
+            // An answer to an approval request.
             line if crate::approvals::parse_command(line).is_some() => {
                 if let Some((code, vote)) = crate::approvals::parse_command(line) {
                     answer(agent, &code, vote);
                 }
             }
             text => {
-                exchange(agent, group, text).await?;
+                // While the turn runs (perhaps waiting for an approval), keep reading: an
+                // answer is recorded at once; anything else waits its turn.
+                let turn = exchange(agent, group, text);
+                tokio::pin!(turn);
+                loop {
+                    tokio::select! {
+                        done = &mut turn => {
+                            done?;
+                            break;
+                        }
+                        line = lines.next_line(), if input_open => match line? {
+                            None => input_open = false,
+                            Some(l) => match crate::approvals::parse_command(&l) {
+                                Some((code, vote)) => answer(agent, &code, vote),
+                                None => typed_ahead.push_back(l),
+                            },
+                        },
+                    }
+                }
             }
         }
     }

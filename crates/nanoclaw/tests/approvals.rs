@@ -504,3 +504,51 @@ async fn a_turn_waiting_for_approval_survives_a_restart() {
     let _ = daemon.wait().await;
     assert!(reply.contains("deploy after restart"), "{reply}");
 }
+
+#[tokio::test]
+async fn chat_takes_an_answer_while_its_own_turn_waits() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let model = ScriptedModel::start(
+        Wire::Anthropic,
+        vec![shell("echo deploy from chat"), Step::EchoToolResult],
+    )
+    .await;
+    let h = home(&model, "");
+    let mut c = h.command();
+    c.args(["chat"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    stdin.write_all(b"deploy it\n").await.unwrap();
+    let code = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Ok(Some(line)) = err.next_line().await {
+            if let Some(rest) = line.split("approval needed [").nth(1) {
+                return rest.split(']').next().unwrap().to_owned();
+            }
+        }
+        panic!("chat ended without asking");
+    })
+    .await
+    .expect("the request was shown");
+    stdin
+        .write_all(format!("/approve {code}\n").as_bytes())
+        .await
+        .unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Ok(Some(line)) = out.next_line().await {
+            if line.contains("deploy from chat") {
+                return line;
+            }
+        }
+        panic!("no reply");
+    })
+    .await
+    .expect("the approved command ran");
+    assert!(reply.contains("deploy from chat"), "{reply}");
+    stdin.write_all(b"/quit\n").await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+}
