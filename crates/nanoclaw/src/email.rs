@@ -354,36 +354,17 @@ impl Email {
                 return;
             }
         };
-        let mut backoff = Duration::from_millis(500);
-        loop {
-            let pending = self.store.unsent_on(CHANNEL, 20).unwrap_or_default();
-            let mut failed = false;
-            for reply in &pending {
-                match self.send(&transport, &reply.group, &reply.text).await {
-                    Ok(true) => {
-                        let _ = self.store.mark_sent(&[reply.id]);
-                    }
-                    Ok(false) => {
-                        tracing::warn!(channel = CHANNEL, group = %reply.group, "no thread to answer; reply dropped");
-                        let _ = self.store.mark_sent(&[reply.id]);
-                    }
-                    Err(e) => {
-                        tracing::warn!(channel = CHANNEL, error = %e, "sending failed; will retry");
-                        failed = true;
-                        break;
-                    }
-                }
+        let (me, transport) = (&*self, &transport);
+        crate::outbox::deliver(&me.store, CHANNEL, |reply| async move {
+            match me.send(transport, &reply.group, &reply.text).await {
+                Ok(true) => Ok(crate::outbox::Sent::Delivered),
+                Ok(false) => Ok(crate::outbox::Sent::Undeliverable(
+                    "no thread to answer".into(),
+                )),
+                Err(e) => Err(format!("{e:#}")),
             }
-            if failed {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(120));
-            } else {
-                backoff = Duration::from_millis(500);
-                if pending.is_empty() {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            }
-        }
+        })
+        .await;
     }
 
     async fn send(

@@ -33,6 +33,7 @@ mod egress;
 mod email;
 mod home;
 mod model;
+mod outbox;
 mod policy_file;
 mod queue;
 mod router;
@@ -1052,23 +1053,47 @@ async fn build_agent(home: Home, long_lived: bool) -> anyhow::Result<(Agent, std
     ))
 }
 
+/// The value of the stored secret a channel's config names at `key`, or a usage error saying
+/// how to store it.
+fn channel_secret<'a>(
+    secrets: &'a [secrets::OpenSecret],
+    key: &str,
+    name: &str,
+    host: &str,
+) -> anyhow::Result<&'a str> {
+    match secrets.iter().find(|s| s.meta.name == name) {
+        Some(s) => Ok(&s.value),
+        None => Err(UsageError(format!(
+            "{key} names {name:?}, which is not a stored secret (nanoclaw secret set {name} --host {host})"
+        ))
+        .into()),
+    }
+}
+
 async fn daemon(home: Home) -> anyhow::Result<ExitCode> {
     let token = home.api_token()?;
     let (agent, _lock) = build_agent(home, true).await?;
+    // The channels' keys, opened once.
+    let secrets = if agent.config.webhook.is_some()
+        || agent.config.telegram.is_some()
+        || agent.config.email.is_some()
+    {
+        open_secrets(&agent.home)?
+    } else {
+        Vec::new()
+    };
     let webhook = match &agent.config.webhook {
         None => None,
         Some(w) => {
-            let secrets = open_secrets(&agent.home)?;
-            let Some(key) = secrets.iter().find(|s| s.meta.name == w.key_secret) else {
-                return Err(UsageError(format!(
-                    "channels.webhook.key_secret names {:?}, which is not a stored secret (nanoclaw secret set {} --host hooks.invalid)",
-                    w.key_secret, w.key_secret
-                ))
-                .into());
-            };
+            let key = channel_secret(
+                &secrets,
+                "channels.webhook.key_secret",
+                &w.key_secret,
+                "hooks.invalid",
+            )?;
             Some(Arc::new(webhook::Webhook {
                 rules: w.rules.clone(),
-                key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key.value.as_bytes()),
+                key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key.as_bytes()),
                 callback_url: w.callback_url.clone(),
             }))
         }
@@ -1084,26 +1109,24 @@ async fn daemon(home: Home) -> anyhow::Result<ExitCode> {
         queue: Arc::clone(&queue),
         token,
         audit: Arc::clone(agent.tools.audit()),
-        policy: Arc::new(agent.tools.policy().clone()),
+        policy: Arc::clone(agent.tools.policy()),
         tasks_changed: Arc::clone(agent.tools.tasks_changed()),
         webhook: webhook.clone(),
     });
     let delivery = webhook.map(|w| tokio::spawn(w.deliver(Arc::clone(&agent.store))));
     let mut channel_tasks = Vec::new();
     if let Some(t) = &agent.config.telegram {
-        let secrets = open_secrets(&agent.home)?;
-        let Some(token) = secrets.iter().find(|s| s.meta.name == t.token_secret) else {
-            return Err(UsageError(format!(
-                "channels.telegram.token_secret names {:?}, which is not a stored secret (nanoclaw secret set {} --host api.telegram.org)",
-                t.token_secret, t.token_secret
-            ))
-            .into());
-        };
+        let token = channel_secret(
+            &secrets,
+            "channels.telegram.token_secret",
+            &t.token_secret,
+            "api.telegram.org",
+        )?;
         let bot = Arc::new(telegram::Telegram::new(
             t,
-            &token.value,
+            token,
             Arc::clone(&agent.store),
-            Arc::new(agent.tools.policy().clone()),
+            Arc::clone(agent.tools.policy()),
             Arc::clone(agent.tools.audit()),
         )?);
         agent
@@ -1116,17 +1139,15 @@ async fn daemon(home: Home) -> anyhow::Result<ExitCode> {
         channel_tasks.push(tokio::spawn(bot.deliver()));
     }
     if let Some(e) = &agent.config.email {
-        let secrets = open_secrets(&agent.home)?;
-        let Some(password) = secrets.iter().find(|s| s.meta.name == e.password_secret) else {
-            return Err(UsageError(format!(
-                "channels.email.password_secret names {:?}, which is not a stored secret (nanoclaw secret set {} --host <the mail server>)",
-                e.password_secret, e.password_secret
-            ))
-            .into());
-        };
+        let password = channel_secret(
+            &secrets,
+            "channels.email.password_secret",
+            &e.password_secret,
+            "<the mail server>",
+        )?;
         let mail = Arc::new(email::Email::new(
             e.clone(),
-            password.value.clone(),
+            password.to_owned(),
             Arc::clone(&agent.store),
         ));
         channel_tasks.push(tokio::spawn(Arc::clone(&mail).receive(Arc::clone(&queue))));

@@ -473,42 +473,25 @@ impl Telegram {
 
     /// Deliver the outbox's Telegram replies until the process ends.
     pub async fn deliver(self: Arc<Self>) {
-        let mut backoff = Duration::from_millis(250);
-        loop {
-            let pending = self.store.unsent_on(CHANNEL, 20).unwrap_or_default();
-            let mut failed = false;
-            for reply in &pending {
-                let Some(chat) = self.store.chat_of(CHANNEL, &reply.group).ok().flatten() else {
-                    // No chat to answer in: nothing can deliver it; mark it so it stops.
-                    let _ = self.store.mark_sent(&[reply.id]);
-                    continue;
-                };
-                match self.send(&chat, &reply.text).await {
-                    Ok(()) => {
-                        let _ = self.store.mark_sent(&[reply.id]);
-                    }
-                    Err(TelegramError::Api { code, description }) if (400..500).contains(&code) => {
-                        // Telegram will never take it (chat gone, bot blocked): log, move on.
-                        tracing::warn!(channel = CHANNEL, code, %description, "reply refused; dropped");
-                        let _ = self.store.mark_sent(&[reply.id]);
-                    }
-                    Err(e) => {
-                        tracing::warn!(channel = CHANNEL, error = %e, "sending failed; will retry");
-                        failed = true;
-                        break;
-                    }
+        let me = &*self;
+        crate::outbox::deliver(&me.store, CHANNEL, |reply| async move {
+            let Some(chat) = me.store.chat_of(CHANNEL, &reply.group).ok().flatten() else {
+                return Ok(crate::outbox::Sent::Undeliverable(
+                    "no chat to answer in".into(),
+                ));
+            };
+            match me.send(&chat, &reply.text).await {
+                Ok(()) => Ok(crate::outbox::Sent::Delivered),
+                // Telegram will never take it (chat gone, bot blocked).
+                Err(TelegramError::Api { code, description }) if (400..500).contains(&code) => {
+                    Ok(crate::outbox::Sent::Undeliverable(format!(
+                        "Telegram refused it: {code} {description}"
+                    )))
                 }
+                Err(e) => Err(e.to_string()),
             }
-            if failed {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(60));
-            } else {
-                backoff = Duration::from_millis(250);
-                if pending.is_empty() {
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-            }
-        }
+        })
+        .await;
     }
 }
 

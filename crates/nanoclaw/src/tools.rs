@@ -351,7 +351,7 @@ impl Tools {
         &self.audit
     }
 
-    pub fn policy(&self) -> &Policy {
+    pub fn policy(&self) -> &Arc<Policy> {
         &self.policy
     }
 

@@ -9,7 +9,7 @@
 //!
 //! Outbound: replies for webhook chats are posted as `{"chat", "text", "reply_id"}` to the
 //! configured callback URL, signed the same way, and marked sent only after a 2xx; failures
-//! are retried with backoff, so a reply is delivered at least once.
+//! are retried with backoff ([`crate::outbox`]), so a reply is delivered at least once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -153,58 +153,25 @@ impl Webhook {
                 return;
             }
         };
-        let mut backoff = Duration::from_millis(250);
-        loop {
-            let pending = match store.unsent_on(CHANNEL, 50) {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::error!(error = %e, "reading the webhook outbox");
-                    Vec::new()
-                }
-            };
-            let mut failed = false;
-            for reply in &pending {
-                let chat = store.chat_of(CHANNEL, &reply.group).ok().flatten();
-                let body = json!({"chat": chat, "group": reply.group, "text": reply.text, "reply_id": reply.id}).to_string();
-                let sent = http
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .header(SIGNATURE_HEADER, sign(&self.key, body.as_bytes()))
-                    .body(body)
-                    .send()
-                    .await;
-                match sent {
-                    Ok(r) if r.status().is_success() => {
-                        let _ = store.mark_sent(&[reply.id]);
-                    }
-                    Ok(r) => {
-                        tracing::warn!(
-                            status = r.status().as_u16(),
-                            "webhook callback refused a reply; will retry"
-                        );
-                        failed = true;
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "webhook callback unreachable; will retry");
-                        failed = true;
-                        break;
-                    }
-                }
-            }
-            if failed {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(60));
+        let (me, http, url, store_ref) = (&*self, &http, url.as_str(), &*store);
+        crate::outbox::deliver(store_ref, CHANNEL, |reply| async move {
+            let chat = store_ref.chat_of(CHANNEL, &reply.group).ok().flatten();
+            let body = json!({"chat": chat, "group": reply.group, "text": reply.text, "reply_id": reply.id}).to_string();
+            let sent = http
+                .post(url)
+                .header("content-type", "application/json")
+                .header(SIGNATURE_HEADER, sign(&me.key, body.as_bytes()))
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| format!("callback unreachable: {e}"))?;
+            if sent.status().is_success() {
+                Ok(crate::outbox::Sent::Delivered)
             } else {
-                backoff = Duration::from_millis(250);
-                tokio::time::sleep(Duration::from_millis(if pending.is_empty() {
-                    250
-                } else {
-                    0
-                }))
-                .await;
+                Err(format!("callback answered {}", sent.status().as_u16()))
             }
-        }
+        })
+        .await;
     }
 }
 

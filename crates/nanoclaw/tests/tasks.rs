@@ -32,18 +32,8 @@ fn home(model: &ScriptedModel) -> (TestHome, u16) {
 }
 
 async fn start(h: &TestHome, port: u16) -> Daemon {
-    let mut c = h.command();
-    c.arg("run")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let child = c.spawn().unwrap();
+    let child = h.daemon(port).await;
     let token = std::fs::read_to_string(h.path().join("api.token")).unwrap();
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
     Daemon { child, port, token }
 }
 

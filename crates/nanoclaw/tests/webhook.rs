@@ -118,17 +118,7 @@ async fn signed_messages_are_routed_answered_and_replies_posted_signed() {
         .set_secret("WEBHOOK_KEY", KEY, &["--host", "hooks.invalid"])
         .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let mut c = h.command();
-    c.arg("run")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let mut daemon = c.spawn().unwrap();
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let mut daemon = h.daemon(port).await;
 
     // Refused before anything is stored: no signature, a wrong one, a signed malformed body.
     let hello = r#"{"id": "m1", "chat": "alice-dm", "sender": "alice", "text": "hi"}"#;
@@ -264,17 +254,7 @@ async fn an_unknown_sender_waits_until_the_owner_admits_them() {
         .set_secret("WEBHOOK_KEY", KEY, &["--host", "hooks.invalid"])
         .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let mut c = h.command();
-    c.arg("run")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let mut daemon = c.spawn().unwrap();
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let mut daemon = h.daemon(port).await;
     let first =
         r#"{"id": "e1", "chat": "room", "sender": "eve", "text": "@nanoclaw I am new here"}"#;
     let (code, body) = post(port, first, Some(&sign(first)));

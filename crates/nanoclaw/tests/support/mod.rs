@@ -143,6 +143,22 @@ impl TestHome {
         c
     }
 
+    /// Start `nanoclaw run` (output discarded) and wait until its API listens on `port`.
+    pub async fn daemon(&self, port: u16) -> tokio::process::Child {
+        let mut c = self.command();
+        c.arg("run")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let child = c.spawn().expect("start nanoclaw run");
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        child
+    }
+
     /// Run `nanoclaw ARGS...` to completion.
     pub async fn run(&self, args: &[&str]) -> Output {
         let fut = self.command().args(args).output();

@@ -1,0 +1,69 @@
+//! Delivering a channel's replies from the outbox: the one loop every outbound channel runs.
+//! A reply is marked sent only once the channel delivered it, or once the channel says it can
+//! never be delivered; any other failure stops the round and retries it after a doubling
+//! backoff, so replies go out in order and at least once.
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::store::{Outbound, Store};
+
+/// Replies read per round.
+const BATCH: usize = 20;
+/// How often an idle outbox is looked at, and the first and longest waits after a failure.
+const IDLE: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// How one delivery attempt ended, when it did not fail for now.
+pub enum Sent {
+    Delivered,
+    /// It can never be delivered (no chat to answer in, refused for good): logged and marked
+    /// sent so it stops.
+    Undeliverable(String),
+}
+
+/// Deliver `channel`'s replies with `send` until the process ends.
+pub async fn deliver<F, Fut>(store: &Store, channel: &str, mut send: F)
+where
+    F: FnMut(Outbound) -> Fut,
+    Fut: Future<Output = Result<Sent, String>>,
+{
+    let mut backoff = IDLE;
+    loop {
+        let pending = match store.unsent_on(channel, BATCH) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(channel, error = %e, "reading the outbox");
+                Vec::new()
+            }
+        };
+        let mut failed = false;
+        let idle = pending.is_empty();
+        for reply in pending {
+            let (id, group) = (reply.id, reply.group.clone());
+            match send(reply).await {
+                Ok(Sent::Delivered) => {
+                    let _ = store.mark_sent(&[id]);
+                }
+                Ok(Sent::Undeliverable(why)) => {
+                    tracing::warn!(channel, %group, %why, "reply cannot be delivered; dropped");
+                    let _ = store.mark_sent(&[id]);
+                }
+                Err(e) => {
+                    tracing::warn!(channel, error = %e, ?backoff, "sending failed; will retry");
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if failed {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        } else {
+            backoff = IDLE;
+            if idle {
+                tokio::time::sleep(IDLE).await;
+            }
+        }
+    }
+}
