@@ -1,6 +1,8 @@
 //! CONNECT passthrough throughput: 1 GiB from an origin on the host's loopback, fetched by curl
 //! directly on the host, and by curl inside a bwrap sandbox through the relay and the group's
-//! egress proxy (a CONNECT tunnel). Prints both and their ratio; asserts nothing.
+//! egress proxy (a CONNECT tunnel). Prints both, their ratio, and the CPU time the whole
+//! machine spent on each (from /proc/stat: the tunnel's extra hop is work for the cores the
+//! client and the origin also need); asserts nothing.
 //!
 //! Run with `cargo bench -p nanoclaw --bench egress`.
 
@@ -45,6 +47,26 @@ async fn origin() -> u16 {
     port
 }
 
+/// CPU seconds the whole machine has spent busy so far (all cores; /proc/stat counts in
+/// hundredths of a second).
+fn busy_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return f64::NAN;
+    };
+    // user nice system idle iowait irq softirq steal: everything but idle and iowait.
+    let ticks: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    let busy: f64 = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .filter_map(|&i| ticks.get(i))
+        .sum();
+    busy / 100.0
+}
+
 /// curl's seconds for the transfer, from its `-w` output.
 fn seconds(out: &str) -> f64 {
     out.split_whitespace()
@@ -71,16 +93,24 @@ fn main() {
         );
         let mut direct = Vec::new();
         let mut proxied = Vec::new();
+        let (mut direct_cpu, mut proxied_cpu) = (Vec::new(), Vec::new());
         for _ in 0..RUNS {
+            let before = busy_cpu_seconds();
             let out = tokio::process::Command::new("curl")
                 .args(["-s", "-o", "/dev/null", "-w", "%{time_total}", &url])
                 .output()
                 .await
                 .expect("curl");
             direct.push(seconds(&text(&out.stdout)));
+            let between = busy_cpu_seconds();
+            direct_cpu.push(between - before);
             let script = format!("curl -s -p --noproxy '' -x \"$HTTP_PROXY\" -o /dev/null -w '%{{time_total}}' {url}");
             let out = h.run(&["sandbox", "exec", "--", "bash", "-c", &script]).await;
             proxied.push(seconds(&text(&out.stdout)));
+            let after = busy_cpu_seconds();
+            // The same sandbox with no transfer: its start and stop are not the tunnel's work.
+            h.run(&["sandbox", "exec", "--", "true"]).await;
+            proxied_cpu.push((after - between) - (busy_cpu_seconds() - after));
         }
         let best = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
         let gib = BYTES as f64 / (1u64 << 30) as f64;
@@ -92,5 +122,15 @@ fn main() {
             gib * 1024.0 / p
         );
         println!("CONNECT passthrough throughput: {:.0}% of direct", 100.0 * d / p);
+        let (dc, pc) = (best(&direct_cpu), best(&proxied_cpu));
+        println!(
+            "CPU seconds, all cores: direct {dc:.2} (runs: {direct_cpu:.2?}); through the proxy {pc:.2}, less a bare sandbox's start (runs: {proxied_cpu:.2?})"
+        );
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        println!(
+            "with {cores} cores busy all the time, the proxied transfer takes at least {:.2} s: at best {:.0}% of direct",
+            pc / cores,
+            100.0 * d / (pc / cores)
+        );
     });
 }
