@@ -500,7 +500,12 @@ fn task_command(home: &Home, command: TaskCommand) -> anyhow::Result<ExitCode> {
                     took,
                     audit::format_time(r.started_at),
                     match (&r.error, &r.result) {
-                        (Some(e), _) => format!("\n  error: {e}"),
+                        (Some(e), _) => format!(
+                            "\n  error: {e}{}",
+                            r.retry_at
+                                .map(|at| format!("\n  tried again at {}", audit::format_time(at)))
+                                .unwrap_or_default()
+                        ),
                         (None, Some(res)) =>
                             format!("\n  result: {}", res.chars().take(200).collect::<String>()),
                         _ => String::new(),

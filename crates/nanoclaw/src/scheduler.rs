@@ -2,8 +2,9 @@
 //! tasks changed), claims every due slot in the store ([`tasks::claim_due`]) and runs each as
 //! an agent turn of its group, under the same sandbox and policy as a chat turn, one turn at a
 //! time per group, at most `max_concurrent_runs` task runs at once. A failed run is tried
-//! again after a backoff, up to `max_attempts`. Every run is audited and logged in the task's
-//! run log.
+//! again after a backoff, up to `max_attempts`: the store keeps when, and the retry is claimed
+//! like a due slot, so a restart in between does not lose it. Every run is audited and logged
+//! in the task's run log.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -106,8 +107,9 @@ impl Scheduler {
         }
     }
 
-    /// One claimed slot: run it, retrying failures after a backoff.
-    async fn execute(self: Arc<Self>, mut claim: Claim) {
+    /// One claimed slot or retry: run it, and if it fails with attempts left, record when to
+    /// try again.
+    async fn execute(self: Arc<Self>, claim: Claim) {
         let Ok(_run_slot) = Arc::clone(&self.runs).acquire_owned().await else {
             return;
         };
@@ -118,66 +120,60 @@ impl Scheduler {
             let _ = tasks::finish(
                 store,
                 claim.run_id,
-                Err("the task's group name is invalid"),
+                tasks::Outcome::Failed("the task's group name is invalid"),
                 self.clock.now_ms(),
             );
             return;
         };
-        loop {
-            let started = self.clock.now_ms();
-            audit.record(
-                "task_run",
-                Some(group.as_str()),
-                json!({"task": claim.task.id, "name": claim.task.name, "run": claim.run_id, "slot": claim.slot, "attempt": claim.attempt, "late_ms": started - claim.slot}),
-            );
-            let outcome = {
-                let Some(_turn) = self.queue.turn_slot(&group).await else {
-                    return;
-                };
-                agent
-                    .run_task_turn(
-                        &group,
-                        &claim.task.name,
-                        &claim.task.prompt,
-                        claim.task.isolated,
-                        claim.task.post,
-                    )
-                    .await
+        let started = self.clock.now_ms();
+        audit.record(
+            "task_run",
+            Some(group.as_str()),
+            json!({"task": claim.task.id, "name": claim.task.name, "run": claim.run_id, "slot": claim.slot, "attempt": claim.attempt, "late_ms": started - claim.slot}),
+        );
+        let outcome = {
+            let Some(_turn) = self.queue.turn_slot(&group).await else {
+                return;
             };
-            let outcome = match outcome {
-                Ok(result) => result,
-                Err(e) => Err(format!("{e:#}")),
-            };
-            let finished = self.clock.now_ms();
-            let result = match &outcome {
-                Ok(r) => Ok(r.as_str()),
-                Err(e) => Err(e.as_str()),
-            };
-            let _ = tasks::finish(store, claim.run_id, result, finished);
-            audit.record(
-                "task_run_finished",
-                Some(group.as_str()),
-                json!({"task": claim.task.id, "run": claim.run_id, "ok": outcome.is_ok(), "duration_ms": finished - started, "error": outcome.as_ref().err()}),
-            );
-            match outcome {
-                Ok(_) => return,
-                Err(error) if claim.attempt < self.limits.max_attempts => {
-                    let backoff = self.limits.retry_backoff * 2u32.pow(claim.attempt - 1);
-                    tracing::warn!(task = claim.task.id, attempt = claim.attempt, %error, ?backoff, "task run failed; trying again");
-                    tokio::time::sleep(backoff).await;
-                    match tasks::retry(store, &claim, self.clock.now_ms()) {
-                        Ok(next) => claim = next,
-                        Err(e) => {
-                            tracing::error!(error = %e, "could not record a retry");
-                            return;
-                        }
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(task = claim.task.id, attempts = claim.attempt, %error, "task run failed; no attempts left");
-                    return;
-                }
+            agent
+                .run_task_turn(
+                    &group,
+                    &claim.task.name,
+                    &claim.task.prompt,
+                    claim.task.isolated,
+                    claim.task.post,
+                )
+                .await
+        };
+        let outcome = match outcome {
+            Ok(result) => result,
+            Err(e) => Err(format!("{e:#}")),
+        };
+        let finished = self.clock.now_ms();
+        let recorded = match &outcome {
+            Ok(result) => tasks::Outcome::Ok(result),
+            Err(error) if claim.attempt < self.limits.max_attempts => {
+                let backoff = self.limits.retry_backoff * 2u32.pow(claim.attempt - 1);
+                tracing::warn!(task = claim.task.id, attempt = claim.attempt, %error, ?backoff, "task run failed; trying again");
+                let backoff_ms = i64::try_from(backoff.as_millis()).unwrap_or(i64::MAX);
+                tasks::Outcome::Retry(error, finished.saturating_add(backoff_ms))
             }
+            Err(error) => {
+                tracing::warn!(task = claim.task.id, attempts = claim.attempt, %error, "task run failed; no attempts left");
+                tasks::Outcome::Failed(error)
+            }
+        };
+        if let Err(e) = tasks::finish(store, claim.run_id, recorded, finished) {
+            tracing::error!(task = claim.task.id, error = %e, "could not record how a task run ended");
+        }
+        audit.record(
+            "task_run_finished",
+            Some(group.as_str()),
+            json!({"task": claim.task.id, "run": claim.run_id, "ok": outcome.is_ok(), "duration_ms": finished - started, "error": outcome.as_ref().err()}),
+        );
+        if matches!(recorded, tasks::Outcome::Retry(..)) {
+            // The runner's sleep was computed before this retry existed.
+            self.wake.notify_one();
         }
     }
 }

@@ -172,6 +172,12 @@ CREATE TABLE mail_threads (
     refs            TEXT NOT NULL
 );
 "#,
+    // A failed task run with attempts left names when to try again, so a restart does not
+    // forget it.
+    r#"
+ALTER TABLE task_runs ADD COLUMN retry_at INTEGER;
+CREATE INDEX task_runs_retry ON task_runs(retry_at) WHERE retry_at IS NOT NULL;
+"#,
 ];
 
 /// Store errors carry SQLite's message; the caller adds what it was doing.

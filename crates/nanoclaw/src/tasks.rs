@@ -4,7 +4,9 @@
 //! A claim is one transaction: it records a run for the task's due slot and moves the task's
 //! next due time past both that slot and now, so slots missed while the daemon was down become
 //! one catch-up run (or none, for tasks that skip missed slots). A run the daemon was in the
-//! middle of when it died is marked abandoned at the next start, never run again.
+//! middle of when it died is marked abandoned at the next start, never run again. A failed run
+//! with attempts left records when to try again (`retry_at`); the retry is claimed like a due
+//! slot, so it survives a restart. Pausing or removing a task drops its pending retry.
 
 use rusqlite::{OptionalExtension, params};
 
@@ -190,107 +192,160 @@ pub fn set_status(
         _ => task.next_due,
     };
     store.with_conn(|c| {
-        c.execute(
+        let tx = rusqlite::Transaction::new_unchecked(c, rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute(
             "UPDATE tasks SET status = ?2, next_due = ?3 WHERE id = ?1",
             params![id, status, next_due],
         )?;
+        if status != "active" {
+            tx.execute(
+                "UPDATE task_runs SET retry_at = NULL WHERE task_id = ?1 AND retry_at IS NOT NULL",
+                [id],
+            )?;
+        }
+        tx.commit()?;
         Ok(())
     })?;
     get(store, id)?.ok_or(TaskError::NotFound(id))
 }
 
-/// The earliest next due time among active tasks.
+/// The earliest time something comes due: an active task's next slot or a pending retry.
 pub fn next_due(store: &Store) -> Result<Option<i64>, StoreError> {
     store.with_conn(|c| {
         Ok(c.query_row(
-            "SELECT min(next_due) FROM tasks WHERE status = 'active'",
+            "SELECT min(due) FROM (
+                SELECT min(next_due) AS due FROM tasks WHERE status = 'active'
+                UNION ALL SELECT min(retry_at) FROM task_runs WHERE retry_at IS NOT NULL)",
             [],
             |r| r.get(0),
         )?)
     })
 }
 
-/// Claim every slot due at `now`: record a run for it and move its task past it, in one
-/// transaction. A slot claimed here never runs again, whatever happens next.
+/// Claim every slot due at `now` (recording a run for it and moving its task past it) and
+/// every retry due by then, in one transaction. A slot or retry claimed here never runs
+/// again, whatever happens next.
 pub fn claim_due(store: &Store, now: i64) -> Result<Vec<Claim>, StoreError> {
     store.with_conn(|c| {
         let tx = rusqlite::Transaction::new_unchecked(c, rusqlite::TransactionBehavior::Immediate)?;
-        let due: Vec<Task> = {
-            let mut stmt = tx.prepare(&format!(
-                "SELECT {COLUMNS} FROM tasks WHERE status = 'active' AND next_due <= ?1 ORDER BY next_due"
-            ))?;
-            stmt.query_map([now], read_task)?
-                .collect::<Result<Vec<_>, _>>()?
-        };
-        let mut claims = Vec::new();
-        for task in due {
-            let Some(slot) = task.next_due else { continue };
-            let next = task
-                .schedule()
-                .ok()
-                .and_then(|s| s.next_after(slot.max(now)));
-            let status = if next.is_some() { "active" } else { "done" };
-            tx.execute(
-                "UPDATE tasks SET next_due = ?2, status = ?3 WHERE id = ?1",
-                params![task.id, next, status],
-            )?;
-            let missed = now - slot >= GRACE_MS;
-            if missed && !task.catch_up {
-                tx.execute(
-                    "INSERT INTO task_runs (task_id, slot, attempt, status, started_at, finished_at, error)
-                     VALUES (?1, ?2, 1, 'skipped', ?3, ?3, 'missed while the daemon was down; this task skips missed slots')",
-                    params![task.id, slot, now],
-                )?;
-                continue;
-            }
-            tx.execute(
-                "INSERT INTO task_runs (task_id, slot, attempt, status, started_at) VALUES (?1, ?2, 1, 'running', ?3)",
-                params![task.id, slot, now],
-            )?;
-            claims.push(Claim {
-                run_id: tx.last_insert_rowid(),
-                task,
-                slot,
-                attempt: 1,
-            });
-        }
+        let mut claims = claim_slots(&tx, now)?;
+        claims.extend(claim_retries(&tx, now)?);
         tx.commit()?;
         Ok(claims)
     })
 }
 
-/// Record another attempt at a claimed slot.
-pub fn retry(store: &Store, claim: &Claim, now: i64) -> Result<Claim, StoreError> {
-    let attempt = claim.attempt + 1;
-    let run_id = store.with_conn(|c| {
-        c.execute(
-            "INSERT INTO task_runs (task_id, slot, attempt, status, started_at) VALUES (?1, ?2, ?3, 'running', ?4)",
-            params![claim.task.id, claim.slot, attempt, now],
+fn claim_slots(tx: &rusqlite::Transaction<'_>, now: i64) -> Result<Vec<Claim>, StoreError> {
+    let due: Vec<Task> = {
+        let mut stmt = tx.prepare(&format!(
+                "SELECT {COLUMNS} FROM tasks WHERE status = 'active' AND next_due <= ?1 ORDER BY next_due"
+            ))?;
+        stmt.query_map([now], read_task)?
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    let mut claims = Vec::new();
+    for task in due {
+        let Some(slot) = task.next_due else { continue };
+        let next = task
+            .schedule()
+            .ok()
+            .and_then(|s| s.next_after(slot.max(now)));
+        let status = if next.is_some() { "active" } else { "done" };
+        tx.execute(
+            "UPDATE tasks SET next_due = ?2, status = ?3 WHERE id = ?1",
+            params![task.id, next, status],
         )?;
-        Ok(c.last_insert_rowid())
-    })?;
-    Ok(Claim {
-        run_id,
-        attempt,
-        ..claim.clone()
-    })
+        let missed = now - slot >= GRACE_MS;
+        if missed && !task.catch_up {
+            tx.execute(
+                    "INSERT INTO task_runs (task_id, slot, attempt, status, started_at, finished_at, error)
+                     VALUES (?1, ?2, 1, 'skipped', ?3, ?3, 'missed while the daemon was down; this task skips missed slots')",
+                    params![task.id, slot, now],
+                )?;
+            continue;
+        }
+        tx.execute(
+                "INSERT INTO task_runs (task_id, slot, attempt, status, started_at) VALUES (?1, ?2, 1, 'running', ?3)",
+                params![task.id, slot, now],
+            )?;
+        claims.push(Claim {
+            run_id: tx.last_insert_rowid(),
+            task,
+            slot,
+            attempt: 1,
+        });
+    }
+    Ok(claims)
+}
+
+/// The next attempt of each failed run whose retry is due, for the same slot.
+fn claim_retries(tx: &rusqlite::Transaction<'_>, now: i64) -> Result<Vec<Claim>, StoreError> {
+    let due: Vec<(i64, i64, i64, u32)> = {
+        let mut stmt = tx.prepare(
+            "SELECT id, task_id, slot, attempt FROM task_runs WHERE retry_at <= ?1 ORDER BY retry_at",
+        )?;
+        stmt.query_map([now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    let mut claims = Vec::new();
+    for (failed_run, task_id, slot, attempt) in due {
+        tx.execute(
+            "UPDATE task_runs SET retry_at = NULL WHERE id = ?1",
+            [failed_run],
+        )?;
+        let task = tx
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM tasks WHERE id = ?1"),
+                [task_id],
+                read_task,
+            )
+            .optional()?;
+        // A one-shot is done once claimed; its retries still run. Pausing and removing drop
+        // retries, so another status here is only a guard.
+        let Some(task) = task.filter(|t| t.status == "active" || t.status == "done") else {
+            continue;
+        };
+        let attempt = attempt.saturating_add(1);
+        tx.execute(
+            "INSERT INTO task_runs (task_id, slot, attempt, status, started_at) VALUES (?1, ?2, ?3, 'running', ?4)",
+            params![task_id, slot, attempt, now],
+        )?;
+        claims.push(Claim {
+            run_id: tx.last_insert_rowid(),
+            task,
+            slot,
+            attempt,
+        });
+    }
+    Ok(claims)
+}
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug)]
+pub enum Outcome<'a> {
+    Ok(&'a str),
+    /// Failed for good.
+    Failed(&'a str),
+    /// Failed; to be tried again at this time (ms since the epoch).
+    Retry(&'a str, i64),
 }
 
 /// Record how a run ended.
 pub fn finish(
     store: &Store,
     run_id: i64,
-    outcome: Result<&str, &str>,
+    outcome: Outcome<'_>,
     now: i64,
 ) -> Result<(), StoreError> {
-    let (status, result, error) = match outcome {
-        Ok(r) => ("ok", Some(r), None),
-        Err(e) => ("failed", None, Some(e)),
+    let (status, result, error, retry_at) = match outcome {
+        Outcome::Ok(r) => ("ok", Some(r), None, None),
+        Outcome::Failed(e) => ("failed", None, Some(e), None),
+        Outcome::Retry(e, at) => ("failed", None, Some(e), Some(at)),
     };
     store.with_conn(|c| {
         c.execute(
-            "UPDATE task_runs SET status = ?2, result = ?3, error = ?4, finished_at = ?5 WHERE id = ?1",
-            params![run_id, status, result, error, now],
+            "UPDATE task_runs SET status = ?2, result = ?3, error = ?4, finished_at = ?5, retry_at = ?6 WHERE id = ?1",
+            params![run_id, status, result, error, now, retry_at],
         )?;
         Ok(())
     })
@@ -317,12 +372,14 @@ pub struct Run {
     pub finished_at: Option<i64>,
     pub error: Option<String>,
     pub result: Option<String>,
+    /// When a failed run is to be tried again.
+    pub retry_at: Option<i64>,
 }
 
 pub fn runs(store: &Store, task: i64, limit: usize) -> Result<Vec<Run>, StoreError> {
     store.with_conn(|c| {
         let mut stmt = c.prepare(
-            "SELECT id, slot, attempt, status, started_at, finished_at, error, result FROM task_runs WHERE task_id = ?1 ORDER BY id DESC LIMIT ?2",
+            "SELECT id, slot, attempt, status, started_at, finished_at, error, result, retry_at FROM task_runs WHERE task_id = ?1 ORDER BY id DESC LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![task, limit as i64], |r| {
             Ok(Run {
@@ -334,6 +391,7 @@ pub fn runs(store: &Store, task: i64, limit: usize) -> Result<Vec<Run>, StoreErr
                 finished_at: r.get(5)?,
                 error: r.get(6)?,
                 result: r.get(7)?,
+                retry_at: r.get(8)?,
             })
         })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -439,6 +497,62 @@ mod tests {
         let c = claim_due(&s, MIN).unwrap().remove(0);
         assert_eq!(abandon_running(&s, 2 * MIN).unwrap(), 1);
         assert_eq!(runs(&s, c.task.id, 1).unwrap()[0].status, "abandoned");
+    }
+
+    #[test]
+    fn a_failed_run_is_claimed_again_when_its_retry_is_due() {
+        let (_d, s) = store();
+        let t = add(&s, &every_minute(true), 0).unwrap();
+        let first = claim_due(&s, MIN).unwrap().remove(0);
+        finish(
+            &s,
+            first.run_id,
+            Outcome::Retry("boom", MIN + 500),
+            MIN + 100,
+        )
+        .unwrap();
+        assert_eq!(next_due(&s).unwrap(), Some(MIN + 500));
+        assert!(claim_due(&s, MIN + 499).unwrap().is_empty());
+        let again = claim_due(&s, MIN + 500).unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!((again[0].slot, again[0].attempt), (MIN, 2));
+        assert_eq!(again[0].task.id, t.id);
+        // Claimed once: the retry is gone.
+        assert!(claim_due(&s, MIN + 600).unwrap().is_empty());
+        assert_eq!(next_due(&s).unwrap(), Some(2 * MIN));
+        finish(
+            &s,
+            again[0].run_id,
+            Outcome::Failed("boom again"),
+            MIN + 700,
+        )
+        .unwrap();
+        let log = runs(&s, t.id, 10).unwrap();
+        assert_eq!(log.len(), 2);
+        assert!(
+            log.iter()
+                .all(|r| r.status == "failed" && r.retry_at.is_none())
+        );
+    }
+
+    #[test]
+    fn a_done_one_shot_is_retried_and_pausing_drops_a_retry() {
+        let (_d, s) = store();
+        let mut once = every_minute(true);
+        once.when = When::At("1970-01-01T00:01:00Z".into());
+        let once = add(&s, &once, 0).unwrap();
+        let c = claim_due(&s, MIN).unwrap().remove(0);
+        finish(&s, c.run_id, Outcome::Retry("boom", MIN + 1), MIN).unwrap();
+        assert_eq!(get(&s, once.id).unwrap().unwrap().status, "done");
+        assert_eq!(claim_due(&s, MIN + 1).unwrap().len(), 1);
+
+        let t = add(&s, &every_minute(true), MIN).unwrap();
+        let c = claim_due(&s, 2 * MIN).unwrap().remove(0);
+        assert_eq!(c.task.id, t.id);
+        finish(&s, c.run_id, Outcome::Retry("boom", 2 * MIN + 1), 2 * MIN).unwrap();
+        set_status(&s, t.id, "paused", None, 2 * MIN).unwrap();
+        assert!(claim_due(&s, 3 * MIN).unwrap().is_empty());
+        assert_eq!(runs(&s, t.id, 1).unwrap()[0].retry_at, None);
     }
 
     #[test]

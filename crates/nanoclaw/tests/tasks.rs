@@ -1,6 +1,7 @@
 //! Scheduled tasks end to end: the `task` commands, the daemon running due tasks as turns and
-//! posting their results, catch-up after downtime, a run killed mid-way never repeated, and
-//! the agent's own task tools behind the policy gate.
+//! posting their results, catch-up after downtime, a run killed mid-way never repeated, a
+//! failed run retried (across a restart too), and the agent's own task tools behind the policy
+//! gate.
 
 mod support;
 
@@ -16,6 +17,10 @@ struct Daemon {
 }
 
 fn home(model: &ScriptedModel) -> (TestHome, u16) {
+    home_with_backoff(model, 1)
+}
+
+fn home_with_backoff(model: &ScriptedModel, backoff_secs: u32) -> (TestHome, u16) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -25,7 +30,7 @@ fn home(model: &ScriptedModel) -> (TestHome, u16) {
         Wire::Anthropic,
         &model.url,
         &format!(
-            "[sandbox]\nbackend = \"bwrap\"\n[api]\nlisten = \"127.0.0.1:{port}\"\n[scheduler]\nretry_backoff_secs = 1\n"
+            "[sandbox]\nbackend = \"bwrap\"\n[api]\nlisten = \"127.0.0.1:{port}\"\n[scheduler]\nretry_backoff_secs = {backoff_secs}\n"
         ),
     );
     (h, port)
@@ -449,5 +454,69 @@ async fn a_failed_run_is_tried_again_after_a_backoff() {
         "{log}"
     );
     assert!(log.contains("error:"), "{log}");
+    d.kill().await;
+}
+
+#[tokio::test]
+async fn a_retry_pending_when_the_daemon_stops_runs_after_the_restart() {
+    let model = ScriptedModel::start(
+        Wire::Anthropic,
+        vec![
+            Step::Status(400, "{\"error\": {\"message\": \"try later\"}}".into()),
+            Step::Text("after the restart".into()),
+        ],
+    )
+    .await;
+    let (h, port) = home_with_backoff(&model, 4);
+    assert!(
+        h.run(&[
+            "task", "add", "--name", "flaky", "--every", "1h", "--prompt", "try"
+        ])
+        .await
+        .status
+        .success()
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    db(&h)
+        .execute("UPDATE tasks SET next_due = ?1", [now])
+        .unwrap();
+    let d = start(&h, port).await;
+    until("the first attempt failed", async || {
+        runs(&h, 1).first().is_some_and(|r| r.0 == "failed")
+    })
+    .await;
+    d.kill().await;
+    let retry_at: Option<i64> = db(&h)
+        .query_row("SELECT retry_at FROM task_runs WHERE id = 1", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let retry_at = retry_at.expect("the failed run names when to try again");
+    assert!(retry_at > now, "{retry_at} <= {now}");
+    let log = text(&h.run(&["task", "runs", "1"]).await.stdout);
+    assert!(log.contains("tried again at"), "{log}");
+    assert_eq!(model.requests().len(), 1);
+
+    let d = start(&h, port).await;
+    until("the retry ran after the restart", async || {
+        runs(&h, 1).iter().any(|r| r.0 == "ok")
+    })
+    .await;
+    let r = runs(&h, 1);
+    assert_eq!(r.len(), 2, "{r:?}");
+    assert_eq!(r[0].1, r[1].1, "both attempts are for the same slot");
+    let started: i64 = db(&h)
+        .query_row("SELECT started_at FROM task_runs WHERE id = 2", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert!(started >= retry_at, "the retry ran before its time");
+    let log = text(&h.run(&["task", "runs", "1"]).await.stdout);
+    assert!(log.contains("(attempt 2): ok"), "{log}");
+    assert!(!log.contains("tried again at"), "{log}");
+    assert_eq!(model.requests().len(), 2);
     d.kill().await;
 }
