@@ -272,43 +272,22 @@ pub fn export(
     Ok(())
 }
 
-/// Days since 1970-01-01 of a civil date (proleptic Gregorian).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 /// `at` (milliseconds since the epoch) as `YYYY-MM-DDTHH:MM:SSZ`.
 pub fn format_time(at: i64) -> String {
-    let secs = at.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    match jiff::Timestamp::from_millisecond(at) {
+        Ok(t) => t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        // Beyond the years jiff represents (±9999): no stored time is, but say something.
+        Err(_) => format!("{at} ms since the epoch"),
+    }
 }
 
-/// `--since`: unix seconds, `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM:SSZ`, or an age (`30m`, `2h`,
-/// `7d`, `45s`) before `now_ms`. Milliseconds since the epoch.
+/// `--since`: unix seconds, a date (`YYYY-MM-DD`, UTC midnight), an RFC 3339 time
+/// (`2026-11-18T11:06:40Z`; a zone offset is required), or an age (`30m`, `2h`, `7d`, `45s`)
+/// before `now_ms`. Milliseconds since the epoch.
 pub fn parse_since(text: &str, now_ms: i64) -> Option<i64> {
     let t = text.trim();
     if let Ok(secs) = t.parse::<i64>() {
-        return Some(secs * 1000);
+        return secs.checked_mul(1000);
     }
     if let Some(unit) = t.chars().last().filter(|c| "smhd".contains(*c)) {
         let n: i64 = t[..t.len() - 1].parse().ok()?;
@@ -318,25 +297,15 @@ pub fn parse_since(text: &str, now_ms: i64) -> Option<i64> {
             'h' => 3600,
             _ => 86_400,
         };
-        return Some(now_ms - n * secs * 1000);
+        return now_ms.checked_sub(n.checked_mul(secs * 1000)?);
     }
-    let (date, clock) = match t.split_once('T') {
-        Some((d, c)) => (d, Some(c.strip_suffix('Z')?)),
-        None => (t, None),
+    // Only a bare date is read as a date: jiff would also take the date out of a longer
+    // string and drop its time.
+    let at = if t.len() == "YYYY-MM-DD".len() {
+        let date = t.parse::<jiff::civil::Date>().ok()?;
+        date.to_zoned(jiff::tz::TimeZone::UTC).ok()?.timestamp()
+    } else {
+        t.parse::<jiff::Timestamp>().ok()?
     };
-    let mut parts = date.split('-').map(|p| p.parse::<i64>().ok());
-    let (y, m, d) = (parts.next()??, parts.next()??, parts.next()??);
-    if parts.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return None;
-    }
-    let mut secs = days_from_civil(y, m, d) * 86_400;
-    if let Some(c) = clock {
-        let mut hms = c.split(':').map(|p| p.parse::<i64>().ok());
-        let (h, mi, s) = (hms.next()??, hms.next()??, hms.next()??);
-        if hms.next().is_some() || h > 23 || mi > 59 || s > 60 {
-            return None;
-        }
-        secs += h * 3600 + mi * 60 + s;
-    }
-    Some(secs * 1000)
+    Some(at.as_millisecond())
 }

@@ -15,6 +15,10 @@ fn times_format_and_parse() {
     assert_eq!(parse_since("1970-01-02", 0), Some(86_400_000));
     assert_eq!(parse_since("1795000000", 0), Some(1_795_000_000_000));
     assert_eq!(parse_since("2h", 10_000_000), Some(10_000_000 - 7_200_000));
+    assert_eq!(
+        parse_since("2026-11-18T13:06:40+02:00", 0),
+        Some(1_795_000_000_000)
+    );
     for bad in [
         "",
         "yesterday",
@@ -22,6 +26,9 @@ fn times_format_and_parse() {
         "2026-11-18T25:00:00Z",
         "5w",
         "2026-11-18T08:26:40",
+        "2026-02-30",
+        "99999999999999999",
+        "99999999999999999d",
     ] {
         assert_eq!(parse_since(bad, 0), None, "{bad}");
     }

@@ -251,7 +251,7 @@ enum AuditCommand {
         /// policy_decision, approval_requested, approval_answered, tool_result, egress, ...).
         #[arg(long)]
         kind: Option<String>,
-        /// Only events since: unix seconds, YYYY-MM-DD[THH:MM:SSZ], or an age such as 30m, 2h, 7d.
+        /// Only events since: unix seconds, YYYY-MM-DD, an RFC 3339 time such as 2026-11-18T09:00:00Z, or an age such as 30m, 2h, 7d.
         #[arg(long, value_name = "TIME")]
         since: Option<String>,
     },
@@ -736,7 +736,7 @@ fn audit_command(home: &Home, command: AuditCommand) -> anyhow::Result<ExitCode>
             let since = match since {
                 Some(s) => Some(
                     audit::parse_since(&s, store::now())
-                        .ok_or_else(|| UsageError(format!("--since {s:?}: expected unix seconds, YYYY-MM-DD[THH:MM:SSZ], or an age such as 30m, 2h, 7d")))?,
+                        .ok_or_else(|| UsageError(format!("--since {s:?}: expected unix seconds, YYYY-MM-DD, an RFC 3339 time such as 2026-11-18T09:00:00Z, or an age such as 30m, 2h, 7d")))?,
                 ),
                 None => None,
             };
