@@ -228,25 +228,117 @@ fn read_stored(r: &rusqlite::Row<'_>) -> rusqlite::Result<Stored> {
     })
 }
 
-/// Check the whole chain. Ok(count) or where it breaks.
-pub fn verify(db: &Path) -> anyhow::Result<Result<u64, audit::Broken>> {
+/// An event's position and hash, written `SEQ:HEX`. The newest event's, kept outside the data
+/// dir, later proves that nothing up to it was changed or removed: the chain alone cannot show
+/// that its newest events were cut off.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Anchor {
+    pub seq: u64,
+    pub hash: Vec<u8>,
+}
+
+impl std::fmt::Display for Anchor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:", self.seq)?;
+        self.hash.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl std::str::FromStr for Anchor {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = |why: &str| {
+            format!("{text:?} is not an anchor (SEQ:HASH, as `audit verify` prints it): {why}")
+        };
+        let (seq, hex) = text.trim().split_once(':').ok_or_else(|| bad("no ':'"))?;
+        let seq = seq
+            .parse::<u64>()
+            .ok()
+            .filter(|s| *s >= 1)
+            .ok_or_else(|| bad("SEQ is not an event number"))?;
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad("HASH is not 64 hex digits"));
+        }
+        let hash = (0..64)
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
+            .collect::<Result<Vec<u8>, _>>()
+            .map_err(|_| bad("HASH is not 64 hex digits"))?;
+        Ok(Anchor { seq, hash })
+    }
+}
+
+/// A chain that verified: how many events, and its newest event.
+#[derive(Debug)]
+pub struct Verified {
+    pub events: u64,
+    pub head: Option<Anchor>,
+}
+
+/// Why the log did not verify.
+#[derive(Debug, thiserror::Error)]
+pub enum Unverified {
+    #[error(transparent)]
+    Broken(#[from] audit::Broken),
+    #[error(
+        "the audit log ends at event {last}, before the anchor's event {anchored}: events were removed from its end"
+    )]
+    Cut { last: u64, anchored: u64 },
+    #[error(
+        "event {0} does not have the anchor's hash: the log up to it was rewritten (its chain was recomputed)"
+    )]
+    Rewritten(u64),
+}
+
+/// Check the whole chain, and that it still holds `anchor` if one is given.
+pub fn verify(db: &Path, anchor: Option<&Anchor>) -> anyhow::Result<Result<Verified, Unverified>> {
     let conn = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
         .with_context(|| format!("opening {}", db.display()))?;
     let mut stmt = conn
         .prepare("SELECT seq, at, kind, group_id, body, prev_hash, hash FROM audit ORDER BY seq")?;
     let mut failure = None;
-    let rows = stmt.query_map([], read_stored)?.map_while(|r| match r {
-        Ok(s) => Some(s),
-        Err(e) => {
-            failure = Some(e);
-            None
-        }
-    });
+    let mut head = None;
+    let mut at_anchor = None;
+    let rows = stmt
+        .query_map([], read_stored)?
+        .map_while(|r| match r {
+            Ok(s) => Some(s),
+            Err(e) => {
+                failure = Some(e);
+                None
+            }
+        })
+        .inspect(|s| {
+            if anchor.is_some_and(|a| a.seq == s.seq) {
+                at_anchor = Some(s.hash.clone());
+            }
+            head = Some(Anchor {
+                seq: s.seq,
+                hash: s.hash.clone(),
+            });
+        });
     let result = audit::verify(rows);
     if let Some(e) = failure {
         return Err(e).context("reading the audit log");
     }
-    Ok(result)
+    let events = match result {
+        Ok(n) => n,
+        Err(broken) => return Ok(Err(broken.into())),
+    };
+    if let Some(anchor) = anchor {
+        match at_anchor {
+            None => {
+                return Ok(Err(Unverified::Cut {
+                    last: events,
+                    anchored: anchor.seq,
+                }));
+            }
+            Some(hash) if hash != anchor.hash => return Ok(Err(Unverified::Rewritten(anchor.seq))),
+            Some(_) => {}
+        }
+    }
+    Ok(Ok(Verified { events, head }))
 }
 
 /// Each matching event's body (canonical JSON), in order, to `out`.

@@ -56,7 +56,7 @@ fn events_chain_redact_and_verify() {
         );
     }
     a.close();
-    assert_eq!(verify(&db).unwrap(), Ok(100));
+    assert_eq!(verify(&db, None).unwrap().unwrap().events, 100);
     let mut bodies = Vec::new();
     export(&db, &Filter::default(), |s| {
         bodies.push(s.body.clone());
@@ -82,7 +82,7 @@ fn two_writers_share_one_chain() {
     }
     a.close();
     b.close();
-    assert_eq!(verify(&db).unwrap(), Ok(400));
+    assert_eq!(verify(&db, None).unwrap().unwrap().events, 400);
 }
 
 #[test]
@@ -94,4 +94,97 @@ fn the_table_refuses_updates_and_deletes() {
     let conn = Connection::open(&db).unwrap();
     assert!(conn.execute("UPDATE audit SET kind = 'y'", []).is_err());
     assert!(conn.execute("DELETE FROM audit", []).is_err());
+}
+
+#[test]
+fn anchors_parse_and_print_the_same() {
+    let text = format!("42:{}", "ab".repeat(32));
+    let anchor: Anchor = text.parse().unwrap();
+    assert_eq!((anchor.seq, anchor.hash.len()), (42, 32));
+    assert_eq!(anchor.to_string(), text);
+    let hex = "ab".repeat(32);
+    for bad in [
+        String::new(),
+        "42".into(),
+        "x:ab".into(),
+        format!("0:{hex}"),
+        format!("-1:{hex}"),
+        format!("42:{}", "ab".repeat(31)),
+        format!("42:{}", "zz".repeat(32)),
+        format!("42:{}", "é".repeat(32)),
+    ] {
+        let err = bad.parse::<Anchor>().unwrap_err();
+        assert!(err.contains("not an anchor"), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn an_anchor_finds_a_cut_and_a_recomputed_chain() {
+    let (_dir, db) = open();
+    let a = Audit::open(&db, Replacer::default()).unwrap();
+    for i in 0..10 {
+        a.record("x", None, json!(i));
+    }
+    a.close();
+    let verified = verify(&db, None).unwrap().unwrap();
+    let head = verified.head.unwrap();
+    assert_eq!(head.seq, 10);
+    assert!(verify(&db, Some(&head)).unwrap().is_ok());
+    let early = Anchor {
+        seq: 3,
+        hash: Connection::open(&db)
+            .unwrap()
+            .query_row("SELECT hash FROM audit WHERE seq = 3", [], |r| r.get(0))
+            .unwrap(),
+    };
+    assert!(verify(&db, Some(&early)).unwrap().is_ok());
+
+    // Someone with the file drops the guards and cuts the newest two events: the chain alone
+    // still verifies; the anchor does not.
+    let conn = Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE seq > 8;",
+    )
+    .unwrap();
+    assert_eq!(verify(&db, None).unwrap().unwrap().events, 8);
+    let cut = verify(&db, Some(&head)).unwrap().unwrap_err();
+    assert!(
+        matches!(
+            cut,
+            Unverified::Cut {
+                last: 8,
+                anchored: 10
+            }
+        ),
+        "{cut}"
+    );
+    assert!(cut.to_string().contains("removed"), "{cut}");
+
+    // Then rewrites event 2 and recomputes every hash after it: the chain verifies again, the
+    // anchor at event 3 does not.
+    let rows: Vec<(i64, String)> = conn
+        .prepare("SELECT seq, body FROM audit ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let mut prev = nanoclaw_core::audit::GENESIS;
+    for (seq, body) in rows {
+        let body = if seq == 2 {
+            body.replace("\"data\":1", "\"data\":7")
+        } else {
+            body
+        };
+        let hash = nanoclaw_core::audit::hash(&prev, &body);
+        conn.execute(
+            "UPDATE audit SET body = ?2, prev_hash = ?3, hash = ?4 WHERE seq = ?1",
+            rusqlite::params![seq, body, &prev[..], &hash[..]],
+        )
+        .unwrap();
+        prev = hash;
+    }
+    assert_eq!(verify(&db, None).unwrap().unwrap().events, 8);
+    let rewritten = verify(&db, Some(&early)).unwrap().unwrap_err();
+    assert!(matches!(rewritten, Unverified::Rewritten(3)), "{rewritten}");
 }

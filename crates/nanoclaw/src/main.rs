@@ -241,8 +241,14 @@ enum ApprovalsCommand {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Check the hash chain; exit 1 naming the first broken event.
-    Verify,
+    /// Check the hash chain; exit 1 naming the first broken event. Prints the newest event's
+    /// SEQ:HASH: kept elsewhere, it later proves nothing up to it was changed or removed.
+    Verify {
+        /// A SEQ:HASH printed by an earlier verify: fail unless the log still holds that event
+        /// with that hash.
+        #[arg(long, value_name = "SEQ:HASH")]
+        anchor: Option<audit::Anchor>,
+    },
     /// Events, oldest first.
     Show {
         #[arg(long)]
@@ -721,9 +727,15 @@ fn audit_command(home: &Home, command: AuditCommand) -> anyhow::Result<ExitCode>
     let db = home.db_path();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match command {
-        AuditCommand::Verify => match audit::verify(&db)? {
-            Ok(n) => {
-                writeln!(out, "ok: {n} events, hash chain intact")?;
+        AuditCommand::Verify { anchor } => match audit::verify(&db, anchor.as_ref())? {
+            Ok(verified) => {
+                writeln!(out, "ok: {} events, hash chain intact", verified.events)?;
+                if let Some(anchor) = anchor {
+                    writeln!(out, "anchor {anchor} holds")?;
+                }
+                if let Some(head) = verified.head {
+                    writeln!(out, "newest: {head}")?;
+                }
                 Ok(ExitCode::SUCCESS)
             }
             Err(broken) => {

@@ -1,6 +1,7 @@
 //! The audit log end to end: a turn leaves every kind of event in a chain that verifies, and
 //! each kind of tampering with the stored chain (edit, delete, insert, reorder) is found at its
-//! position by `nanoclaw audit verify`.
+//! position by `nanoclaw audit verify`, and events cut from the end are found against an
+//! anchor kept from an earlier verify.
 
 mod support;
 
@@ -131,6 +132,49 @@ async fn a_deleted_event_is_found() {
     assert!(
         out.contains("broken at event 4: event 4 is missing"),
         "{out}"
+    );
+}
+
+#[tokio::test]
+async fn events_cut_from_the_end_are_found_against_an_anchor() {
+    let (_m, h) = home_with_a_turn().await;
+    let (code, out) = verify(&h).await;
+    assert_eq!(code, Some(0), "{out}");
+    let newest = out
+        .lines()
+        .find_map(|l| l.strip_prefix("newest: "))
+        .unwrap_or_else(|| panic!("no newest event printed: {out}"))
+        .to_owned();
+    let c = db(&h);
+    let last: i64 = c
+        .query_row("SELECT max(seq) FROM audit", [], |r| r.get(0))
+        .unwrap();
+    assert!(newest.starts_with(&format!("{last}:")), "{newest}");
+    let anchored = h.run(&["audit", "verify", "--anchor", &newest]).await;
+    assert!(anchored.status.success(), "{}", text(&anchored.stderr));
+    assert!(text(&anchored.stdout).contains("holds"));
+
+    c.execute("DELETE FROM audit WHERE seq = ?1", [last])
+        .unwrap();
+    // The chain alone cannot tell.
+    assert_eq!(verify(&h).await.0, Some(0));
+    let anchored = h.run(&["audit", "verify", "--anchor", &newest]).await;
+    assert_eq!(anchored.status.code(), Some(1));
+    assert!(
+        text(&anchored.stderr).contains(&format!(
+            "ends at event {}, before the anchor's event {last}: events were removed",
+            last - 1
+        )),
+        "{}",
+        text(&anchored.stderr)
+    );
+
+    let bad = h.run(&["audit", "verify", "--anchor", "12:abc"]).await;
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad.stderr).contains("HASH is not 64 hex digits"),
+        "{}",
+        text(&bad.stderr)
     );
 }
 
