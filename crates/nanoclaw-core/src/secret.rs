@@ -125,8 +125,10 @@ impl Replacer {
     }
 }
 
-/// Streaming form of [`Replacer`]: holds back the last `longest - 1` bytes of each chunk, since
-/// they may begin a needle that the next chunk completes.
+/// Streaming form of [`Replacer`]: the output is the same as [`Replacer::replace`] over the
+/// whole stream, however it is split. A match is taken only once the `longest` bytes from its
+/// start have arrived, since a longer needle beginning at the same place (a secret value that
+/// extends another) may still be completing; bytes that may begin a needle are held back.
 pub struct StreamReplacer {
     replacer: Arc<Replacer>,
     held: Vec<u8>,
@@ -136,24 +138,33 @@ impl StreamReplacer {
     /// Feed a chunk; returns the bytes that are now safe to pass on.
     pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
         self.held.extend_from_slice(chunk);
+        let longest = self.replacer.longest;
         let mut out = Vec::with_capacity(self.held.len());
         let mut start = 0;
         while let Some((pos, i)) = self.replacer.find(&self.held[start..]) {
+            let at = start + pos;
+            if self.held.len() - at < longest {
+                // Undecided: a longer needle may start here. `safe` below stays at or before
+                // `at`, so the match is held for the next chunk.
+                break;
+            }
             let (needle, replacement) = &self.replacer.needles[i];
-            out.extend_from_slice(&self.held[start..start + pos]);
+            out.extend_from_slice(&self.held[start..at]);
             out.extend_from_slice(replacement);
-            start += pos + needle.len();
+            start = at + needle.len();
         }
-        let keep = self.replacer.longest.saturating_sub(1);
+        // Any needle starting before `len - (longest - 1)` lies wholly in `held`, so it was
+        // found above; bytes from there on may begin one the next chunk completes.
+        let keep = longest.saturating_sub(1);
         let safe = self.held.len().saturating_sub(keep).max(start);
         out.extend_from_slice(&self.held[start..safe]);
         self.held.drain(..safe);
         out
     }
 
-    /// The end of the stream: whatever was held back.
+    /// The end of the stream: what was held back, with the needles in it replaced.
     pub fn finish(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.held)
+        self.replacer.replace(&std::mem::take(&mut self.held))
     }
 }
 
@@ -212,6 +223,55 @@ mod tests {
                 assert_eq!(String::from_utf8(out).unwrap(), "pass=***&again=***&end");
             }
         }
+    }
+
+    /// Every split of `text` into three chunks streams to what one `replace` gives.
+    fn streams_like_one_shot(rep: &Arc<Replacer>, text: &str) {
+        let whole = rep.replace(text.as_bytes());
+        let bytes = text.as_bytes();
+        for split in 0..=bytes.len() {
+            for split2 in split..=bytes.len() {
+                let mut s = rep.stream();
+                let mut out = s.push(&bytes[..split]);
+                out.extend(s.push(&bytes[split..split2]));
+                out.extend(s.push(&bytes[split2..]));
+                out.extend(s.finish());
+                assert_eq!(
+                    String::from_utf8_lossy(&out),
+                    String::from_utf8_lossy(&whole),
+                    "{text:?} split at {split} and {split2}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_value_that_extends_another_is_never_half_replaced() {
+        // Secret values may be prefixes or suffixes of one another; a stream split right after
+        // the shorter must not let the longer one's tail through.
+        let rep = Arc::new(r(&[
+            ("abc", "[A]"),
+            ("abcdef", "[B]"),
+            ("cdefgh", "[C]"),
+            ("x", "[X]"),
+        ]));
+        for text in [
+            "abcdef",
+            "..abcdefgh..",
+            "abcabcdefabc",
+            "abcdex",
+            "xabcdefx",
+            "cdefgh abcdefgh",
+            "ab",
+            "",
+        ] {
+            streams_like_one_shot(&rep, text);
+        }
+        let mut s = rep.stream();
+        let mut out = s.push(b"token=abc");
+        out.extend(s.push(b"def;"));
+        out.extend(s.finish());
+        assert_eq!(out, b"token=[B];");
     }
 
     #[test]
