@@ -156,18 +156,18 @@ fn main() {
             in_query: false,
             in_body: false,
         };
-        let proxy = GroupProxy {
-            group: "bench".into(),
-            policy: Policy {
+        let proxy = GroupProxy::new(
+            "bench".into(),
+            Policy {
                 rules: vec![Rule::parse(&format!("localhost:{port}"), None, true).expect("rule")],
             },
-            credentials: Credentials::new(vec![credential], &["TOKEN".into()]),
-            tls: Some(Interception {
+            Credentials::new(vec![credential], &["TOKEN".into()]),
+            Some(Interception {
                 authority: Arc::new(Authority::load(&local_key).expect("local ca")),
                 upstream: client_config(&origin_ca),
             }),
-            recorder: None,
-        };
+            None,
+        );
         nanoclaw_egress::proxy::spawn(&sock, Arc::new(proxy)).expect("proxy");
         let to_origin = client_config(&origin_ca);
         let to_proxy = client_config(&local_ca);

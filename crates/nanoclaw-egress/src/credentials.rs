@@ -119,6 +119,21 @@ impl Credentials {
         self.all.is_empty()
     }
 
+    /// Refuse a request whose method or target authority carries a secret's raw value: checked
+    /// before the name is looked up, since the lookup itself would carry the value out. The
+    /// host in the refusal shows placeholders, not values.
+    pub fn check_target(&self, method: &str, authority: &str) -> Result<(), Refusal> {
+        for piece in [method, authority] {
+            if let Some((_, i)) = self.values.find(piece.as_bytes()) {
+                return Err(Refusal::SecretValue {
+                    secret: self.all[self.index_of(&self.values, i)].0.name.clone(),
+                    host: self.to_placeholders.replace_str(&normalize_host(authority)),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Check one outbound request to `host` and prepare it: refuse raw values and misplaced
     /// placeholders, replace the placeholders this host may receive, set injected headers.
     /// `tls` says whether the request travels encrypted upstream; secrets never go out in the

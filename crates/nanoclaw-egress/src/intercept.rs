@@ -3,8 +3,9 @@
 //! it on over verified TLS to exactly the address checked at CONNECT time.
 //!
 //! Only hosts a group's secret is bound to come here. A request naming another host on the
-//! same connection is refused, so a connection opened to a bound host cannot carry requests
-//! for another.
+//! same connection (in its target or any Host header) is refused, so a connection opened to a
+//! bound host cannot carry requests for another. Responses are asked for unencoded and
+//! refused if they come encoded anyway: a compressed body could not be redacted.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -18,9 +19,9 @@ use hyper_util::rt::TokioIo;
 use rustls::ServerConfig;
 use rustls::pki_types::ServerName;
 
-use crate::policy::{Refusal, normalize_host};
+use crate::policy::Refusal;
 use crate::proxy::{
-    CONNECT_TIMEOUT, GroupProxy, ProxyBody, Record, connect, decision_of, host_port, inbound,
+    CONNECT_TIMEOUT, GroupProxy, ProxyBody, Record, check_host, connect, decision_of, inbound,
     outbound, refused,
 };
 
@@ -153,22 +154,27 @@ async fn handle(
     let mut secrets = Vec::new();
     let mut bytes_out = 0;
     let result = async {
-        check_host(&upstream.target, &req)?;
+        let authority = if upstream.target.port == 443 {
+            host.clone()
+        } else {
+            format!("{host}:{}", upstream.target.port)
+        };
+        proxy
+            .credentials
+            .check_target(method.as_str(), &authority)?;
+        check_host(&host, upstream.target.port, &req)?;
         proxy
             .policy
             .allow(&host, upstream.target.port, method.as_str())?;
         let Some(tls) = proxy.tls.as_ref() else {
             return Err(Refusal::BadRequest("interception is not configured".into()));
         };
-        let authority = if upstream.target.port == 443 {
-            host.clone()
-        } else {
-            format!("{host}:{}", upstream.target.port)
-        };
-        let (req, names, size) = outbound(&proxy.credentials, &host, &authority, true, req).await?;
+        let (req, names, size) = outbound(proxy, &host, &authority, true, req).await?;
         secrets = names;
         bytes_out = size;
-        upstream.send(&tls.upstream, req).await
+        let response = upstream.send(&tls.upstream, req).await?;
+        check_unencoded(&host, &response)?;
+        Ok(response)
     }
     .await;
     let (response, reason) = match result {
@@ -192,27 +198,17 @@ async fn handle(
     response
 }
 
-/// The request's Host (or absolute-form authority) must name the host of the CONNECT.
-fn check_host(target: &Target, req: &Request<Incoming>) -> Result<(), Refusal> {
-    let named = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| {
-            req.headers()
-                .get(hyper::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
-        });
-    let Some(named) = named else {
-        return Ok(());
-    };
-    let (name, port) = host_port(&named, target.port)?;
-    if normalize_host(&name) != target.host || port != target.port {
-        return Err(Refusal::HostMismatch {
-            connect: format!("{}:{}", target.host, target.port),
-            host: named,
-        });
+/// A bound host's response must come unencoded (the request asked for `identity`): secret
+/// values in a compressed body would reach the sandbox unredacted.
+fn check_unencoded(host: &str, response: &Response<Incoming>) -> Result<(), Refusal> {
+    for value in response.headers().get_all(hyper::header::CONTENT_ENCODING) {
+        let encoding = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        if !encoding.trim().eq_ignore_ascii_case("identity") {
+            return Err(Refusal::Encoded {
+                host: host.to_owned(),
+                encoding,
+            });
+        }
     }
     Ok(())
 }

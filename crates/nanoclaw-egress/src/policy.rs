@@ -166,8 +166,11 @@ pub enum Refusal {
     PlaceholderPlace { secret: String, place: &'static str },
     /// A request body too large to scan.
     TooLarge { limit: usize },
-    /// On an intercepted connection, a request whose Host is not the host of the CONNECT.
+    /// A request whose target or Host header names another host than the one it goes to (on
+    /// an intercepted connection: the host of the CONNECT).
     HostMismatch { connect: String, host: String },
+    /// A bound host answered with an encoded (compressed) body, which cannot be redacted.
+    Encoded { host: String, encoding: String },
 }
 
 impl fmt::Display for Refusal {
@@ -218,6 +221,10 @@ impl fmt::Display for Refusal {
             Refusal::HostMismatch { connect, host } => write!(
                 f,
                 "refused: request for {host} on a connection opened to {connect}"
+            ),
+            Refusal::Encoded { host, encoding } => write!(
+                f,
+                "refused: {host} answered with Content-Encoding {encoding:?} although the proxy asked for none; a host with a secret bound must answer unencoded so the body can be checked for secret values"
             ),
         }
     }

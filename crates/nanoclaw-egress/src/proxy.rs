@@ -34,10 +34,16 @@ use crate::tls::Authority;
 
 /// Time allowed to open a connection upstream.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections served at once per group; more are closed at once.
+/// Connections served at once per group, tunnels and intercepted connections included for as
+/// long as they last; more are closed at once.
 const MAX_CONNECTIONS: usize = 256;
 /// Request bodies scanned for secrets are read whole, up to this size.
 pub const SCAN_LIMIT: usize = 32 << 20;
+/// Request bodies a group's proxy holds in memory at once to scan them; more wait their turn.
+/// With [`SCAN_LIMIT`], this bounds what one sandbox can make the daemon buffer.
+const CONCURRENT_SCANS: usize = 4;
+/// The stack of a tunnel's splice thread: it calls splice(2) in a loop and needs little.
+const PUMP_STACK: usize = 64 * 1024;
 
 pub(crate) type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
@@ -59,12 +65,35 @@ pub struct GroupProxy {
     /// `None` when no secret is in use; then nothing is intercepted.
     pub tls: Option<Interception>,
     pub recorder: Option<Recorder>,
+    scans: tokio::sync::Semaphore,
 }
 
 impl GroupProxy {
-    /// Log a record, and hand it to the recorder.
+    pub fn new(
+        group: String,
+        policy: Policy,
+        credentials: Credentials,
+        tls: Option<Interception>,
+        recorder: Option<Recorder>,
+    ) -> GroupProxy {
+        GroupProxy {
+            group,
+            policy,
+            credentials,
+            tls,
+            recorder,
+            scans: tokio::sync::Semaphore::new(CONCURRENT_SCANS),
+        }
+    }
+
+    /// Log a record (secret values in its host and path shown as placeholders: the log is not
+    /// redacted downstream, unlike the audit), and hand it to the recorder.
     pub(crate) fn record(&self, record: &Record<'_>) {
-        record.log();
+        let redactor = self.credentials.response_redactor();
+        record.log(
+            &redactor.replace_str(record.host),
+            &redactor.replace_str(record.path),
+        );
         if let Some(r) = &self.recorder {
             r(record);
         }
@@ -86,15 +115,15 @@ pub struct Record<'a> {
 }
 
 impl Record<'_> {
-    fn log(&self) {
+    fn log(&self, host: &str, path: &str) {
         let secrets = self.secrets.join(",");
         let reason = self.reason.map(|r| r.to_string()).unwrap_or_default();
         tracing::info!(
             target: "nanoclaw::egress",
             group = self.group,
             method = self.method,
-            host = self.host,
-            path = self.path,
+            host,
+            path,
             status = self.status,
             bytes_out = self.bytes_out,
             bytes_in = self.bytes_in,
@@ -132,6 +161,7 @@ pub(crate) fn refused(refusal: &Refusal) -> Response<ProxyBody> {
         Refusal::BadRequest(_) => StatusCode::BAD_REQUEST,
         Refusal::Unresolved { .. } => StatusCode::BAD_GATEWAY,
         Refusal::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        Refusal::Encoded { .. } => StatusCode::BAD_GATEWAY,
         _ => StatusCode::FORBIDDEN,
     };
     text_response(status, refusal.to_string())
@@ -153,12 +183,14 @@ pub async fn serve(listener: UnixListener, proxy: Arc<GroupProxy>) {
             tracing::warn!(group = %proxy.group, "egress proxy at its connection limit; closing one");
             continue;
         };
+        // Shared with the tunnels and intercepted connections this connection upgrades to: the
+        // slot is free again only when they end too.
+        let slot = Arc::new(slot);
         let proxy = Arc::clone(&proxy);
         tokio::spawn(async move {
-            let _slot = slot;
             match handoff::receive(stream).await {
-                Ok(Client::Tcp(tcp)) => serve_connection(tcp, proxy).await,
-                Ok(Client::Direct(direct)) => serve_connection(direct, proxy).await,
+                Ok(Client::Tcp(tcp)) => serve_connection(tcp, proxy, slot).await,
+                Ok(Client::Direct(direct)) => serve_connection(direct, proxy, slot).await,
                 Err(e) => {
                     tracing::debug!(group = %proxy.group, error = %e, "egress connection refused")
                 }
@@ -167,13 +199,16 @@ pub async fn serve(listener: UnixListener, proxy: Arc<GroupProxy>) {
     }
 }
 
-async fn serve_connection<I>(io: I, proxy: Arc<GroupProxy>)
+/// A connection slot, held by everything serving one accepted connection.
+type Slot = Arc<tokio::sync::OwnedSemaphorePermit>;
+
+async fn serve_connection<I>(io: I, proxy: Arc<GroupProxy>, slot: Slot)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |req| {
-        let proxy = Arc::clone(&proxy);
-        async move { Ok::<_, Infallible>(handle(&proxy, req).await) }
+        let (proxy, slot) = (Arc::clone(&proxy), Arc::clone(&slot));
+        async move { Ok::<_, Infallible>(handle(&proxy, req, slot).await) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .serve_connection(TokioIo::new(io), service)
@@ -194,11 +229,15 @@ pub fn spawn(path: &Path, proxy: Arc<GroupProxy>) -> std::io::Result<tokio::task
     Ok(tokio::spawn(serve(listener, proxy)))
 }
 
-async fn handle(proxy: &Arc<GroupProxy>, req: Request<Incoming>) -> Response<ProxyBody> {
+async fn handle(
+    proxy: &Arc<GroupProxy>,
+    req: Request<Incoming>,
+    slot: Slot,
+) -> Response<ProxyBody> {
     let method = req.method().clone();
     let target = req.uri().to_string();
     let result = if method == Method::CONNECT {
-        tunnel(proxy, req).await
+        tunnel(proxy, req, slot).await
     } else {
         forward(proxy, req).await
     };
@@ -315,12 +354,18 @@ pub(crate) async fn connect(addr: SocketAddr) -> Result<TcpStream, Refusal> {
 
 /// `CONNECT host:port`: check and resolve; then either intercept (a secret of this group is
 /// bound to the host) or connect and relay bytes both ways untouched.
-async fn tunnel(proxy: &Arc<GroupProxy>, req: Request<Incoming>) -> Result<Forwarded, Refusal> {
+async fn tunnel(
+    proxy: &Arc<GroupProxy>,
+    req: Request<Incoming>,
+    slot: Slot,
+) -> Result<Forwarded, Refusal> {
     let authority = req
         .uri()
         .authority()
         .map(|a| a.as_str().to_owned())
         .ok_or_else(|| Refusal::BadRequest("CONNECT without host:port".into()))?;
+    // Before the name is looked up: a lookup of `<secret>.allowed.example` would carry it out.
+    proxy.credentials.check_target("CONNECT", &authority)?;
     let (host, port) = host_port(&authority, 443)?;
     let host = normalize_host(&host);
     let rule = proxy.policy.allow(&host, port, "CONNECT")?;
@@ -349,6 +394,7 @@ async fn tunnel(proxy: &Arc<GroupProxy>, req: Request<Incoming>) -> Result<Forwa
             addr,
         };
         tokio::spawn(async move {
+            let _slot = slot;
             match hyper::upgrade::on(req).await {
                 Ok(upgraded) => crate::intercept::serve(proxy, upgraded, server, target).await,
                 Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
@@ -364,6 +410,7 @@ async fn tunnel(proxy: &Arc<GroupProxy>, req: Request<Incoming>) -> Result<Forwa
     }
     let upstream = connect(addr).await?;
     tokio::spawn(async move {
+        let _slot = slot;
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => relay_tunnel(upgraded, upstream, addr).await,
             Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
@@ -379,7 +426,8 @@ async fn tunnel(proxy: &Arc<GroupProxy>, req: Request<Incoming>) -> Result<Forwa
 }
 
 /// Move a tunnel's bytes until both sides are done. When the client is a handed-off TCP
-/// connection (a sandbox's), both directions are spliced in the kernel on blocking threads;
+/// connection (a sandbox's), both directions are spliced in the kernel on threads of their own
+/// (not tokio's blocking pool, which name lookups need; the connection limit bounds them);
 /// otherwise they are copied.
 async fn relay_tunnel(
     upgraded: hyper::upgrade::Upgraded,
@@ -419,19 +467,36 @@ async fn relay_tunnel(
     let (Ok(client_w), Ok(client_shut), Ok(upstream_r)) = clones else {
         return;
     };
-    let down = tokio::task::spawn_blocking(move || {
-        pump::pump(upstream_r, client_w);
-        let _ = client_shut.shutdown(std::net::Shutdown::Write);
-    });
     let Ok(upstream_shut) = upstream.try_clone() else {
         return;
     };
-    let up = tokio::task::spawn_blocking(move || {
+    let down = pump_thread(move || {
+        pump::pump(upstream_r, client_w);
+        let _ = client_shut.shutdown(std::net::Shutdown::Write);
+    });
+    let up = pump_thread(move || {
         pump::pump(client, upstream);
         let _ = upstream_shut.shutdown(std::net::Shutdown::Write);
     });
     let _ = tokio::join!(up, down);
     tracing::debug!(target: "nanoclaw::egress", %addr, "tunnel closed");
+}
+
+/// Run `work` on a new thread; the receiver completes when it is done (or could not start).
+fn pump_thread(work: impl FnOnce() + Send + 'static) -> tokio::sync::oneshot::Receiver<()> {
+    let (done, finished) = tokio::sync::oneshot::channel();
+    let started = std::thread::Builder::new()
+        .name("tunnel".into())
+        .stack_size(PUMP_STACK)
+        .spawn(move || {
+            work();
+            let _ = done.send(());
+        });
+    if let Err(e) = started {
+        // `done` was dropped with the closure: the receiver completes at once.
+        tracing::warn!(target: "nanoclaw::egress", error = %e, "could not start a tunnel thread");
+    }
+    finished
 }
 
 /// Headers that belong to one hop and are never forwarded.
@@ -466,12 +531,16 @@ async fn forward(proxy: &Arc<GroupProxy>, req: Request<Incoming>) -> Result<Forw
         .authority()
         .map(|a| a.as_str().to_owned())
         .ok_or_else(|| Refusal::BadRequest("no host in the URL".into()))?;
+    // Before the name is looked up: a lookup of `<secret>.allowed.example` would carry it out.
+    proxy
+        .credentials
+        .check_target(req.method().as_str(), &authority)?;
     let (host, port) = host_port(&authority, 80)?;
     let host = normalize_host(&host);
+    check_host(&host, port, &req)?;
     let rule = proxy.policy.allow(&host, port, req.method().as_str())?;
     let addr = resolve(rule, &host, port).await?;
-    let (req, secrets, bytes_out) =
-        outbound(&proxy.credentials, &host, &authority, false, req).await?;
+    let (req, secrets, bytes_out) = outbound(proxy, &host, &authority, false, req).await?;
     let stream = connect(addr).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -498,17 +567,43 @@ async fn forward(proxy: &Arc<GroupProxy>, req: Request<Incoming>) -> Result<Forw
     })
 }
 
+/// Every Host header of a request, and its absolute-form authority if it has one, must name
+/// the host (and port) it is sent to: a front end that routes by Host would otherwise take a
+/// request checked for one host (and carrying that host's secret) to another.
+pub(crate) fn check_host(host: &str, port: u16, req: &Request<Incoming>) -> Result<(), Refusal> {
+    let mismatch = |named: String| Refusal::HostMismatch {
+        connect: format!("{host}:{port}"),
+        host: named,
+    };
+    let authority = req.uri().authority().map(|a| a.as_str().to_owned());
+    let headers = req.headers().get_all(hyper::header::HOST).iter().map(|h| {
+        h.to_str()
+            .map(str::to_owned)
+            .map_err(|_| mismatch(String::from_utf8_lossy(h.as_bytes()).into_owned()))
+    });
+    for named in authority.into_iter().map(Ok).chain(headers) {
+        let named = named?;
+        let (name, named_port) = host_port(&named, port)?;
+        if normalize_host(&name) != host || named_port != port {
+            return Err(mismatch(named));
+        }
+    }
+    Ok(())
+}
+
 /// Make a request from the sandbox ready for its upstream: origin-form target, no hop-by-hop
-/// headers, a Host header; and, when the daemon holds secrets, the body read whole and the
-/// request checked and prepared by [`Credentials::prepare`]. Returns the request, the names
-/// of the secrets injected and the body's size when known.
+/// headers, Host set to the host it goes to; and, when the daemon holds secrets, the body read
+/// whole and the request checked and prepared by [`Credentials::prepare`]. On an intercepted
+/// connection (`tls`) the response is asked for unencoded, so it can be redacted. Returns the
+/// request, the names of the secrets injected and the body's size when known.
 pub(crate) async fn outbound(
-    credentials: &Credentials,
+    proxy: &GroupProxy,
     host: &str,
     authority: &str,
     tls: bool,
     req: Request<Incoming>,
 ) -> Result<(Request<ProxyBody>, Vec<String>, usize), Refusal> {
+    let credentials = &proxy.credentials;
     let (mut parts, body) = req.into_parts();
     let path = parts
         .uri
@@ -521,10 +616,16 @@ pub(crate) async fn outbound(
     for h in HOP_BY_HOP {
         parts.headers.remove(*h);
     }
-    if !parts.headers.contains_key(hyper::header::HOST)
-        && let Ok(v) = authority.parse()
-    {
-        parts.headers.insert(hyper::header::HOST, v);
+    // `check_host` found every Host equal to this; one, in the form upstream expects.
+    let host_header = authority
+        .parse()
+        .map_err(|_| Refusal::BadRequest(format!("bad host {authority:?}")))?;
+    parts.headers.insert(hyper::header::HOST, host_header);
+    if tls {
+        parts.headers.insert(
+            hyper::header::ACCEPT_ENCODING,
+            hyper::header::HeaderValue::from_static("identity"),
+        );
     }
     if credentials.is_empty() {
         let size = hyper::body::Body::size_hint(&body).exact().unwrap_or(0);
@@ -534,7 +635,13 @@ pub(crate) async fn outbound(
             usize::try_from(size).unwrap_or(usize::MAX),
         ));
     }
-    let mut bytes = http_body_util::Limited::new(body, SCAN_LIMIT)
+    // Waits while this group's proxy already holds CONCURRENT_SCANS bodies.
+    let _scan = proxy
+        .scans
+        .acquire()
+        .await
+        .map_err(|_| Refusal::BadRequest("the proxy is shutting down".into()))?;
+    let mut bytes: Vec<u8> = http_body_util::Limited::new(body, SCAN_LIMIT)
         .collect()
         .await
         .map_err(|e| {
@@ -545,7 +652,7 @@ pub(crate) async fn outbound(
             }
         })?
         .to_bytes()
-        .to_vec();
+        .into();
     let secrets = credentials.prepare(host, tls, &mut parts, &mut bytes)?;
     let len = bytes.len();
     if parts.headers.contains_key(hyper::header::CONTENT_LENGTH) || len > 0 {

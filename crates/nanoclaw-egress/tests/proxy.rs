@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nanoclaw_egress::policy::{Policy, Rule};
-use nanoclaw_egress::proxy;
+use nanoclaw_egress::{Credential, Credentials, proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// An origin that answers every request with `hello from origin`.
@@ -31,6 +31,13 @@ async fn origin() -> u16 {
 
 /// Start the proxy for a group with `rules` (`private` marks rules allowing loopback).
 fn start(rules: &[(&str, bool)]) -> (tempfile::TempDir, std::path::PathBuf) {
+    start_with(rules, Credentials::default())
+}
+
+fn start_with(
+    rules: &[(&str, bool)],
+    credentials: Credentials,
+) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("g.sock");
     let policy = Policy {
@@ -39,13 +46,7 @@ fn start(rules: &[(&str, bool)]) -> (tempfile::TempDir, std::path::PathBuf) {
             .map(|(r, p)| Rule::parse(r, None, *p).unwrap())
             .collect(),
     };
-    let group = proxy::GroupProxy {
-        group: "g".into(),
-        policy,
-        credentials: Default::default(),
-        tls: None,
-        recorder: None,
-    };
+    let group = proxy::GroupProxy::new("g".into(), policy, credentials, None, None);
     proxy::spawn(&sock, Arc::new(group)).unwrap();
     (dir, sock)
 }
@@ -58,8 +59,13 @@ async fn send(sock: &std::path::Path, raw: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A GET of an absolute `http://` URL, with the Host header a client sends for it.
 fn get(url: &str) -> String {
-    format!("GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    let host = url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or("x");
+    format!("GET {url} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
 }
 
 #[tokio::test]
@@ -191,4 +197,131 @@ async fn https_urls_must_use_connect_and_origin_form_is_not_a_proxy_request() {
         resp.starts_with("HTTP/1.1 400") && resp.contains("not a proxy request"),
         "{resp}"
     );
+}
+
+#[tokio::test]
+async fn a_host_header_naming_another_host_is_refused() {
+    let port = origin().await;
+    let (_d, sock) = start(&[(&format!("127.0.0.1:{port}"), true)]);
+    let url = format!("http://127.0.0.1:{port}/");
+    let resp = send(&sock, &get(&url)).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    for hosts in [
+        "Host: evil.example\r\n".to_owned(),
+        format!("Host: 127.0.0.1:{}\r\n", port + 1),
+        format!("Host: 127.0.0.1:{port}\r\nHost: evil.example\r\n"),
+    ] {
+        let resp = send(
+            &sock,
+            &format!("GET {url} HTTP/1.1\r\n{hosts}Connection: close\r\n\r\n"),
+        )
+        .await;
+        assert!(
+            resp.starts_with("HTTP/1.1 403") && resp.contains("request for"),
+            "{hosts}: {resp}"
+        );
+    }
+}
+
+const VALUE: &str = "tok-real-value-0123456789";
+
+fn token() -> Credentials {
+    let credential = Credential {
+        name: "TOKEN".into(),
+        value: VALUE.into(),
+        placeholder: "NANOCLAW_SECRET_TOKEN_00".into(),
+        hosts: vec![Rule::parse("api.example", None, false).unwrap().pattern],
+        header: None,
+        in_query: false,
+        in_body: false,
+    };
+    Credentials::new(vec![credential], &["TOKEN".into()])
+}
+
+#[tokio::test]
+async fn a_secret_value_in_the_host_or_method_is_refused_before_the_name_is_looked_up() {
+    // `*.example` is allowed: were the name looked up first, the refusal would be that it
+    // does not resolve (the lookup having carried the value out).
+    let (_d, sock) = start_with(&[("*.example", false)], token());
+    for request in [
+        get(&format!("http://{VALUE}.example/")),
+        format!(
+            "CONNECT {VALUE}.example:443 HTTP/1.1\r\nHost: {VALUE}.example:443\r\nConnection: close\r\n\r\n"
+        ),
+        // An extension method is any token: this one is the value itself.
+        format!(
+            "{VALUE} http://api.example/ HTTP/1.1\r\nHost: api.example\r\nConnection: close\r\n\r\n"
+        ),
+    ] {
+        let resp = send(&sock, &request).await;
+        assert!(
+            resp.starts_with("HTTP/1.1 403") && resp.contains("raw value of secret TOKEN"),
+            "{request}: {resp}"
+        );
+        assert!(
+            !resp.contains(VALUE),
+            "the refusal repeats the value: {resp}"
+        );
+        if !request.starts_with(VALUE) {
+            assert!(resp.contains("NANOCLAW_SECRET_TOKEN_00.example"), "{resp}");
+        }
+    }
+}
+
+/// An origin that keeps each connection open until its client closes it.
+async fn holding_origin() -> u16 {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+async fn open_tunnel(sock: &std::path::Path, port: u16) -> Option<tokio::net::UnixStream> {
+    let mut s = tokio::net::UnixStream::connect(sock).await.ok()?;
+    s.write_all(
+        format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n").as_bytes(),
+    )
+    .await
+    .ok()?;
+    let mut head = [0u8; 12];
+    match tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut head)).await {
+        Ok(Ok(_)) if head.starts_with(b"HTTP/1.1 200") => Some(s),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn open_tunnels_count_against_the_connection_limit_until_they_close() {
+    let port = holding_origin().await;
+    let (_d, sock) = start(&[(&format!("127.0.0.1:{port}"), true)]);
+    let mut tunnels = Vec::new();
+    for i in 0..256 {
+        let t = open_tunnel(&sock, port).await;
+        tunnels.push(t.unwrap_or_else(|| panic!("tunnel {i} was refused below the limit")));
+    }
+    assert!(
+        open_tunnel(&sock, port).await.is_none(),
+        "a 257th connection was served while 256 tunnels were open"
+    );
+    drop(tunnels.pop());
+    let mut reopened = None;
+    for _ in 0..50 {
+        reopened = open_tunnel(&sock, port).await;
+        if reopened.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(reopened.is_some(), "a closed tunnel did not free its slot");
 }

@@ -151,13 +151,13 @@ impl Egress {
             .create(&self.dir)
             .with_context(|| format!("creating {}", self.dir.display()))?;
         let path = self.dir.join(format!("egress-{group}.sock"));
-        let proxy = GroupProxy {
-            group: group.to_string(),
-            policy: self.config.egress_for(group),
-            credentials: Credentials::new(self.credentials.clone(), &granted),
-            tls: Some(self.interception.clone()),
-            recorder: self.recorder.clone(),
-        };
+        let proxy = GroupProxy::new(
+            group.to_string(),
+            self.config.egress_for(group),
+            Credentials::new(self.credentials.clone(), &granted),
+            Some(self.interception.clone()),
+            self.recorder.clone(),
+        );
         nanoclaw_egress::proxy::spawn(&path, Arc::new(proxy))
             .with_context(|| format!("starting the egress proxy on {}", path.display()))?;
         running.insert(group.clone(), path.clone());

@@ -438,6 +438,78 @@ async fn exfiltration_attempts_are_refused() {
 }
 
 #[tokio::test]
+async fn a_bound_host_cannot_be_steered_by_host_headers_or_compression() {
+    let s = setup("http://127.0.0.1:9", "").await;
+    let (b, u) = (s.bound.port, s.unbound.port);
+    // Another Host on a connection intercepted for the bound host: the front end would route
+    // the request, and the secret, by it.
+    let out = sh(
+        &s.home,
+        &format!(
+            "curl -sS -i --max-time 10 -H \"Host: 127.0.0.1:{u}\" -H \"Authorization: Bearer $TOKEN\" https://localhost:{b}/echo"
+        ),
+    )
+    .await;
+    assert!(
+        out.contains("403") && out.contains("request for 127.0.0.1"),
+        "{out}"
+    );
+    // Two Host headers, the first one right (Python's http.client sends them as given).
+    let script = format!(
+        r#"import http.client, os, ssl
+c = http.client.HTTPSConnection("127.0.0.1", 3128, context=ssl.create_default_context())
+c.set_tunnel("localhost", {b})
+c.putrequest("GET", "/echo", skip_host=True)
+c.putheader("Host", "localhost:{b}")
+c.putheader("Host", "other.example")
+c.putheader("Authorization", "Bearer " + os.environ["TOKEN"])
+c.endheaders()
+r = c.getresponse()
+print(r.status, r.read().decode())
+"#
+    );
+    let out = sh(&s.home, &format!("python3 -c '{script}'")).await;
+    assert!(
+        out.contains("403") && out.contains("request for other.example"),
+        "{out}"
+    );
+    let before = s.bound.seen().len();
+    // The right Host is fine; a client asking for gzip gets the body unencoded, so the echo
+    // of the injected value comes back redacted.
+    let out = sh(
+        &s.home,
+        &format!(
+            "curl -sS --max-time 10 -H \"Host: localhost:{b}\" -H 'Accept-Encoding: gzip' -H \"Authorization: Bearer $TOKEN\" https://localhost:{b}/echo"
+        ),
+    )
+    .await;
+    assert_no_value(&out);
+    assert!(
+        out.contains("authorization: Bearer NANOCLAW_SECRET_TOKEN_"),
+        "{out}"
+    );
+    let seen = s.bound.seen();
+    assert_eq!(
+        seen.len(),
+        before + 1,
+        "a refused request reached the origin"
+    );
+    let last = seen.last().unwrap();
+    assert_eq!(last.header("accept-encoding"), Some("identity"));
+    assert_eq!(last.header("host"), Some(format!("localhost:{b}").as_str()));
+    // A bound host that compresses anyway is refused: its body could not be redacted.
+    let out = sh(
+        &s.home,
+        &format!("curl -sS -i --max-time 10 https://localhost:{b}/gzip"),
+    )
+    .await;
+    assert!(
+        out.contains("502") && out.contains("Content-Encoding \"gzip\""),
+        "{out}"
+    );
+}
+
+#[tokio::test]
 async fn ssrf_is_refused_in_every_spelling_and_through_redirects() {
     // Each of these is even on the allowlist (without `private`): the address check refuses.
     let spellings = [

@@ -154,6 +154,15 @@ async fn respond(config: &Config, req: Request<Incoming>) -> Response<Full<Bytes
 <body><h1>Hello &amp; welcome</h1><p>The answer is 42.</p></body></html>",
         );
     }
+    if path == "/gzip" {
+        // Compressed whatever the request asked for, as some servers do.
+        return Response::builder()
+            .status(200)
+            .header("content-type", "text/plain")
+            .header("content-encoding", "gzip")
+            .body(Full::new(Bytes::from_static(b"\x1f\x8b not really gzip")))
+            .unwrap();
+    }
     if path.starts_with("/git/") {
         return git(config, &seen).await;
     }
