@@ -61,6 +61,27 @@ impl Daemon {
     }
 }
 
+/// Add an hourly task and make its first slot due now. Returns now (ms since the epoch).
+async fn add_due_now(h: &TestHome, name: &str, prompt: &str) -> i64 {
+    let out = h
+        .run(&[
+            "task", "add", "--name", name, "--every", "1h", "--prompt", prompt,
+        ])
+        .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    db(h)
+        .execute(
+            "UPDATE tasks SET next_due = ?1 WHERE name = ?2",
+            rusqlite::params![now, name],
+        )
+        .unwrap();
+    now
+}
+
 async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
     for _ in 0..300 {
         if check().await {
@@ -308,28 +329,7 @@ async fn a_run_killed_mid_way_is_never_repeated() {
     )
     .await;
     let (h, port) = home(&model);
-    assert!(
-        h.run(&[
-            "task",
-            "add",
-            "--name",
-            "slow",
-            "--every",
-            "1h",
-            "--prompt",
-            "slow work"
-        ])
-        .await
-        .status
-        .success()
-    );
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    db(&h)
-        .execute("UPDATE tasks SET next_due = ?1", [now])
-        .unwrap();
+    add_due_now(&h, "slow", "slow work").await;
     let d = start(&h, port).await;
     until("the run is in flight", async || model.requests().len() == 1).await;
     assert_eq!(runs(&h, 1)[0].0, "running");
@@ -424,21 +424,7 @@ async fn a_failed_run_is_tried_again_after_a_backoff() {
     )
     .await;
     let (h, port) = home(&model);
-    assert!(
-        h.run(&[
-            "task", "add", "--name", "flaky", "--every", "1h", "--prompt", "try"
-        ])
-        .await
-        .status
-        .success()
-    );
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    db(&h)
-        .execute("UPDATE tasks SET next_due = ?1", [now])
-        .unwrap();
+    add_due_now(&h, "flaky", "try").await;
     let d = start(&h, port).await;
     until("the second attempt succeeded", async || {
         runs(&h, 1).iter().any(|r| r.0 == "ok")
@@ -468,21 +454,7 @@ async fn a_retry_pending_when_the_daemon_stops_runs_after_the_restart() {
     )
     .await;
     let (h, port) = home_with_backoff(&model, 4);
-    assert!(
-        h.run(&[
-            "task", "add", "--name", "flaky", "--every", "1h", "--prompt", "try"
-        ])
-        .await
-        .status
-        .success()
-    );
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    db(&h)
-        .execute("UPDATE tasks SET next_due = ?1", [now])
-        .unwrap();
+    let now = add_due_now(&h, "flaky", "try").await;
     let d = start(&h, port).await;
     until("the first attempt failed", async || {
         runs(&h, 1).first().is_some_and(|r| r.0 == "failed")
