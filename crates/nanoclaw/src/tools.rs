@@ -74,6 +74,43 @@ const WEB_FETCH_MAX_CHARS: usize = 200_000;
 /// Characters of a body returned by `http_request`.
 const HTTP_REQUEST_CHARS: usize = 64_000;
 
+/// A call's arguments in the form its tool reads them, so that a rule on `"POST"` or on
+/// `https://api.example/*` cannot be side-stepped with `"post"` or `HTTPS://API.EXAMPLE/`: an
+/// HTTP method in capitals, a URL trimmed and its scheme and host in lower case.
+pub fn canonical(call: &ToolCall) -> ToolCall {
+    let mut call = call.clone();
+    if matches!(call.name.as_str(), "http_request" | "web_fetch")
+        && let Some(args) = call.arguments.as_object_mut()
+    {
+        if let Some(serde_json::Value::String(method)) = args.get_mut("method") {
+            *method = method.trim().to_ascii_uppercase();
+        }
+        if let Some(serde_json::Value::String(url)) = args.get_mut("url") {
+            *url = canonical_url(url);
+        }
+    }
+    call
+}
+
+fn canonical_url(url: &str) -> String {
+    let url = url.trim();
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    // User info keeps its case; only the host is case-insensitive.
+    let (userinfo, host) = match authority.rsplit_once('@') {
+        Some((user, host)) => (format!("{user}@"), host),
+        None => (String::new(), authority),
+    };
+    format!(
+        "{}://{userinfo}{}{tail}",
+        scheme.to_ascii_lowercase(),
+        host.to_ascii_lowercase()
+    )
+}
+
 pub fn effect_of(name: &str) -> ToolEffect {
     TOOLS
         .iter()
@@ -87,7 +124,9 @@ pub fn specs() -> Vec<ToolSpec> {
         ToolSpec {
             name: "shell",
             description: "Run a bash command in your sandbox, with /workspace as working directory. \
-No network. Returns the exit status and output (long output is truncated).",
+The network is reachable only through the group's egress proxy (HTTP_PROXY and HTTPS_PROXY are \
+set), to the hosts its policy allows. Returns the exit status and output (long output is \
+truncated).",
             schema: json!({"type": "object", "properties": {
                 "command": {"type": "string", "description": "The bash command line."},
                 "timeout_secs": {"type": "integer", "minimum": 1, "description": "Wall-time limit; at most the configured limit."}
@@ -402,6 +441,16 @@ impl Tools {
             Some(group),
             json!({"turn": ctx.turn, "call_id": call.id, "tool": call.name, "arguments": call.arguments}),
         );
+        // From here on, the call as the tool reads it: what the gate judges is what runs.
+        let canonical = canonical(call);
+        if canonical.arguments != call.arguments {
+            self.audit.record(
+                "tool_call_canonical",
+                Some(group),
+                json!({"turn": ctx.turn, "call_id": call.id, "tool": call.name, "arguments": canonical.arguments}),
+            );
+        }
+        let call = &canonical;
         let verdict = self.policy.decide(&Context {
             tool: &call.name,
             args: &call.arguments,
@@ -646,7 +695,8 @@ impl Tools {
     }
 
     async fn http_request(&self, group: &GroupId, args: HttpRequestArgs) -> ToolOutcome {
-        let method = match args.method.to_ascii_uppercase().parse::<hyper::Method>() {
+        // `canonical` has put the method in capitals.
+        let method = match args.method.parse::<hyper::Method>() {
             Ok(m) if m != hyper::Method::CONNECT && m != hyper::Method::TRACE => m,
             _ => {
                 return ToolOutcome::error(format!(
@@ -867,6 +917,52 @@ mod tests {
             name: name.into(),
             arguments,
         }
+    }
+
+    #[test]
+    fn calls_are_judged_in_the_form_their_tool_reads() {
+        let c = canonical(&call(
+            "http_request",
+            json!({"method": " post", "url": " HTTPS://User:PW@API.Example.COM:443/Path?Q=A", "body": "X"}),
+        ));
+        assert_eq!(c.arguments["method"], "POST");
+        assert_eq!(
+            c.arguments["url"],
+            "https://User:PW@api.example.com:443/Path?Q=A"
+        );
+        assert_eq!(c.arguments["body"], "X");
+        let c = canonical(&call("web_fetch", json!({"url": "HTTP://EXAMPLE.ORG"})));
+        assert_eq!(c.arguments["url"], "http://example.org");
+        let shell = call("shell", json!({"command": "URL=HTTP://X"}));
+        assert_eq!(canonical(&shell).arguments, shell.arguments);
+
+        // The shipped example rule, enabled: a lower-case method no longer slips past it.
+        let policy = Policy::parse(
+            r#"
+[approvers.owner]
+terminal = true
+[[rule]]
+name = "writes ask"
+tool = "http_request"
+args = { method = { one_of = ["POST", "PUT", "PATCH", "DELETE"] }, url = { glob = "https://api.example.com/*" } }
+action = "ask"
+"#,
+        )
+        .unwrap();
+        let sneaky = canonical(&call(
+            "http_request",
+            json!({"method": "post", "url": "HTTPS://API.EXAMPLE.COM/v1/send"}),
+        ));
+        let verdict = policy.decide(&nanoclaw_core::policy::Context {
+            tool: &sneaky.name,
+            args: &sneaky.arguments,
+            group: "main",
+            channel: "cli",
+            sender: SenderRole::Owner,
+            tainted: false,
+            effect: effect_of(&sneaky.name),
+        });
+        assert_eq!(verdict.decision, Decision::Ask);
     }
 
     #[test]

@@ -104,10 +104,12 @@ impl Webhook {
             } => (group, triggered, role, false),
             Route::Hold { group } => (group, false, nanoclaw_core::policy::SenderRole::Other, true),
         };
+        // Named by channel, as Telegram and email do: a sender calling itself "owner", "api"
+        // or an approver's name must not be taken for them.
         let sender = if role == nanoclaw_core::policy::SenderRole::Owner {
             "owner".to_owned()
         } else {
-            msg.sender.clone()
+            format!("webhook:{}", msg.sender)
         };
         let stored = store
             .accept_routed(

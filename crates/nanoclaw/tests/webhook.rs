@@ -111,7 +111,7 @@ async fn signed_messages_are_routed_answered_and_replies_posted_signed() {
         Wire::Anthropic,
         &model.url,
         &format!(
-            "[sandbox]\nbackend = \"bwrap\"\n[api]\nlisten = \"127.0.0.1:{port}\"\n[channels.webhook]\nkey_secret = \"WEBHOOK_KEY\"\ncallback_url = \"http://127.0.0.1:{cb_port}/replies\"\nmain_chat = \"alice-dm\"\nowners = [\"alice\"]\nsenders = [\"bob\"]\n"
+            "[sandbox]\nbackend = \"bwrap\"\n[api]\nlisten = \"127.0.0.1:{port}\"\n[channels.webhook]\nkey_secret = \"WEBHOOK_KEY\"\ncallback_url = \"http://127.0.0.1:{cb_port}/replies\"\nmain_chat = \"alice-dm\"\nowners = [\"alice\"]\nsenders = [\"bob\", \"api\"]\n"
         ),
     );
     let out = h
@@ -172,7 +172,9 @@ async fn signed_messages_are_routed_answered_and_replies_posted_signed() {
         1,
         "an untriggered message started a turn"
     );
-    let second = r#"{"id": "r2", "chat": "team room", "sender": "bob", "text": "@nanoclaw what did I say?"}"#;
+    // A sender who calls itself "api" (a name the HTTP API's owner goes by) is still someone
+    // else: the webhook names its senders by channel.
+    let second = r#"{"id": "r2", "chat": "team room", "sender": "api", "text": "@nanoclaw what did I say?"}"#;
     let (_, body) = post(port, second, Some(&sign(second)));
     assert!(
         body.contains("\"triggered\":true") && body.contains("wh-team-room-"),
@@ -185,6 +187,7 @@ async fn signed_messages_are_routed_answered_and_replies_posted_signed() {
         "{request}"
     );
     assert!(request.contains("untrusted-data"), "{request}");
+    assert!(request.contains("message from webhook:api"), "{request}");
     for _ in 0..200 {
         if posted.lock().unwrap().len() >= 2 {
             break;
