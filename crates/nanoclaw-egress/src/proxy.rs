@@ -66,6 +66,8 @@ pub struct GroupProxy {
     pub tls: Option<Interception>,
     pub recorder: Option<Recorder>,
     scans: tokio::sync::Semaphore,
+    /// Requests let through so far (tunnels and interceptions included).
+    passed: std::sync::atomic::AtomicU64,
 }
 
 impl GroupProxy {
@@ -83,12 +85,23 @@ impl GroupProxy {
             tls,
             recorder,
             scans: tokio::sync::Semaphore::new(CONCURRENT_SCANS),
+            passed: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// How many requests this proxy has let through: a caller comparing two readings knows
+    /// whether anything came in from outside in between.
+    pub fn requests_passed(&self) -> u64 {
+        self.passed.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Log a record (secret values in its host and path shown as placeholders: the log is not
     /// redacted downstream, unlike the audit), and hand it to the recorder.
     pub(crate) fn record(&self, record: &Record<'_>) {
+        if record.reason.is_none() {
+            self.passed
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         let redactor = self.credentials.response_redactor();
         record.log(
             &redactor.replace_str(record.host),

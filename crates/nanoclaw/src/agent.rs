@@ -185,10 +185,19 @@ impl Agent {
         let mut messages = if turn.isolated {
             Vec::new()
         } else {
-            self.store
+            let history = self
+                .store
                 .history(turn.session_id, turn.id, self.config.context_budget_tokens)
-                .map_err(|e| format!("could not load history: {e}"))?
+                .map_err(|e| format!("could not load history: {e}"))?;
+            // Outside content read by an earlier turn is in this prompt too.
+            tainted |= history.tainted;
+            history.messages
         };
+        if tainted {
+            self.store
+                .mark_tainted(turn.id)
+                .map_err(|e| format!("could not save the turn: {e}"))?;
+        }
         let incoming = Message::User {
             text: incoming_text(turn, &roles),
         };
@@ -246,7 +255,12 @@ impl Agent {
                 let outcome = self.tools.call(&ctx, &workspace, limits, call).await;
                 tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, tool = %call.name, "tool done");
                 let content = if outcome.outside {
-                    tainted = true;
+                    if !tainted {
+                        tainted = true;
+                        self.store
+                            .mark_tainted(turn.id)
+                            .map_err(|e| format!("could not save the turn: {e}"))?;
+                    }
                     format!(
                         "<untrusted-data source=\"{}\">\n{}\n</untrusted-data>",
                         call.name, outcome.content

@@ -29,6 +29,14 @@ pub struct SandboxNet {
     pub proxy_socket: PathBuf,
     pub trust_dir: PathBuf,
     pub env: Vec<(String, String)>,
+    proxy: Arc<GroupProxy>,
+}
+
+impl SandboxNet {
+    /// How many requests the group's proxy has let through so far.
+    pub fn requests_passed(&self) -> u64 {
+        self.proxy.requests_passed()
+    }
 }
 
 pub struct Egress {
@@ -45,8 +53,9 @@ pub struct Egress {
     redactor: Replacer,
     /// Where every egress record goes besides the log (the audit log).
     recorder: Option<Recorder>,
-    /// Proxies already running. A std Mutex: nothing async happens under it.
-    running: Mutex<HashMap<GroupId, PathBuf>>,
+    /// Proxies already running, and their sockets. A std Mutex: nothing async happens under
+    /// it.
+    running: Mutex<HashMap<GroupId, (PathBuf, Arc<GroupProxy>)>>,
 }
 
 impl Egress {
@@ -133,17 +142,23 @@ impl Egress {
             .filter(|c| granted.contains(&c.name))
             .map(|c| (c.name.clone(), c.placeholder.clone()))
             .collect();
+        let (proxy_socket, proxy) = self.proxy_for(group, granted)?;
         Ok(SandboxNet {
-            proxy_socket: self.socket_for(group, granted)?,
+            proxy_socket,
             trust_dir: self.trust_dir.clone(),
             env,
+            proxy,
         })
     }
 
-    fn socket_for(&self, group: &GroupId, granted: Vec<String>) -> anyhow::Result<PathBuf> {
+    fn proxy_for(
+        &self,
+        group: &GroupId,
+        granted: Vec<String>,
+    ) -> anyhow::Result<(PathBuf, Arc<GroupProxy>)> {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(path) = running.get(group) {
-            return Ok(path.clone());
+        if let Some((path, proxy)) = running.get(group) {
+            return Ok((path.clone(), Arc::clone(proxy)));
         }
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -151,17 +166,17 @@ impl Egress {
             .create(&self.dir)
             .with_context(|| format!("creating {}", self.dir.display()))?;
         let path = self.dir.join(format!("egress-{group}.sock"));
-        let proxy = GroupProxy::new(
+        let proxy = Arc::new(GroupProxy::new(
             group.to_string(),
             self.config.egress_for(group),
             Credentials::new(self.credentials.clone(), &granted),
             Some(self.interception.clone()),
             self.recorder.clone(),
-        );
-        nanoclaw_egress::proxy::spawn(&path, Arc::new(proxy))
+        ));
+        nanoclaw_egress::proxy::spawn(&path, Arc::clone(&proxy))
             .with_context(|| format!("starting the egress proxy on {}", path.display()))?;
-        running.insert(group.clone(), path.clone());
-        Ok(path)
+        running.insert(group.clone(), (path.clone(), Arc::clone(&proxy)));
+        Ok((path, proxy))
     }
 }
 

@@ -178,6 +178,10 @@ CREATE TABLE mail_threads (
 ALTER TABLE task_runs ADD COLUMN retry_at INTEGER;
 CREATE INDEX task_runs_retry ON task_runs(retry_at) WHERE retry_at IS NOT NULL;
 "#,
+    // A turn that read outside content; a later turn with it in its history starts tainted.
+    r#"
+ALTER TABLE turns ADD COLUMN tainted INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// Store errors carry SQLite's message; the caller adds what it was doing.
@@ -194,6 +198,14 @@ pub enum StoreError {
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 pub type InboxId = i64;
+
+/// The part of a session's past that goes into a prompt.
+#[derive(Debug)]
+pub struct History {
+    pub messages: Vec<Message>,
+    /// One of those turns read outside content.
+    pub tainted: bool,
+}
 pub type TurnId = i64;
 
 /// An accepted inbound message.
@@ -524,47 +536,64 @@ impl Store {
         Ok(())
     }
 
+    /// Record that a turn has read outside content.
+    pub fn mark_tainted(&self, turn: TurnId) -> Result<()> {
+        self.conn()
+            .execute("UPDATE turns SET tainted = 1 WHERE id = ?1", [turn])?;
+        Ok(())
+    }
+
     /// The steps of the session's completed turns, newest turns first, whole turns only, until
-    /// `budget_tokens` is spent. Returned oldest first, ready for the prompt.
+    /// `budget_tokens` is spent. Returned oldest first, ready for the prompt, with whether any
+    /// of those turns read outside content.
     pub fn history(
         &self,
         session_id: i64,
         before_turn: TurnId,
         budget_tokens: usize,
-    ) -> Result<Vec<Message>> {
+    ) -> Result<History> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT h.turn_id, h.message FROM history h JOIN turns t ON t.id = h.turn_id
+            "SELECT h.turn_id, h.message, t.tainted FROM history h JOIN turns t ON t.id = h.turn_id
              WHERE t.session_id = ?1 AND t.status = 'done' AND t.id < ?2
              ORDER BY h.turn_id DESC, h.seq ASC",
         )?;
         let rows = stmt
             .query_map(params![session_id, before_turn], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, bool>(2)?,
+                ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        let mut turns: Vec<Vec<Message>> = Vec::new();
+        let mut turns: Vec<(Vec<Message>, bool)> = Vec::new();
         let mut current = None;
-        for (turn, json) in rows {
+        for (turn, json, tainted) in rows {
             if current != Some(turn) {
-                turns.push(Vec::new());
+                turns.push((Vec::new(), tainted));
                 current = Some(turn);
             }
-            if let Some(t) = turns.last_mut() {
+            if let Some((t, _)) = turns.last_mut() {
                 t.push(serde_json::from_str(&json)?);
             }
         }
         let mut spent = 0usize;
         let mut kept = Vec::new();
-        for turn in turns {
+        let mut tainted = false;
+        for (turn, turn_tainted) in turns {
             let cost: usize = turn.iter().map(Message::approx_tokens).sum();
             if spent + cost > budget_tokens {
                 break;
             }
             spent += cost;
+            tainted |= turn_tainted;
             kept.push(turn);
         }
-        Ok(kept.into_iter().rev().flatten().collect())
+        Ok(History {
+            messages: kept.into_iter().rev().flatten().collect(),
+            tainted,
+        })
     }
 
     /// Finish a turn in one transaction: its reply (or failure notice) into the outbox, its
@@ -858,22 +887,32 @@ mod tests {
         }
         s.accept_inbound(&g("a"), "api", "u", "now").unwrap();
         let t = s.claim_turn(&g("a")).unwrap().unwrap();
-        let all = s.history(t.session_id, t.id, 100_000).unwrap();
+        let all = s.history(t.session_id, t.id, 100_000).unwrap().messages;
         assert_eq!(all.len(), 6);
         assert_eq!(all[0], Message::User { text: "m0".into() });
-        let some = s.history(t.session_id, t.id, 150).unwrap();
+        let some = s.history(t.session_id, t.id, 150).unwrap().messages;
         assert_eq!(some.len(), 2, "only the newest whole turn fits");
         assert_eq!(some[0], Message::User { text: "m2".into() });
         // Another group's history is invisible.
         s.accept_inbound(&g("b"), "api", "u", "x").unwrap();
         let tb = s.claim_turn(&g("b")).unwrap().unwrap();
-        assert!(s.history(tb.session_id, tb.id, 100_000).unwrap().is_empty());
+        assert!(
+            s.history(tb.session_id, tb.id, 100_000)
+                .unwrap()
+                .messages
+                .is_empty()
+        );
         // A new session starts empty.
         s.new_session(&g("a")).unwrap();
         s.finish_turn(&t, "api", TurnEnd::Done { reply: "ok" })
             .unwrap();
         s.accept_inbound(&g("a"), "api", "u", "fresh").unwrap();
         let t2 = s.claim_turn(&g("a")).unwrap().unwrap();
-        assert!(s.history(t2.session_id, t2.id, 100_000).unwrap().is_empty());
+        assert!(
+            s.history(t2.session_id, t2.id, 100_000)
+                .unwrap()
+                .messages
+                .is_empty()
+        );
     }
 }

@@ -611,6 +611,7 @@ impl Tools {
             ..limits
         };
         let net = self.sandbox_net(group);
+        let passed_before = net.as_ref().map(|n| n.requests_passed());
         let req = ExecRequest {
             workspace: workspace.to_path_buf(),
             program: Program::Command(vec!["bash".into(), "-c".into(), args.command]),
@@ -618,15 +619,22 @@ impl Tools {
             limits,
             proxy_socket: net.as_ref().map(|n| n.proxy_socket.clone()),
             trust_dir: net.as_ref().map(|n| n.trust_dir.clone()),
-            env: net.map(|n| n.env).unwrap_or_default(),
+            env: net.as_ref().map(|n| n.env.clone()).unwrap_or_default(),
         };
         match self.backend.exec(&req).await {
             Ok(out) => {
                 let is_error = out.state != ExitState::Exited(0) || out.limit.is_some();
+                // The command reached the web through the group's proxy: its output may carry
+                // what it read there. (A group's turns run one at a time, so the count moved
+                // for this command.)
+                let outside = match (&net, passed_before) {
+                    (Some(net), Some(before)) => net.requests_passed() > before,
+                    _ => false,
+                };
                 ToolOutcome {
                     content: format_exec(&out, &limits),
                     is_error,
-                    outside: false,
+                    outside,
                 }
             }
             Err(e) => ToolOutcome::error(format!("the sandbox could not run the command: {e}")),
