@@ -430,7 +430,15 @@ impl DockerBackend {
             }
         };
         feed.abort();
-        let mut out = assemble(decoder.finish(), &engine_err, timed_out, started)?;
+        let out = assemble(decoder.finish(), &engine_err, timed_out, started);
+        if out.is_err() && !timed_out {
+            // The init ended without its report (killed by the command, say): whatever the
+            // command left running would outlive it in the container. The container goes too.
+            let mut map = self.running.lock().await;
+            map.remove(&req.workspace);
+            self.remove(&container).await;
+        }
+        let mut out = out?;
         out.cgroup_limits = true;
         Ok(out)
     }

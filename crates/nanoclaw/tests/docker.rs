@@ -134,6 +134,47 @@ async fn daemon_keeps_one_container_per_group_removes_it_when_idle_and_cleans_up
 }
 
 #[tokio::test]
+async fn a_command_that_kills_its_init_leaves_nothing_running() {
+    if let Err(why) = support::docker_image() {
+        eprintln!("SKIP: {why}");
+        return;
+    }
+    let shell = |command: &str| {
+        Step::Tools(vec![(
+            "shell".into(),
+            serde_json::json!({ "command": command }).to_string(),
+        )])
+    };
+    let model = ScriptedModel::start(
+        Wire::Anthropic,
+        vec![
+            shell("sleep 1000 & kill -9 $PPID; sleep 5"),
+            shell("cat /proc/[0-9]*/cmdline | tr '\\0' ' '; echo END"),
+            Step::EchoToolResult,
+        ],
+    )
+    .await;
+    let home = TestHome::new(
+        Wire::Anthropic,
+        &model.url,
+        &format!(
+            "[sandbox]\nbackend = \"docker\"\ndocker_image = \"{}\"\n",
+            support::DOCKER_TEST_IMAGE
+        ),
+    );
+    let out = home.run(&["ask", "go"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let first = model.requests()[1].to_string();
+    assert!(first.contains("no report"), "{first}");
+    let listing = text(&out.stdout);
+    assert!(listing.contains("END"), "{listing}");
+    assert!(
+        !listing.contains("sleep 1000"),
+        "a process outlived the init that started it: {listing}"
+    );
+}
+
+#[tokio::test]
 async fn doctor_reports_the_docker_backends_isolation() {
     if let Err(why) = support::docker_image() {
         eprintln!("SKIP: {why}");
