@@ -6,7 +6,10 @@
 //! why it is here. Denied calls fail with `EPERM`, except `clone3`, which fails with `ENOSYS` so
 //! that libc falls back to `clone`, whose flags the filter can inspect.
 //!
-//! Raw BPF is never written here: seccompiler compiles the rules.
+//! seccompiler compiles the rules, with one exception it cannot express: on x86-64, a system
+//! call number with the x32 bit set (`0x40000000`) names the same calls by other numbers, so a
+//! six-instruction filter written out below refuses every such number (`EPERM`), whether or not
+//! the kernel has x32 enabled.
 
 use std::collections::BTreeMap;
 
@@ -203,13 +206,47 @@ fn clone3_filter() -> Result<BpfProgram, SeccompError> {
         .map_err(|e: seccompiler::BackendError| SeccompError::Build(e.to_string()))
 }
 
-/// Install both filters on the calling thread; every thread and process it creates inherits
+/// The x32 bit of an x86-64 system call number.
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
+/// The filter refusing x32 system call numbers: the deny-list names each call by its x86-64
+/// number only, and x32 reaches the same calls (and some by numbers of their own, 512 and up)
+/// with this bit set.
+fn x32_filter() -> BpfProgram {
+    use seccompiler::sock_filter;
+    // Classic BPF opcodes (linux/filter.h) and seccomp's data layout and return values.
+    const LD_W_ABS: u16 = 0x20; // BPF_LD (0) | BPF_W (0) | BPF_ABS (0x20)
+    const JEQ_K: u16 = 0x05 | 0x10; // BPF_JMP | BPF_JEQ | BPF_K
+    const JGE_K: u16 = 0x05 | 0x30; // BPF_JMP | BPF_JGE | BPF_K
+    const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+    const NR: u32 = 0; // offsetof(struct seccomp_data, nr)
+    const ARCH: u32 = 4; // offsetof(struct seccomp_data, arch)
+    const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
+    const RET_ALLOW: u32 = 0x7fff_0000;
+    const RET_ERRNO: u32 = 0x0005_0000;
+    let op = |code, k, jt, jf| sock_filter { code, jt, jf, k };
+    vec![
+        op(LD_W_ABS, ARCH, 0, 0),
+        // Another architecture: not this filter's business (the deny filter kills it).
+        op(JEQ_K, AUDIT_ARCH_X86_64, 0, 3),
+        op(LD_W_ABS, NR, 0, 0),
+        op(JGE_K, X32_SYSCALL_BIT, 0, 1),
+        op(RET_K, RET_ERRNO | libc::EPERM as u32, 0, 0),
+        op(RET_K, RET_ALLOW, 0, 0),
+    ]
+}
+
+/// Install the filters on the calling thread; every thread and process it creates inherits
 /// them. Requires `no_new_privs` (set by the caller first).
 pub fn install() -> Result<(), SeccompError> {
     let deny = deny_filter()?;
     let clone3 = clone3_filter()?;
     seccompiler::apply_filter(&deny).map_err(|e| SeccompError::Install(e.to_string()))?;
     seccompiler::apply_filter(&clone3).map_err(|e| SeccompError::Install(e.to_string()))?;
+    if cfg!(target_arch = "x86_64") {
+        seccompiler::apply_filter(&x32_filter())
+            .map_err(|e| SeccompError::Install(e.to_string()))?;
+    }
     Ok(())
 }
 

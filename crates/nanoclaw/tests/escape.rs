@@ -346,6 +346,10 @@ attack!(
     "attack syscall open_by_handle_at -100 0 0"
 );
 attack!(tiocsti_terminal_injection, "attack tiocsti");
+attack!(
+    x32_system_call_numbers,
+    "attack x32 unshare 0x10000000; attack x32 mount 0 0 0 0 0; attack x32 bpf 0 0 0; attack x32 521 0 0 0 0"
+);
 
 // ----- persistence -----
 

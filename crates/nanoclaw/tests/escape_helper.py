@@ -32,6 +32,15 @@ if cmd == "syscall":
     e = sys_call(sys.argv[2], *[int(a, 0) for a in sys.argv[3:]])
     if e != errno.EPERM and sys.argv[2] not in ("clone3",):
         print("NOT-SECCOMP errno=%s" % e)
+elif cmd == "x32":
+    # The same call by its x32 number (the x32 bit set); x32's own numbers (512 and up) by
+    # number. Refused by the filter (EPERM) whether or not the kernel has x32 enabled.
+    name = sys.argv[2]
+    nr = (NR[name] if name in NR else int(name, 0)) | 0x40000000
+    r = libc.syscall(nr, *[ctypes.c_long(int(a, 0)) for a in sys.argv[3:]])
+    e = report(r >= 0, "x32 " + name)
+    if e != errno.EPERM:
+        print("NOT-SECCOMP errno=%s" % e)
 elif cmd == "clone_ns":
     # clone(CLONE_NEWUSER | SIGCHLD): a child in a new user namespace.
     r = libc.syscall(NR["clone"], ctypes.c_long(0x10000000 | 17), None, None, None, None)
