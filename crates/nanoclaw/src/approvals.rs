@@ -408,36 +408,36 @@ pub fn answer(
     vote: Vote,
 ) -> Result<Tally, AnswerError> {
     let request = find(store, key)?.ok_or_else(|| AnswerError::NotFound(key.trim().to_owned()))?;
-    if request.status == "pending" && now() >= request.expires_at {
-        store.with_conn(|c| {
-            c.execute(
-                "UPDATE approvals SET status = 'expired', decided_at = ?2 WHERE id = ?1 AND status = 'pending'",
-                params![request.id, now()],
-            )?;
-            Ok(())
-        })?;
-        return Err(AnswerError::Decided {
-            id: request.id,
-            status: "expired".into(),
-        });
-    }
-    if request.status != "pending" {
-        return Err(AnswerError::Decided {
-            id: request.id,
-            status: request.status,
-        });
-    }
     let counted = request.approvers.iter().any(|a| a == approver);
     let vote_text = match vote {
         Vote::Approve { always: false } => "approve",
         Vote::Approve { always: true } => "approve_always",
         Vote::Deny => "deny",
     };
-    let tally = store.with_conn(|c| {
+    // Whether the request is still open is read in the same transaction that records the
+    // vote: an answer racing the deadline cannot turn an expired request into an approval.
+    let decided = store.with_conn(|c| {
         let tx = rusqlite::Transaction::new_unchecked(c, rusqlite::TransactionBehavior::Immediate)?;
+        let (status, expires_at): (String, i64) = tx.query_row(
+            "SELECT status, expires_at FROM approvals WHERE id = ?1",
+            [request.id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let at = now();
+        if status == "pending" && at >= expires_at {
+            tx.execute(
+                "UPDATE approvals SET status = 'expired', decided_at = ?2 WHERE id = ?1 AND status = 'pending'",
+                params![request.id, at],
+            )?;
+            tx.commit()?;
+            return Ok(Err("expired".to_owned()));
+        }
+        if status != "pending" {
+            return Ok(Err(status));
+        }
         tx.execute(
             "INSERT INTO approval_votes (approval_id, approver, channel, vote, counted, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![request.id, approver, channel, vote_text, counted as i64, now()],
+            params![request.id, approver, channel, vote_text, counted as i64, at],
         )?;
         let mut stmt = tx.prepare(
             "SELECT approver, vote FROM approval_votes WHERE approval_id = ?1 AND counted = 1 ORDER BY id",
@@ -460,20 +460,24 @@ pub fn answer(
         match &tally {
             Tally::Approved { always } => {
                 tx.execute(
-                    "UPDATE approvals SET status = 'approved', always = (?2 OR scope = 'always'), decided_at = ?3 WHERE id = ?1",
-                    params![request.id, *always, now()],
+                    "UPDATE approvals SET status = 'approved', always = (?2 OR scope = 'always'), decided_at = ?3 WHERE id = ?1 AND status = 'pending'",
+                    params![request.id, *always, at],
                 )?;
             }
             Tally::Denied { .. } => {
                 tx.execute(
-                    "UPDATE approvals SET status = 'denied', decided_at = ?2 WHERE id = ?1",
-                    params![request.id, now()],
+                    "UPDATE approvals SET status = 'denied', decided_at = ?2 WHERE id = ?1 AND status = 'pending'",
+                    params![request.id, at],
                 )?;
             }
             Tally::Pending { .. } => {}
         }
         tx.commit()?;
-        Ok(tally)
+        Ok(Ok(tally))
+    })?;
+    let tally = decided.map_err(|status| AnswerError::Decided {
+        id: request.id,
+        status,
     })?;
     audit.record(
         if counted { "approval_answered" } else { "approval_ignored" },
@@ -529,5 +533,47 @@ mod tests {
         assert_eq!(parse_command("/approve"), None);
         assert_eq!(parse_command("approve x"), None);
         assert_eq!(parse_command("/approve x y z"), None);
+    }
+
+    #[test]
+    fn an_answer_after_the_deadline_finds_the_request_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db");
+        let store = Store::open(&db).unwrap();
+        let audit = Audit::open(&db, Default::default()).unwrap();
+        let at = now();
+        store
+            .with_conn(|c| {
+                c.execute(
+                    "INSERT INTO approvals (code, fingerprint, group_id, tool, arguments, reason, approvers, quorum, scope, status, created_at, expires_at)
+                     VALUES ('LATE0001', 'f', 'main', 'shell', '{}', 'r', '[\"owner\"]', 1, 'once', 'pending', ?1, ?2)",
+                    params![at - 10_000, at - 1],
+                )?;
+                Ok(())
+            })
+            .unwrap();
+        let late = answer(
+            &store,
+            &audit,
+            "LATE0001",
+            "owner",
+            "cli",
+            Vote::Approve { always: false },
+        );
+        assert!(
+            matches!(&late, Err(AnswerError::Decided { status, .. }) if status == "expired"),
+            "{late:?}"
+        );
+        let status: String = store
+            .with_conn(|c| {
+                Ok(c.query_row(
+                    "SELECT status FROM approvals WHERE code = 'LATE0001'",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
+            .unwrap();
+        assert_eq!(status, "expired");
+        audit.close();
     }
 }
