@@ -54,10 +54,17 @@ pub enum Route {
     },
 }
 
-/// The group of a chat.
-pub fn group_for(rules: &Rules, chat: &str) -> GroupId {
+/// Hex digits of the chat's SHA-256 in its group's name: 80 bits, so a sender choosing chat
+/// ids cannot find one that lands in another chat's group.
+const GROUP_HASH_HEX: usize = 20;
+/// Characters of the chat's name kept in its group's name, for people reading it.
+const GROUP_SLUG_CHARS: usize = 32;
+
+/// The group of a chat: `PREFIX-SLUG-HASH`. `None` when no valid name comes out (never for
+/// the channels' own prefixes; the message is then ignored, never sent to `main`).
+pub fn group_for(rules: &Rules, chat: &str) -> Option<GroupId> {
     if rules.main_chat.as_deref() == Some(chat) {
-        return GroupId::main();
+        return Some(GroupId::main());
     }
     let slug: String = chat
         .chars()
@@ -70,17 +77,29 @@ pub fn group_for(rules: &Rules, chat: &str) -> GroupId {
         .filter(|p| !p.is_empty())
         .collect::<Vec<_>>()
         .join("-");
-    let slug: String = slug.chars().take(40).collect();
-    // FNV-1a: distinct chats whose slugs collide still get distinct groups.
-    let hash = chat.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
+    let slug: String = slug.chars().take(GROUP_SLUG_CHARS).collect();
+    let slug = slug.trim_end_matches('-');
+    // Distinct chats whose slugs are the same still get distinct groups.
+    let digest = ring::digest::digest(&ring::digest::SHA256, chat.as_bytes());
+    let hash: String = digest
+        .as_ref()
+        .iter()
+        .flat_map(|b| [b >> 4, b & 0xf])
+        .take(GROUP_HASH_HEX)
+        .map(|d| char::from_digit(u32::from(d), 16).unwrap_or('0'))
+        .collect();
     let name = if slug.is_empty() {
-        format!("{}-{:08x}", rules.prefix, hash as u32)
+        format!("{}-{hash}", rules.prefix)
     } else {
-        format!("{}-{slug}-{:08x}", rules.prefix, hash as u32)
+        format!("{}-{slug}-{hash}", rules.prefix)
     };
-    name.parse().unwrap_or_else(|_| GroupId::main())
+    name.parse().ok()
+}
+
+fn no_group(chat: &str) -> Route {
+    Route::Ignore {
+        why: format!("no group name can be made for chat {chat:?}"),
+    }
 }
 
 /// Route one message. `admitted` says whether an unknown sender was admitted since (asked
@@ -101,7 +120,9 @@ pub fn route(
             Unknown::Allow => SenderRole::Other,
             Unknown::Ask if admitted() => SenderRole::Other,
             Unknown::Ask => {
-                let group = group_for(rules, chat);
+                let Some(group) = group_for(rules, chat) else {
+                    return no_group(chat);
+                };
                 if group == GroupId::main() {
                     return Route::Ignore {
                         why: format!(
@@ -118,7 +139,9 @@ pub fn route(
             }
         }
     };
-    let group = group_for(rules, chat);
+    let Some(group) = group_for(rules, chat) else {
+        return no_group(chat);
+    };
     if group == GroupId::main() && role != SenderRole::Owner {
         return Route::Ignore {
             why: format!("only the owner talks in the main chat; {sender:?} is not the owner"),
@@ -210,21 +233,25 @@ mod tests {
             panic!()
         };
         assert!(triggered);
-        assert_ne!(
-            group_for(&rules(Unknown::Ignore), "a/b"),
-            group_for(&rules(Unknown::Ignore), "a b")
-        );
+        let r = rules(Unknown::Ignore);
+        assert_ne!(group_for(&r, "a/b"), group_for(&r, "a b"));
+        let group = |chat: &str| group_for(&r, chat).unwrap().as_str().to_owned();
+        assert!(group("日本").starts_with("wh-"), "{}", group("日本"));
+        assert_eq!(group("日本").len(), "wh-".len() + 20);
+        // The longest chat name still makes a valid id: slug cut, hash whole.
+        let long = group(&"Room ".repeat(40));
         assert!(
-            group_for(&rules(Unknown::Ignore), "日本")
-                .as_str()
-                .starts_with("wh-")
+            long.starts_with("wh-room-room-") && long.len() <= 64,
+            "{long}"
         );
+        assert_eq!(group("Team Room #1"), group("Team Room #1"));
+        assert_ne!(group("Team Room #1"), group("Team Room #1!"));
     }
 
     #[test]
     fn a_group_may_have_its_own_trigger() {
         let mut r = rules(Unknown::Ignore);
-        let room = group_for(&r, "room");
+        let room = group_for(&r, "room").unwrap();
         r.group_triggers.insert(room, "!ai".into());
         let triggered = |text: &str| match route(&r, "room", "bob", text, || false) {
             Route::Deliver { triggered, .. } => triggered,
