@@ -177,7 +177,20 @@ impl Agent {
         // 2. The prompt: system prompt and memory, history, then the new messages.
         let limits = self.config.limits_for(&turn.group);
         let started = std::time::Instant::now();
-        let system = self.system_prompt(&workspace, limits).await;
+        let memory = match crate::memory::read(self.tools.backend(), &workspace, limits).await {
+            Ok(memory) => memory,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read MEMORY.md");
+                String::new()
+            }
+        };
+        let memory_untrusted = self
+            .store
+            .judge_memory(&turn.group, turn.id, &crate::memory::hash(&memory))
+            .map_err(|e| format!("could not save the turn: {e}"))?
+            && !memory.trim().is_empty();
+        tainted |= memory_untrusted;
+        let system = self.system_prompt(&memory, memory_untrusted);
         tracing::debug!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             "prompt built"
@@ -289,31 +302,30 @@ impl Agent {
         })
     }
 
-    async fn system_prompt(
-        &self,
-        workspace: &std::path::Path,
-        limits: nanoclaw_sandbox::Limits,
-    ) -> String {
+    /// The configured prompt, the note on untrusted data, and the memory (inside
+    /// `<untrusted-data>` when it is outside content).
+    fn system_prompt(&self, memory: &str, memory_untrusted: bool) -> String {
         let mut system = self.config.system_prompt.clone();
         system.push_str("\n\n");
         system.push_str(UNTRUSTED_NOTE);
-        match self
-            .tools
-            .read_optional(workspace, limits, "MEMORY.md")
-            .await
-        {
-            Ok(Some(memory)) if !memory.trim().is_empty() => {
-                let cut = floor_char_boundary(&memory, MAX_MEMORY_BYTES);
-                system.push_str("\n\n## Your memory (/workspace/MEMORY.md)\n\n");
-                system.push_str(&memory[..cut]);
-                if cut < memory.len() {
-                    system.push_str(
-                        "\n[MEMORY.md is longer; the rest was left out. Read it with read_file.]",
-                    );
-                }
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "could not read MEMORY.md"),
+        if memory.trim().is_empty() {
+            return system;
+        }
+        let cut = floor_char_boundary(memory, MAX_MEMORY_BYTES);
+        system.push_str("\n\n## Your memory (/workspace/MEMORY.md)\n\n");
+        if memory_untrusted {
+            system.push_str(
+                "<untrusted-data source=\"MEMORY.md, written after reading outside content\">\n",
+            );
+        }
+        system.push_str(&memory[..cut]);
+        if cut < memory.len() {
+            system.push_str(
+                "\n[MEMORY.md is longer; the rest was left out. Read it with read_file.]",
+            );
+        }
+        if memory_untrusted {
+            system.push_str("\n</untrusted-data>");
         }
         system
     }

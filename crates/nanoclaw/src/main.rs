@@ -32,6 +32,7 @@ mod doctor;
 mod egress;
 mod email;
 mod home;
+mod memory;
 mod model;
 mod outbox;
 mod policy_file;
@@ -132,6 +133,28 @@ enum Command {
     Task {
         #[command(subcommand)]
         command: TaskCommand,
+    },
+    /// A group's memory (MEMORY.md, in every prompt): review it, vouch for it.
+    Memory {
+        #[command(subcommand)]
+        command: MemoryCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum MemoryCommand {
+    /// Print MEMORY.md, its hash, and whether it counts as outside content (written while a
+    /// turn had read outside content).
+    Show {
+        #[arg(long, default_value = "main")]
+        group: GroupId,
+    },
+    /// Vouch for the memory with this hash (as `memory show` prints it): turns that begin
+    /// with exactly that content take it as the owner's.
+    Trust {
+        hash: String,
+        #[arg(long, default_value = "main")]
+        group: GroupId,
     },
 }
 
@@ -395,6 +418,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Approvals { command } => approvals_command(&home, command),
         Command::Audit { command } => audit_command(&home, command),
         Command::Task { command } => task_command(&home, command),
+        Command::Memory { command } => runtime(false)?.block_on(memory_command(home, command)),
     }
 }
 
@@ -1213,6 +1237,57 @@ async fn shutdown_signal() {
         }
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+async fn memory_command(home: Home, command: MemoryCommand) -> anyhow::Result<ExitCode> {
+    let group = match &command {
+        MemoryCommand::Show { group } | MemoryCommand::Trust { group, .. } => group.clone(),
+    };
+    let config = load_config(&home)?;
+    let store = Store::open(&home.db_path())?;
+    // Read through the sandbox, as the agent does: the host never opens a workspace path.
+    let backend = backend::choose(&home, &config, false)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let read = memory::read(
+        backend.as_ref(),
+        &home.workspace(&group)?,
+        config.limits_for(&group),
+    )
+    .await;
+    backend.shutdown().await;
+    let text = read.map_err(|e| anyhow::anyhow!("reading {}'s MEMORY.md: {e}", group))?;
+    let hash = memory::hash(&text);
+    match command {
+        MemoryCommand::Show { .. } => {
+            print!("{text}");
+            if !text.is_empty() && !text.ends_with('\n') {
+                println!();
+            }
+            let judged = match store.memory_judgement(&group)? {
+                Some((judged, true)) if judged == hash => {
+                    "outside content: written while a turn had read outside content; turns that see it are tainted"
+                }
+                Some((judged, false)) if judged == hash => "trusted",
+                _ => "not judged yet (the next turn judges it)",
+            };
+            println!("-- {} of group {group}: {hash}; {judged}", memory::FILE);
+            Ok(ExitCode::SUCCESS)
+        }
+        MemoryCommand::Trust { hash: reviewed, .. } => {
+            if reviewed.trim() != hash {
+                return Err(UsageError(format!(
+                    "{}'s MEMORY.md has hash {hash} now, not {}: it changed since it was reviewed; look again with `nanoclaw memory show --group {group}`",
+                    group,
+                    reviewed.trim()
+                ))
+                .into());
+            }
+            store.trust_memory(&group, &hash)?;
+            println!("{}'s MEMORY.md ({hash}) is trusted", group);
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

@@ -182,6 +182,15 @@ CREATE INDEX task_runs_retry ON task_runs(retry_at) WHERE retry_at IS NOT NULL;
     r#"
 ALTER TABLE turns ADD COLUMN tainted INTEGER NOT NULL DEFAULT 0;
 "#,
+    // The group's memory as each turn began, and the judgement of its current content.
+    r#"
+ALTER TABLE turns ADD COLUMN memory_hash TEXT;
+CREATE TABLE memory_state (
+    group_id    TEXT PRIMARY KEY,
+    hash        TEXT NOT NULL,
+    tainted     INTEGER NOT NULL
+);
+"#,
 ];
 
 /// Store errors carry SQLite's message; the caller adds what it was doing.
@@ -532,6 +541,70 @@ impl Store {
                 usage.output_tokens as i64,
                 now()
             ],
+        )?;
+        Ok(())
+    }
+
+    /// Judge the group's memory as `turn` begins with it (`hash`): whether it is outside content.
+    /// Content judged before keeps its judgement. Content that changed since is laid to the
+    /// group's previous turn if that turn began with other content: outside content if that
+    /// turn was tainted (it wrote what it read), trusted if not; a change with no turn to lay
+    /// it to is the owner's, trusted. The turn's starting memory is recorded for the next one.
+    pub fn judge_memory(&self, group: &GroupId, turn: TurnId, hash: &str) -> Result<bool> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let judged: Option<(String, bool)> = tx
+            .query_row(
+                "SELECT hash, tainted FROM memory_state WHERE group_id = ?1",
+                [group.as_str()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let tainted = match judged {
+            Some((judged_hash, tainted)) if judged_hash == hash => tainted,
+            _ => {
+                let previous: Option<(bool, String)> = tx
+                    .query_row(
+                        "SELECT tainted, memory_hash FROM turns
+                         WHERE group_id = ?1 AND id < ?2 AND memory_hash IS NOT NULL
+                         ORDER BY id DESC LIMIT 1",
+                        params![group.as_str(), turn],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()?;
+                matches!(previous, Some((true, began_with)) if began_with != hash)
+            }
+        };
+        tx.execute(
+            "INSERT OR REPLACE INTO memory_state (group_id, hash, tainted) VALUES (?1, ?2, ?3)",
+            params![group.as_str(), hash, tainted],
+        )?;
+        tx.execute(
+            "UPDATE turns SET memory_hash = ?2 WHERE id = ?1",
+            params![turn, hash],
+        )?;
+        tx.commit()?;
+        Ok(tainted)
+    }
+
+    /// How the group's memory was last judged: its hash and whether it is outside content.
+    pub fn memory_judgement(&self, group: &GroupId) -> Result<Option<(String, bool)>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT hash, tainted FROM memory_state WHERE group_id = ?1",
+                [group.as_str()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// The owner vouches for the memory whose hash is `hash`: turns that begin with exactly
+    /// that content take it as trusted.
+    pub fn trust_memory(&self, group: &GroupId, hash: &str) -> Result<()> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO memory_state (group_id, hash, tainted) VALUES (?1, ?2, 0)",
+            params![group.as_str(), hash],
         )?;
         Ok(())
     }
@@ -914,5 +987,49 @@ mod tests {
                 .messages
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn memory_written_by_a_tainted_turn_stays_outside_content_until_trusted() {
+        let (_d, s) = store();
+        let a = g("a");
+        // Each step: a turn begins with this memory; was it outside content? Then the turn is
+        // tainted (or not) and the memory may change before the next.
+        let mut turn = |text: &str| {
+            s.accept_inbound(&a, "api", "owner", text).unwrap();
+            let t = s.claim_turn(&a).unwrap().unwrap();
+            let judged = s.judge_memory(&a, t.id, text).unwrap();
+            (t, judged)
+        };
+        let (t1, judged) = turn("h1");
+        assert!(!judged, "memory found at the start is the owner's");
+        s.mark_tainted(t1.id).unwrap();
+        s.finish_turn(&t1, "api", TurnEnd::Done { reply: "ok" })
+            .unwrap();
+        // t1 was tainted and the memory changed after it began: t1 wrote it.
+        let (t2, judged) = turn("h2");
+        assert!(judged);
+        s.mark_tainted(t2.id).unwrap();
+        s.finish_turn(&t2, "api", TurnEnd::Done { reply: "ok" })
+            .unwrap();
+        // Unchanged: still outside content, whoever ran in between.
+        let (t3, judged) = turn("h2");
+        assert!(judged);
+        s.finish_turn(&t3, "api", TurnEnd::Done { reply: "ok" })
+            .unwrap();
+        assert_eq!(s.memory_judgement(&a).unwrap(), Some(("h2".into(), true)));
+        // The owner vouches for exactly this content.
+        s.trust_memory(&a, "h2").unwrap();
+        let (t4, judged) = turn("h2");
+        assert!(!judged);
+        s.finish_turn(&t4, "api", TurnEnd::Done { reply: "ok" })
+            .unwrap();
+        // An untainted turn's change, or the owner's, is trusted.
+        let (t5, judged) = turn("h3");
+        assert!(!judged);
+        s.finish_turn(&t5, "api", TurnEnd::Done { reply: "ok" })
+            .unwrap();
+        // Another group's judgement is its own.
+        assert_eq!(s.memory_judgement(&g("b")).unwrap(), None);
     }
 }

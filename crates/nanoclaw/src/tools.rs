@@ -394,6 +394,11 @@ impl Tools {
         &self.policy
     }
 
+    /// The sandbox backend, for reading a workspace file the host must not open itself.
+    pub fn backend(&self) -> &dyn Backend {
+        self.backend.as_ref()
+    }
+
     pub fn approvals(&self) -> &Approvals {
         &self.approvals
     }
@@ -867,26 +872,6 @@ impl Tools {
             }
             Ok(FileReply::Error { message }) => ToolOutcome::error(message),
             Err(e) => ToolOutcome::error(format!("the sandbox could not run the file tool: {e}")),
-        }
-    }
-
-    /// Read a file in the sandbox; `None` when it does not exist.
-    pub async fn read_optional(
-        &self,
-        workspace: &Path,
-        limits: Limits,
-        path: &str,
-    ) -> Result<Option<String>, String> {
-        let req = FileRequest::Read {
-            path: path.into(),
-            offset: None,
-            limit: None,
-        };
-        match run_file_op(self.backend.as_ref(), workspace.to_path_buf(), &req, limits).await {
-            Ok(FileReply::Ok { text }) => Ok(Some(text)),
-            Ok(FileReply::NotFound { .. }) => Ok(None),
-            Ok(FileReply::Error { message }) => Err(message),
-            Err(e) => Err(e.to_string()),
         }
     }
 }
