@@ -995,7 +995,7 @@ mod tests {
         let a = g("a");
         // Each step: a turn begins with this memory; was it outside content? Then the turn is
         // tainted (or not) and the memory may change before the next.
-        let mut turn = |text: &str| {
+        let turn = |text: &str| {
             s.accept_inbound(&a, "api", "owner", text).unwrap();
             let t = s.claim_turn(&a).unwrap().unwrap();
             let judged = s.judge_memory(&a, t.id, text).unwrap();
