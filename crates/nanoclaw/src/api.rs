@@ -238,7 +238,13 @@ impl Api {
             .store
             .replies_after(&group, after, MAX_REPLIES_PER_GET)
             .map_err(internal)?;
-        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        // Every reply of the group is shown; only the API's own are delivered by showing them.
+        // Another channel's stay unsent for that channel's delivery loop.
+        let ids: Vec<i64> = rows
+            .iter()
+            .filter(|r| r.channel == CHANNEL)
+            .map(|r| r.id)
+            .collect();
         self.store.mark_sent(&ids).map_err(internal)?;
         Ok(reply(StatusCode::OK, json!({"replies": rows})))
     }

@@ -30,9 +30,13 @@ fn sign(body: &str) -> String {
 
 /// A callback endpoint recording (signature, body) of each post.
 async fn callback() -> (u16, Arc<Mutex<Vec<(String, String)>>>) {
-    let seen = Arc::new(Mutex::new(Vec::new()));
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
+    (port, callback_on(l))
+}
+
+fn callback_on(l: tokio::net::TcpListener) -> Arc<Mutex<Vec<(String, String)>>> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
     let s = Arc::clone(&seen);
     tokio::spawn(async move {
         while let Ok((tcp, _)) = l.accept().await {
@@ -61,7 +65,7 @@ async fn callback() -> (u16, Arc<Mutex<Vec<(String, String)>>>) {
             });
         }
     });
-    (port, seen)
+    seen
 }
 
 fn post(port: u16, body: &str, signature: Option<&str>) -> (u16, String) {
@@ -283,6 +287,75 @@ async fn an_unknown_sender_waits_until_the_owner_admits_them() {
         request.contains("I am new here") && request.contains("can you hear me now?"),
         "{request}"
     );
+    daemon.start_kill().unwrap();
+    let _ = daemon.wait().await;
+}
+
+#[tokio::test]
+async fn reading_replies_through_the_api_does_not_take_them_from_the_webhook() {
+    let model =
+        ScriptedModel::start(Wire::Anthropic, vec![Step::Text("for the webhook".into())]).await;
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    // Nothing listens on the callback port yet: delivery fails and is retried.
+    let (port, cb_port) = (free_port(), free_port());
+    let h = TestHome::new(
+        Wire::Anthropic,
+        &model.url,
+        &format!(
+            "[sandbox]\nbackend = \"bwrap\"\n[api]\nlisten = \"127.0.0.1:{port}\"\n[channels.webhook]\nkey_secret = \"WEBHOOK_KEY\"\ncallback_url = \"http://127.0.0.1:{cb_port}/replies\"\nmain_chat = \"alice-dm\"\nowners = [\"alice\"]\n"
+        ),
+    );
+    let out = h
+        .set_secret("WEBHOOK_KEY", KEY, &["--host", "hooks.invalid"])
+        .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut daemon = h.daemon(port).await;
+    let hello = r#"{"id": "m1", "chat": "alice-dm", "sender": "alice", "text": "hi"}"#;
+    assert_eq!(post(port, hello, Some(&sign(hello))).0, 200);
+
+    // The API shows the reply, with its channel...
+    let token = std::fs::read_to_string(h.path().join("api.token")).unwrap();
+    let mut shown = String::new();
+    for _ in 0..200 {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-H", &format!("authorization: Bearer {token}")])
+            .arg(format!(
+                "http://127.0.0.1:{port}/v1/groups/main/replies?after=0"
+            ))
+            .output()
+            .unwrap();
+        shown = text(&out.stdout);
+        if shown.contains("for the webhook") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(shown.contains("\"channel\":\"webhook\""), "{shown}");
+    // ...and the webhook still gets it once its endpoint is up.
+    let posted = callback_on(
+        tokio::net::TcpListener::bind(("127.0.0.1", cb_port))
+            .await
+            .unwrap(),
+    );
+    for _ in 0..600 {
+        if !posted.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let delivered = posted.lock().unwrap().clone();
+    assert_eq!(
+        delivered.len(),
+        1,
+        "the reply read through the API never reached the webhook"
+    );
+    assert!(delivered[0].1.contains("for the webhook"));
     daemon.start_kill().unwrap();
     let _ = daemon.wait().await;
 }
