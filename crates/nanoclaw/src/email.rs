@@ -356,25 +356,25 @@ impl Email {
         };
         let (me, transport) = (&*self, &transport);
         crate::outbox::deliver(&me.store, CHANNEL, |reply| async move {
-            match me.send(transport, &reply.group, &reply.text).await {
-                Ok(true) => Ok(crate::outbox::Sent::Delivered),
-                Ok(false) => Ok(crate::outbox::Sent::Undeliverable(
-                    "no thread to answer".into(),
-                )),
-                Err(e) => Err(format!("{e:#}")),
-            }
+            me.send(transport, &reply.group, &reply.text)
+                .await
+                .map_err(|e| format!("{e:#}"))
         })
         .await;
     }
 
+    /// Send one reply. A reply that can never go (no thread, an address mail cannot reach, a
+    /// permanent SMTP refusal) is `Undeliverable`, so it does not hold up the replies behind
+    /// it; an error is worth trying again (the server down, a temporary refusal).
     async fn send(
         &self,
         transport: &AsyncSmtpTransport<Tokio1Executor>,
         group: &str,
         text: &str,
-    ) -> anyhow::Result<bool> {
+    ) -> anyhow::Result<crate::outbox::Sent> {
+        use crate::outbox::Sent;
         let Some(root) = self.store.chat_of(CHANNEL, group)? else {
-            return Ok(false);
+            return Ok(Sent::Undeliverable("no thread to answer".into()));
         };
         let thread: Option<(String, String, String, String)> = self.store.with_conn(|c| {
             Ok(c.query_row(
@@ -385,7 +385,15 @@ impl Email {
             .optional()?)
         })?;
         let Some((subject, to, last, refs)) = thread else {
-            return Ok(false);
+            return Ok(Sent::Undeliverable("no thread to answer".into()));
+        };
+        let to: lettre::message::Mailbox = match to.parse() {
+            Ok(to) => to,
+            Err(e) => {
+                return Ok(Sent::Undeliverable(format!(
+                    "the thread's reply address {to:?} is not one mail can be sent to: {e}"
+                )));
+            }
         };
         let subject = if subject.to_ascii_lowercase().starts_with("re:") {
             subject
@@ -393,9 +401,9 @@ impl Email {
             format!("Re: {subject}")
         };
         let angle = |id: &str| format!("<{id}>");
-        let mut message = lettre::Message::builder()
+        let built = lettre::Message::builder()
             .from(self.config.address.parse()?)
-            .to(to.parse()?)
+            .to(to)
             .subject(subject)
             .in_reply_to(angle(&last))
             .references(
@@ -404,13 +412,26 @@ impl Email {
                     .collect::<Vec<_>>()
                     .join(" "),
             )
-            .body(text.to_owned())?;
+            .body(text.to_owned());
+        let mut message = match built {
+            Ok(m) => m,
+            Err(e) => {
+                return Ok(Sent::Undeliverable(format!(
+                    "the reply is not a valid mail: {e}"
+                )));
+            }
+        };
         message.headers_mut().insert_raw(HeaderValue::new(
             HeaderName::new_from_ascii_str("Auto-Submitted"),
             "auto-replied".into(),
         ));
-        transport.send(message).await?;
-        Ok(true)
+        match transport.send(message).await {
+            Ok(_) => Ok(Sent::Delivered),
+            Err(e) if e.is_permanent() => Ok(Sent::Undeliverable(format!(
+                "the mail server refused it for good: {e}"
+            ))),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

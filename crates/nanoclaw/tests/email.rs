@@ -102,6 +102,7 @@ async fn mail_in_over_imap_replies_out_over_smtp() {
             Step::Text("Noon works.".into()),
             Step::Text("Still noon.".into()),
             Step::Text("Thanks, friend.".into()),
+            Step::Text("Dessert too.".into()),
         ],
     )
     .await;
@@ -183,6 +184,19 @@ async fn mail_in_over_imap_replies_out_over_smtp() {
     model.wait_for_requests(3, Duration::from_secs(30)).await;
     assert!(model.requests()[2].to_string().contains("untrusted-data"));
 
+    // The reply to the friend is refused for good (no such mailbox here); it must not hold up
+    // the owner's next one.
+    send(
+        smtp,
+        "From: owner@test.local\r\nTo: agent@test.local\r\nSubject: Re: Plans\r\nMessage-ID: <third@test.local>\r\nIn-Reply-To: <second@test.local>\r\nReferences: <root@test.local> <second@test.local>\r\n\r\nAnd dessert?\r\n",
+    );
+    until(
+        "the owner's third reply, after the undeliverable one",
+        || owner_mail(mail_dir.path()).len() >= 3,
+    )
+    .await;
+    assert!(owner_mail(mail_dir.path())[2].contains("Dessert too."));
+
     // A restart takes nothing again.
     tokio::time::sleep(Duration::from_millis(500)).await;
     daemon.start_kill().unwrap();
@@ -193,7 +207,7 @@ async fn mail_in_over_imap_replies_out_over_smtp() {
     );
     let mut daemon = start();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(model.requests().len(), 3, "a mail was processed twice");
+    assert_eq!(model.requests().len(), 4, "a mail was processed twice");
     daemon.start_kill().unwrap();
     let _ = daemon.wait().await;
     let _ = std::process::Command::new("bash")
