@@ -25,7 +25,8 @@ use crate::router::{self, Route, Rules};
 use crate::store::{Routed, Store};
 
 pub const CHANNEL: &str = "telegram";
-/// Telegram's limit on one message's text.
+/// Telegram's limit on one message's text, in UTF-16 code units (an emoji outside the Basic
+/// Multilingual Plane counts two).
 pub const MAX_MESSAGE: usize = 4096;
 
 #[derive(Clone, Debug)]
@@ -118,13 +119,22 @@ struct CallbackQuery {
     data: Option<String>,
 }
 
-/// Split `text` into pieces of at most `max` characters, at paragraph, then line, then word
-/// boundaries, cutting mid-word only when a word is longer than `max`.
+/// Split `text` into pieces of at most `max` UTF-16 code units (as Telegram counts), at
+/// paragraph, then line, then word boundaries, cutting mid-word only when a word is longer
+/// than `max`, and never inside a character.
 pub fn split(text: &str, max: usize) -> Vec<String> {
     let mut out = Vec::new();
     let mut rest = text.trim_end();
-    while rest.chars().count() > max {
-        let cut_byte = rest.char_indices().nth(max).map_or(rest.len(), |(i, _)| i);
+    while rest.encode_utf16().count() > max {
+        // The byte where the first character that would pass `max` units begins.
+        let mut units = 0;
+        let cut_byte = rest
+            .char_indices()
+            .find(|(_, c)| {
+                units += c.len_utf16();
+                units > max
+            })
+            .map_or(rest.len(), |(i, _)| i);
         let window = &rest[..cut_byte];
         let at = ["\n\n", "\n", " "]
             .iter()
@@ -557,9 +567,24 @@ mod tests {
             [4096, 4096, 808]
         );
         // Multi-byte text counts characters, never splits inside one.
-        let emoji = "é".repeat(5000);
-        let parts = split(&emoji, MAX_MESSAGE);
+        let accents = "é".repeat(5000);
+        let parts = split(&accents, MAX_MESSAGE);
         assert_eq!(parts[0].chars().count(), 4096);
+        // Telegram counts UTF-16 units: an emoji beyond the BMP is two.
+        let emoji = "😀".repeat(3000);
+        let parts = split(&emoji, MAX_MESSAGE);
+        assert!(
+            parts
+                .iter()
+                .all(|p| p.encode_utf16().count() <= MAX_MESSAGE),
+            "{:?}",
+            parts
+                .iter()
+                .map(|p| p.encode_utf16().count())
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(parts.concat(), emoji);
+        assert_eq!(parts[0].chars().count(), 2048);
         assert_eq!(split("short", MAX_MESSAGE), ["short"]);
     }
 }
