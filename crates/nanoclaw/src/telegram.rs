@@ -385,10 +385,14 @@ impl Telegram {
             .map(|a| a.name.clone())
     }
 
-    async fn answer(&self, user: &str, key: &str, vote: Vote, chat: &str) -> String {
-        let approver = self
-            .approver_of(user)
-            .unwrap_or_else(|| format!("telegram:{user} (not an approver)"));
+    /// `/approve` or `/deny` typed in a chat. From anyone who is not an approver it is ignored:
+    /// no vote is stored and nothing is said, so strangers can neither fill the store nor learn
+    /// which requests are open.
+    async fn answer(&self, user: &str, key: &str, vote: Vote, chat: &str) {
+        let Some(approver) = self.approver_of(user) else {
+            tracing::info!(channel = CHANNEL, %user, %chat, "an approval command from someone who is not an approver; ignored");
+            return;
+        };
         let text =
             match crate::approvals::answer(&self.store, &self.audit, key, &approver, CHANNEL, vote)
             {
@@ -398,7 +402,6 @@ impl Telegram {
         let _ = self
             .call("sendMessage", json!({"chat_id": chat, "text": text}))
             .await;
-        text
     }
 
     /// An inline button: `approve:ID:CODE`, `always:ID:CODE` or `deny:ID:CODE`.
@@ -417,11 +420,13 @@ impl Telegram {
                             "deny" => Some(Vote::Deny),
                             _ => None,
                         };
-                        match vote {
-                            Some(v) => {
-                                let approver = self.approver_of(&user).unwrap_or_else(|| {
-                                    format!("telegram:{user} (not an approver)")
-                                });
+                        match (vote, self.approver_of(&user)) {
+                            // Nothing stored for a stranger's press, whatever they press.
+                            (_, None) => {
+                                "you are not an approver; only approvers answer approval requests"
+                                    .into()
+                            }
+                            (Some(v), Some(approver)) => {
                                 match crate::approvals::answer(
                                     &self.store,
                                     &self.audit,
@@ -434,7 +439,7 @@ impl Telegram {
                                     Err(e) => e.to_string(),
                                 }
                             }
-                            None => "unknown button".into(),
+                            (None, Some(_)) => "unknown button".into(),
                         }
                     }
                     _ => "this button does not match a pending request".into(),

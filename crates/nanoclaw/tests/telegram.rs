@@ -170,6 +170,22 @@ async fn telegram_end_to_end() {
         .collect();
     assert!(answers[0].contains("not an approver"), "{answers:?}");
     assert!(answers[1].contains("does not match"), "{answers:?}");
+    // A stranger typing the command gets no answer; neither attempt is stored.
+    let before = tg.sent().len();
+    tg.message(ROOM, STRANGER, &format!("/approve {code}"), false);
+    tg.message(ROOM, STRANGER, &format!("/approve {id}"), false);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        tg.sent().len(),
+        before,
+        "a stranger was answered: {:?}",
+        tg.sent()
+    );
+    let votes: i64 = rusqlite::Connection::open(h.path().join("nanoclaw.db"))
+        .unwrap()
+        .query_row("SELECT count(*) FROM approval_votes", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(votes, 0, "a stranger's attempt was stored");
     assert!(text(&h.run(&["approvals", "list"]).await.stdout).contains(&code));
     tg.press(OWNER, &approve);
     until("the approved command's output reaches the owner", || {
