@@ -285,11 +285,26 @@ impl Email {
         };
         let mut refs = mail.references.clone();
         refs.push(mail.message_id.clone());
+        // Replies go to the thread's last sender. A held mail (a sender not yet admitted) may
+        // start a thread but never take over one: the thread names its own root, so anyone
+        // could otherwise point the next reply in someone else's thread at themselves.
+        let upsert = if held {
+            "INSERT INTO mail_threads (root, subject, reply_to, last_message_id, refs) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (root) DO NOTHING"
+        } else {
+            "INSERT INTO mail_threads (root, subject, reply_to, last_message_id, refs) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (root) DO UPDATE SET reply_to = excluded.reply_to, last_message_id = excluded.last_message_id, refs = excluded.refs"
+        };
         let thread = self.store.with_conn(|c| {
             c.execute(
-                "INSERT INTO mail_threads (root, subject, reply_to, last_message_id, refs) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (root) DO UPDATE SET reply_to = excluded.reply_to, last_message_id = excluded.last_message_id, refs = excluded.refs",
-                params![mail.root, mail.subject, mail.from, mail.message_id, refs.join(" ")],
+                upsert,
+                params![
+                    mail.root,
+                    mail.subject,
+                    mail.from,
+                    mail.message_id,
+                    refs.join(" ")
+                ],
             )?;
             Ok(())
         });
