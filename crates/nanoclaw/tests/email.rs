@@ -1,8 +1,9 @@
 //! The email channel against real servers on loopback — Dovecot (IMAP) and OpenSMTPD (SMTP),
 //! started by `scripts/mail-servers.sh`: mail in over IMAP IDLE, threads as groups, HTML and
-//! attachments, strangers held (never taking a thread over), replies out over SMTP with In-Reply-To and References, and
-//! nothing processed twice across a restart. Skipped, with the reason, where the servers are
-//! not installed.
+//! attachments, strangers held (never taking a thread over), replies out over SMTP with
+//! In-Reply-To and References, an undeliverable reply not holding up the next, and nothing
+//! processed twice across a restart. Skipped, with the reason, where the servers are not
+//! installed.
 
 mod support;
 
