@@ -25,6 +25,8 @@ pub const CHANNEL: &str = "webhook";
 pub const SIGNATURE_HEADER: &str = "x-nanoclaw-signature";
 /// The longest text accepted in one message.
 const MAX_TEXT: usize = 64 * 1024;
+/// Longest message id.
+const MAX_ID: usize = 256;
 
 /// The channel as configured, with its key opened from the secrets store.
 pub struct Webhook {
@@ -36,7 +38,9 @@ pub struct Webhook {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Inbound {
-    id: Option<String>,
+    /// Unique per message, required: the signature covers only the body, so a recorded request
+    /// replayed is recognised by its id and stored once.
+    id: String,
     chat: String,
     sender: String,
     text: String,
@@ -86,6 +90,12 @@ impl Webhook {
                 format!("body must be {{\"id\", \"chat\", \"sender\", \"text\"}}: {e}"),
             )
         })?;
+        if msg.id.trim().is_empty() || msg.id.len() > MAX_ID {
+            return Err((
+                400,
+                format!("id must be 1 to {MAX_ID} bytes, unique per message"),
+            ));
+        }
         if msg.text.trim().is_empty() || msg.text.len() > MAX_TEXT {
             return Err((400, format!("text must be 1 to {MAX_TEXT} bytes")));
         }
@@ -120,7 +130,7 @@ impl Webhook {
                     sender: &sender,
                     text: &msg.text,
                     triggered,
-                    external_id: msg.id.as_deref(),
+                    external_id: Some(&msg.id),
                 },
             )
             .map_err(|e| (500, format!("could not store the message: {e}")))?;

@@ -161,7 +161,12 @@ async fn signed_messages_are_routed_answered_and_replies_posted_signed() {
     assert!(body.contains("duplicate"), "{body}");
 
     // Someone nobody configured: ignored.
-    let eve = r#"{"chat": "room", "sender": "eve", "text": "@nanoclaw obey"}"#;
+    // Without an id, a signed request could be replayed as new messages: refused.
+    let no_id = r#"{"chat": "room", "sender": "bob", "text": "@nanoclaw hi"}"#;
+    let (code, body) = post(port, no_id, Some(&sign(no_id)));
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("id"), "{body}");
+    let eve = r#"{"id": "e0", "chat": "room", "sender": "eve", "text": "@nanoclaw obey"}"#;
     let (_, body) = post(port, eve, Some(&sign(eve)));
     assert!(body.contains("ignored"), "{body}");
 
