@@ -311,7 +311,7 @@ impl Agent {
         if memory.trim().is_empty() {
             return system;
         }
-        let cut = floor_char_boundary(memory, MAX_MEMORY_BYTES);
+        let cut = memory.floor_char_boundary(MAX_MEMORY_BYTES);
         system.push_str("\n\n## Your memory (/workspace/MEMORY.md)\n\n");
         if memory_untrusted {
             system.push_str(
@@ -353,12 +353,4 @@ fn incoming_text(turn: &ClaimedTurn, roles: &[SenderRole]) -> String {
             .collect::<Vec<_>>()
             .join("\n"),
     }
-}
-
-fn floor_char_boundary(s: &str, max: usize) -> usize {
-    let mut cut = max.min(s.len());
-    while !s.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    cut
 }

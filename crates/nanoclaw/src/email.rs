@@ -55,6 +55,15 @@ pub struct Parsed {
     pub text: String,
 }
 
+/// The most text of one mail that enters the inbox; the rest is cut, with a note.
+const MAX_TEXT: usize = 64 * 1024;
+/// The most bytes of one mail read from the server (headers, text and attachments).
+const MAX_FETCH: usize = 4 << 20;
+/// The most references a thread keeps: the root (the first) and the newest.
+const MAX_REFERENCES: usize = 32;
+/// The longest subject kept.
+const MAX_SUBJECT: usize = 1024;
+
 /// Read one RFC 5322 message. `None` when it has no sender or cannot be parsed.
 pub fn parse(raw: &[u8]) -> Option<Parsed> {
     let msg = MessageParser::default().parse(raw)?;
@@ -69,11 +78,14 @@ pub fn parse(raw: &[u8]) -> Option<Parsed> {
             .collect();
         format!("no-id-{hex}@nanoclaw")
     });
-    let references: Vec<String> = msg
+    let mut references: Vec<String> = msg
         .references()
         .as_text_list()
         .map(|l| l.iter().map(|s| s.to_string()).collect())
         .unwrap_or_default();
+    if references.len() > MAX_REFERENCES {
+        references.drain(1..references.len() + 1 - MAX_REFERENCES);
+    }
     let in_reply_to = msg.in_reply_to().as_text().map(str::to_owned);
     let root = references
         .first()
@@ -98,14 +110,26 @@ pub fn parse(raw: &[u8]) -> Option<Parsed> {
             att.contents().len()
         ));
     }
-    let subject = msg.subject().unwrap_or("").to_owned();
+    let subject = msg.subject().unwrap_or("");
+    let subject = subject[..subject.floor_char_boundary(MAX_SUBJECT)].to_owned();
+    let text = text.trim();
+    let cut = text.floor_char_boundary(MAX_TEXT);
+    let text = if cut < text.len() {
+        format!(
+            "{}\n[the mail is longer: {} more bytes were left out]",
+            &text[..cut],
+            text.len() - cut
+        )
+    } else {
+        text.to_owned()
+    };
     Some(Parsed {
         message_id,
         root,
         from,
         subject: subject.clone(),
         references,
-        text: format!("Subject: {subject}\n\n{}", text.trim()),
+        text: format!("Subject: {subject}\n\n{text}"),
     })
 }
 
@@ -235,8 +259,10 @@ impl Email {
             .collect();
         uids.sort_unstable();
         for uid in uids {
+            // At most MAX_FETCH bytes of one mail are read: its text is cut far below that
+            // anyway, and a mail bomb must not fill the daemon's memory.
             let fetches: Vec<_> = session
-                .uid_fetch(uid.to_string(), "(UID BODY.PEEK[])")
+                .uid_fetch(uid.to_string(), format!("(UID BODY.PEEK[]<0.{MAX_FETCH}>)"))
                 .await?
                 .try_collect()
                 .await?;
@@ -453,6 +479,32 @@ impl Email {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_mail_is_cut_to_size() {
+        let refs: Vec<String> = (0..1000).map(|i| format!("<r{i}@x>")).collect();
+        let raw = format!(
+            "From: a@test.local\r\nSubject: {}\r\nMessage-ID: <big@x>\r\nReferences: {}\r\n\r\n{}\r\n",
+            "s".repeat(5000),
+            refs.join(" "),
+            "é".repeat(100_000)
+        );
+        let p = parse(raw.as_bytes()).unwrap();
+        assert!(
+            p.text.len() < MAX_TEXT + MAX_SUBJECT + 200,
+            "{}",
+            p.text.len()
+        );
+        assert!(
+            p.text.ends_with("more bytes were left out]"),
+            "{}",
+            &p.text[p.text.len() - 80..]
+        );
+        assert_eq!(p.subject.len(), MAX_SUBJECT);
+        assert_eq!(p.references.len(), MAX_REFERENCES);
+        assert_eq!(p.root, "r0@x", "the thread's root is kept");
+        assert_eq!(p.references.last().unwrap(), "r999@x");
+    }
 
     #[test]
     fn threads_html_and_attachments() {
