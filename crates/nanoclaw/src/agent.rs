@@ -334,6 +334,17 @@ impl Agent {
 /// The new messages as one user message; senders are named when there are several, and a
 /// message from anyone but the owner is marked as untrusted data.
 fn incoming_text(turn: &ClaimedTurn, roles: &[SenderRole]) -> String {
+    let messages = incoming_messages(turn, roles);
+    if turn.left_out == 0 {
+        return messages;
+    }
+    format!(
+        "[{} earlier messages in this chat since your last turn were left out]\n{messages}",
+        turn.left_out
+    )
+}
+
+fn incoming_messages(turn: &ClaimedTurn, roles: &[SenderRole]) -> String {
     let text = |m: &crate::store::Inbound, role: SenderRole| {
         if role == SenderRole::Other {
             format!(

@@ -208,6 +208,9 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 
 pub type InboxId = i64;
 
+/// The most pending messages one turn takes into its prompt (the newest).
+pub const MAX_TURN_MESSAGES: usize = 100;
+
 /// The part of a session's past that goes into a prompt.
 #[derive(Debug)]
 pub struct History {
@@ -247,6 +250,9 @@ pub struct ClaimedTurn {
     pub group: GroupId,
     pub session_id: i64,
     pub messages: Vec<Inbound>,
+    /// Older pending messages beyond [`MAX_TURN_MESSAGES`], left out of this turn (they stay
+    /// in the inbox, done).
+    pub left_out: usize,
     /// A task run without the group's history.
     pub isolated: bool,
 }
@@ -446,7 +452,7 @@ impl Store {
     pub fn claim_turn(&self, group: &GroupId) -> Result<Option<ClaimedTurn>> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let messages = {
+        let mut messages = {
             let mut stmt = tx.prepare(
                 "SELECT id, channel, sender, text FROM inbox
                  WHERE group_id = ?1 AND status = 'pending' ORDER BY id",
@@ -476,6 +482,17 @@ impl Store {
             params![group.as_str(), session_id, now()],
         )?;
         let turn = tx.last_insert_rowid();
+        // A chat that talked for long between turns: the newest messages go into the prompt,
+        // the older ones are left out (kept, done with this turn) rather than flood it.
+        let left_out: Vec<Inbound> = messages
+            .drain(..messages.len().saturating_sub(MAX_TURN_MESSAGES))
+            .collect();
+        for m in &left_out {
+            tx.execute(
+                "UPDATE inbox SET status = 'done', turn_id = ?1 WHERE id = ?2",
+                params![turn, m.id],
+            )?;
+        }
         for m in &messages {
             tx.execute(
                 "UPDATE inbox SET status = 'processing', turn_id = ?1 WHERE id = ?2",
@@ -488,6 +505,7 @@ impl Store {
             group: group.clone(),
             session_id,
             messages,
+            left_out: left_out.len(),
             isolated: false,
         }))
     }
@@ -706,6 +724,7 @@ impl Store {
                 sender: sender.into(),
                 text: prompt.into(),
             }],
+            left_out: 0,
             isolated,
         })
     }
@@ -987,6 +1006,23 @@ mod tests {
                 .messages
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_turn_takes_the_newest_messages_and_leaves_the_older_out() {
+        let (_d, s) = store();
+        for i in 0..(MAX_TURN_MESSAGES + 50) {
+            s.accept_inbound(&g("a"), "api", "u", &format!("m{i}"))
+                .unwrap();
+        }
+        let t = s.claim_turn(&g("a")).unwrap().unwrap();
+        assert_eq!((t.messages.len(), t.left_out), (MAX_TURN_MESSAGES, 50));
+        assert_eq!(t.messages[0].text, "m50");
+        // The older ones are not offered again.
+        assert!(s.claim_turn(&g("a")).unwrap().is_none());
+        s.finish_turn(&t, "api", TurnEnd::Done { reply: "ok" })
+            .unwrap();
+        assert!(s.claim_turn(&g("a")).unwrap().is_none());
     }
 
     #[test]
