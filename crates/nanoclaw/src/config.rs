@@ -305,6 +305,8 @@ struct RawEmail {
     unknown_senders: String,
     #[serde(default = "default_poll_secs")]
     poll_secs: i64,
+    #[serde(default)]
+    authserv_id: Option<String>,
 }
 
 fn default_true() -> bool {
@@ -631,6 +633,16 @@ impl Config {
                         address: e.address.clone(),
                         poll_secs: v.range("channels.email.poll_secs", e.poll_secs, 1, 3600)?
                             as u64,
+                        authserv_id: match e.authserv_id.as_deref().map(str::trim) {
+                            Some("") => {
+                                return Err(v.invalid(
+                                    "channels.email.authserv_id",
+                                    "the receiving server's Authentication-Results id, such as \"mx.example.com\"",
+                                    "\"\"",
+                                ));
+                            }
+                            other => other.map(str::to_owned),
+                        },
                         rules: crate::router::Rules {
                             prefix: "mail".into(),
                             main_chat: None,
@@ -971,6 +983,9 @@ max_concurrent_turns = 4
 # owners = ["you@example.com"]
 # senders = []
 # unknown_senders = "ignore"
+# # From headers can be forged. Name your mail server's Authentication-Results id and a
+# # sender counts only when that server says dmarc=pass:
+# authserv_id = "mx.example.com"
 
 # [channels.webhook]
 # # Signed JSON messages on POST /v1/webhook (see the README). The HMAC key is a stored secret:

@@ -35,6 +35,9 @@ pub struct EmailConfig {
     pub password_secret: String,
     pub address: String,
     pub poll_secs: u64,
+    /// The receiving server's Authentication-Results id. When set, a mail's From counts only
+    /// when the topmost Authentication-Results header, under this id, says `dmarc=pass`.
+    pub authserv_id: Option<String>,
     pub rules: Rules,
 }
 
@@ -52,11 +55,34 @@ pub struct Parsed {
     pub from: String,
     pub subject: String,
     pub references: Vec<String>,
+    /// The topmost Authentication-Results header (the receiving server's), if any.
+    pub authentication_results: Option<String>,
     pub text: String,
 }
 
 /// The most text of one mail that enters the inbox; the rest is cut, with a note.
 const MAX_TEXT: usize = 64 * 1024;
+/// Whether an Authentication-Results value is from `authserv_id` and says DMARC passed.
+pub fn dmarc_passed(results: Option<&str>, authserv_id: &str) -> bool {
+    let Some(results) = results else {
+        return false;
+    };
+    let mut parts = results.split(';');
+    let issuer = parts
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .next()
+        .unwrap_or("");
+    issuer.eq_ignore_ascii_case(authserv_id)
+        && parts.any(|method| {
+            method
+                .split_whitespace()
+                .next()
+                .is_some_and(|result| result.eq_ignore_ascii_case("dmarc=pass"))
+        })
+}
+
 /// The most bytes of one mail read from the server (headers, text and attachments).
 const MAX_FETCH: usize = 4 << 20;
 /// The most references a thread keeps: the root (the first) and the newest.
@@ -110,6 +136,12 @@ pub fn parse(raw: &[u8]) -> Option<Parsed> {
             att.contents().len()
         ));
     }
+    // The topmost one is the last added: the receiving server's. Headers further down may be
+    // anyone's, the sender's own forgeries included.
+    let authentication_results = msg
+        .headers_raw()
+        .find(|(name, _)| name.eq_ignore_ascii_case("Authentication-Results"))
+        .map(|(_, value)| value.trim().to_owned());
     let subject = msg.subject().unwrap_or("");
     let subject = subject[..subject.floor_char_boundary(MAX_SUBJECT)].to_owned();
     let text = text.trim();
@@ -129,6 +161,7 @@ pub fn parse(raw: &[u8]) -> Option<Parsed> {
         from,
         subject: subject.clone(),
         references,
+        authentication_results,
         text: format!("Subject: {subject}\n\n{text}"),
     })
 }
@@ -289,13 +322,17 @@ impl Email {
     }
 
     fn store_mail(&self, mail: &Parsed, queue: &Arc<Queue>) -> bool {
-        let route = router::route(
-            &self.config.rules,
-            &mail.root,
-            &mail.from,
-            &mail.text,
-            || crate::admission::admitted(queue.agent(), CHANNEL, &mail.from),
-        );
+        // A From the receiving server did not vouch for is nobody's: it matches no owner, no
+        // sender and no admission.
+        let from = match &self.config.authserv_id {
+            Some(id) if !dmarc_passed(mail.authentication_results.as_deref(), id) => {
+                format!("{} (unverified)", mail.from)
+            }
+            _ => mail.from.clone(),
+        };
+        let route = router::route(&self.config.rules, &mail.root, &from, &mail.text, || {
+            crate::admission::admitted(queue.agent(), CHANNEL, &from)
+        });
         let (group, role, held) = match route {
             Route::Ignore { why } => {
                 tracing::info!(channel = CHANNEL, from = %mail.from, %why, "mail ignored");
@@ -479,6 +516,31 @@ impl Email {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_receiving_servers_dmarc_pass_counts() {
+        let id = "mx.test.local";
+        assert!(dmarc_passed(
+            Some(
+                "mx.test.local; spf=pass smtp.mailfrom=test.local; dmarc=pass (p=reject) header.from=test.local"
+            ),
+            id
+        ));
+        assert!(dmarc_passed(Some("MX.test.local 1; DMARC=Pass"), id));
+        for bad in [
+            None,
+            Some("mx.test.local; dmarc=fail header.from=test.local"),
+            Some("mx.test.local; spf=pass; dkim=pass"),
+            Some("evil.example; dmarc=pass"),
+            Some("mx.test.local; comment=\"dmarc=pass\""),
+        ] {
+            assert!(!dmarc_passed(bad, id), "{bad:?}");
+        }
+        // The topmost header is the receiving server's; a forged one below it is not read.
+        let raw = b"Authentication-Results: mx.test.local; dmarc=fail\r\nAuthentication-Results: mx.test.local; dmarc=pass\r\nFrom: owner@test.local\r\nMessage-ID: <a@x>\r\n\r\nhi\r\n";
+        let p = parse(raw).unwrap();
+        assert!(!dmarc_passed(p.authentication_results.as_deref(), id));
+    }
 
     #[test]
     fn a_huge_mail_is_cut_to_size() {
