@@ -6,15 +6,8 @@ mod support;
 
 use std::time::Duration;
 
-use support::model_server::{ScriptedModel, Step};
+use support::model_server::{ScriptedModel, Step, shell};
 use support::{TestHome, Wire, text};
-
-fn shell(command: &str) -> Step {
-    Step::Tools(vec![(
-        "shell".into(),
-        serde_json::json!({ "command": command }).to_string(),
-    )])
-}
 
 const POLICY: &str = r#"
 [approvers.owner]

@@ -6,6 +6,7 @@ mod support;
 
 use std::time::Duration;
 
+use support::model_server::shell;
 use support::{ScriptedModel, Step, TestHome, Wire, text};
 
 /// Containers labelled with this test's data dir.
@@ -139,12 +140,6 @@ async fn a_command_that_kills_its_init_leaves_nothing_running() {
         eprintln!("SKIP: {why}");
         return;
     }
-    let shell = |command: &str| {
-        Step::Tools(vec![(
-            "shell".into(),
-            serde_json::json!({ "command": command }).to_string(),
-        )])
-    };
     let model = ScriptedModel::start(
         Wire::Anthropic,
         vec![

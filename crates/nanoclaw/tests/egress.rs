@@ -6,27 +6,10 @@ mod support;
 use std::time::Duration;
 
 use support::{TestHome, Wire, text};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// An origin on the host's loopback that answers `hello from origin`.
 async fn origin() -> u16 {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let _ = s.read(&mut buf).await;
-                let body = "hello from origin";
-                let resp = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = s.write_all(resp.as_bytes()).await;
-            });
-        }
-    });
-    port
+    support::http_origin("hello from origin".into()).await
 }
 
 /// A data dir whose `work` group may reach the origin (a loopback service, so `private`).

@@ -12,6 +12,29 @@ use std::time::Duration;
 #[allow(unused_imports)]
 pub use model_server::{ScriptedModel, Step, Wire};
 
+/// A plain-HTTP origin on the host's loopback that answers every request with `body`.
+pub async fn http_origin(body: String) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let body = std::sync::Arc::new(body);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let body = std::sync::Arc::clone(&body);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    port
+}
+
 /// The agent image the Docker-backend tests use, built from this host's binaries.
 pub const DOCKER_TEST_IMAGE: &str = "nanoclaw-agent:test";
 

@@ -17,6 +17,14 @@ pub enum Wire {
     Openai,
 }
 
+/// A step calling the shell tool with `command`.
+pub fn shell(command: &str) -> Step {
+    Step::Tools(vec![(
+        "shell".into(),
+        serde_json::json!({ "command": command }).to_string(),
+    )])
+}
+
 /// One scripted response.
 #[derive(Clone, Debug)]
 pub enum Step {
