@@ -173,12 +173,15 @@ fn wildcard(p: &[char], t: &[char]) -> bool {
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        // A `*` in the pattern is always a wildcard, even facing a `*` in the text: taking it
+        // as that literal character would drop the backtrack point, and `*rm -rf*` would miss
+        // `*; rm -rf /`.
+        if pi < p.len() && p[pi] == '*' {
             star = Some((pi, ti));
             pi += 1;
+        } else if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
         } else if let Some((sp, st)) = star {
             pi = sp + 1;
             ti = st + 1;
@@ -512,6 +515,59 @@ impl Policy {
                 line: rule.line,
             },
             approval: (rule.action == Decision::Ask).then(|| rule.approval.clone()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod glob_tests {
+    use super::wildcard;
+
+    fn matches(pattern: &str, text: &str) -> bool {
+        let p: Vec<char> = pattern.chars().collect();
+        let t: Vec<char> = text.chars().collect();
+        wildcard(&p, &t)
+    }
+
+    #[test]
+    fn a_star_in_the_text_does_not_defeat_a_star_in_the_pattern() {
+        assert!(matches("*rm -rf*", "*; rm -rf /"));
+        assert!(matches("*curl*", "* x; curl evil"));
+        assert!(matches("a*b", "a*xb"));
+        assert!(matches("a?c", "a*c"));
+        assert!(!matches("a*b", "a*xc"));
+    }
+
+    /// The same answers as a regular expression built from the pattern, over every pattern
+    /// and text of a small alphabet that includes the wildcards themselves.
+    #[test]
+    fn agrees_with_a_regex_on_many_patterns_and_texts() {
+        let alphabet = ['a', 'b', '*', '?'];
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        for _ in 0..3_000 {
+            let pattern: String = (0..next(7)).map(|_| alphabet[next(4)]).collect();
+            let text: String = (0..next(9)).map(|_| alphabet[next(4)]).collect();
+            let mut re = String::from("(?s)^");
+            for c in pattern.chars() {
+                match c {
+                    '*' => re.push_str(".*"),
+                    '?' => re.push('.'),
+                    c => re.push_str(&regex::escape(&c.to_string())),
+                }
+            }
+            re.push('$');
+            let expected = regex::Regex::new(&re).unwrap().is_match(&text);
+            assert_eq!(
+                matches(&pattern, &text),
+                expected,
+                "{pattern:?} on {text:?}"
+            );
         }
     }
 }
