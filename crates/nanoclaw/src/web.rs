@@ -348,7 +348,10 @@ fn decode_entities(s: &str) -> String {
     while let Some(amp) = rest.find('&') {
         out.push_str(&rest[..amp]);
         rest = &rest[amp..];
-        let Some(semi) = rest[..rest.len().min(12)].find(';') else {
+        // An entity is short: look for its `;` within 12 bytes (cut on a character boundary;
+        // the text is anyone's).
+        let window = &rest[..rest.floor_char_boundary(12)];
+        let Some(semi) = window.find(';') else {
             out.push('&');
             rest = &rest[1..];
             continue;
@@ -406,8 +409,27 @@ mod tests {
             "<!--",
             "a</",
             "<é>ü&#1114112;",
+            "&日本語です",
+            "&abcdefghijé;",
+            "&#x;",
         ] {
             let _ = readable_text(html);
+        }
+        // Many strings of markup pieces and multi-byte characters, `&` anywhere among them.
+        let pieces = [
+            "&", "é", "日", ";", "<", ">", "a", "#", "x", "<!--", "-->", "p", "<script>", "😀",
+        ];
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..5_000 {
+            let mut html = String::new();
+            for _ in 0..(state % 24) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                html.push_str(pieces[(state % pieces.len() as u64) as usize]);
+            }
+            state = state.wrapping_add(1);
+            let _ = readable_text(&html);
         }
     }
 
