@@ -312,16 +312,26 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
     };
+    // Capped before the conversion: `from_secs_f64` panics on values beyond a Duration.
     if let Some(ms) = get("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
-        return (ms.is_finite() && ms >= 0.0).then(|| Duration::from_secs_f64(ms / 1000.0));
+        return (ms.is_finite() && ms >= 0.0)
+            .then(|| Duration::from_secs_f64((ms / 1000.0).min(MAX_RETRY_WAIT.as_secs_f64())));
     }
     let secs = get("retry-after")?.parse::<f64>().ok()?;
     (secs.is_finite() && secs >= 0.0)
         .then(|| Duration::from_secs_f64(secs.min(MAX_RETRY_WAIT.as_secs_f64())))
 }
 
-async fn excerpt(resp: reqwest::Response) -> String {
-    let bytes = resp.bytes().await.unwrap_or_default();
+/// The start of an error response's body: read only as far as the excerpt needs, however
+/// large the body is.
+async fn excerpt(mut resp: reqwest::Response) -> String {
+    let mut bytes = Vec::new();
+    while bytes.len() < ERROR_BODY_EXCERPT {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
+            Ok(None) | Err(_) => break,
+        }
+    }
     let cut = &bytes[..bytes.len().min(ERROR_BODY_EXCERPT)];
     String::from_utf8_lossy(cut).trim().to_owned()
 }
@@ -375,6 +385,15 @@ mod tests {
             "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
         );
         assert_eq!(retry_after(&bad), None);
+        // Absurd waits are capped, never a panic.
+        for huge in ["1e23", "1e308", "18446744073709551616000"] {
+            let mut h = reqwest::header::HeaderMap::new();
+            h.insert("retry-after-ms", huge.parse().unwrap());
+            assert_eq!(retry_after(&h), Some(MAX_RETRY_WAIT), "{huge}");
+            let mut h = reqwest::header::HeaderMap::new();
+            h.insert("retry-after", huge.parse().unwrap());
+            assert_eq!(retry_after(&h), Some(MAX_RETRY_WAIT), "{huge}");
+        }
     }
 
     #[test]

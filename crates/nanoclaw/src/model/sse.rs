@@ -1,11 +1,14 @@
 //! A Server-Sent Events decoder: bytes in, `(event, data)` pairs out.
 //!
 //! Owns only framing (fields, line endings, blank-line dispatch). It keeps at most
-//! `MAX_EVENT_BYTES` of an unfinished event, so a server that never ends an event cannot grow
-//! memory without bound.
+//! `MAX_EVENT_BYTES` of an unfinished event, and takes at most `MAX_STREAM_BYTES` in all, so
+//! a server that never ends an event, or never ends the stream, cannot grow memory without
+//! bound (the response is built from every event).
 
 /// Largest single event accepted, in bytes.
 pub const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
+/// Largest whole stream accepted, in bytes: far beyond any answer a model gives in one call.
+pub const MAX_STREAM_BYTES: usize = 64 * 1024 * 1024;
 
 /// One dispatched event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +23,8 @@ pub struct Event {
 pub enum SseError {
     #[error("an event of more than {MAX_EVENT_BYTES} bytes")]
     TooLarge,
+    #[error("an event stream of more than {MAX_STREAM_BYTES} bytes")]
+    StreamTooLarge,
     #[error("the event stream is not UTF-8")]
     NotUtf8,
 }
@@ -30,11 +35,17 @@ pub struct Decoder {
     buf: Vec<u8>,
     event: String,
     data: Vec<String>,
+    /// Bytes fed so far.
+    total: usize,
 }
 
 impl Decoder {
     /// Add a chunk and return every event it completed.
     pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<Event>, SseError> {
+        self.total = self.total.saturating_add(chunk.len());
+        if self.total > MAX_STREAM_BYTES {
+            return Err(SseError::StreamTooLarge);
+        }
         self.buf.extend_from_slice(chunk);
         let mut out = Vec::new();
         while let Some(end) = self.buf.iter().position(|&b| b == b'\n') {
@@ -118,6 +129,22 @@ mod tests {
         let mut d = Decoder::default();
         let big = vec![b'x'; MAX_EVENT_BYTES + 1];
         assert_eq!(d.feed(&big), Err(SseError::TooLarge));
+    }
+
+    #[test]
+    fn an_endless_stream_of_small_events_is_refused() {
+        let mut d = Decoder::default();
+        let event = format!("data: {}\n\n", "x".repeat(1 << 20));
+        let mut fed = 0;
+        let refused = loop {
+            match d.feed(event.as_bytes()) {
+                Ok(events) => assert_eq!(events.len(), 1),
+                Err(e) => break e,
+            }
+            fed += event.len();
+            assert!(fed <= MAX_STREAM_BYTES, "kept taking past the limit");
+        };
+        assert_eq!(refused, SseError::StreamTooLarge);
     }
 
     #[test]
