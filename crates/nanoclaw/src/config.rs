@@ -541,18 +541,14 @@ impl Config {
                 Some(w) => {
                     let unknown =
                         v.unknown_senders("channels.webhook.unknown_senders", &w.unknown_senders)?;
-                    if let Some(url) = &w.callback_url
-                        && !(url.starts_with("https://") || url.starts_with("http://"))
-                    {
-                        return Err(v.invalid(
-                            "channels.webhook.callback_url",
-                            "an http:// or https:// URL",
-                            format!("{url:?}"),
-                        ));
-                    }
+                    // Replies are private: over the network only encrypted.
+                    let callback_url = match &w.callback_url {
+                        Some(url) => Some(v.url("channels.webhook.callback_url", url.clone())?),
+                        None => None,
+                    };
                     Some(WebhookConfig {
                         key_secret: w.key_secret.clone(),
-                        callback_url: w.callback_url.clone(),
+                        callback_url,
                         rules: crate::router::Rules {
                             prefix: "wh".into(),
                             main_chat: w.main_chat.clone(),
@@ -580,10 +576,11 @@ impl Config {
                     Some(crate::telegram::TelegramConfig {
                         token_secret: t.token_secret.clone(),
                         api_base: t.api_base.clone(),
+                        // At least 1: with 0, getUpdates returns at once and polling spins.
                         poll_timeout_secs: v.range(
                             "channels.telegram.poll_timeout_secs",
                             t.poll_timeout_secs,
-                            0,
+                            1,
                             50,
                         )? as u64,
                         rules: crate::router::Rules {
@@ -620,6 +617,24 @@ impl Config {
                         if !ok {
                             return Err(v.invalid(key, "host:port", format!("{addr:?}")));
                         }
+                    }
+                    // The password goes over these connections: in the clear only to this
+                    // machine.
+                    let host_of =
+                        |addr: &str| addr.rsplit_once(':').map_or("", |(h, _)| h).to_owned();
+                    if !e.imap_tls && !is_loopback_host(&host_of(&e.imap)) {
+                        return Err(v.invalid(
+                            "channels.email.imap_tls",
+                            "true for a server that is not on loopback (the password would go in the clear)",
+                            "false",
+                        ));
+                    }
+                    if e.smtp_security == "none" && !is_loopback_host(&host_of(&e.smtp)) {
+                        return Err(v.invalid(
+                            "channels.email.smtp_security",
+                            "\"starttls\" or \"tls\" for a server that is not on loopback (the password would go in the clear)",
+                            "\"none\"",
+                        ));
                     }
                     let owners: Vec<String> =
                         e.owners.iter().map(|o| o.to_ascii_lowercase()).collect();
@@ -860,12 +875,23 @@ impl Validator<'_> {
         }
     }
 
+    /// An https:// URL, or http:// to this machine only (credentials go with the requests).
     fn url(&self, key: &'static str, s: String) -> Result<String, ConfigError> {
         match reqwest::Url::parse(&s) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+            Ok(u)
+                if u.scheme() == "https"
+                    || (u.scheme() == "http"
+                        && u.host_str().is_some_and(|h| {
+                            is_loopback_host(h.trim_start_matches('[').trim_end_matches(']'))
+                        })) =>
+            {
                 Ok(s.trim_end_matches('/').to_owned())
             }
-            _ => Err(self.invalid(key, "expected an http:// or https:// URL", format!("{s:?}"))),
+            _ => Err(self.invalid(
+                key,
+                "expected an https:// URL (http:// only to this machine's loopback)",
+                format!("{s:?}"),
+            )),
         }
     }
 
@@ -1035,6 +1061,15 @@ allow = []
 listen = "127.0.0.1:7878"
 "#;
 
+/// `localhost` or a loopback address: a connection that never leaves this machine.
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1081,6 +1116,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("model.base_url"), "{e}");
+        // Credentials and private text never go in the clear past this machine.
+        let e = parse("[model]\nbase_url = \"http://api.example.com\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("model.base_url") && e.contains("https://"),
+            "{e}"
+        );
+        assert!(parse("[model]\nbase_url = \"http://127.0.0.1:9\"\n").is_ok());
+        assert!(parse("[model]\nbase_url = \"http://[::1]:9\"\n").is_ok());
+        let e = parse("[channels.webhook]\nkey_secret = \"K\"\ncallback_url = \"http://hooks.example.com/x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("channels.webhook.callback_url"), "{e}");
+        let mail = |extra: &str| {
+            parse(&format!(
+                "[channels.email]\nimap = \"mail.example.com:143\"\nsmtp = \"mail.example.com:25\"\nusername = \"a\"\npassword_secret = \"P\"\naddress = \"a@example.com\"\n{extra}"
+            ))
+        };
+        assert!(mail("").is_ok());
+        let e = mail("imap_tls = false\n").unwrap_err().to_string();
+        assert!(e.contains("channels.email.imap_tls"), "{e}");
+        let e = mail("smtp_security = \"none\"\n").unwrap_err().to_string();
+        assert!(e.contains("channels.email.smtp_security"), "{e}");
+        let e = parse("[channels.telegram]\ntoken_secret = \"T\"\npoll_timeout_secs = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("poll_timeout_secs"), "{e}");
         let e = parse("[api]\nlisten = \"0.0.0.0:80\"\n")
             .unwrap_err()
             .to_string();
