@@ -83,6 +83,10 @@ impl Home {
             .mode(0o700)
             .create(&self.dir)
             .with_context(|| format!("creating data dir {}", self.dir.display()))?;
+        // A data dir that already existed keeps whatever mode it had; the store, history and
+        // audit log in it are for this user alone.
+        fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} private (mode 700)", self.dir.display()))?;
         let config = self.config_path();
         if config.exists() {
             done.push(format!("kept existing {}", config.display()));
@@ -105,7 +109,10 @@ impl Home {
             self.ca_dir().display()
         ));
         if std::env::var_os(crate::secrets::KEY_ENV).is_none() {
-            crate::secrets::SecretsKey::locate(self, true)?;
+            // A new key only while no secret is sealed: stored secrets need the key they were
+            // sealed with, and a fresh one would silently split them from the next.
+            let sealed = !crate::secrets::Secrets::load(self)?.is_empty();
+            crate::secrets::SecretsKey::locate(self, !sealed)?;
             done.push(format!(
                 "secrets key in {} (outside the data dir; back it up)",
                 crate::secrets::key_file_path()?.display()

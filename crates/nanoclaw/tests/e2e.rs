@@ -204,7 +204,10 @@ async fn unreachable_model_makes_ask_exit_1_with_a_clear_message() {
 
 #[tokio::test]
 async fn no_key_tells_the_user_what_to_set() {
+    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
+    // An existing data dir open to others is made private by init.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = tokio::process::Command::new(support::bin())
         .arg("--home")
         .arg(dir.path())
@@ -213,6 +216,8 @@ async fn no_key_tells_the_user_what_to_set() {
         .await
         .unwrap();
     assert!(out.status.success());
+    let mode = std::fs::metadata(dir.path()).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
     let out = tokio::process::Command::new(support::bin())
         .arg("--home")
         .arg(dir.path())

@@ -286,6 +286,19 @@ async fn a_wrong_key_is_a_clear_error_and_an_env_key_works() {
         text(&out.stderr)
     );
     assert!(!text(&out.stderr).contains("a-long-secret-value"));
+    // With secrets stored, init never makes a new key in place of a missing one.
+    std::fs::remove_file(h.key_file()).unwrap();
+    let out = h.run(&["init"]).await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("no secrets key"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        !h.key_file().exists(),
+        "init made a new key beside sealed secrets"
+    );
     // A key given in the environment is used instead of the file.
     let h2 = TestHome::new(Wire::Anthropic, "http://127.0.0.1:9", "");
     let mut c = h2.command();
