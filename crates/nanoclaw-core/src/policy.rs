@@ -42,6 +42,8 @@ use crate::tool::ToolEffect;
 
 /// How long an `ask` waits for its approvers unless a rule says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+/// The longest an approval may wait.
+pub const MAX_TIMEOUT_SECS: u64 = 30 * 24 * 3600;
 
 /// Who sent the message that started the turn.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -374,7 +376,12 @@ impl Policy {
             };
             let names = match r.approvers {
                 Some(names) => {
-                    for n in &names {
+                    for (i, n) in names.iter().enumerate() {
+                        // A name twice would count toward the quorum once: a quorum of two
+                        // from ["owner", "owner"] could never be met.
+                        if names[..i].contains(n) {
+                            return Err(err("approvers", format!("approver {n:?} is named twice")));
+                        }
                         if !all_names.contains(n) {
                             return Err(err(
                                 "approvers",
@@ -405,6 +412,12 @@ impl Policy {
             }
             let timeout = match r.timeout_secs {
                 Some(0) => return Err(err("timeout_secs", "must be at least 1".into())),
+                Some(s) if s > MAX_TIMEOUT_SECS => {
+                    return Err(err(
+                        "timeout_secs",
+                        format!("must be at most {MAX_TIMEOUT_SECS} (30 days), got {s}"),
+                    ));
+                }
                 Some(s) => Duration::from_secs(s),
                 None => DEFAULT_TIMEOUT,
             };

@@ -487,6 +487,18 @@ fn bad_policies_name_the_line_and_key() {
             "rule[1].timeout_secs",
             "at least 1",
         ),
+        (
+            "[[rule]]\ntool = \"x\"\naction = \"allow\"\ntimeout_secs = 99999999999\n",
+            1,
+            "rule[1].timeout_secs",
+            "at most",
+        ),
+        (
+            "[approvers.a]\n[[rule]]\ntool = \"x\"\naction = \"ask\"\napprovers = [\"a\", \"a\"]\nquorum = 2\n",
+            2,
+            "rule[1].approvers",
+            "named twice",
+        ),
         ("[[rule]]\naction = \"allow\"\n", 1, "policy", "tool"),
         (
             "[[rule]]\ntool = \"x\"\naction = \"allow\"\ncolour = \"red\"\n",

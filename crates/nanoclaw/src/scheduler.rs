@@ -19,6 +19,8 @@ use crate::tasks::{self, Claim};
 /// The longest the runner sleeps without looking (tasks added by another process, such as
 /// `nanoclaw task add` while the daemon runs and cannot reach it, are seen by then).
 const MAX_SLEEP: Duration = Duration::from_secs(60);
+/// The pause after the store refused a claim, before trying again.
+const ERROR_PAUSE: Duration = Duration::from_secs(1);
 
 /// Where the runner reads the time; tests and benchmarks may supply their own.
 pub trait Clock: Send + Sync {
@@ -78,16 +80,22 @@ impl Scheduler {
         }
         loop {
             let now = self.clock.now_ms();
-            match tasks::claim_due(&store, now) {
+            let claimed = match tasks::claim_due(&store, now) {
                 Ok(claims) => {
                     for claim in claims {
                         let me = Arc::clone(&self);
                         tokio::spawn(async move { me.execute(claim).await });
                     }
+                    true
                 }
-                Err(e) => tracing::error!(error = %e, "could not claim due tasks"),
-            }
+                Err(e) => {
+                    tracing::error!(error = %e, "could not claim due tasks");
+                    false
+                }
+            };
             let wait = match tasks::next_due(&store) {
+                // An overdue slot the store would not let us claim: not again at once.
+                Ok(Some(_)) if !claimed => ERROR_PAUSE,
                 Ok(Some(due)) => {
                     Duration::from_millis(u64::try_from(due - now).unwrap_or(0)).min(MAX_SLEEP)
                 }
