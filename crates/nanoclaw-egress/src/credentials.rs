@@ -125,9 +125,11 @@ impl Credentials {
     pub fn check_target(&self, method: &str, authority: &str) -> Result<(), Refusal> {
         for piece in [method, authority] {
             if let Some((_, i)) = self.values.find(piece.as_bytes()) {
+                // Values swapped for placeholders before the host is lower-cased, or a value
+                // with capitals would no longer be found (and would reach the log and audit).
                 return Err(Refusal::SecretValue {
                     secret: self.all[self.index_of(&self.values, i)].0.name.clone(),
-                    host: self.to_placeholders.replace_str(&normalize_host(authority)),
+                    host: normalize_host(&self.to_placeholders.replace_str(authority)),
                 });
             }
         }

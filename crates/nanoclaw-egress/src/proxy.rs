@@ -102,10 +102,14 @@ impl GroupProxy {
             self.passed
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
+        // Every field the sandbox chose may hold a value (a method, a Host header in a
+        // refusal's text).
         let redactor = self.credentials.response_redactor();
         record.log(
+            &redactor.replace_str(record.method),
             &redactor.replace_str(record.host),
             &redactor.replace_str(record.path),
+            &redactor.replace_str(&record.reason.map(|r| r.to_string()).unwrap_or_default()),
         );
         if let Some(r) = &self.recorder {
             r(record);
@@ -128,13 +132,12 @@ pub struct Record<'a> {
 }
 
 impl Record<'_> {
-    fn log(&self, host: &str, path: &str) {
+    fn log(&self, method: &str, host: &str, path: &str, reason: &str) {
         let secrets = self.secrets.join(",");
-        let reason = self.reason.map(|r| r.to_string()).unwrap_or_default();
         tracing::info!(
             target: "nanoclaw::egress",
             group = self.group,
-            method = self.method,
+            method,
             host,
             path,
             status = self.status,

@@ -223,7 +223,8 @@ async fn a_host_header_naming_another_host_is_refused() {
     }
 }
 
-const VALUE: &str = "tok-real-value-0123456789";
+/// With capitals: the host is lower-cased on its way, and the value must not come out so.
+const VALUE: &str = "tok-Real-Value-0123456789";
 
 fn token() -> Credentials {
     let credential = Credential {
@@ -259,11 +260,15 @@ async fn a_secret_value_in_the_host_or_method_is_refused_before_the_name_is_look
             "{request}: {resp}"
         );
         assert!(
-            !resp.contains(VALUE),
+            !resp.to_lowercase().contains(&VALUE.to_lowercase()),
             "the refusal repeats the value: {resp}"
         );
         if !request.starts_with(VALUE) {
-            assert!(resp.contains("NANOCLAW_SECRET_TOKEN_00.example"), "{resp}");
+            assert!(
+                resp.to_lowercase()
+                    .contains("nanoclaw_secret_token_00.example"),
+                "{resp}"
+            );
         }
     }
 }
