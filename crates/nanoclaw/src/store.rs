@@ -452,28 +452,26 @@ impl Store {
     pub fn claim_turn(&self, group: &GroupId) -> Result<Option<ClaimedTurn>> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut messages = {
+        let pending: Vec<(Inbound, bool)> = {
             let mut stmt = tx.prepare(
-                "SELECT id, channel, sender, text FROM inbox
+                "SELECT id, channel, sender, text, triggered FROM inbox
                  WHERE group_id = ?1 AND status = 'pending' ORDER BY id",
             )?;
             stmt.query_map([group.as_str()], |r| {
-                Ok(Inbound {
-                    id: r.get(0)?,
-                    channel: r.get(1)?,
-                    sender: r.get(2)?,
-                    text: r.get(3)?,
-                })
+                Ok((
+                    Inbound {
+                        id: r.get(0)?,
+                        channel: r.get(1)?,
+                        sender: r.get(2)?,
+                        text: r.get(3)?,
+                    },
+                    r.get(4)?,
+                ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?
         };
         // Untriggered messages wait as context until a triggered one starts a turn.
-        let triggered: bool = tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM inbox WHERE group_id = ?1 AND status = 'pending' AND triggered = 1)",
-            [group.as_str()],
-            |r| r.get(0),
-        )?;
-        if messages.is_empty() || !triggered {
+        if !pending.iter().any(|(_, triggered)| *triggered) {
             return Ok(None);
         }
         let session_id = Self::current_session(&tx, group)?;
@@ -482,11 +480,21 @@ impl Store {
             params![group.as_str(), session_id, now()],
         )?;
         let turn = tx.last_insert_rowid();
-        // A chat that talked for long between turns: the newest messages go into the prompt,
-        // the older ones are left out (kept, done with this turn) rather than flood it.
-        let left_out: Vec<Inbound> = messages
-            .drain(..messages.len().saturating_sub(MAX_TURN_MESSAGES))
-            .collect();
+        // A chat that talked for long between turns: the messages addressed to the agent and the
+        // newest others go into the prompt; older chatter is left out (kept, done with this
+        // turn) rather than flood it.
+        let untriggered = pending.iter().filter(|(_, t)| !*t).count();
+        let room = MAX_TURN_MESSAGES.saturating_sub(pending.len() - untriggered);
+        let mut skip = untriggered.saturating_sub(room);
+        let (mut messages, mut left_out) = (Vec::new(), Vec::new());
+        for (m, triggered) in pending {
+            if !triggered && skip > 0 {
+                skip -= 1;
+                left_out.push(m);
+            } else {
+                messages.push(m);
+            }
+        }
         for m in &left_out {
             tx.execute(
                 "UPDATE inbox SET status = 'done', turn_id = ?1 WHERE id = ?2",
@@ -1011,13 +1019,32 @@ mod tests {
     #[test]
     fn a_turn_takes_the_newest_messages_and_leaves_the_older_out() {
         let (_d, s) = store();
+        let routed = |text: &str, triggered: bool| {
+            s.accept_routed(
+                &g("a"),
+                &Routed {
+                    channel: "webhook",
+                    chat: "room",
+                    sender: "webhook:bob",
+                    text,
+                    triggered,
+                    external_id: None,
+                },
+            )
+            .unwrap();
+        };
+        // The request, then a long talk before the turn starts.
+        routed("@bot do the thing", true);
         for i in 0..(MAX_TURN_MESSAGES + 50) {
-            s.accept_inbound(&g("a"), "api", "u", &format!("m{i}"))
-                .unwrap();
+            routed(&format!("m{i}"), false);
         }
         let t = s.claim_turn(&g("a")).unwrap().unwrap();
-        assert_eq!((t.messages.len(), t.left_out), (MAX_TURN_MESSAGES, 50));
-        assert_eq!(t.messages[0].text, "m50");
+        assert_eq!((t.messages.len(), t.left_out), (MAX_TURN_MESSAGES, 51));
+        assert_eq!(
+            t.messages[0].text, "@bot do the thing",
+            "the request is kept"
+        );
+        assert_eq!(t.messages[1].text, "m51");
         // The older ones are not offered again.
         assert!(s.claim_turn(&g("a")).unwrap().is_none());
         s.finish_turn(&t, "api", TurnEnd::Done { reply: "ok" })
