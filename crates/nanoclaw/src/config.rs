@@ -566,16 +566,11 @@ impl Config {
                 Some(t) => {
                     let unknown =
                         v.unknown_senders("channels.telegram.unknown_senders", &t.unknown_senders)?;
-                    if !(t.api_base.starts_with("https://") || t.api_base.starts_with("http://")) {
-                        return Err(v.invalid(
-                            "channels.telegram.api_base",
-                            "an http:// or https:// URL",
-                            format!("{:?}", t.api_base),
-                        ));
-                    }
+                    // The bot token is part of every request's URL.
+                    let api_base = v.url("channels.telegram.api_base", t.api_base.clone())?;
                     Some(crate::telegram::TelegramConfig {
                         token_secret: t.token_secret.clone(),
-                        api_base: t.api_base.clone(),
+                        api_base,
                         // At least 1: with 0, getUpdates returns at once and polling spins.
                         poll_timeout_secs: v.range(
                             "channels.telegram.poll_timeout_secs",
@@ -1130,6 +1125,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("channels.webhook.callback_url"), "{e}");
+        let e =
+            parse("[channels.telegram]\ntoken_secret = \"T\"\napi_base = \"http://tg.example\"\n")
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("channels.telegram.api_base"), "{e}");
         let mail = |extra: &str| {
             parse(&format!(
                 "[channels.email]\nimap = \"mail.example.com:143\"\nsmtp = \"mail.example.com:25\"\nusername = \"a\"\npassword_secret = \"P\"\naddress = \"a@example.com\"\n{extra}"
