@@ -62,11 +62,14 @@ pub struct Parsed {
 
 /// The most text of one mail that enters the inbox; the rest is cut, with a note.
 const MAX_TEXT: usize = 64 * 1024;
-/// Whether an Authentication-Results value is from `authserv_id` and says DMARC passed.
-pub fn dmarc_passed(results: Option<&str>, authserv_id: &str) -> bool {
+/// Whether an Authentication-Results value is from `authserv_id` and says DMARC passed for
+/// `from_domain` (the domain of the mail's From). Comments and quoted strings are dropped
+/// first: they may echo what the sender wrote.
+pub fn dmarc_passed(results: Option<&str>, authserv_id: &str, from_domain: &str) -> bool {
     let Some(results) = results else {
         return false;
     };
+    let results = without_comments_and_quotes(results);
     let mut parts = results.split(';');
     let issuer = parts
         .next()
@@ -76,11 +79,37 @@ pub fn dmarc_passed(results: Option<&str>, authserv_id: &str) -> bool {
         .unwrap_or("");
     issuer.eq_ignore_ascii_case(authserv_id)
         && parts.any(|method| {
-            method
-                .split_whitespace()
+            let mut words = method.split_whitespace();
+            words
                 .next()
                 .is_some_and(|result| result.eq_ignore_ascii_case("dmarc=pass"))
+                && words.any(|property| {
+                    property.split_once('=').is_some_and(|(k, v)| {
+                        k.eq_ignore_ascii_case("header.from") && v.eq_ignore_ascii_case(from_domain)
+                    })
+                })
         })
+}
+
+/// `text` without `(comments)` (nested) and `"quoted strings"` (with backslash escapes).
+fn without_comments_and_quotes(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let (mut depth, mut quoted, mut escaped) = (0usize, false, false);
+    for c in text.chars() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' if quoted || depth > 0 => escaped = true,
+            '"' if depth == 0 => quoted = !quoted,
+            '(' if !quoted => depth += 1,
+            ')' if !quoted && depth > 0 => depth -= 1,
+            c if !quoted && depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// The most bytes of one mail read from the server (headers, text and attachments).
@@ -138,10 +167,21 @@ pub fn parse(raw: &[u8]) -> Option<Parsed> {
     }
     // The topmost one is the last added: the receiving server's. Headers further down may be
     // anyone's, the sender's own forgeries included.
+    // Found among all headers, valid UTF-8 or not, so a garbled top one is not skipped.
     let authentication_results = msg
-        .headers_raw()
-        .find(|(name, _)| name.eq_ignore_ascii_case("Authentication-Results"))
-        .map(|(_, value)| value.trim().to_owned());
+        .headers()
+        .iter()
+        .find(|h| {
+            h.name
+                .as_str()
+                .eq_ignore_ascii_case("Authentication-Results")
+        })
+        .map(|h| {
+            let bytes = raw
+                .get(h.offset_start as usize..h.offset_end as usize)
+                .unwrap_or_default();
+            String::from_utf8_lossy(bytes).trim().to_owned()
+        });
     let subject = msg.subject().unwrap_or("");
     let subject = subject[..subject.floor_char_boundary(MAX_SUBJECT)].to_owned();
     let text = text.trim();
@@ -325,7 +365,13 @@ impl Email {
         // A From the receiving server did not vouch for is nobody's: it matches no owner, no
         // sender and no admission.
         let from = match &self.config.authserv_id {
-            Some(id) if !dmarc_passed(mail.authentication_results.as_deref(), id) => {
+            Some(id)
+                if !dmarc_passed(
+                    mail.authentication_results.as_deref(),
+                    id,
+                    mail.from.rsplit_once('@').map_or("", |(_, domain)| domain),
+                ) =>
+            {
                 format!("{} (unverified)", mail.from)
             }
             _ => mail.from.clone(),
@@ -520,26 +566,32 @@ mod tests {
     #[test]
     fn only_the_receiving_servers_dmarc_pass_counts() {
         let id = "mx.test.local";
-        assert!(dmarc_passed(
-            Some(
-                "mx.test.local; spf=pass smtp.mailfrom=test.local; dmarc=pass (p=reject) header.from=test.local"
-            ),
-            id
-        ));
-        assert!(dmarc_passed(Some("MX.test.local 1; DMARC=Pass"), id));
+        let passed = |results: Option<&str>| dmarc_passed(results, id, "test.local");
+        assert!(passed(Some(
+            "mx.test.local; spf=pass smtp.mailfrom=test.local; dmarc=pass (p=reject) header.from=test.local"
+        )));
+        assert!(passed(Some(
+            "MX.test.local 1; DMARC=Pass header.from=TEST.local"
+        )));
         for bad in [
             None,
             Some("mx.test.local; dmarc=fail header.from=test.local"),
             Some("mx.test.local; spf=pass; dkim=pass"),
-            Some("evil.example; dmarc=pass"),
-            Some("mx.test.local; comment=\"dmarc=pass\""),
+            Some("evil.example; dmarc=pass header.from=test.local"),
+            // Passed for another domain than the From's.
+            Some("mx.test.local; dmarc=pass header.from=evil.example"),
+            // What the sender wrote, echoed in a comment or a quoted string.
+            Some("mx.test.local; spf=none (\"x; dmarc=pass header.from=test.local\")"),
+            Some(
+                "mx.test.local; spf=none smtp.mailfrom=\"a; dmarc=pass header.from=test.local\"@evil",
+            ),
         ] {
-            assert!(!dmarc_passed(bad, id), "{bad:?}");
+            assert!(!passed(bad), "{bad:?}");
         }
         // The topmost header is the receiving server's; a forged one below it is not read.
-        let raw = b"Authentication-Results: mx.test.local; dmarc=fail\r\nAuthentication-Results: mx.test.local; dmarc=pass\r\nFrom: owner@test.local\r\nMessage-ID: <a@x>\r\n\r\nhi\r\n";
+        let raw = b"Authentication-Results: mx.test.local; dmarc=fail\r\nAuthentication-Results: mx.test.local; dmarc=pass header.from=test.local\r\nFrom: owner@test.local\r\nMessage-ID: <a@x>\r\n\r\nhi\r\n";
         let p = parse(raw).unwrap();
-        assert!(!dmarc_passed(p.authentication_results.as_deref(), id));
+        assert!(!passed(p.authentication_results.as_deref()));
     }
 
     #[test]
