@@ -42,6 +42,8 @@ pub const SCAN_LIMIT: usize = 32 << 20;
 /// Request bodies a group's proxy holds in memory at once to scan them; more wait their turn.
 /// With [`SCAN_LIMIT`], this bounds what one sandbox can make the daemon buffer.
 const CONCURRENT_SCANS: usize = 4;
+/// The longest a request body to be scanned may take to arrive.
+const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 /// The stack of a tunnel's splice thread: it calls splice(2) in a loop and needs little.
 const PUMP_STACK: usize = 64 * 1024;
 
@@ -657,9 +659,19 @@ pub(crate) async fn outbound(
         .acquire()
         .await
         .map_err(|_| Refusal::BadRequest("the proxy is shutting down".into()))?;
-    let mut bytes: Vec<u8> = http_body_util::Limited::new(body, SCAN_LIMIT)
-        .collect()
-        .await
+    // Bounded in time too: a body that stalls would hold one of the few scan places.
+    let collected = tokio::time::timeout(
+        BODY_TIMEOUT,
+        http_body_util::Limited::new(body, SCAN_LIMIT).collect(),
+    )
+    .await
+    .map_err(|_| {
+        Refusal::BadRequest(format!(
+            "the request body did not arrive within {} s",
+            BODY_TIMEOUT.as_secs()
+        ))
+    })?;
+    let mut bytes: Vec<u8> = collected
         .map_err(|e| {
             if e.is::<http_body_util::LengthLimitError>() {
                 Refusal::TooLarge { limit: SCAN_LIMIT }
