@@ -590,9 +590,15 @@ fn policy_check(
     if !args.is_object() {
         return Err(UsageError("--args must be a JSON object".into()).into());
     }
+    // Judged as the gate judges it: in the form the tool reads.
+    let call = tools::canonical(&nanoclaw_core::tool::ToolCall {
+        id: String::new(),
+        name: tool.to_owned(),
+        arguments: args,
+    });
     let verdict = policy.decide(&Context {
         tool,
-        args: &args,
+        args: &call.arguments,
         group: group.as_str(),
         channel,
         sender: match sender {

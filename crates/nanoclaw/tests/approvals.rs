@@ -49,6 +49,13 @@ name = "never"
 tool = "shell"
 args = { command = { regex = "rm\\s+-rf" } }
 action = "deny"
+
+[[rule]]
+name = "posts ask"
+tool = "http_request"
+args = { method = { equals = "POST" } }
+action = "ask"
+approvers = ["owner"]
 "#;
 
 fn home(model: &ScriptedModel, extra: &str) -> TestHome {
@@ -147,6 +154,20 @@ async fn policy_check_prints_the_decision_and_the_rule() {
     );
     let s = text(&h.run(&["policy", "check", "--tool", "shell"]).await.stdout);
     assert!(s.starts_with("allow: default"), "{s}");
+    // Judged as the gate judges: "post" is the POST the tool sends.
+    let s = text(
+        &h.run(&[
+            "policy",
+            "check",
+            "--tool",
+            "http_request",
+            "--args",
+            r#"{"method": "post", "url": "https://api.example/x"}"#,
+        ])
+        .await
+        .stdout,
+    );
+    assert!(s.starts_with("ask: policy rule 5 (\"posts ask\""), "{s}");
     let s = text(&h.run(&["policy", "check", "--tool", "nope"]).await.stdout);
     assert!(s.starts_with("deny: no tool"), "{s}");
     let out = h
