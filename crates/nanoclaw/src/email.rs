@@ -376,9 +376,21 @@ impl Email {
             }
             _ => mail.from.clone(),
         };
-        let route = router::route(&self.config.rules, &mail.root, &from, &mail.text, || {
-            crate::admission::admitted(queue.agent(), CHANNEL, &from)
-        });
+        let known = match self.store.group_of_chat(CHANNEL, &mail.root) {
+            Ok(known) => known,
+            Err(e) => {
+                tracing::error!(channel = CHANNEL, error = %e, "could not read the thread's group");
+                return false;
+            }
+        };
+        let route = router::route(
+            &self.config.rules,
+            &mail.root,
+            &from,
+            &mail.text,
+            || crate::admission::admitted(queue.agent(), CHANNEL, &from),
+            known.as_ref(),
+        );
         let (group, role, held) = match route {
             Route::Ignore { why } => {
                 tracing::info!(channel = CHANNEL, from = %mail.from, %why, "mail ignored");

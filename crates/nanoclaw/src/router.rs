@@ -102,14 +102,27 @@ fn no_group(chat: &str) -> Route {
     }
 }
 
+/// A chat seen before keeps the group it was given then (the naming may change between
+/// versions, a chat's history must not); only the configured main chat is ever `main`.
+fn chat_group(rules: &Rules, chat: &str, known: Option<&GroupId>) -> Option<GroupId> {
+    if rules.main_chat.as_deref() == Some(chat) {
+        return Some(GroupId::main());
+    }
+    match known {
+        Some(group) if *group != GroupId::main() => Some(group.clone()),
+        _ => group_for(rules, chat),
+    }
+}
+
 /// Route one message. `admitted` says whether an unknown sender was admitted since (asked
-/// only on channels that ask).
+/// only on channels that ask); `known` is the group the chat was stored under before, if any.
 pub fn route(
     rules: &Rules,
     chat: &str,
     sender: &str,
     text: &str,
     admitted: impl FnOnce() -> bool,
+    known: Option<&GroupId>,
 ) -> Route {
     let role = if rules.owners.iter().any(|o| o == sender) {
         SenderRole::Owner
@@ -120,7 +133,7 @@ pub fn route(
             Unknown::Allow => SenderRole::Other,
             Unknown::Ask if admitted() => SenderRole::Other,
             Unknown::Ask => {
-                let Some(group) = group_for(rules, chat) else {
+                let Some(group) = chat_group(rules, chat, known) else {
                     return no_group(chat);
                 };
                 if group == GroupId::main() {
@@ -139,7 +152,7 @@ pub fn route(
             }
         }
     };
-    let Some(group) = group_for(rules, chat) else {
+    let Some(group) = chat_group(rules, chat, known) else {
         return no_group(chat);
     };
     if group == GroupId::main() && role != SenderRole::Owner {
@@ -186,6 +199,7 @@ mod tests {
             "alice",
             "hello",
             || false,
+            None,
         );
         assert_eq!(
             r,
@@ -196,9 +210,14 @@ mod tests {
             }
         );
         assert!(matches!(
-            route(&rules(Unknown::Allow), "owner-dm", "mallory", "hi", || {
-                false
-            }),
+            route(
+                &rules(Unknown::Allow),
+                "owner-dm",
+                "mallory",
+                "hi",
+                || false,
+                None
+            ),
             Route::Ignore { .. }
         ));
     }
@@ -211,6 +230,7 @@ mod tests {
             "bob",
             "lunch?",
             || false,
+            None,
         );
         let Route::Deliver {
             group,
@@ -229,6 +249,7 @@ mod tests {
             "bob",
             "@NanoClaw summarize",
             || false,
+            None,
         ) else {
             panic!()
         };
@@ -253,7 +274,7 @@ mod tests {
         let mut r = rules(Unknown::Ignore);
         let room = group_for(&r, "room").unwrap();
         r.group_triggers.insert(room, "!ai".into());
-        let triggered = |text: &str| match route(&r, "room", "bob", text, || false) {
+        let triggered = |text: &str| match route(&r, "room", "bob", text, || false, None) {
             Route::Deliver { triggered, .. } => triggered,
             other => panic!("{other:?}"),
         };
@@ -263,11 +284,23 @@ mod tests {
 
     #[test]
     fn unknown_senders_are_held_until_admitted_on_channels_that_ask() {
-        let r = route(&rules(Unknown::Ask), "room", "eve", "@nanoclaw hi", || {
-            false
-        });
+        let r = route(
+            &rules(Unknown::Ask),
+            "room",
+            "eve",
+            "@nanoclaw hi",
+            || false,
+            None,
+        );
         assert!(matches!(r, Route::Hold { .. }), "{r:?}");
-        let r = route(&rules(Unknown::Ask), "room", "eve", "@nanoclaw hi", || true);
+        let r = route(
+            &rules(Unknown::Ask),
+            "room",
+            "eve",
+            "@nanoclaw hi",
+            || true,
+            None,
+        );
         assert!(
             matches!(
                 r,
@@ -280,7 +313,7 @@ mod tests {
             "{r:?}"
         );
         assert!(matches!(
-            route(&rules(Unknown::Ask), "owner-dm", "eve", "hi", || true),
+            route(&rules(Unknown::Ask), "owner-dm", "eve", "hi", || true, None),
             Route::Ignore { .. }
         ));
     }
@@ -293,7 +326,8 @@ mod tests {
                 "room",
                 "eve",
                 "@nanoclaw hi",
-                || false
+                || false,
+                None,
             ),
             Route::Ignore { .. }
         ));
@@ -303,7 +337,8 @@ mod tests {
                 "room",
                 "eve",
                 "@nanoclaw hi",
-                || false
+                || false,
+                None,
             ),
             Route::Deliver {
                 role: SenderRole::Other,
@@ -311,5 +346,26 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_chat_seen_before_keeps_its_group_but_never_main() {
+        let r = rules(Unknown::Ignore);
+        let old: GroupId = "wh-team-room-1a2b3c4d".parse().unwrap();
+        let group = |known: Option<&GroupId>| match route(
+            &r,
+            "Team Room #1",
+            "bob",
+            "@nanoclaw hi",
+            || false,
+            known,
+        ) {
+            Route::Deliver { group, .. } => group,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(group(Some(&old)), old);
+        assert_eq!(group(None), group_for(&r, "Team Room #1").unwrap());
+        // A chat once stored as main (the main chat was another then) is not main now.
+        assert_ne!(group(Some(&GroupId::main())), GroupId::main());
     }
 }

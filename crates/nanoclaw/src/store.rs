@@ -388,6 +388,19 @@ impl Store {
         Ok(Some(id))
     }
 
+    /// The group a chat of `channel` was stored under, if it was seen before.
+    pub fn group_of_chat(&self, channel: &str, chat: &str) -> Result<Option<GroupId>> {
+        let stored: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT group_id FROM chats WHERE channel = ?1 AND chat = ?2",
+                params![channel, chat],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(stored.and_then(|g| g.parse().ok()))
+    }
+
     /// The chat of `channel` that a group's replies go to.
     pub fn chat_of(&self, channel: &str, group: &str) -> Result<Option<String>> {
         Ok(self

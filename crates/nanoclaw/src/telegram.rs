@@ -323,9 +323,21 @@ impl Telegram {
             self.answer(&sender, &code, vote, &chat).await;
             return true;
         }
-        let route = router::route(&self.rules, &chat, &sender, text, || {
-            crate::admission::admitted(queue.agent(), CHANNEL, &sender)
-        });
+        let known = match self.store.group_of_chat(CHANNEL, &chat) {
+            Ok(known) => known,
+            Err(e) => {
+                tracing::error!(channel = CHANNEL, error = %e, "could not read the chat's group");
+                return false;
+            }
+        };
+        let route = router::route(
+            &self.rules,
+            &chat,
+            &sender,
+            text,
+            || crate::admission::admitted(queue.agent(), CHANNEL, &sender),
+            known.as_ref(),
+        );
         let (group, triggered, role, held) = match route {
             Route::Ignore { why } => {
                 tracing::info!(channel = CHANNEL, %chat, %sender, %why, "message ignored");

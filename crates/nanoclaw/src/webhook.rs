@@ -99,9 +99,17 @@ impl Webhook {
         if msg.text.trim().is_empty() || msg.text.len() > MAX_TEXT {
             return Err((400, format!("text must be 1 to {MAX_TEXT} bytes")));
         }
-        let route = router::route(&self.rules, &msg.chat, &msg.sender, &msg.text, || {
-            crate::admission::admitted(queue.agent(), CHANNEL, &msg.sender)
-        });
+        let known = store
+            .group_of_chat(CHANNEL, &msg.chat)
+            .map_err(|e| (500, format!("could not read the chat's group: {e}")))?;
+        let route = router::route(
+            &self.rules,
+            &msg.chat,
+            &msg.sender,
+            &msg.text,
+            || crate::admission::admitted(queue.agent(), CHANNEL, &msg.sender),
+            known.as_ref(),
+        );
         let (group, triggered, role, held) = match route {
             Route::Ignore { why } => {
                 tracing::info!(channel = CHANNEL, chat = %msg.chat, sender = %msg.sender, %why, "message ignored");
