@@ -97,15 +97,15 @@ impl GroupProxy {
         self.passed.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// Log a record (secret values in its host and path shown as placeholders: the log is not
-    /// redacted downstream, unlike the audit), and hand it to the recorder.
+    /// Count it if it let something through, log it (secret values shown as placeholders: the
+    /// log is not redacted downstream, unlike the audit), and hand it to the recorder.
     pub(crate) fn record(&self, record: &Record<'_>) {
         if record.reason.is_none() {
             self.passed
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
-        // Every field the sandbox chose may hold a value (a method, a Host header in a
-        // refusal's text).
+        // Every field the sandbox chose may hold a value (the method, a Host header quoted in
+        // a refusal's text).
         let redactor = self.credentials.response_redactor();
         record.log(
             &redactor.replace_str(record.method),
