@@ -112,6 +112,36 @@ fn without_comments_and_quotes(text: &str) -> String {
     out
 }
 
+/// Record the mailbox's UIDVALIDITY. When it changed, the mailbox was rebuilt and its UIDs
+/// mean nothing any more: the last-seen UID goes back to 0 (mail read again is known by its
+/// Message-ID and stored once). Returns whether that happened.
+pub fn note_uid_validity(store: &Store, validity: u32) -> Result<bool, crate::store::StoreError> {
+    store.with_conn(|c| {
+        let tx = rusqlite::Transaction::new_unchecked(c, rusqlite::TransactionBehavior::Immediate)?;
+        let known: Option<i64> = tx
+            .query_row(
+                "SELECT value FROM channel_state WHERE channel = ?1 AND key = 'uidvalidity'",
+                [CHANNEL],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let changed = known.is_some_and(|k| k != i64::from(validity));
+        if changed {
+            tx.execute(
+                "UPDATE channel_state SET value = 0 WHERE channel = ?1 AND key = 'uid'",
+                [CHANNEL],
+            )?;
+        }
+        tx.execute(
+            "INSERT INTO channel_state (channel, key, value) VALUES (?1, 'uidvalidity', ?2)
+             ON CONFLICT (channel, key) DO UPDATE SET value = excluded.value",
+            params![CHANNEL, i64::from(validity)],
+        )?;
+        tx.commit()?;
+        Ok(changed)
+    })
+}
+
 /// The most bytes of one mail read from the server (headers, text and attachments).
 const MAX_FETCH: usize = 4 << 20;
 /// The most references a thread keeps: the root (the first) and the newest.
@@ -258,7 +288,16 @@ impl Email {
             .login(&self.config.username, &self.password)
             .await
             .map_err(|(e, _)| anyhow::anyhow!("IMAP login as {}: {e}", self.config.username))?;
-        session.select("INBOX").await?;
+        let mailbox = session.select("INBOX").await?;
+        if let Some(validity) = mailbox.uid_validity
+            && note_uid_validity(&self.store, validity)?
+        {
+            tracing::warn!(
+                channel = CHANNEL,
+                validity,
+                "the mailbox was rebuilt (new UIDVALIDITY): reading it again from the start; mail seen before is stored once"
+            );
+        }
         Ok(session)
     }
 
@@ -604,6 +643,39 @@ mod tests {
         let raw = b"Authentication-Results: mx.test.local; dmarc=fail\r\nAuthentication-Results: mx.test.local; dmarc=pass header.from=test.local\r\nFrom: owner@test.local\r\nMessage-ID: <a@x>\r\n\r\nhi\r\n";
         let p = parse(raw).unwrap();
         assert!(!passed(p.authentication_results.as_deref()));
+    }
+
+    #[test]
+    fn a_rebuilt_mailbox_is_read_again_from_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let uid = |s: &Store| -> i64 {
+            s.with_conn(|c| {
+                Ok(c.query_row(
+                    "SELECT value FROM channel_state WHERE channel = 'email' AND key = 'uid'",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
+            .unwrap()
+        };
+        assert!(
+            !note_uid_validity(&store, 7).unwrap(),
+            "first sight is no change"
+        );
+        store
+            .with_conn(|c| {
+                c.execute(
+                    "INSERT INTO channel_state (channel, key, value) VALUES ('email', 'uid', 42)",
+                    [],
+                )?;
+                Ok(())
+            })
+            .unwrap();
+        assert!(!note_uid_validity(&store, 7).unwrap());
+        assert_eq!(uid(&store), 42);
+        assert!(note_uid_validity(&store, 8).unwrap());
+        assert_eq!(uid(&store), 0);
     }
 
     #[test]
