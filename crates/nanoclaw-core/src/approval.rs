@@ -15,7 +15,7 @@ pub fn fingerprint(tool: &str, args: &Value, group: &str) -> String {
     // `json!` builds sorted maps, and `Value`'s maps are sorted: the text is canonical.
     let canonical = json!({ "tool": tool, "arguments": args, "group": group }).to_string();
     let digest = ring::digest::digest(&ring::digest::SHA256, canonical.as_bytes());
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex::encode(digest.as_ref())
 }
 
 /// An 8-character code (40 bits) from random bytes the caller draws.

@@ -9,6 +9,7 @@ pub mod approval;
 pub mod audit;
 pub mod gate;
 pub mod group;
+pub mod hex;
 pub mod policy;
 pub mod secret;
 pub mod tool;

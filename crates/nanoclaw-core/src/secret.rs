@@ -38,8 +38,7 @@ pub fn check_name(name: &str) -> Result<(), BadSecretName> {
 /// The placeholder for secret `name`, given random bytes from the caller (the core does no
 /// I/O, so it draws no randomness itself).
 pub fn placeholder(name: &str, random: &[u8; 16]) -> String {
-    let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
-    format!("NANOCLAW_SECRET_{name}_{hex}")
+    format!("NANOCLAW_SECRET_{name}_{}", crate::hex::encode(random))
 }
 
 /// Replaces every occurrence of a set of needles (secret values, or placeholders) with a

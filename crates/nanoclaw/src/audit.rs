@@ -239,8 +239,7 @@ pub struct Anchor {
 
 impl std::fmt::Display for Anchor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:", self.seq)?;
-        self.hash.iter().try_for_each(|b| write!(f, "{b:02x}"))
+        write!(f, "{}:{}", self.seq, nanoclaw_core::hex::encode(&self.hash))
     }
 }
 
@@ -257,14 +256,9 @@ impl std::str::FromStr for Anchor {
             .ok()
             .filter(|s| *s >= 1)
             .ok_or_else(|| bad("SEQ is not an event number"))?;
-        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(bad("HASH is not 64 hex digits"));
-        }
-        let hash = (0..64)
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
-            .collect::<Result<Vec<u8>, _>>()
-            .map_err(|_| bad("HASH is not 64 hex digits"))?;
+        let hash = nanoclaw_core::hex::decode(hex)
+            .filter(|h| h.len() == 32)
+            .ok_or_else(|| bad("HASH is not 64 hex digits"))?;
         Ok(Anchor { seq, hash })
     }
 }

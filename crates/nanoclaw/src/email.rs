@@ -157,11 +157,10 @@ pub fn parse(raw: &[u8]) -> Option<Parsed> {
     // stored once and two different mails never share an id.
     let message_id = msg.message_id().map(str::to_owned).unwrap_or_else(|| {
         let digest = ring::digest::digest(&ring::digest::SHA256, raw);
-        let hex: String = digest.as_ref()[..12]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        format!("no-id-{hex}@nanoclaw")
+        format!(
+            "no-id-{}@nanoclaw",
+            nanoclaw_core::hex::encode(&digest.as_ref()[..12])
+        )
     });
     let mut references: Vec<String> = msg
         .references()

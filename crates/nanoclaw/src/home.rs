@@ -207,7 +207,7 @@ impl Home {
         let mut bytes = [0u8; TOKEN_BYTES];
         getrandom::fill(&mut bytes)
             .map_err(|e| anyhow::anyhow!("no OS randomness for the API token: {e}"))?;
-        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let token = nanoclaw_core::hex::encode(&bytes);
         write_private(&path, token.as_bytes())?;
         Ok(token)
     }

@@ -805,7 +805,7 @@ fn audit_command(home: &Home, command: AuditCommand) -> anyhow::Result<ExitCode>
         }
         AuditCommand::Export { .. } => {
             audit::export(&db, &audit::Filter::default(), |e| {
-                let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+                let hex = nanoclaw_core::hex::encode;
                 writeln!(
                     out,
                     "{{\"event\":{},\"prev_hash\":\"{}\",\"hash\":\"{}\"}}",
@@ -1058,11 +1058,7 @@ async fn build_agent(home: Home, long_lived: bool) -> anyhow::Result<(Agent, std
     // What configuration is in force: a change between runs shows in the audit log.
     let digest = |path: &std::path::Path| {
         std::fs::read(path).ok().map(|b| {
-            ring::digest::digest(&ring::digest::SHA256, &b)
-                .as_ref()
-                .iter()
-                .map(|x| format!("{x:02x}"))
-                .collect::<String>()
+            nanoclaw_core::hex::encode(ring::digest::digest(&ring::digest::SHA256, &b).as_ref())
         })
     };
     audit.record(

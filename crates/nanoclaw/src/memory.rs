@@ -18,11 +18,9 @@ pub const FILE: &str = "MEMORY.md";
 
 /// The memory's identity: lowercase hex SHA-256 of its bytes.
 pub fn hash(text: &str) -> String {
-    ring::digest::digest(&ring::digest::SHA256, text.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    nanoclaw_core::hex::encode(
+        ring::digest::digest(&ring::digest::SHA256, text.as_bytes()).as_ref(),
+    )
 }
 
 /// The memory as it is now; empty when there is none.

@@ -81,13 +81,7 @@ pub fn group_for(rules: &Rules, chat: &str) -> Option<GroupId> {
     let slug = slug.trim_end_matches('-');
     // Distinct chats whose slugs are the same still get distinct groups.
     let digest = ring::digest::digest(&ring::digest::SHA256, chat.as_bytes());
-    let hash: String = digest
-        .as_ref()
-        .iter()
-        .flat_map(|b| [b >> 4, b & 0xf])
-        .take(GROUP_HASH_HEX)
-        .map(|d| char::from_digit(u32::from(d), 16).unwrap_or('0'))
-        .collect();
+    let hash = nanoclaw_core::hex::encode(&digest.as_ref()[..GROUP_HASH_HEX / 2]);
     let name = if slug.is_empty() {
         format!("{}-{hash}", rules.prefix)
     } else {

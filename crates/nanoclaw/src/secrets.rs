@@ -106,9 +106,9 @@ impl SecretsKey {
                         .create(dir)
                         .with_context(|| format!("creating {}", dir.display()))?;
                 }
-                crate::home::write_private(&path, hex(&bytes).as_bytes())?;
+                crate::home::write_private(&path, nanoclaw_core::hex::encode(&bytes).as_bytes())?;
                 tracing::info!(path = %path.display(), "created the secrets key file");
-                Self::from_hex(&hex(&bytes))
+                Self::from_hex(&nanoclaw_core::hex::encode(&bytes))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
                 "no secrets key: set ${KEY_ENV}, or restore the key file {} (set ${KEY_FILE_ENV} to use another path)",
@@ -119,7 +119,7 @@ impl SecretsKey {
     }
 
     fn from_hex(text: &str) -> anyhow::Result<SecretsKey> {
-        let bytes = unhex(text).filter(|b| b.len() == 32);
+        let bytes = nanoclaw_core::hex::decode(text).filter(|b| b.len() == 32);
         let Some(bytes) = bytes else {
             bail!("not a 32-byte hex key");
         };
@@ -267,8 +267,8 @@ impl Secrets {
             in_query: binding.in_query,
             in_body: binding.in_body,
             placeholder,
-            nonce: hex(&nonce),
-            sealed: hex(&sealed),
+            nonce: nanoclaw_core::hex::encode(&nonce),
+            sealed: nanoclaw_core::hex::encode(&sealed),
         };
         self.file.secrets.retain(|s| s.name != name);
         self.file.secrets.push(stored);
@@ -296,10 +296,10 @@ impl Secrets {
                         self.path.display()
                     )
                 };
-                let nonce: [u8; NONCE_LEN] = unhex(&s.nonce)
+                let nonce: [u8; NONCE_LEN] = nanoclaw_core::hex::decode(&s.nonce)
                     .and_then(|n| n.try_into().ok())
                     .ok_or_else(fail)?;
-                let mut sealed = unhex(&s.sealed).ok_or_else(fail)?;
+                let mut sealed = nanoclaw_core::hex::decode(&s.sealed).ok_or_else(fail)?;
                 let plain = key
                     .0
                     .open_in_place(
@@ -332,20 +332,6 @@ impl Secrets {
         }
         Ok(())
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 #[cfg(test)]
@@ -454,9 +440,12 @@ mod tests {
 
     #[test]
     fn hex_round_trips_and_rejects_garbage() {
-        assert_eq!(unhex(&hex(&[0, 1, 254, 255])).unwrap(), [0, 1, 254, 255]);
-        assert!(unhex("abc").is_none());
-        assert!(unhex("zz").is_none());
+        assert_eq!(
+            nanoclaw_core::hex::decode(&nanoclaw_core::hex::encode(&[0, 1, 254, 255])).unwrap(),
+            [0, 1, 254, 255]
+        );
+        assert!(nanoclaw_core::hex::decode("abc").is_none());
+        assert!(nanoclaw_core::hex::decode("zz").is_none());
         assert!(SecretsKey::from_hex("00").is_err());
     }
 }

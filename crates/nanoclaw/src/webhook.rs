@@ -52,8 +52,7 @@ pub type Refused = (u16, String);
 /// The signature header's value for `body`.
 pub fn sign(key: &ring::hmac::Key, body: &[u8]) -> String {
     let tag = ring::hmac::sign(key, body);
-    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256={hex}")
+    format!("sha256={}", nanoclaw_core::hex::encode(tag.as_ref()))
 }
 
 fn verify(key: &ring::hmac::Key, body: &[u8], header: Option<&str>) -> Result<(), Refused> {
