@@ -501,14 +501,7 @@ async fn a_turn_waiting_for_approval_survives_a_restart() {
     assert!(answered.contains("approved"), "{answered}");
     let mut reply = String::new();
     for _ in 0..200 {
-        let out = std::process::Command::new("curl")
-            .args(["-s", "-H", &format!("authorization: Bearer {token}")])
-            .arg(format!(
-                "http://127.0.0.1:{port}/v1/groups/main/replies?after=0"
-            ))
-            .output()
-            .unwrap();
-        reply = text_of(&out.stdout);
+        reply = support::api_replies(port, &token, "main");
         if reply.contains("deploy after restart") {
             break;
         }

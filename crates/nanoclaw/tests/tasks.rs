@@ -44,15 +44,7 @@ async fn start(h: &TestHome, port: u16) -> Daemon {
 
 impl Daemon {
     fn replies(&self) -> String {
-        let out = std::process::Command::new("curl")
-            .args(["-s", "-H", &format!("authorization: Bearer {}", self.token)])
-            .arg(format!(
-                "http://127.0.0.1:{}/v1/groups/main/replies?after=0",
-                self.port
-            ))
-            .output()
-            .unwrap();
-        text(&out.stdout)
+        support::api_replies(self.port, &self.token, "main")
     }
 
     async fn kill(mut self) {

@@ -328,14 +328,7 @@ async fn reading_replies_through_the_api_does_not_take_them_from_the_webhook() {
     let token = std::fs::read_to_string(h.path().join("api.token")).unwrap();
     let mut shown = String::new();
     for _ in 0..200 {
-        let out = std::process::Command::new("curl")
-            .args(["-s", "-H", &format!("authorization: Bearer {token}")])
-            .arg(format!(
-                "http://127.0.0.1:{port}/v1/groups/main/replies?after=0"
-            ))
-            .output()
-            .unwrap();
-        shown = text(&out.stdout);
+        shown = support::api_replies(port, &token, "main");
         if shown.contains("for the webhook") {
             break;
         }

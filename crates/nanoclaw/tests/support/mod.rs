@@ -12,6 +12,22 @@ use std::time::Duration;
 #[allow(unused_imports)]
 pub use model_server::{ScriptedModel, Step, Wire};
 
+/// `GET /v1/groups/{group}/replies?after=0` from a daemon's API: the response body.
+pub fn api_replies(port: u16, token: &str, group: &str) -> String {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-H",
+            &format!("authorization: Bearer {}", token.trim()),
+        ])
+        .arg(format!(
+            "http://127.0.0.1:{port}/v1/groups/{group}/replies?after=0"
+        ))
+        .output()
+        .unwrap();
+    text(&out.stdout)
+}
+
 /// A plain-HTTP origin on the host's loopback that answers every request with `body`.
 pub async fn http_origin(body: String) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
