@@ -116,30 +116,16 @@ fn without_comments_and_quotes(text: &str) -> String {
 /// mean nothing any more: the last-seen UID goes back to 0 (mail read again is known by its
 /// Message-ID and stored once). Returns whether that happened.
 pub fn note_uid_validity(store: &Store, validity: u32) -> Result<bool, crate::store::StoreError> {
-    store.with_conn(|c| {
-        let tx = rusqlite::Transaction::new_unchecked(c, rusqlite::TransactionBehavior::Immediate)?;
-        let known: Option<i64> = tx
-            .query_row(
-                "SELECT value FROM channel_state WHERE channel = ?1 AND key = 'uidvalidity'",
-                [CHANNEL],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let changed = known.is_some_and(|k| k != i64::from(validity));
-        if changed {
-            tx.execute(
-                "UPDATE channel_state SET value = 0 WHERE channel = ?1 AND key = 'uid'",
-                [CHANNEL],
-            )?;
-        }
-        tx.execute(
-            "INSERT INTO channel_state (channel, key, value) VALUES (?1, 'uidvalidity', ?2)
-             ON CONFLICT (channel, key) DO UPDATE SET value = excluded.value",
-            params![CHANNEL, i64::from(validity)],
-        )?;
-        tx.commit()?;
-        Ok(changed)
-    })
+    let validity = i64::from(validity);
+    let changed = store
+        .channel_state(CHANNEL, "uidvalidity")?
+        .is_some_and(|known| known != validity);
+    // The UID first: stopped in between, the next start sees the old validity and resets again.
+    if changed {
+        store.set_channel_state(CHANNEL, "uid", 0)?;
+    }
+    store.set_channel_state(CHANNEL, "uidvalidity", validity)?;
+    Ok(changed)
 }
 
 /// The most bytes of one mail read from the server (headers, text and attachments).
@@ -302,26 +288,14 @@ impl Email {
 
     fn last_uid(&self) -> u32 {
         self.store
-            .with_conn(|c| {
-                Ok(c.query_row(
-                    "SELECT value FROM channel_state WHERE channel = ?1 AND key = 'uid'",
-                    [CHANNEL],
-                    |r| r.get::<_, i64>(0),
-                )
-                .unwrap_or(0))
-            })
+            .channel_state(CHANNEL, "uid")
+            .ok()
+            .flatten()
             .unwrap_or(0) as u32
     }
 
     fn set_last_uid(&self, uid: u32) {
-        let _ = self.store.with_conn(|c| {
-            c.execute(
-                "INSERT INTO channel_state (channel, key, value) VALUES (?1, 'uid', ?2)
-                 ON CONFLICT (channel, key) DO UPDATE SET value = excluded.value",
-                params![CHANNEL, i64::from(uid)],
-            )?;
-            Ok(())
-        });
+        let _ = self.store.set_channel_state(CHANNEL, "uid", i64::from(uid));
     }
 
     /// Receive until the process ends, reconnecting with backoff.

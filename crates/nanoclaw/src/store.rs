@@ -388,6 +388,27 @@ impl Store {
         Ok(Some(id))
     }
 
+    /// A channel's saved position (a Telegram update offset, an IMAP UID), by key.
+    pub fn channel_state(&self, channel: &str, key: &str) -> Result<Option<i64>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT value FROM channel_state WHERE channel = ?1 AND key = ?2",
+                params![channel, key],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    pub fn set_channel_state(&self, channel: &str, key: &str, value: i64) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO channel_state (channel, key, value) VALUES (?1, ?2, ?3)
+             ON CONFLICT (channel, key) DO UPDATE SET value = excluded.value",
+            params![channel, key, value],
+        )?;
+        Ok(())
+    }
+
     /// The group a chat of `channel` was stored under, if it was seen before.
     pub fn group_of_chat(&self, channel: &str, chat: &str) -> Result<Option<GroupId>> {
         let stored: Option<String> = self

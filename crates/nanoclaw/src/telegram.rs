@@ -221,26 +221,14 @@ impl Telegram {
 
     fn offset(&self) -> i64 {
         self.store
-            .with_conn(|c| {
-                Ok(c.query_row(
-                    "SELECT value FROM channel_state WHERE channel = ?1 AND key = 'offset'",
-                    [CHANNEL],
-                    |r| r.get::<_, i64>(0),
-                )
-                .unwrap_or(0))
-            })
+            .channel_state(CHANNEL, "offset")
+            .ok()
+            .flatten()
             .unwrap_or(0)
     }
 
     fn set_offset(&self, offset: i64) {
-        let _ = self.store.with_conn(|c| {
-            c.execute(
-                "INSERT INTO channel_state (channel, key, value) VALUES (?1, 'offset', ?2)
-                 ON CONFLICT (channel, key) DO UPDATE SET value = excluded.value",
-                rusqlite::params![CHANNEL, offset],
-            )?;
-            Ok(())
-        });
+        let _ = self.store.set_channel_state(CHANNEL, "offset", offset);
     }
 
     /// Poll for updates until the process ends, reconnecting with backoff.
