@@ -238,8 +238,8 @@ pub fn claim_due(store: &Store, now: i64) -> Result<Vec<Claim>, StoreError> {
 fn claim_slots(tx: &rusqlite::Transaction<'_>, now: i64) -> Result<Vec<Claim>, StoreError> {
     let due: Vec<Task> = {
         let mut stmt = tx.prepare(&format!(
-                "SELECT {COLUMNS} FROM tasks WHERE status = 'active' AND next_due <= ?1 ORDER BY next_due"
-            ))?;
+            "SELECT {COLUMNS} FROM tasks WHERE status = 'active' AND next_due <= ?1 ORDER BY next_due"
+        ))?;
         stmt.query_map([now], read_task)?
             .collect::<Result<Vec<_>, _>>()?
     };
@@ -258,24 +258,35 @@ fn claim_slots(tx: &rusqlite::Transaction<'_>, now: i64) -> Result<Vec<Claim>, S
         let missed = now - slot >= GRACE_MS;
         if missed && !task.catch_up {
             tx.execute(
-                    "INSERT INTO task_runs (task_id, slot, attempt, status, started_at, finished_at, error)
-                     VALUES (?1, ?2, 1, 'skipped', ?3, ?3, 'missed while the daemon was down; this task skips missed slots')",
-                    params![task.id, slot, now],
-                )?;
-            continue;
-        }
-        tx.execute(
-                "INSERT INTO task_runs (task_id, slot, attempt, status, started_at) VALUES (?1, ?2, 1, 'running', ?3)",
+                "INSERT INTO task_runs (task_id, slot, attempt, status, started_at, finished_at, error)
+                 VALUES (?1, ?2, 1, 'skipped', ?3, ?3, 'missed while the daemon was down; this task skips missed slots')",
                 params![task.id, slot, now],
             )?;
-        claims.push(Claim {
-            run_id: tx.last_insert_rowid(),
-            task,
-            slot,
-            attempt: 1,
-        });
+            continue;
+        }
+        claims.push(start_run(tx, task, slot, 1, now)?);
     }
     Ok(claims)
+}
+
+/// Record a run of `task`'s `slot` as running, and claim it.
+fn start_run(
+    tx: &rusqlite::Transaction<'_>,
+    task: Task,
+    slot: i64,
+    attempt: u32,
+    now: i64,
+) -> Result<Claim, StoreError> {
+    tx.execute(
+        "INSERT INTO task_runs (task_id, slot, attempt, status, started_at) VALUES (?1, ?2, ?3, 'running', ?4)",
+        params![task.id, slot, attempt, now],
+    )?;
+    Ok(Claim {
+        run_id: tx.last_insert_rowid(),
+        task,
+        slot,
+        attempt,
+    })
 }
 
 /// The next attempt of each failed run whose retry is due, for the same slot.
@@ -305,17 +316,7 @@ fn claim_retries(tx: &rusqlite::Transaction<'_>, now: i64) -> Result<Vec<Claim>,
         let Some(task) = task.filter(|t| t.status == "active" || t.status == "done") else {
             continue;
         };
-        let attempt = attempt.saturating_add(1);
-        tx.execute(
-            "INSERT INTO task_runs (task_id, slot, attempt, status, started_at) VALUES (?1, ?2, ?3, 'running', ?4)",
-            params![task_id, slot, attempt, now],
-        )?;
-        claims.push(Claim {
-            run_id: tx.last_insert_rowid(),
-            task,
-            slot,
-            attempt,
-        });
+        claims.push(start_run(tx, task, slot, attempt.saturating_add(1), now)?);
     }
     Ok(claims)
 }
