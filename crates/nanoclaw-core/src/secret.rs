@@ -273,6 +273,49 @@ mod tests {
         assert_eq!(out, b"token=[B];");
     }
 
+    /// Random needles over a three-letter alphabet (so they overlap, nest and extend one
+    /// another), random texts, random chunkings: the stream gives what one `replace` gives, and
+    /// no needle survives in either (the replacements use letters outside the alphabet).
+    #[test]
+    fn random_needles_and_chunkings_stream_like_one_shot_and_leave_no_needle() {
+        let mut rng = fastrand::Rng::with_seed(0x5ec2e7);
+        let word = |rng: &mut fastrand::Rng, len: usize| -> Vec<u8> {
+            (0..len).map(|_| b"abc"[rng.usize(..3)]).collect()
+        };
+        for case in 0..3_000 {
+            let needles: Vec<Vec<u8>> = (0..rng.usize(1..5))
+                .map(|_| {
+                    let len = rng.usize(1..7);
+                    word(&mut rng, len)
+                })
+                .collect();
+            let rep = Arc::new(Replacer::new(
+                needles.iter().map(|n| (n.clone(), b"[X]".to_vec())),
+            ));
+            let len = rng.usize(0..40);
+            let text = word(&mut rng, len);
+            let whole = rep.replace(&text);
+            for needle in &needles {
+                assert!(
+                    memchr::memmem::find(&whole, needle).is_none(),
+                    "case {case}: a needle survived"
+                );
+            }
+            for _ in 0..10 {
+                let mut s = rep.stream();
+                let mut out = Vec::new();
+                let mut at = 0;
+                while at < text.len() {
+                    let end = (at + rng.usize(0..8)).min(text.len());
+                    out.extend(s.push(&text[at..end]));
+                    at = end;
+                }
+                out.extend(s.finish());
+                assert_eq!(out, whole, "case {case}: stream and one-shot differ");
+            }
+        }
+    }
+
     #[test]
     fn debug_never_shows_needles() {
         let rep = r(&[("topsecretvalue", "x")]);
