@@ -708,4 +708,37 @@ mod tests {
         assert!(a.message_id.starts_with("no-id-"));
         assert_ne!(a.message_id, b.message_id);
     }
+
+    /// Mails with random bytes overwritten, inserted and cut, MIME structure and headers
+    /// included: parsing never panics, and what it returns stays within the caps.
+    #[test]
+    fn mangled_mail_never_panics_and_stays_within_the_caps() {
+        let seed: &[u8] = b"From: Owner <owner@test.local>\r\nTo: agent@test.local\r\nSubject: =?utf-8?q?Pl=C3=A4ne?=\r\nMessage-ID: <m@x>\r\nReferences: <root@x> <a@x>\r\nAuthentication-Results: mx.test.local; dmarc=pass (p=none) header.from=test.local\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n<p>Lunch =C3=A9 &amp; <b>noon</b></p>\r\n--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=\"p.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0=\r\n--b--\r\n";
+        let noise = b"\r\n:;=?<>\"\\-(){}&#\xc3\xa9\xff\x00 abB";
+        let mut rng = fastrand::Rng::with_seed(0xe3a1);
+        for case in 0..3_000 {
+            let mut raw = seed.to_vec();
+            for _ in 0..rng.usize(1..12) {
+                let at = rng.usize(..=raw.len());
+                let byte = noise[rng.usize(..noise.len())];
+                match rng.u8(..8) {
+                    0..4 if at < raw.len() => raw[at] = byte,
+                    0..7 => raw.insert(at, byte),
+                    _ => raw.truncate(at.max(1)),
+                }
+            }
+            if let Some(p) = parse(&raw) {
+                assert!(
+                    p.text.len() < MAX_TEXT + 200 && p.subject.len() <= MAX_SUBJECT,
+                    "case {case}"
+                );
+                assert!(p.references.len() <= MAX_REFERENCES, "case {case}");
+                let _ = dmarc_passed(
+                    p.authentication_results.as_deref(),
+                    "mx.test.local",
+                    "test.local",
+                );
+            }
+        }
+    }
 }

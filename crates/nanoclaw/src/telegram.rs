@@ -121,12 +121,14 @@ struct CallbackQuery {
 
 /// Split `text` into pieces of at most `max` UTF-16 code units (as Telegram counts), at
 /// paragraph, then line, then word boundaries, cutting mid-word only when a word is longer
-/// than `max`, and never inside a character.
+/// than `max`, and never inside a character. A piece that would hold only whitespace is left
+/// out (Telegram refuses an empty message); a line's indentation is kept.
 pub fn split(text: &str, max: usize) -> Vec<String> {
     let mut out = Vec::new();
     let mut rest = text.trim_end();
     while rest.encode_utf16().count() > max {
-        // The byte where the first character that would pass `max` units begins.
+        // The byte where the first character that would pass `max` units begins; at least one
+        // character, so a limit below one character's width cannot stall the loop.
         let mut units = 0;
         let cut_byte = rest
             .char_indices()
@@ -134,7 +136,8 @@ pub fn split(text: &str, max: usize) -> Vec<String> {
                 units += c.len_utf16();
                 units > max
             })
-            .map_or(rest.len(), |(i, _)| i);
+            .map_or(rest.len(), |(i, _)| i)
+            .max(rest.chars().next().map_or(0, char::len_utf8));
         let window = &rest[..cut_byte];
         let at = ["\n\n", "\n", " "]
             .iter()
@@ -143,7 +146,9 @@ pub fn split(text: &str, max: usize) -> Vec<String> {
             Some((i, len)) => (&rest[..i], len),
             None => (window, 0),
         };
-        out.push(piece.trim_end().to_owned());
+        if !piece.trim().is_empty() {
+            out.push(piece.trim_end().to_owned());
+        }
         rest = rest[piece.len() + skip..].trim_start_matches('\n');
     }
     if !rest.is_empty() || out.is_empty() {
@@ -591,5 +596,37 @@ mod tests {
         assert_eq!(parts.concat(), emoji);
         assert_eq!(parts[0].chars().count(), 2048);
         assert_eq!(split("short", MAX_MESSAGE), ["short"]);
+    }
+
+    /// Random text of spaces, line breaks, and one-, two-, three- and four-byte characters, split
+    /// at random small limits: every piece fits, none is empty, and only the whitespace at a cut
+    /// is lost.
+    #[test]
+    fn random_text_splits_into_fitting_pieces_and_loses_nothing() {
+        let alphabet = ["a", "b", " ", "\n", "é", "日", "😀"];
+        let mut rng = fastrand::Rng::with_seed(0x7e1e);
+        for case in 0..20_000 {
+            let text: String = (0..rng.usize(0..60))
+                .map(|_| alphabet[rng.usize(..alphabet.len())])
+                .collect();
+            let max = rng.usize(2..24);
+            let parts = split(&text, max);
+            for part in &parts {
+                assert!(
+                    part.encode_utf16().count() <= max,
+                    "case {case}: {part:?} is over {max} in {text:?}"
+                );
+                assert!(
+                    !part.trim().is_empty() || parts.len() == 1,
+                    "case {case}: an empty piece of {text:?} at {max}: {parts:?}"
+                );
+            }
+            let bare = |s: &str| s.split_whitespace().collect::<String>();
+            assert_eq!(
+                bare(&parts.concat()),
+                bare(&text),
+                "case {case}: {text:?} at {max}"
+            );
+        }
     }
 }
