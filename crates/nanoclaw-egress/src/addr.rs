@@ -1,6 +1,8 @@
 //! Which resolved addresses the proxy refuses to connect to: loopback, private, link-local,
 //! shared (CGNAT), multicast, broadcast, unspecified and cloud metadata, for IPv4 and IPv6,
-//! with IPv4 addresses embedded in IPv6 (mapped, compatible, NAT64) judged as the IPv4 they are.
+//! with IPv4 addresses embedded in IPv6 (mapped, translated, compatible, NAT64, 6to4) judged as
+//! the IPv4 they are, and the IPv6 tunnels that route by an address the proxy cannot see
+//! (Teredo, local-use NAT64) refused outright.
 //!
 //! Called on the address the proxy is about to connect to, after its own DNS resolution; the
 //! connection then goes to exactly that address.
@@ -56,21 +58,21 @@ fn forbidden_v4(ip: Ipv4Addr) -> Option<&'static str> {
     }
 }
 
-/// The IPv4 address carried inside an IPv6 one: mapped (::ffff:a.b.c.d), compatible
-/// (::a.b.c.d) or NAT64 (64:ff9b::a.b.c.d).
+/// The IPv4 address carried inside an IPv6 one: mapped (::ffff:a.b.c.d), translated
+/// (::ffff:0:a.b.c.d), compatible (::a.b.c.d), NAT64 (64:ff9b::a.b.c.d) or 6to4
+/// (2002:aabb:ccdd::/48).
 fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     if let Some(v4) = ip.to_ipv4_mapped() {
         return Some(v4);
     }
     let s = ip.segments();
-    let tail = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
-    if s[..6] == [0, 0, 0, 0, 0, 0] && !(s[6] == 0 && s[7] <= 1) {
-        return Some(tail);
+    let v4 = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    match s {
+        [0, 0, 0, 0, 0, 0, hi, lo] if !(hi == 0 && lo <= 1) => Some(v4(hi, lo)),
+        [0, 0, 0, 0, 0xffff, 0, hi, lo] | [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => Some(v4(hi, lo)),
+        [0x2002, hi, lo, ..] => Some(v4(hi, lo)),
+        _ => None,
     }
-    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-        return Some(tail);
-    }
-    None
 }
 
 fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
@@ -96,6 +98,12 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
         Some("a documentation address (2001:db8::/32)")
     } else if s[0] == 0x0100 && s[1..4] == [0, 0, 0] {
         Some("a discard address (100::/64)")
+    } else if s[0] == 0x2001 && s[1] == 0 {
+        // The tunnel sends to the IPv4 address in the last 32 bits, which may be private.
+        Some("a Teredo address (2001::/32)")
+    } else if s[..3] == [0x64, 0xff9b, 1] {
+        // Translated by a local gateway, under a prefix whose layout only the network knows.
+        Some("a local-use NAT64 address (64:ff9b:1::/48)")
     } else {
         None
     }
@@ -185,6 +193,84 @@ mod tests {
         ] {
             assert!(!refused(a), "{a} was refused");
         }
+    }
+
+    /// The refused IPv4 ranges, written out again as plain prefixes: the reference the
+    /// address checks are compared with.
+    const REFUSED_V4: [(u32, u32); 12] = [
+        (0x0000_0000, 8),  // 0/8
+        (0x0a00_0000, 8),  // 10/8
+        (0x6440_0000, 10), // 100.64/10
+        (0x6464_64c8, 32), // 100.100.100.200
+        (0x7f00_0000, 8),  // 127/8
+        (0xa9fe_0000, 16), // 169.254/16
+        (0xac10_0000, 12), // 172.16/12
+        (0xc000_0000, 24), // 192.0.0/24
+        (0xc0a8_0000, 16), // 192.168/16
+        (0xc612_0000, 15), // 198.18/15
+        (0xe000_0000, 4),  // 224/4
+        (0xf000_0000, 4),  // 240/4
+    ];
+
+    fn in_reference(v4: u32) -> bool {
+        REFUSED_V4
+            .iter()
+            .any(|&(base, len)| (v4 ^ base) >> (32 - len) == 0)
+    }
+
+    /// Random addresses inside each refused range, at its edges and just outside them, and
+    /// anywhere: refused exactly when the reference says so, as IPv4 and in every IPv6 form
+    /// that carries an IPv4 address.
+    #[test]
+    fn random_addresses_agree_with_the_reference_in_every_form() {
+        let mut rng = fastrand::Rng::with_seed(0xadd7);
+        for _ in 0..200_000 {
+            let (base, len) = REFUSED_V4[rng.usize(..REFUSED_V4.len())];
+            let size = 1u64 << (32 - len);
+            let v4 = match rng.u8(..4) {
+                0 => rng.u32(..),
+                1 => base.wrapping_sub(1),
+                2 => (u64::from(base) + size).min(u64::from(u32::MAX)) as u32,
+                _ => base | (rng.u32(..) & (size - 1) as u32),
+            };
+            let expected = in_reference(v4);
+            let addr = Ipv4Addr::from(v4);
+            assert_eq!(forbidden(addr.into()).is_some(), expected, "{addr}");
+            let [a, b, c, d] = addr.octets();
+            let (hi, lo) = (u16::from_be_bytes([a, b]), u16::from_be_bytes([c, d]));
+            let rest = rng.u16(..);
+            for v6 in [
+                addr.to_ipv6_mapped(),
+                Ipv6Addr::new(0, 0, 0, 0, 0xffff, 0, hi, lo),
+                Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, hi, lo),
+                Ipv6Addr::new(0x2002, hi, lo, rest, 0, 0, 0, 1),
+            ] {
+                assert_eq!(forbidden(v6.into()).is_some(), expected, "{v6} ({addr})");
+            }
+            // Compatible form: ::0 and ::1 are the unspecified and loopback addresses.
+            let compatible = Ipv6Addr::new(0, 0, 0, 0, 0, 0, hi, lo);
+            assert_eq!(
+                forbidden(compatible.into()).is_some(),
+                expected || v4 <= 1,
+                "{compatible}"
+            );
+        }
+    }
+
+    #[test]
+    fn ipv6_tunnels_that_hide_their_destination_are_refused() {
+        for a in [
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2", // Teredo
+            "2001::1",
+            "64:ff9b:1::a00:1", // local-use NAT64
+            "2002:7f00:1::1",   // 6to4 around 127.0.0.1
+            "2002:a9fe:a9fe::", // 6to4 around the metadata address
+            "::ffff:0:7f00:1",  // translated 127.0.0.1
+        ] {
+            assert!(refused(a), "{a} was allowed");
+        }
+        assert!(!refused("2002:101:101::1"), "6to4 around a public address");
+        assert!(is_metadata("2002:a9fe:a9fe::".parse().unwrap()));
     }
 
     #[test]
