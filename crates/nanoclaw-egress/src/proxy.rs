@@ -42,7 +42,8 @@ pub const SCAN_LIMIT: usize = 32 << 20;
 /// Request bodies a group's proxy holds in memory at once to scan them; more wait their turn.
 /// With [`SCAN_LIMIT`], this bounds what one sandbox can make the daemon buffer.
 const CONCURRENT_SCANS: usize = 4;
-/// The longest a request body to be scanned may take to arrive.
+/// The longest a request body to be scanned may take to arrive, unless the proxy is built
+/// with another ([`GroupProxy::with_body_timeout`]).
 const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 /// The stack of a tunnel's splice thread: it calls splice(2) in a loop and needs little.
 const PUMP_STACK: usize = 64 * 1024;
@@ -68,6 +69,7 @@ pub struct GroupProxy {
     pub tls: Option<Interception>,
     pub recorder: Option<Recorder>,
     scans: tokio::sync::Semaphore,
+    body_timeout: Duration,
     /// Requests let through so far (tunnels and interceptions included).
     passed: std::sync::atomic::AtomicU64,
 }
@@ -87,7 +89,17 @@ impl GroupProxy {
             tls,
             recorder,
             scans: tokio::sync::Semaphore::new(CONCURRENT_SCANS),
+            body_timeout: BODY_TIMEOUT,
             passed: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// The same proxy, giving a request body to be scanned `timeout` to arrive instead of a
+    /// minute.
+    pub fn with_body_timeout(self, timeout: Duration) -> GroupProxy {
+        GroupProxy {
+            body_timeout: timeout,
+            ..self
         }
     }
 
@@ -661,14 +673,14 @@ pub(crate) async fn outbound(
         .map_err(|_| Refusal::BadRequest("the proxy is shutting down".into()))?;
     // Bounded in time too: a body that stalls would hold one of the few scan places.
     let collected = tokio::time::timeout(
-        BODY_TIMEOUT,
+        proxy.body_timeout,
         http_body_util::Limited::new(body, SCAN_LIMIT).collect(),
     )
     .await
     .map_err(|_| {
         Refusal::BadRequest(format!(
-            "the request body did not arrive within {} s",
-            BODY_TIMEOUT.as_secs()
+            "the request body did not arrive within {:?}",
+            proxy.body_timeout
         ))
     })?;
     let mut bytes: Vec<u8> = collected

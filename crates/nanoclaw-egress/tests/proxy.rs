@@ -330,3 +330,45 @@ async fn open_tunnels_count_against_the_connection_limit_until_they_close() {
     }
     assert!(reopened.is_some(), "a closed tunnel did not free its slot");
 }
+
+#[tokio::test]
+async fn stalled_bodies_are_refused_in_time_and_give_their_scan_places_back() {
+    let port = origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("g.sock");
+    let policy = Policy {
+        rules: vec![Rule::parse(&format!("127.0.0.1:{port}"), None, true).unwrap()],
+    };
+    // With a secret in use every body is scanned, four at a time per group.
+    let group = proxy::GroupProxy::new("g".into(), policy, token(), None, None)
+        .with_body_timeout(Duration::from_secs(1));
+    proxy::spawn(&sock, Arc::new(group)).unwrap();
+    let stalled = format!(
+        "POST http://127.0.0.1:{port}/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 100\r\n\r\nten bytes."
+    );
+    // Five uploads that never finish: four hold the scan places, the fifth waits for one.
+    let started = std::time::Instant::now();
+    let mut uploads = Vec::new();
+    for _ in 0..5 {
+        let (sock, stalled) = (sock.clone(), stalled.clone());
+        uploads.push(tokio::spawn(async move { send(&sock, &stalled).await }));
+    }
+    for upload in uploads {
+        let resp = upload.await.unwrap();
+        assert!(
+            resp.starts_with("HTTP/1.1 400") && resp.contains("did not arrive within 1s"),
+            "{resp}"
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The places are free again: a whole body goes through.
+    let whole = format!(
+        "POST http://127.0.0.1:{port}/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
+    );
+    let resp = send(&sock, &whole).await;
+    // Chunked: the response body is scanned for secret values on its way back.
+    assert!(
+        resp.starts_with("HTTP/1.1 200") && resp.contains("hello from origin"),
+        "{resp}"
+    );
+}
