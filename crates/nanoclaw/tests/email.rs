@@ -105,6 +105,7 @@ async fn mail_in_over_imap_replies_out_over_smtp() {
             Step::Text("Thanks, friend.".into()),
             // Slow, so a stranger's mail arrives while this turn runs.
             Step::SlowText(Duration::from_secs(3), "Dessert too.".into()),
+            Step::Text("Still here.".into()),
         ],
     )
     .await;
@@ -217,6 +218,40 @@ async fn mail_in_over_imap_replies_out_over_smtp() {
     let mut daemon = start();
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(model.requests().len(), 4, "a mail was processed twice");
+    daemon.start_kill().unwrap();
+    let _ = daemon.wait().await;
+
+    // The server rebuilds the mailbox while the daemon is down: its mail and index are gone,
+    // so the next mail gets UID 1 under a new UIDVALIDITY, below the last UID the daemon saw.
+    // It is read all the same.
+    let maildir = mail_dir.path().join("home/agent/Maildir");
+    for entry in std::fs::read_dir(&maildir).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("dovecot")
+        {
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+    for sub in ["cur", "new"] {
+        for mail in std::fs::read_dir(maildir.join(sub)).unwrap() {
+            std::fs::remove_file(mail.unwrap().path()).unwrap();
+        }
+    }
+    let mut daemon = start();
+    send(
+        smtp,
+        "From: owner@test.local\r\nTo: agent@test.local\r\nSubject: Later\r\nMessage-ID: <after-rebuild@test.local>\r\n\r\nAre you there?\r\n",
+    );
+    until("the reply to the mail after the rebuild", || {
+        owner_mail(mail_dir.path()).len() >= 4
+    })
+    .await;
+    assert!(owner_mail(mail_dir.path())[3].contains("Still here."));
+    assert_eq!(model.requests().len(), 5);
     daemon.start_kill().unwrap();
     let _ = daemon.wait().await;
     let _ = std::process::Command::new("bash")
