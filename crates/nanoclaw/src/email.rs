@@ -2,6 +2,9 @@
 //!
 //! - A thread is a group: its root is the first id in `References` (else `In-Reply-To`, else
 //!   the message's own `Message-ID`). Every mail to the agent starts a turn.
+//! - A conversation belongs to whoever started the thread (the owners count as one). Anyone
+//!   else writing into it gets a conversation (and group) of their own, keyed by the root and
+//!   their address: knowing a thread's Message-ID never lets a sender read its history.
 //! - A message is committed to the inbox before the last-seen UID moves past it (both kept in
 //!   the store); one seen before is stored once (by `Message-ID`).
 //! - Bodies: the text part, else the HTML part converted to text; attachments are listed by
@@ -135,13 +138,31 @@ const MAX_REFERENCES: usize = 32;
 /// The longest subject kept.
 const MAX_SUBJECT: usize = 1024;
 
-/// Read one RFC 5322 message. `None` when it has no sender or cannot be parsed.
+/// A message id with whitespace and control characters replaced: a real one has none, and
+/// without them ids join and split on spaces, and a conversation key (`ROOT ADDRESS`) reads
+/// one way only.
+fn clean_id(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_whitespace() || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// Read one RFC 5322 message. `None` when it has no sender address or cannot be parsed.
 pub fn parse(raw: &[u8]) -> Option<Parsed> {
     let msg = MessageParser::default().parse(raw)?;
     let from = msg.from()?.first()?.address()?.to_ascii_lowercase();
+    if !from.contains('@') {
+        return None;
+    }
     // A mail without a Message-ID is known by a digest of its bytes, so a redelivery is still
     // stored once and two different mails never share an id.
-    let message_id = msg.message_id().map(str::to_owned).unwrap_or_else(|| {
+    let message_id = msg.message_id().map(clean_id).unwrap_or_else(|| {
         let digest = ring::digest::digest(&ring::digest::SHA256, raw);
         format!(
             "no-id-{}@nanoclaw",
@@ -151,12 +172,12 @@ pub fn parse(raw: &[u8]) -> Option<Parsed> {
     let mut references: Vec<String> = msg
         .references()
         .as_text_list()
-        .map(|l| l.iter().map(|s| s.to_string()).collect())
+        .map(|l| l.iter().map(|s| clean_id(s)).collect())
         .unwrap_or_default();
     if references.len() > MAX_REFERENCES {
         references.drain(1..references.len() + 1 - MAX_REFERENCES);
     }
-    let in_reply_to = msg.in_reply_to().as_text().map(str::to_owned);
+    let in_reply_to = msg.in_reply_to().as_text().map(clean_id);
     let root = references
         .first()
         .cloned()
@@ -373,6 +394,34 @@ impl Email {
         Ok(())
     }
 
+    /// The conversation a mail belongs to: its thread's root, unless someone else started
+    /// that thread; then the root and this sender's party, a conversation of their own.
+    /// `from` is the sender as routing sees it (`(unverified)` when DMARC did not vouch).
+    fn conversation(&self, mail: &Parsed, from: &str) -> Result<String, crate::store::StoreError> {
+        let party = |sender: &str| -> String {
+            if self.config.rules.owners.iter().any(|o| o == sender) {
+                // Not an address (no `@`): no sender can be this party but the owners.
+                "owner".to_owned()
+            } else {
+                sender.to_owned()
+            }
+        };
+        let starter: Option<String> = self.store.with_conn(|c| {
+            Ok(c.query_row(
+                "SELECT starter FROM mail_threads WHERE root = ?1",
+                [&mail.root],
+                |r| r.get(0),
+            )
+            .optional()?)
+        })?;
+        Ok(match starter {
+            Some(starter) if party(&starter) != party(from) => {
+                format!("{} {}", mail.root, party(from))
+            }
+            _ => mail.root.clone(),
+        })
+    }
+
     fn store_mail(&self, mail: &Parsed, queue: &Arc<Queue>) -> bool {
         // A From the receiving server did not vouch for is nobody's: it matches no owner, no
         // sender and no admission.
@@ -388,7 +437,14 @@ impl Email {
             }
             _ => mail.from.clone(),
         };
-        let known = match self.store.group_of_chat(CHANNEL, &mail.root) {
+        let chat = match self.conversation(mail, &from) {
+            Ok(chat) => chat,
+            Err(e) => {
+                tracing::error!(channel = CHANNEL, error = %e, "could not read the thread");
+                return false;
+            }
+        };
+        let known = match self.store.group_of_chat(CHANNEL, &chat) {
             Ok(known) => known,
             Err(e) => {
                 tracing::error!(channel = CHANNEL, error = %e, "could not read the thread's group");
@@ -397,7 +453,7 @@ impl Email {
         };
         let route = router::route(
             &self.config.rules,
-            &mail.root,
+            &chat,
             &from,
             &mail.text,
             || crate::admission::admitted(queue.agent(), CHANNEL, &from),
@@ -421,22 +477,24 @@ impl Email {
         // Replies go to the thread's last sender. A held mail (a sender not yet admitted) may
         // start a thread but never take over one: the thread names its own root, so anyone
         // could otherwise point the next reply in someone else's thread at themselves.
+        // (`root` holds the conversation's key.)
         let upsert = if held {
-            "INSERT INTO mail_threads (root, subject, reply_to, last_message_id, refs) VALUES (?1, ?2, ?3, ?4, ?5)
+            "INSERT INTO mail_threads (root, subject, reply_to, last_message_id, refs, starter) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT (root) DO NOTHING"
         } else {
-            "INSERT INTO mail_threads (root, subject, reply_to, last_message_id, refs) VALUES (?1, ?2, ?3, ?4, ?5)
+            "INSERT INTO mail_threads (root, subject, reply_to, last_message_id, refs, starter) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT (root) DO UPDATE SET reply_to = excluded.reply_to, last_message_id = excluded.last_message_id, refs = excluded.refs"
         };
         let thread = self.store.with_conn(|c| {
             c.execute(
                 upsert,
                 params![
-                    mail.root,
+                    chat,
                     mail.subject,
                     mail.from,
                     mail.message_id,
-                    refs.join(" ")
+                    refs.join(" "),
+                    from
                 ],
             )?;
             Ok(())
@@ -446,7 +504,7 @@ impl Email {
                 &group,
                 &Routed {
                     channel: CHANNEL,
-                    chat: &mail.root,
+                    chat: &chat,
                     sender: &sender,
                     text: &mail.text,
                     triggered: !held,

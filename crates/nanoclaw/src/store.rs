@@ -191,6 +191,12 @@ CREATE TABLE memory_state (
     tainted     INTEGER NOT NULL
 );
 "#,
+    // Who started each mail conversation: anyone else writing into the thread gets a
+    // conversation of their own. Rows so far are taken as started by their last sender.
+    r#"
+ALTER TABLE mail_threads ADD COLUMN starter TEXT NOT NULL DEFAULT '';
+UPDATE mail_threads SET starter = reply_to;
+"#,
 ];
 
 /// Store errors carry SQLite's message; the caller adds what it was doing.
