@@ -12,7 +12,7 @@
 //!
 //! [[rule]]
 //! name = "no force pushes"
-//! tool = "shell"                        # glob: `*`, `?`; integrations as `server.tool`
+//! tool = "shell"                        # glob: `*`, `?`
 //! args = { command = { regex = "git push .*--force" } }
 //! action = "deny"
 //!

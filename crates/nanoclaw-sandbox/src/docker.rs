@@ -3,7 +3,8 @@
 //! Docker-compatible socket also serves are used: create, start, exec, list, remove, inspect.
 //!
 //! Each container: no network (`none`), a read-only root file system, every capability
-//! dropped, `no-new-privileges`, uid 1000, memory, pids and CPU limits, a size-limited tmpfs at
+//! dropped, `no-new-privileges`, the daemon's own uid and gid (uid 1000 when the daemon is
+//! root), memory, pids and CPU limits, a size-limited tmpfs at
 //! `/tmp`, the group's workspace bind-mounted at `/workspace` and nanoclaw's own binary at
 //! `/.nanoclaw/init`, which every exec runs first. The image is built locally
 //! (`docker/agent.Dockerfile`); nothing is pulled, ever.

@@ -1,6 +1,6 @@
 //! The cost of one sandboxed command: `true` through the bwrap backend and the full init
 //! (no_new_privs, rlimits, Landlock, seccomp, relay check, tree reaping, framed report), with
-//! a per-command cgroup where the host allows. Prints its figures; asserts nothing.
+//! the group's cgroup where the host allows. Prints its figures; asserts nothing.
 //!
 //! Then the Docker backend: `true` by exec in a warm container, and the first command after the
 //! container was created (when the engine and the test image are available).

@@ -944,7 +944,7 @@ backend = "auto"
 docker_image = "nanoclaw-agent:latest"
 # Seconds a group's container may sit idle before it is removed (the workspace stays).
 docker_idle_secs = 600
-# Landlock (writes only under /workspace and /tmp): "best-effort" applies what the kernel
+# Landlock (writes only under /workspace, /tmp and /dev): "best-effort" applies what the kernel
 # supports; "required" refuses to run commands without it.
 landlock = "best-effort"
 # cgroup limits (memory, processes, CPU share): "best-effort" falls back to rlimits where the
@@ -982,20 +982,29 @@ max_concurrent_turns = 4
 # [channels.telegram]
 # # The bot token is a stored secret, used only by nanoclaw itself:
 # #   nanoclaw secret set TELEGRAM_BOT_TOKEN --host api.telegram.org
+# # (bound to the host of api_base: nanoclaw sends it nowhere else)
 # token_secret = "TELEGRAM_BOT_TOKEN"
+# # The Bot API server (https://, or http:// to loopback only).
+# api_base = "https://api.telegram.org"
+# # Seconds one getUpdates long poll waits (1 to 50).
+# poll_timeout_secs = 30
 # # Your private chat with the bot (the main group), your user id, others who may talk.
 # main_chat = "123456789"
 # owners = ["123456789"]
 # senders = []
 # unknown_senders = "ignore"
-# # In groups, a message starts a turn when it mentions this or replies to the bot.
-# trigger = "@my_nanoclaw_bot"
+# # In groups, a message starts a turn when it mentions this or replies to the bot (your
+# # bot's @name is the usual choice).
+# trigger = "@nanoclaw"
 # # Approvers press buttons when policy.toml gives them ids = { telegram = ["123456789"] }.
 
 # [channels.email]
 # # IMAP for mail in (IDLE, else polling every poll_secs), SMTP for replies. The password is a
-# # stored secret: nanoclaw secret set MAIL_PASSWORD --host mail.example.com
+# # stored secret, bound to the IMAP and SMTP servers' host:
+# #   nanoclaw secret set MAIL_PASSWORD --host mail.example.com
 # imap = "mail.example.com:993"
+# imap_tls = true                   # false only for a server on loopback
+# poll_secs = 60
 # smtp = "mail.example.com:587"
 # smtp_security = "starttls"        # or "tls"; "none" only for a server on loopback
 # username = "agent@example.com"

@@ -1,7 +1,8 @@
 //! The email channel: IMAP in (IDLE where the server offers it, polling otherwise), SMTP out.
 //!
 //! - A thread is a group: its root is the first id in `References` (else `In-Reply-To`, else
-//!   the message's own `Message-ID`). Every mail to the agent starts a turn.
+//!   the message's own `Message-ID`). Every mail routed to the agent starts a turn (a held
+//!   sender's waits for admission; an ignored sender's is dropped).
 //! - A conversation belongs to whoever started the thread (the owners count as one). Anyone
 //!   else writing into it gets a conversation (and group) of their own, keyed by the root and
 //!   their address: knowing a thread's Message-ID never lets a sender read its history.

@@ -101,7 +101,7 @@ enum Command {
         #[arg(required = true, num_args = 1.., value_name = "TEXT")]
         text: Vec<String>,
     },
-    /// Check the sandbox, the model and the API; say what is wrong.
+    /// Check the sandbox, the model and the API token; say what is wrong.
     Doctor,
     /// Run commands in a group's sandbox.
     Sandbox {
@@ -300,7 +300,8 @@ enum SecretCommand {
         /// The secret's name; it becomes an environment variable in the granted groups'
         /// sandboxes, holding the placeholder (A-Z, 0-9, '_').
         name: String,
-        /// A host the value may be sent to: a name, or *.suffix for any name under it.
+        /// A host the value may be sent to: a name, or *.suffix for any name under it. Holds
+        /// for the sandboxes' requests and for nanoclaw's own clients (model, Telegram, mail).
         #[arg(long = "host", required = true, value_name = "HOST")]
         hosts: Vec<String>,
         /// A group whose sandbox gets the placeholder (repeatable). None: only nanoclaw itself
@@ -998,9 +999,15 @@ fn model_client(
 ) -> Result<ModelClient, String> {
     let m = &config.model;
     let name = m.provider.key_env();
-    let key = secrets
-        .iter()
-        .find(|s| s.meta.name == name)
+    let stored = secrets.iter().find(|s| s.meta.name == name);
+    if let Some(secret) = stored {
+        let host = reqwest::Url::parse(&m.base_url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_default();
+        check_binding(&secret.meta, "model.base_url", &host)?;
+    }
+    let key = stored
         .map(|s| s.value.clone())
         .or_else(|| std::env::var(name).ok())
         .filter(|k| !k.trim().is_empty());
@@ -1098,19 +1105,54 @@ async fn build_agent(home: Home, long_lived: bool) -> anyhow::Result<(Agent, std
 
 /// The value of the stored secret a channel's config names at `key`, or a usage error saying
 /// how to store it.
+/// The value of the secret a channel's `key` names, checked to be bound (`secret set --host`)
+/// to every host in `sends_to` (config key, host) the channel sends it to: the binding holds
+/// for nanoclaw's own clients as it does for the sandboxes' requests.
 fn channel_secret<'a>(
     secrets: &'a [secrets::OpenSecret],
     key: &str,
     name: &str,
     host: &str,
+    sends_to: &[(&str, &str)],
 ) -> anyhow::Result<&'a str> {
-    match secrets.iter().find(|s| s.meta.name == name) {
-        Some(s) => Ok(&s.value),
-        None => Err(UsageError(format!(
+    let Some(secret) = secrets.iter().find(|s| s.meta.name == name) else {
+        return Err(UsageError(format!(
             "{key} names {name:?}, which is not a stored secret (nanoclaw secret set {name} --host {host})"
         ))
-        .into()),
+        .into());
+    };
+    for (config_key, host) in sends_to {
+        check_binding(&secret.meta, config_key, host).map_err(UsageError)?;
     }
+    Ok(&secret.value)
+}
+
+/// Whether `secret` may go to `host`, which the setting `config_key` names; the refusal says
+/// how to bind it.
+fn check_binding(
+    secret: &secrets::StoredSecret,
+    config_key: &str,
+    host: &str,
+) -> Result<(), String> {
+    let host = nanoclaw_egress::policy::normalize_host(host);
+    let bound = secret.hosts.iter().any(|h| {
+        nanoclaw_egress::Rule::parse(h, None, false).is_ok_and(|r| r.pattern.matches(&host))
+    });
+    if bound {
+        return Ok(());
+    }
+    Err(format!(
+        "secret {} is bound to {}, but {config_key} would send it to {host}: store it again with \
+         --host {host} (nanoclaw secret set {} --host {host} ...), or change {config_key}",
+        secret.name,
+        secret.hosts.join(", "),
+        secret.name
+    ))
+}
+
+/// The host of a `host:port` setting (brackets kept around an IPv6 address, as rules write it).
+fn host_of_address(address: &str) -> &str {
+    address.rsplit_once(':').map_or(address, |(host, _)| host)
 }
 
 async fn daemon(home: Home) -> anyhow::Result<ExitCode> {
@@ -1128,11 +1170,13 @@ async fn daemon(home: Home) -> anyhow::Result<ExitCode> {
     let webhook = match &agent.config.webhook {
         None => None,
         Some(w) => {
+            // An HMAC key: it never leaves this machine, so no host is checked.
             let key = channel_secret(
                 &secrets,
                 "channels.webhook.key_secret",
                 &w.key_secret,
                 "hooks.invalid",
+                &[],
             )?;
             Some(Arc::new(webhook::Webhook {
                 rules: w.rules.clone(),
@@ -1159,11 +1203,16 @@ async fn daemon(home: Home) -> anyhow::Result<ExitCode> {
     let delivery = webhook.map(|w| tokio::spawn(w.deliver(Arc::clone(&agent.store))));
     let mut channel_tasks = Vec::new();
     if let Some(t) = &agent.config.telegram {
+        let api_host = reqwest::Url::parse(&t.api_base)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_default();
         let token = channel_secret(
             &secrets,
             "channels.telegram.token_secret",
             &t.token_secret,
             "api.telegram.org",
+            &[("channels.telegram.api_base", &api_host)],
         )?;
         let bot = Arc::new(telegram::Telegram::new(
             t,
@@ -1187,6 +1236,10 @@ async fn daemon(home: Home) -> anyhow::Result<ExitCode> {
             "channels.email.password_secret",
             &e.password_secret,
             "<the mail server>",
+            &[
+                ("channels.email.imap", host_of_address(&e.imap)),
+                ("channels.email.smtp", host_of_address(&e.smtp)),
+            ],
         )?;
         let mail = Arc::new(email::Email::new(
             e.clone(),

@@ -2,9 +2,10 @@
 //! agent at all, and whether it starts a turn or waits as context.
 //!
 //! - The owner's private chat (`main_chat`) is the main group; every other chat is a group of
-//!   its own, named from the channel and the chat (`wh-team-room-1a2b3c4d`).
-//! - Senders are the owner, known senders, or unknown; unknown senders are ignored or allowed,
-//!   per channel.
+//!   its own, named from the channel and the chat (`wh-team-room-` and 20 hex digits of the
+//!   chat's SHA-256).
+//! - Senders are the owner, known senders, or unknown; unknown senders are ignored, allowed,
+//!   or held while the approvers are asked to admit them, per channel.
 //! - In the main group every message starts a turn. Elsewhere a message starts one only when
 //!   it mentions the trigger (always, for channels without one, such as email); others are
 //!   kept and given to the next turn as context.

@@ -1,8 +1,9 @@
 //! The store: one SQLite database in the data dir, in WAL mode, with numbered migrations run at
 //! open. It holds groups, sessions, the inbox, turns, conversation history and the outbox.
 //!
-//! One connection behind a std `Mutex` is the single writer: every statement is short and
-//! nothing async happens while the lock is held. Each state change a crash could split (claiming
+//! One connection behind a std `Mutex` does all the writing but the audit log's (its writer
+//! thread has a connection of its own): every statement is short and nothing async happens
+//! while the lock is held. Each state change a crash could split (claiming
 //! messages for a turn; finishing a turn with its reply) is one transaction, which is what makes
 //! "nothing accepted is lost, nothing answered twice" hold across `kill -9`.
 

@@ -4,9 +4,9 @@
 //! - An update is committed to the inbox (routed by [`crate::router`]) before the polling
 //!   offset moves past it; the offset is kept in the store, so a crash redelivers at most the
 //!   updates after the last stored one, and those are stored once (by update id).
-//! - Replies are split within Telegram's 4,096-character limit at paragraph, then line, then
-//!   word boundaries; messages to one chat are spaced as Telegram asks (1 s, 3 s in groups),
-//!   and a 429 waits the `retry_after` Telegram gives.
+//! - Replies are split within Telegram's limit of 4,096 UTF-16 units at paragraph, then line,
+//!   then word boundaries; messages to one chat are spaced as Telegram asks (1 s, 3 s in
+//!   groups), and a 429 waits the `retry_after` Telegram gives (at most five minutes).
 //! - A button press is checked against the pending request (id and code in the callback data)
 //!   and the pressing user against that request's approvers (`ids.telegram` in policy.toml).
 //! - The bot token is a secret used only here, on the host; errors never show the URL that

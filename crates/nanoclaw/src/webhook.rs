@@ -7,7 +7,7 @@
 //! message is routed ([`crate::router`]) and committed before the 200; an `id` seen before is
 //! acknowledged again and stored once.
 //!
-//! Outbound: replies for webhook chats are posted as `{"chat", "text", "reply_id"}` to the
+//! Outbound: replies for webhook chats are posted as `{"chat", "group", "text", "reply_id"}` to the
 //! configured callback URL, signed the same way, and marked sent only after a 2xx; failures
 //! are retried with backoff ([`crate::outbox`]), so a reply is delivered at least once.
 

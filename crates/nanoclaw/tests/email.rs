@@ -117,12 +117,26 @@ async fn mail_in_over_imap_replies_out_over_smtp() {
             "[sandbox]\nbackend = \"bwrap\"\n[api]\nlisten = \"127.0.0.1:{port}\"\n[channels.email]\nimap = \"127.0.0.1:{imap}\"\nimap_tls = false\nsmtp = \"127.0.0.1:{smtp}\"\nsmtp_security = \"none\"\nusername = \"agent\"\npassword_secret = \"MAIL_PASSWORD\"\naddress = \"agent@test.local\"\nowners = [\"owner@test.local\"]\nsenders = [\"friend@test.local\"]\nunknown_senders = \"ask\"\npoll_secs = 1\n"
         ),
     );
+    // Bound to another host than the servers': the daemon will not start with it.
     let out = h
         .set_secret(
             "MAIL_PASSWORD",
             "agent-password",
             &["--host", "mail.invalid"],
         )
+        .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = h.run(&["run"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(
+            "secret MAIL_PASSWORD is bound to mail.invalid, but channels.email.imap would send it to 127.0.0.1"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = h
+        .set_secret("MAIL_PASSWORD", "agent-password", &["--host", "127.0.0.1"])
         .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let start = || {

@@ -696,6 +696,30 @@ async fn the_model_key_is_a_secret_used_by_the_host_only() {
     )
     .await;
     let h = TestHome::new(Wire::Anthropic, &model.url, "");
+    // Bound to another host than base_url's: nanoclaw refuses to send it there.
+    let out = h
+        .set_secret(
+            "ANTHROPIC_API_KEY",
+            "test-key",
+            &["--host", "api.anthropic.com"],
+        )
+        .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut c = h.command();
+    c.env_remove("ANTHROPIC_API_KEY").args(["ask", "hello"]);
+    let out = c.output().await.unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains(
+            "secret ANTHROPIC_API_KEY is bound to api.anthropic.com, but model.base_url would send it to 127.0.0.1"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        model.requests().is_empty(),
+        "the key went to an unbound host"
+    );
     let out = h
         .set_secret("ANTHROPIC_API_KEY", "test-key", &["--host", "127.0.0.1"])
         .await;

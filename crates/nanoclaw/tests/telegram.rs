@@ -76,7 +76,7 @@ async fn telegram_end_to_end() {
     )
     .unwrap();
     let out = h
-        .set_secret("TELEGRAM_BOT_TOKEN", TOKEN, &["--host", "api.telegram.org"])
+        .set_secret("TELEGRAM_BOT_TOKEN", TOKEN, &["--host", "127.0.0.1"])
         .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let start = || {
