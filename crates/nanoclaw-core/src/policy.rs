@@ -30,6 +30,10 @@
 //! Other rule keys: `group`, `channel` (globs), `sender` (`owner`, `approver`, `other`).
 //! Argument matchers (`args.FIELD`, a dotted path into the arguments): `equals`, `glob`,
 //! `regex`, `one_of`. Parsing never panics; every error names the line and the key.
+//!
+//! [`Policy::check`] then holds the file against what the daemon has ([`Vocabulary`]): a rule
+//! whose tool, channel or argument names nothing that exists could never match, so a `deny`
+//! with a typo in it would silently allow; it is refused instead.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -154,6 +158,13 @@ enum Glob {
 }
 
 impl Glob {
+    fn text(&self) -> String {
+        match self {
+            Glob::Literal(l) => l.clone(),
+            Glob::Pattern(p) => p.iter().collect(),
+        }
+    }
+
     fn new(pattern: &str) -> Glob {
         if pattern.contains(['*', '?']) {
             Glob::Pattern(pattern.chars().collect())
@@ -263,13 +274,24 @@ fn lookup<'a>(mut value: &'a Value, path: &[String]) -> Option<&'a Value> {
 pub struct Policy {
     rules: Vec<Rule>,
     approvers: Vec<Approver>,
+    /// The line of each approver's table, for errors found by [`Policy::check`].
+    approver_lines: Vec<usize>,
+}
+
+/// What a policy's rules may name, as the daemon has it: each tool with the arguments it takes,
+/// the channels messages arrive on, and the channels that reach approvers.
+#[derive(Clone, Debug, Default)]
+pub struct Vocabulary {
+    pub tools: Vec<(String, Vec<String>)>,
+    pub channels: Vec<String>,
+    pub approver_channels: Vec<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPolicy {
     #[serde(default)]
-    approvers: BTreeMap<String, RawApprover>,
+    approvers: BTreeMap<String, toml::Spanned<RawApprover>>,
     #[serde(default)]
     rule: Vec<toml::Spanned<RawRule>>,
 }
@@ -323,12 +345,37 @@ impl Policy {
             message: e.message().to_owned(),
         })?;
         let mut approvers = Vec::new();
-        for (name, a) in raw.approvers {
+        let mut approver_lines = Vec::new();
+        for (name, spanned) in raw.approvers {
+            let line = line_of(text, spanned.span().start);
+            let a = spanned.into_inner();
+            let err = |message: String| PolicyError {
+                line,
+                key: format!("approvers.{name:?}"),
+                message,
+            };
+            if name.trim().is_empty() {
+                return Err(err("an approver needs a name".into()));
+            }
+            if !a.terminal && a.ids.values().all(Vec::is_empty) {
+                return Err(err(
+                    "can never answer a request: give terminal = true, or ids on a channel".into(),
+                ));
+            }
+            if let Some(channel) = a
+                .ids
+                .iter()
+                .find(|(_, ids)| ids.iter().any(|id| id.trim().is_empty()))
+                .map(|(channel, _)| channel)
+            {
+                return Err(err(format!("an empty id in ids.{channel}")));
+            }
             approvers.push(Approver {
                 name,
                 terminal: a.terminal,
                 ids: a.ids,
             });
+            approver_lines.push(line);
         }
         let all_names: Vec<String> = approvers.iter().map(|a| a.name.clone()).collect();
         let mut rules = Vec::new();
@@ -445,7 +492,11 @@ impl Policy {
                         regex::Regex::new(&re).map_err(|e| err(&k, format!("bad regex: {e}")))?,
                     )
                 } else {
-                    Matcher::OneOf(m.one_of.unwrap_or_default())
+                    let values = m.one_of.unwrap_or_default();
+                    if values.is_empty() {
+                        return Err(err(&k, "one_of needs at least one value".into()));
+                    }
+                    Matcher::OneOf(values)
                 };
                 args.push((field.split('.').map(str::to_owned).collect(), matcher));
             }
@@ -467,7 +518,88 @@ impl Policy {
                 },
             });
         }
-        Ok(Policy { rules, approvers })
+        Ok(Policy {
+            rules,
+            approvers,
+            approver_lines,
+        })
+    }
+
+    /// Refuse what could never match or never be answered: a rule's tool glob that names no
+    /// tool, a channel glob that names no channel, an argument no tool it matches takes, and
+    /// approver ids on a channel that cannot reach approvers.
+    pub fn check(&self, vocabulary: &Vocabulary) -> Result<(), PolicyError> {
+        for (i, rule) in self.rules.iter().enumerate() {
+            let err = |k: &str, message: String| PolicyError {
+                line: rule.line,
+                key: format!("rule[{}].{k}", i + 1),
+                message,
+            };
+            let tools: Vec<&(String, Vec<String>)> = vocabulary
+                .tools
+                .iter()
+                .filter(|(name, _)| rule.tool.matches(name))
+                .collect();
+            if tools.is_empty() {
+                let names: Vec<&str> = vocabulary.tools.iter().map(|(n, _)| n.as_str()).collect();
+                return Err(err(
+                    "tool",
+                    format!(
+                        "{:?} names no tool (tools: {})",
+                        rule.tool.text(),
+                        names.join(", ")
+                    ),
+                ));
+            }
+            if let Some(channel) = &rule.channel
+                && !vocabulary.channels.iter().any(|c| channel.matches(c))
+            {
+                return Err(err(
+                    "channel",
+                    format!(
+                        "{:?} names no channel (channels: {})",
+                        channel.text(),
+                        vocabulary.channels.join(", ")
+                    ),
+                ));
+            }
+            for (path, _) in &rule.args {
+                let first = path.first().map_or("", String::as_str);
+                if !tools
+                    .iter()
+                    .any(|(_, args)| args.iter().any(|a| a == first))
+                {
+                    let takes: Vec<String> = tools
+                        .iter()
+                        .map(|(name, args)| format!("{name} takes {}", args.join(", ")))
+                        .collect();
+                    return Err(err(
+                        &format!("args.{}", path.join(".")),
+                        format!(
+                            "no tool this rule matches has an argument {first:?} ({})",
+                            takes.join("; ")
+                        ),
+                    ));
+                }
+            }
+        }
+        for (approver, line) in self.approvers.iter().zip(&self.approver_lines) {
+            if let Some(channel) = approver
+                .ids
+                .keys()
+                .find(|c| !vocabulary.approver_channels.contains(c))
+            {
+                return Err(PolicyError {
+                    line: *line,
+                    key: format!("approvers.{:?}.ids", approver.name),
+                    message: format!(
+                        "approvers cannot be reached on {channel:?} (channels with approvers: {})",
+                        vocabulary.approver_channels.join(", ")
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     pub fn approvers(&self) -> &[Approver] {

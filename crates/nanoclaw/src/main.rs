@@ -15,6 +15,7 @@
 //!   proxy).
 //! - [`config`] and [`home`]: the validated config and the data dir.
 //! - [`doctor`]: what works and what does not, and what to do about it.
+//! - [`display`]: outside text made safe to print on a terminal.
 //!
 //! `main` parses the command line and hands off; exit codes are 0 success, 1 failure, 2 bad
 //! usage or config.
@@ -28,6 +29,7 @@ mod audit;
 mod audit_test;
 mod backend;
 mod config;
+mod display;
 mod doctor;
 mod egress;
 mod email;
@@ -375,6 +377,22 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Commands that print local data end quietly on a closed pipe (`nanoclaw audit export |
+    // head`), as Unix tools do, instead of failing to print. The daemon, chat, ask, doctor and
+    // sandbox exec keep SIGPIPE ignored: they write to sockets and pipes and handle the errors.
+    if matches!(
+        cli.command,
+        Command::Init
+            | Command::Secret { .. }
+            | Command::Policy { .. }
+            | Command::Approvals { .. }
+            | Command::Audit { .. }
+            | Command::Task { .. }
+            | Command::Memory { .. }
+    ) {
+        // SAFETY: setting a signal's disposition to its default; no handler runs our code.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let home = Home::locate(cli.home)?;
     let default_log = if matches!(cli.command, Command::Run) {
         "info"
@@ -480,7 +498,7 @@ fn task_command(home: &Home, command: TaskCommand) -> anyhow::Result<ExitCode> {
                 println!(
                     "{} {} [{}] group {}: {} {}{}; next {}{}{}\n  prompt: {}",
                     t.id,
-                    t.name,
+                    display::for_terminal(&t.name),
                     t.status,
                     t.group,
                     t.kind,
@@ -493,7 +511,7 @@ fn task_command(home: &Home, command: TaskCommand) -> anyhow::Result<ExitCode> {
                     time(t.next_due),
                     if t.isolated { "; isolated" } else { "" },
                     if t.post { "" } else { "; silent" },
-                    t.prompt
+                    display::for_terminal(&t.prompt)
                 );
             }
             false
@@ -532,13 +550,16 @@ fn task_command(home: &Home, command: TaskCommand) -> anyhow::Result<ExitCode> {
                     audit::format_time(r.started_at),
                     match (&r.error, &r.result) {
                         (Some(e), _) => format!(
-                            "\n  error: {e}{}",
+                            "\n  error: {}{}",
+                            display::for_terminal(e),
                             r.retry_at
                                 .map(|at| format!("\n  tried again at {}", audit::format_time(at)))
                                 .unwrap_or_default()
                         ),
-                        (None, Some(res)) =>
-                            format!("\n  result: {}", res.chars().take(200).collect::<String>()),
+                        (None, Some(res)) => format!(
+                            "\n  result: {}",
+                            display::for_terminal(&res.chars().take(200).collect::<String>())
+                        ),
                         _ => String::new(),
                     }
                 );
@@ -585,6 +606,8 @@ fn policy_check(
     tainted: bool,
 ) -> anyhow::Result<ExitCode> {
     use nanoclaw_core::policy::{Context, SenderRole};
+    home.require_initialized()
+        .map_err(|e| UsageError(e.to_string()))?;
     let policy = policy_file::load(home)?;
     let args: serde_json::Value = serde_json::from_str(args)
         .map_err(|e| UsageError(format!("--args is not valid JSON: {e}")))?;
@@ -1317,7 +1340,7 @@ async fn memory_command(home: Home, command: MemoryCommand) -> anyhow::Result<Ex
     let hash = memory::hash(&text);
     match command {
         MemoryCommand::Show { .. } => {
-            print!("{text}");
+            print!("{}", display::for_terminal(&text));
             if !text.is_empty() && !text.ends_with('\n') {
                 println!();
             }

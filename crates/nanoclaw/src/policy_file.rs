@@ -1,10 +1,12 @@
 //! The policy file, `policy.toml` in the data dir: who may approve, and the ordered rules the
-//! gate applies to every tool call (`nanoclaw_core::policy`). Missing means the defaults; a
-//! file that does not parse, or names an unknown approver, stops startup naming the file, the
-//! line and the key.
+//! gate applies to every tool call (`nanoclaw_core::policy`). A file that is missing, does not
+//! parse, names an unknown approver, or has a rule naming a tool, channel or argument that does
+//! not exist (a rule that could never match) stops startup naming the file, the line and the
+//! key: a typo must never turn a `deny` off.
 
 use anyhow::Context;
 use nanoclaw_core::Policy;
+use nanoclaw_core::policy::Vocabulary;
 
 use crate::home::Home;
 
@@ -45,15 +47,59 @@ terminal = true
 # `equals`, `glob`, `regex`, `one_of` on a dotted path into the call's arguments.
 "#;
 
-/// Load the policy; the defaults when there is no file.
+/// The channels messages arrive on (a scheduled task's turn comes from `task`).
+const CHANNELS: &[&str] = &[
+    crate::terminal::CHANNEL,
+    crate::api::CHANNEL,
+    crate::telegram::CHANNEL,
+    crate::email::CHANNEL,
+    crate::webhook::CHANNEL,
+    "task",
+];
+
+/// What rules may name: the tools offered to the model with their arguments, the channels, and
+/// the channels that present approval requests to approvers by id.
+pub fn vocabulary() -> Vocabulary {
+    let tools = crate::tools::specs()
+        .into_iter()
+        .map(|spec| {
+            let args = spec.schema["properties"]
+                .as_object()
+                .map(|props| props.keys().cloned().collect())
+                .unwrap_or_default();
+            (spec.name.to_owned(), args)
+        })
+        .collect();
+    Vocabulary {
+        tools,
+        channels: CHANNELS.iter().map(|c| (*c).to_owned()).collect(),
+        approver_channels: vec![crate::telegram::CHANNEL.to_owned()],
+    }
+}
+
+/// Load and check the policy.
 pub fn load(home: &Home) -> anyhow::Result<Policy> {
     let path = home.dir.join(POLICY_FILE);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Policy::default()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(crate::UsageError(format!(
+                "{} is missing: every tool call is checked against it (`nanoclaw init` writes \
+                 the default one and keeps existing files)",
+                path.display()
+            ))
+            .into());
+        }
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    Policy::parse(&text).map_err(|e| crate::UsageError(format!("{}: {e}", path.display())).into())
+    parse(&text).map_err(|e| crate::UsageError(format!("{}: {e}", path.display())).into())
+}
+
+/// Parse and check a policy file's text.
+pub fn parse(text: &str) -> Result<Policy, nanoclaw_core::policy::PolicyError> {
+    let policy = Policy::parse(text)?;
+    policy.check(&vocabulary())?;
+    Ok(policy)
 }
 
 #[cfg(test)]
@@ -62,7 +108,61 @@ mod tests {
 
     #[test]
     fn the_default_policy_parses_and_has_the_owner() {
-        let p = Policy::parse(DEFAULT_POLICY).unwrap();
+        let p = parse(DEFAULT_POLICY).unwrap();
         assert!(p.approver("owner").is_some_and(|a| a.terminal));
+    }
+
+    /// Each mistake that would leave a rule unable to match, or an approver unable to answer,
+    /// is refused with the line and key.
+    #[test]
+    fn rules_that_could_never_match_are_refused() {
+        let owner = "[approvers.owner]\nterminal = true\n";
+        for (body, expected) in [
+            (
+                "[[rule]]\ntool = \"shel\"\naction = \"deny\"\n",
+                "line 3: rule[1].tool: \"shel\" names no tool (tools: shell,",
+            ),
+            (
+                "[[rule]]\ntool = \"SHELL\"\naction = \"deny\"\n",
+                "rule[1].tool: \"SHELL\" names no tool",
+            ),
+            (
+                "[[rule]]\ntool = \"shell\"\nchannel = \"telegarm\"\naction = \"deny\"\n",
+                "rule[1].channel: \"telegarm\" names no channel (channels: terminal, api, telegram, email, webhook, task)",
+            ),
+            (
+                "[[rule]]\ntool = \"shell\"\nargs = { cmd = { regex = \"rm\" } }\naction = \"deny\"\n",
+                "rule[1].args.cmd: no tool this rule matches has an argument \"cmd\" (shell takes command, timeout_secs)",
+            ),
+            (
+                "[[rule]]\ntool = \"http_request\"\nargs = { method = { one_of = [] } }\naction = \"deny\"\n",
+                "rule[1].args.method: one_of needs at least one value",
+            ),
+            (
+                "[approvers.bob]\nids = { slack = [\"1\"] }\n",
+                "line 3: approvers.\"bob\".ids: approvers cannot be reached on \"slack\"",
+            ),
+            (
+                "[approvers.bob]\nids = { telegram = [\"\"] }\n",
+                "approvers.\"bob\": an empty id in ids.telegram",
+            ),
+            (
+                "[approvers.bob]\n",
+                "approvers.\"bob\": can never answer a request",
+            ),
+            (
+                "[approvers.\"\"]\nterminal = true\n",
+                "an approver needs a name",
+            ),
+        ] {
+            let text = format!("{owner}{body}");
+            let e = parse(&text).map(|_| ()).unwrap_err().to_string();
+            assert!(e.contains(expected), "{body}: {e}");
+        }
+        // Globs that name something are fine, arguments of any tool a glob matches too.
+        parse(&format!(
+            "{owner}[[rule]]\ntool = \"*_file\"\nchannel = \"tele*\"\nargs = {{ path = {{ glob = \"/etc/*\" }} }}\naction = \"deny\"\n"
+        ))
+        .unwrap();
     }
 }

@@ -116,11 +116,12 @@ async fn exchange(agent: &Agent, group: &GroupId, text: &str) -> anyhow::Result<
         let failed = results
             .iter()
             .any(|(turn, r)| *turn == reply.turn_id && matches!(r, TurnResult::Failed(_)));
+        let text = crate::display::for_terminal(&reply.text);
         if failed {
-            eprintln!("nanoclaw: {}", reply.text);
+            eprintln!("nanoclaw: {text}");
         } else {
             let mut out = std::io::stdout().lock();
-            writeln!(out, "{}", reply.text)?;
+            writeln!(out, "{text}")?;
             out.flush()?;
         }
         agent.store.mark_sent(&[reply.id])?;
