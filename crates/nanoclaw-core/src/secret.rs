@@ -17,22 +17,50 @@ pub const MIN_VALUE_LEN: usize = 8;
 
 /// Why a secret name was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error(
-    "secret name {0:?} must be 1-64 characters of A-Z, 0-9 and '_', starting with a letter (it becomes an environment variable)"
-)]
-pub struct BadSecretName(pub String);
+pub enum BadSecretName {
+    #[error(
+        "secret name {0:?} must be 1-64 characters of A-Z, 0-9 and '_', starting with a letter (it becomes an environment variable)"
+    )]
+    Form(String),
+    #[error(
+        "secret name {0:?} is a variable the sandbox sets itself or that steers every program in it; choose another name"
+    )]
+    Reserved(String),
+}
 
-/// Check that `name` can be an environment variable name in the sandbox.
+/// Variables the sandbox's environment sets (paths, locale, the proxy, the trusted roots):
+/// a secret by one of these names would replace it with a placeholder and break every command.
+const RESERVED_NAMES: &[&str] = &[
+    "PATH",
+    "HOME",
+    "TMPDIR",
+    "LANG",
+    "TERM",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "SSL_CERT_FILE",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "GIT_SSL_CAINFO",
+    "NODE_EXTRA_CA_CERTS",
+];
+
+/// Check that `name` can be an environment variable name in the sandbox, and is not one the
+/// sandbox needs for itself (nor `LD_*`, which the dynamic linker reads in every program).
 pub fn check_name(name: &str) -> Result<(), BadSecretName> {
     let mut chars = name.chars();
     let ok = name.len() <= 64
         && chars.next().is_some_and(|c| c.is_ascii_uppercase())
         && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
-    if ok {
-        Ok(())
-    } else {
-        Err(BadSecretName(name.to_owned()))
+    if !ok {
+        return Err(BadSecretName::Form(name.to_owned()));
     }
+    if RESERVED_NAMES.contains(&name) || name.starts_with("LD_") {
+        return Err(BadSecretName::Reserved(name.to_owned()));
+    }
+    Ok(())
 }
 
 /// The placeholder for secret `name`, given random bytes from the caller (the core does no
@@ -185,7 +213,16 @@ mod tests {
             assert!(check_name(good).is_ok(), "{good}");
         }
         for bad in ["", "1A", "a", "A-B", "A B", "É", &"A".repeat(65)] {
-            assert!(check_name(bad).is_err(), "{bad}");
+            assert!(
+                matches!(check_name(bad), Err(BadSecretName::Form(_))),
+                "{bad}"
+            );
+        }
+        for reserved in ["PATH", "HOME", "HTTPS_PROXY", "SSL_CERT_FILE", "LD_PRELOAD"] {
+            assert!(
+                matches!(check_name(reserved), Err(BadSecretName::Reserved(_))),
+                "{reserved}"
+            );
         }
     }
 

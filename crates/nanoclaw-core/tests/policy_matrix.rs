@@ -464,8 +464,8 @@ fn bad_policies_name_the_line_and_key() {
             "exactly one",
         ),
         (
-            "[approvers.a]\n[[rule]]\ntool = \"x\"\naction = \"ask\"\nquorum = 2\n",
-            2,
+            "[approvers.a]\nterminal = true\n[[rule]]\ntool = \"x\"\naction = \"ask\"\nquorum = 2\n",
+            3,
             "rule[1].quorum",
             "between 1",
         ),
@@ -494,8 +494,8 @@ fn bad_policies_name_the_line_and_key() {
             "at most",
         ),
         (
-            "[approvers.a]\n[[rule]]\ntool = \"x\"\naction = \"ask\"\napprovers = [\"a\", \"a\"]\nquorum = 2\n",
-            2,
+            "[approvers.a]\nterminal = true\n[[rule]]\ntool = \"x\"\naction = \"ask\"\napprovers = [\"a\", \"a\"]\nquorum = 2\n",
+            3,
             "rule[1].approvers",
             "named twice",
         ),

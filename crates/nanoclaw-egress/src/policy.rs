@@ -40,11 +40,37 @@ pub enum RuleError {
     #[error("egress rule {0:?}: bad port")]
     BadPort(String),
     #[error(
-        "egress rule {0:?}: a host may hold only letters, digits, '-', '.', and a leading '*.'"
+        "egress rule {0:?}: a host is a DNS name (labels of letters, digits and '-', 1-63 characters each), an IPv4 address or a bracketed IPv6 address, with an optional leading '*.'"
     )]
     BadHost(String),
+    #[error("egress rule {0:?}: a host name, not a URL (leave out the scheme and the path)")]
+    Url(String),
+    #[error(
+        "egress rule {0:?}: a wildcard keeps at least two labels (`*.example.com`, not `*.com`)"
+    )]
+    WideWildcard(String),
+    #[error("egress rule {0:?}: cloud metadata addresses are always refused")]
+    Metadata(String),
     #[error("egress rule {0:?}: unknown method {1:?}")]
     BadMethod(String, String),
+    #[error("egress rule {0:?}: methods is empty (leave it out to allow every method)")]
+    NoMethods(String),
+}
+
+/// Whether `host` (lower case, no wildcard) is a DNS name, an IPv4 address, or an IPv6 address
+/// in brackets.
+fn valid_host(host: &str) -> bool {
+    if let Some(inner) = host.strip_prefix('[') {
+        return inner
+            .strip_suffix(']')
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok());
+    }
+    host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
 }
 
 /// Methods a rule may name.
@@ -62,6 +88,9 @@ impl Rule {
     /// Parse `host`, `host:port`, `*.suffix` or `*.suffix:port`, with optional method limits.
     pub fn parse(text: &str, methods: Option<&[String]>, private: bool) -> Result<Rule, RuleError> {
         let err_text = text.to_owned();
+        if text.contains("://") || text.contains('/') {
+            return Err(RuleError::Url(err_text));
+        }
         let (host, ports) = match text.rsplit_once(':') {
             Some((h, _)) if !h.ends_with(']') && h.contains(':') => (text, DEFAULT_PORTS.to_vec()),
             Some((h, p)) => (
@@ -79,21 +108,29 @@ impl Rule {
         if host.is_empty() || host == "*." {
             return Err(RuleError::EmptyHost(err_text));
         }
-        let valid = |s: &str| {
-            !s.is_empty()
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-.[]:".contains(c))
-        };
         let pattern = match host.strip_prefix("*.") {
-            Some(suffix) if valid(suffix) && !suffix.starts_with('.') => {
+            Some(suffix) if valid_host(suffix) && !suffix.starts_with('[') => {
+                if !suffix.contains('.') {
+                    return Err(RuleError::WideWildcard(err_text));
+                }
                 HostPattern::Suffix(format!(".{suffix}"))
             }
             Some(_) => return Err(RuleError::BadHost(err_text)),
-            None if valid(&host) && !host.contains('*') => HostPattern::Exact(host),
+            None if valid_host(&host) => {
+                let literal = host.trim_start_matches('[').trim_end_matches(']');
+                if literal
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(crate::addr::is_metadata)
+                {
+                    return Err(RuleError::Metadata(err_text));
+                }
+                HostPattern::Exact(host)
+            }
             None => return Err(RuleError::BadHost(err_text)),
         };
         let methods = match methods {
             None => None,
+            Some([]) => return Err(RuleError::NoMethods(err_text)),
             Some(ms) => Some(
                 ms.iter()
                     .map(|m| {
@@ -330,8 +367,50 @@ mod tests {
         ] {
             assert!(Rule::parse(bad, None, false).is_err(), "{bad:?} parsed");
         }
+        for bad in [
+            "a..b",
+            ".example.com",
+            "[zz]",
+            "*.[::1]",
+            "under_score.example",
+            &format!("{}.example", "a".repeat(64)),
+            &format!("{}example", "a.".repeat(130)),
+        ] {
+            assert_eq!(
+                Rule::parse(bad, None, false),
+                Err(RuleError::BadHost(bad.to_owned())),
+                "{bad:?}"
+            );
+        }
+        for (bad, expected) in [
+            (
+                "https://api.example.com",
+                RuleError::Url as fn(String) -> RuleError,
+            ),
+            ("api.example.com/v1", RuleError::Url),
+            ("*.com", RuleError::WideWildcard),
+            ("169.254.169.254", RuleError::Metadata),
+            ("[fd00:ec2::254]", RuleError::Metadata),
+            ("host:0", RuleError::BadPort),
+        ] {
+            assert_eq!(
+                Rule::parse(bad, None, true),
+                Err(expected(bad.to_owned())),
+                "{bad:?}"
+            );
+        }
+        for good in [
+            "[::1]",
+            "127.0.0.1:8080",
+            "*.example.com",
+            "a-b.example:443",
+        ] {
+            assert!(Rule::parse(good, None, true).is_ok(), "{good:?}");
+        }
         let e = Rule::parse("x.com", Some(&["FETCH".to_owned()]), false).unwrap_err();
         assert_eq!(e, RuleError::BadMethod("x.com".into(), "FETCH".into()));
+        let e = Rule::parse("x.com", Some(&[]), false).unwrap_err();
+        assert_eq!(e, RuleError::NoMethods("x.com".into()));
     }
 
     #[test]

@@ -172,8 +172,11 @@ async fn connect_tunnels_to_an_allowed_host_and_refuses_others() {
 
 #[tokio::test]
 async fn metadata_is_refused_even_for_private_rules() {
-    let (_d, sock) = start(&[("169.254.169.254", true)]);
-    let resp = send(&sock, &get("http://169.254.169.254/latest/meta-data/")).await;
+    // A rule cannot name the metadata address itself; its decimal spelling is a name to the
+    // rule parser, and resolves to 169.254.169.254: the address check still refuses it.
+    assert!(Rule::parse("169.254.169.254", None, true).is_err());
+    let (_d, sock) = start(&[("2852039166", true)]);
+    let resp = send(&sock, &get("http://2852039166/latest/meta-data/")).await;
     assert!(
         resp.starts_with("HTTP/1.1 403") && resp.contains("metadata"),
         "{resp}"
@@ -241,17 +244,17 @@ fn token() -> Credentials {
 
 #[tokio::test]
 async fn a_secret_value_in_the_host_or_method_is_refused_before_the_name_is_looked_up() {
-    // `*.example` is allowed: were the name looked up first, the refusal would be that it
+    // `*.test.example` is allowed: were the name looked up first, the refusal would be that it
     // does not resolve (the lookup having carried the value out).
-    let (_d, sock) = start_with(&[("*.example", false)], token());
+    let (_d, sock) = start_with(&[("*.test.example", false)], token());
     for request in [
-        get(&format!("http://{VALUE}.example/")),
+        get(&format!("http://{VALUE}.test.example/")),
         format!(
-            "CONNECT {VALUE}.example:443 HTTP/1.1\r\nHost: {VALUE}.example:443\r\nConnection: close\r\n\r\n"
+            "CONNECT {VALUE}.test.example:443 HTTP/1.1\r\nHost: {VALUE}.test.example:443\r\nConnection: close\r\n\r\n"
         ),
         // An extension method is any token: this one is the value itself.
         format!(
-            "{VALUE} http://api.example/ HTTP/1.1\r\nHost: api.example\r\nConnection: close\r\n\r\n"
+            "{VALUE} http://api.test.example/ HTTP/1.1\r\nHost: api.test.example\r\nConnection: close\r\n\r\n"
         ),
     ] {
         let resp = send(&sock, &request).await;
@@ -266,7 +269,7 @@ async fn a_secret_value_in_the_host_or_method_is_refused_before_the_name_is_look
         if !request.starts_with(VALUE) {
             assert!(
                 resp.to_lowercase()
-                    .contains("nanoclaw_secret_token_00.example"),
+                    .contains("nanoclaw_secret_token_00.test.example"),
                 "{resp}"
             );
         }

@@ -872,21 +872,53 @@ fn secret_command(home: &Home, command: SecretCommand) -> anyhow::Result<ExitCod
                     .into());
                 }
             }
-            if let Some(h) = &header
-                && h.parse::<hyper::header::HeaderName>().is_err()
-            {
-                return Err(
-                    UsageError(format!("--header {h:?} is not a valid header name")).into(),
-                );
+            if let Some(h) = &header {
+                if h.parse::<hyper::header::HeaderName>().is_err() {
+                    return Err(
+                        UsageError(format!("--header {h:?} is not a valid header name")).into(),
+                    );
+                }
+                // The proxy owns these: they frame the request or steer where it goes.
+                const FRAMING: &[&str] = &[
+                    "host",
+                    "content-length",
+                    "transfer-encoding",
+                    "connection",
+                    "keep-alive",
+                    "upgrade",
+                    "te",
+                    "trailer",
+                    "proxy-authorization",
+                    "proxy-connection",
+                ];
+                if FRAMING.contains(&h.to_ascii_lowercase().as_str()) {
+                    return Err(UsageError(format!(
+                        "--header {h:?}: the proxy sets that header itself; a secret cannot"
+                    ))
+                    .into());
+                }
             }
-            if let Some(f) = &format
-                && f.matches("{}").count() != 1
-            {
-                return Err(UsageError(format!(
-                    "--format {f:?} must hold {{}} exactly once, where the value goes"
-                ))
-                .into());
+            if let Some(f) = &format {
+                if f.matches("{}").count() != 1 {
+                    return Err(UsageError(format!(
+                        "--format {f:?} must hold {{}} exactly once, where the value goes"
+                    ))
+                    .into());
+                }
+                if f.chars().any(char::is_control) {
+                    return Err(UsageError(format!(
+                        "--format {f:?} holds a control character (a line break would end the header)"
+                    ))
+                    .into());
+                }
             }
+            // A group named twice is granted once.
+            let groups: Vec<GroupId> = groups.into_iter().fold(Vec::new(), |mut kept, g| {
+                if !kept.contains(&g) {
+                    kept.push(g);
+                }
+                kept
+            });
             let mut value = String::new();
             if std::io::stdin().is_terminal() {
                 eprint!("value of {name} (one line, then Enter): ");

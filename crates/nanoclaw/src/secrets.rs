@@ -239,6 +239,14 @@ impl Secrets {
         if value.contains(['\r', '\n']) {
             bail!("the value of {name} holds a line break; secrets are single-line");
         }
+        if value.chars().any(char::is_control) {
+            bail!("the value of {name} holds a control character (a NUL, a tab, an escape)");
+        }
+        if value.trim() != value {
+            // Kept, they would be sent as part of the value and would mark every run of
+            // spaces in tool output as a leak of it.
+            bail!("the value of {name} begins or ends with whitespace");
+        }
         let placeholder = match self.file.secrets.iter().find(|s| s.name == name) {
             Some(old) => old.placeholder.clone(),
             None => {

@@ -257,6 +257,56 @@ async fn bad_secret_input_is_refused_with_the_reason() {
             ],
             "exactly once",
         ),
+        (
+            "PATH",
+            "long-enough-value",
+            vec!["--host", "x.example", "--group", "main"],
+            "the sandbox sets itself",
+        ),
+        (
+            "LD_PRELOAD",
+            "long-enough-value",
+            vec!["--host", "x.example"],
+            "the sandbox sets itself",
+        ),
+        (
+            "HOSTHDR",
+            "long-enough-value",
+            vec!["--host", "x.example", "--header", "Host"],
+            "the proxy sets that header itself",
+        ),
+        (
+            "CRLF",
+            "long-enough-value",
+            vec![
+                "--host",
+                "x.example",
+                "--header",
+                "x",
+                "--format",
+                "Bearer {}\r\nX-Other: y",
+            ],
+            "control character",
+        ),
+        (
+            "SPACED",
+            " long-enough-value",
+            vec!["--host", "x.example"],
+            "whitespace",
+        ),
+        (
+            "NUL",
+            "long-enough\u{0}value",
+            vec!["--host", "x.example"],
+            "control character",
+        ),
+        ("TLD", "long-enough-value", vec!["--host", "*.com"], "*.com"),
+        (
+            "URL",
+            "long-enough-value",
+            vec!["--host", "https://x.example"],
+            "not a URL",
+        ),
     ] {
         let out = h.set_secret(name, value, &args).await;
         assert_eq!(out.status.code(), Some(2), "{name}: {}", text(&out.stderr));
@@ -533,7 +583,6 @@ async fn ssrf_is_refused_in_every_spelling_and_through_redirects() {
         "[::ffff:127.0.0.1]:9",
         "2130706433:9",
         "0177.0.0.1:9",
-        "169.254.169.254",
     ];
     let extra: String = spellings.iter().map(|h| format!(", \"{h}\"")).collect();
     let s = setup("http://127.0.0.1:9", &extra).await;
@@ -548,6 +597,10 @@ async fn ssrf_is_refused_in_every_spelling_and_through_redirects() {
             "{host}: {out}"
         );
     }
+    // The metadata address cannot even be put on an allowlist (the config refuses it); asked
+    // for anyway, it is refused.
+    let out = sh(&s.home, "curl -sS -i --max-time 10 http://169.254.169.254/").await;
+    assert!(out.contains("403"), "{out}");
     // A name that resolves to a private address, with no `private` rule for it.
     let out = sh(
         &s.home,
