@@ -143,6 +143,17 @@ impl Authority {
     }
 }
 
+/// The certificates in one PEM file's contents; at least one, or an error.
+pub fn pem_certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Roots(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(TlsError::Roots("the file holds no PEM certificate".into()));
+    }
+    Ok(certs)
+}
+
 /// The client side toward upstreams: the system's roots plus `extra_roots_pem` (each a PEM
 /// file's contents).
 pub fn upstream_config(extra_roots_pem: &[Vec<u8>]) -> Result<Arc<ClientConfig>, TlsError> {
@@ -153,13 +164,7 @@ pub fn upstream_config(extra_roots_pem: &[Vec<u8>]) -> Result<Arc<ClientConfig>,
     }
     let (added, _ignored) = roots.add_parsable_certificates(native.certs);
     for pem in extra_roots_pem {
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
-            .collect::<Result<_, _>>()
-            .map_err(|e| TlsError::Roots(e.to_string()))?;
-        if certs.is_empty() {
-            return Err(TlsError::Roots("a file holds no PEM certificate".into()));
-        }
-        for cert in certs {
+        for cert in pem_certificates(pem)? {
             roots
                 .add(cert)
                 .map_err(|e| TlsError::Roots(e.to_string()))?;

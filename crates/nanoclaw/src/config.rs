@@ -541,6 +541,8 @@ impl Config {
                 Some(w) => {
                     let unknown =
                         v.unknown_senders("channels.webhook.unknown_senders", &w.unknown_senders)?;
+                    v.filled("channels.webhook.key_secret", &[&w.key_secret])?;
+                    v.people("webhook", w.main_chat.as_ref(), &w.owners, &w.senders)?;
                     // Replies are private: over the network only encrypted.
                     let callback_url = match &w.callback_url {
                         Some(url) => Some(v.url("channels.webhook.callback_url", url.clone())?),
@@ -566,6 +568,8 @@ impl Config {
                 Some(t) => {
                     let unknown =
                         v.unknown_senders("channels.telegram.unknown_senders", &t.unknown_senders)?;
+                    v.filled("channels.telegram.token_secret", &[&t.token_secret])?;
+                    v.people("telegram", t.main_chat.as_ref(), &t.owners, &t.senders)?;
                     // The bot token is part of every request's URL.
                     let api_base = v.url("channels.telegram.api_base", t.api_base.clone())?;
                     Some(crate::telegram::TelegramConfig {
@@ -595,6 +599,29 @@ impl Config {
                 Some(e) => {
                     let unknown =
                         v.unknown_senders("channels.email.unknown_senders", &e.unknown_senders)?;
+                    v.filled("channels.email.password_secret", &[&e.password_secret])?;
+                    v.filled("channels.email.username", &[&e.username])?;
+                    v.people("email", None, &e.owners, &e.senders)?;
+                    for (key, addresses) in [
+                        ("channels.email.address", std::slice::from_ref(&e.address)),
+                        ("channels.email.owners", e.owners.as_slice()),
+                        ("channels.email.senders", e.senders.as_slice()),
+                    ] {
+                        if let Some(bad) = addresses.iter().find(|a| {
+                            let parts = a.rsplit_once('@');
+                            parts.is_none_or(|(local, domain)| {
+                                local.is_empty()
+                                    || domain.is_empty()
+                                    || a.contains(char::is_whitespace)
+                            })
+                        }) {
+                            return Err(v.invalid(
+                                key,
+                                "a mail address such as \"you@example.com\"",
+                                format!("{bad:?}"),
+                            ));
+                        }
+                    }
                     if !["none", "starttls", "tls"].contains(&e.smtp_security.as_str()) {
                         return Err(v.invalid(
                             "channels.email.smtp_security",
@@ -606,9 +633,11 @@ impl Config {
                         ("channels.email.imap", &e.imap),
                         ("channels.email.smtp", &e.smtp),
                     ] {
-                        let ok = addr
-                            .rsplit_once(':')
-                            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+                        let ok = addr.rsplit_once(':').is_some_and(|(h, p)| {
+                            !h.is_empty()
+                                && !h.contains(char::is_whitespace)
+                                && p.parse::<u16>().is_ok_and(|p| p != 0)
+                        });
                         if !ok {
                             return Err(v.invalid(key, "host:port", format!("{addr:?}")));
                         }
@@ -890,9 +919,40 @@ impl Validator<'_> {
         }
     }
 
+    /// Refuse an empty (or blank) name: an owner `""` or a secret `""` is a mistake, never a
+    /// meaning.
+    fn filled(&self, key: &str, values: &[&String]) -> Result<(), ConfigError> {
+        match values.iter().find(|v| v.trim().is_empty()) {
+            Some(v) => Err(self.invalid(key.to_owned(), "a non-empty value", format!("{v:?}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// The senders and chat settings every channel has.
+    fn people(
+        &self,
+        channel: &str,
+        main_chat: Option<&String>,
+        owners: &[String],
+        senders: &[String],
+    ) -> Result<(), ConfigError> {
+        self.filled(
+            &format!("channels.{channel}.main_chat"),
+            &main_chat.into_iter().collect::<Vec<_>>(),
+        )?;
+        self.filled(
+            &format!("channels.{channel}.owners"),
+            &owners.iter().collect::<Vec<_>>(),
+        )?;
+        self.filled(
+            &format!("channels.{channel}.senders"),
+            &senders.iter().collect::<Vec<_>>(),
+        )
+    }
+
     fn loopback(&self, key: &'static str, s: String) -> Result<SocketAddr, ConfigError> {
         match s.parse::<SocketAddr>() {
-            Ok(addr) if addr.ip().is_loopback() => Ok(addr),
+            Ok(addr) if addr.ip().is_loopback() && addr.port() != 0 => Ok(addr),
             _ => Err(self.invalid(
                 key,
                 "expected a loopback address and port such as \"127.0.0.1:7878\"",
@@ -1153,6 +1213,36 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("poll_timeout_secs"), "{e}");
+        // Empty names, addresses that are not addresses, port 0.
+        for (text, key) in [
+            (
+                "[channels.telegram]\ntoken_secret = \"T\"\nowners = [\"\"]\n",
+                "channels.telegram.owners",
+            ),
+            (
+                "[channels.telegram]\ntoken_secret = \"T\"\nmain_chat = \"\"\n",
+                "channels.telegram.main_chat",
+            ),
+            (
+                "[channels.webhook]\nkey_secret = \"\"\n",
+                "channels.webhook.key_secret",
+            ),
+            ("[api]\nlisten = \"127.0.0.1:0\"\n", "api.listen"),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        for (extra, key) in [
+            ("owners = [\"nobody\"]\n", "channels.email.owners"),
+            ("senders = [\"a b@x\"]\n", "channels.email.senders"),
+        ] {
+            let e = mail(extra).unwrap_err().to_string();
+            assert!(e.contains(key), "{extra}: {e}");
+        }
+        let e = parse("[channels.email]\nimap = \"mail.example.com:0\"\nsmtp = \"mail.example.com:25\"\nusername = \"a\"\npassword_secret = \"P\"\naddress = \"a@example.com\"\n").unwrap_err().to_string();
+        assert!(e.contains("channels.email.imap"), "{e}");
+        let e = parse("[channels.email]\nimap = \"mail.example.com:993\"\nsmtp = \"mail.example.com:25\"\nusername = \"a\"\npassword_secret = \"P\"\naddress = \"not-an-address\"\n").unwrap_err().to_string();
+        assert!(e.contains("channels.email.address"), "{e}");
         let e = parse("[api]\nlisten = \"0.0.0.0:80\"\n")
             .unwrap_err()
             .to_string();

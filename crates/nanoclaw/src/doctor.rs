@@ -89,7 +89,7 @@ pub async fn run(home: Home) -> anyhow::Result<ExitCode> {
                 "model: {:?} {} at {}: {}",
                 m.provider,
                 m.name,
-                m.base_url,
+                without_credentials(&m.base_url),
                 reachable.as_deref().unwrap_or("reachable")
             );
             healthy &= reachable.is_none();
@@ -168,6 +168,18 @@ pub async fn run(home: Home) -> anyhow::Result<ExitCode> {
 }
 
 /// Any HTTP answer means the server is there; returns what went wrong otherwise.
+/// A URL as it may be printed: user and password, if it carries them, replaced.
+fn without_credentials(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            let _ = u.set_username("***");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
 async fn probe_model(base_url: &str) -> Option<String> {
     let client = reqwest::Client::builder()
         .timeout(MODEL_PROBE_TIMEOUT)
@@ -335,6 +347,18 @@ fn isolation_features(probe: &str) -> Vec<Feature> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_are_printed_without_credentials() {
+        assert_eq!(
+            without_credentials("http://user:pw@127.0.0.1:8080/v1"),
+            "http://***@127.0.0.1:8080/v1"
+        );
+        assert_eq!(
+            without_credentials("https://api.anthropic.com"),
+            "https://api.anthropic.com"
+        );
+    }
 
     #[test]
     fn reads_features_from_a_status_dump() {

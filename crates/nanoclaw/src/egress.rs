@@ -71,11 +71,11 @@ impl Egress {
         let trust_dir = home.trust_dir(&ca_pem)?;
         let mut extra = Vec::new();
         for path in &config.extra_roots {
-            extra.push(
-                std::fs::read(path).with_context(|| {
-                    format!("reading egress.extra_roots file {}", path.display())
-                })?,
-            );
+            let pem = std::fs::read(path)
+                .with_context(|| format!("reading egress.extra_roots file {}", path.display()))?;
+            nanoclaw_egress::tls::pem_certificates(&pem)
+                .with_context(|| format!("egress.extra_roots file {}", path.display()))?;
+            extra.push(pem);
         }
         let upstream = upstream_config(&extra).context("setting up upstream TLS roots")?;
         extra.push(ca_pem.into_bytes());

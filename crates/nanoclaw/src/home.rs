@@ -33,7 +33,9 @@ pub struct Home {
 impl Home {
     /// The data dir chosen by `--home`, then `$NANOCLAW_HOME`, then `~/.nanoclaw`.
     pub fn locate(flag: Option<PathBuf>) -> anyhow::Result<Home> {
-        let dir = match flag.or_else(|| std::env::var_os("NANOCLAW_HOME").map(PathBuf::from)) {
+        // An empty NANOCLAW_HOME is unset, not the current directory.
+        let from_env = std::env::var_os("NANOCLAW_HOME").filter(|d| !d.is_empty());
+        let dir = match flag.or_else(|| from_env.map(PathBuf::from)) {
             Some(dir) => dir,
             None => match std::env::var_os("HOME") {
                 Some(home) => PathBuf::from(home).join(".nanoclaw"),

@@ -177,9 +177,9 @@ enum TaskCommand {
         /// Cron: 5 fields (or 6, seconds first); days of the week as names, e.g. "30 7 * * MON-FRI".
         #[arg(long, value_name = "EXPR")]
         cron: Option<String>,
-        /// The cron expression's time zone (IANA name).
-        #[arg(long, default_value = "UTC", value_name = "ZONE")]
-        tz: String,
+        /// The cron expression's time zone (IANA name) [default: UTC].
+        #[arg(long, value_name = "ZONE", requires = "cron")]
+        tz: Option<String>,
         /// A fixed interval: seconds, or 30s, 15m, 2h, 1d.
         #[arg(long, value_name = "DURATION")]
         every: Option<String>,
@@ -277,7 +277,7 @@ enum AuditCommand {
     /// Events, oldest first.
     Show {
         #[arg(long)]
-        group: Option<String>,
+        group: Option<GroupId>,
         /// An event kind (message_received, prompt, model_response, tool_call,
         /// policy_decision, approval_requested, approval_answered, tool_result, egress, ...).
         #[arg(long)]
@@ -416,7 +416,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run => runtime(true)?.block_on(daemon(home)),
         Command::Chat { group } => runtime(false)?.block_on(terminal::chat(home, group)),
         Command::Ask { group, text } => {
-            runtime(false)?.block_on(terminal::ask(home, group, text.join(" ")))
+            let text = text.join(" ");
+            if text.trim().is_empty() {
+                return Err(UsageError("the message is empty".into()).into());
+            }
+            runtime(false)?.block_on(terminal::ask(home, group, text))
         }
         Command::Doctor => runtime(false)?.block_on(doctor::run(home)),
         Command::Sandbox {
@@ -467,7 +471,10 @@ fn task_command(home: &Home, command: TaskCommand) -> anyhow::Result<ExitCode> {
             skip_missed,
         } => {
             let when = match (cron, every, at) {
-                (Some(expr), _, _) => tasks::When::Cron { expr, tz },
+                (Some(expr), _, _) => tasks::When::Cron {
+                    expr,
+                    tz: tz.unwrap_or_else(|| "UTC".into()),
+                },
                 (_, Some(e), _) => tasks::When::Every(e),
                 (_, _, Some(a)) => tasks::When::At(a),
                 _ => return Err(UsageError("give one of --cron, --every, --at".into()).into()),
@@ -776,9 +783,27 @@ fn audit_command(home: &Home, command: AuditCommand) -> anyhow::Result<ExitCode>
     use std::io::Write;
     home.require_initialized()
         .map_err(|e| UsageError(e.to_string()))?;
-    // Opening the store runs its migrations, so an older data dir has the audit table.
-    drop(Store::open(&home.db_path())?);
     let db = home.db_path();
+    // Reading the log never creates it: a missing or emptied database is reported, not
+    // replaced by a fresh one whose empty chain would verify.
+    match std::fs::metadata(&db) {
+        Ok(m) if m.len() > 0 => {}
+        Ok(_) => {
+            return Err(anyhow::anyhow!(
+                "{} is empty: the database and its audit log are gone",
+                db.display()
+            ));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(anyhow::anyhow!(
+                "{} does not exist: there is no audit log yet (the daemon, chat and ask write it)",
+                db.display()
+            ));
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", db.display())),
+    }
+    // Opening the store runs its migrations, so an older data dir has the audit table.
+    drop(Store::open(&db).with_context(|| format!("opening {}", db.display()))?);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match command {
         AuditCommand::Verify { anchor } => match audit::verify(&db, anchor.as_ref())? {
@@ -806,7 +831,11 @@ fn audit_command(home: &Home, command: AuditCommand) -> anyhow::Result<ExitCode>
                 ),
                 None => None,
             };
-            let filter = audit::Filter { group, kind, since };
+            let filter = audit::Filter {
+                group: group.map(|g| g.to_string()),
+                kind,
+                since,
+            };
             audit::export(&db, &filter, |e| {
                 let data = serde_json::from_str::<serde_json::Value>(&e.body)
                     .ok()
@@ -1387,7 +1416,14 @@ async fn memory_command(home: Home, command: MemoryCommand) -> anyhow::Result<Ex
             Ok(ExitCode::SUCCESS)
         }
         MemoryCommand::Trust { hash: reviewed, .. } => {
-            if reviewed.trim() != hash {
+            let reviewed = reviewed.trim().to_ascii_lowercase();
+            if nanoclaw_core::hex::decode(&reviewed).is_none_or(|bytes| bytes.len() != 32) {
+                return Err(UsageError(format!(
+                    "{reviewed:?} is not a hash: give the 64 hex digits `nanoclaw memory show --group {group}` prints"
+                ))
+                .into());
+            }
+            if reviewed != hash {
                 return Err(UsageError(format!(
                     "{}'s MEMORY.md has hash {hash} now, not {}: it changed since it was reviewed; look again with `nanoclaw memory show --group {group}`",
                     group,

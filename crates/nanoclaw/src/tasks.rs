@@ -89,6 +89,14 @@ pub enum TaskError {
     Status { id: i64, status: String },
     #[error("the prompt is empty")]
     EmptyPrompt,
+    #[error("the name is empty")]
+    EmptyName,
+    #[error("the name is {0} characters; at most {MAX_NAME_CHARS}")]
+    LongName(usize),
+    #[error("{0} is in the past")]
+    Past(String),
+    #[error("task {0} was due once, and that time has passed while it was paused: add a new one")]
+    Passed(i64),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -114,9 +122,21 @@ fn read_task(r: &rusqlite::Row<'_>) -> rusqlite::Result<Task> {
 }
 
 /// Validate and store a task; its first slot is the first after `now`.
+/// The longest task name (names are shown with every run and in lists).
+pub const MAX_NAME_CHARS: usize = 200;
+/// How far in the past a one-shot time may be when it is added (a clock a little behind).
+const AT_GRACE_MS: i64 = 60_000;
+
 pub fn add(store: &Store, new: &NewTask, now: i64) -> Result<Task, TaskError> {
     if new.prompt.trim().is_empty() {
         return Err(TaskError::EmptyPrompt);
+    }
+    if new.name.trim().is_empty() {
+        return Err(TaskError::EmptyName);
+    }
+    let name_chars = new.name.chars().count();
+    if name_chars > MAX_NAME_CHARS {
+        return Err(TaskError::LongName(name_chars));
     }
     let (kind, spec, tz, schedule) = match &new.when {
         When::Cron { expr, tz } => ("cron", expr.clone(), tz.clone(), schedule::cron(expr, tz)?),
@@ -128,7 +148,13 @@ pub fn add(store: &Store, new: &NewTask, now: i64) -> Result<Task, TaskError> {
         ),
         When::At(text) => ("once", text.clone(), "UTC".into(), schedule::once(text)?),
     };
-    // A one-shot time in the past still runs once (as a catch-up), unless it skips misses.
+    // A one-shot time must lie ahead when it is added (a typo in the year would otherwise run
+    // at once); one that passes while the daemon is down still runs, as a catch-up.
+    if let (Schedule::Once { at }, When::At(text)) = (&schedule, &new.when)
+        && *at < now - AT_GRACE_MS
+    {
+        return Err(TaskError::Past(text.clone()));
+    }
     let next_due = match &schedule {
         Schedule::Once { at } => Some(*at),
         s => s.next_after(now),
@@ -180,6 +206,8 @@ pub fn set_status(
         .filter(|t| t.status != "removed" && group.is_none_or(|g| g == t.group))
         .ok_or(TaskError::NotFound(id))?;
     let next_due = match status {
+        // Resuming what runs already changes nothing (its pending slot stays).
+        "active" if task.status == "active" => return Ok(task),
         "active" => {
             if task.status == "done" {
                 return Err(TaskError::Status {
@@ -187,7 +215,11 @@ pub fn set_status(
                     status: task.status,
                 });
             }
-            task.schedule()?.next_after(now)
+            Some(
+                task.schedule()?
+                    .next_after(now)
+                    .ok_or(TaskError::Passed(id))?,
+            )
         }
         _ => task.next_due,
     };
@@ -473,6 +505,31 @@ mod tests {
         assert!(matches!(
             set_status(&s, task.id, "active", None, 10 * MIN),
             Err(TaskError::Status { .. })
+        ));
+    }
+
+    #[test]
+    fn bad_names_past_times_and_passed_one_shots_are_refused() {
+        let (_d, s) = store();
+        let mut t = every_minute(true);
+        t.name = " ".into();
+        assert!(matches!(add(&s, &t, 0), Err(TaskError::EmptyName)));
+        t.name = "n".repeat(MAX_NAME_CHARS + 1);
+        assert!(matches!(add(&s, &t, 0), Err(TaskError::LongName(_))));
+        t.name = "once".into();
+        t.when = When::At("1970-01-01T00:02:00Z".into());
+        let e = add(&s, &t, 10 * MIN).unwrap_err();
+        assert_eq!(e.to_string(), "1970-01-01T00:02:00Z is in the past");
+        // A minute behind is a slow clock, not a mistake.
+        let task = add(&s, &t, 2 * MIN + 30_000).unwrap();
+        // Resuming a running task keeps its slot; resuming one whose time passed while paused
+        // says so instead of leaving it active and never due.
+        let same = set_status(&s, task.id, "active", None, 2 * MIN + 40_000).unwrap();
+        assert_eq!(same.next_due, Some(2 * MIN));
+        set_status(&s, task.id, "paused", None, 2 * MIN + 40_000).unwrap();
+        assert!(matches!(
+            set_status(&s, task.id, "active", None, 3 * MIN),
+            Err(TaskError::Passed(_))
         ));
     }
 

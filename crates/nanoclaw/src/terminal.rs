@@ -37,9 +37,38 @@ pub async fn chat(home: Home, group: GroupId) -> anyhow::Result<ExitCode> {
     result.map(|()| ExitCode::SUCCESS)
 }
 
+/// The next line typed, `None` at the end of input. A line that is not UTF-8 is refused with a
+/// message and skipped, rather than ending the session.
+async fn read_line(
+    lines: &mut tokio::io::Split<BufReader<tokio::io::Stdin>>,
+) -> std::io::Result<Option<String>> {
+    loop {
+        let Some(mut bytes) = lines.next_segment().await? else {
+            return Ok(None);
+        };
+        if bytes.last() == Some(&b'\r') {
+            bytes.pop();
+        }
+        match String::from_utf8(bytes) {
+            Ok(line) => return Ok(Some(line)),
+            Err(_) => eprintln!("nanoclaw: that line is not UTF-8 text; it was not sent"),
+        }
+    }
+}
+
+/// Whether `line` looks like a chat command (`/word`) this chat does not know, or an approval
+/// command without its code: said so, never sent to the model.
+fn unknown_command(line: &str) -> bool {
+    let first = line.split_whitespace().next().unwrap_or("");
+    first.len() > 1
+        && first.starts_with('/')
+        && first[1..].chars().all(|c| c.is_ascii_lowercase())
+        && crate::approvals::parse_command(line).is_none()
+}
+
 /// Read lines until /quit or end of input; answer each.
 async fn converse(agent: &Agent, group: &GroupId) -> anyhow::Result<()> {
-    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut lines = BufReader::new(tokio::io::stdin()).split(b'\n');
     // Lines typed while a turn ran, other than approval answers: taken in order afterwards.
     let mut typed_ahead: std::collections::VecDeque<String> = std::collections::VecDeque::new();
     let mut input_open = true;
@@ -50,7 +79,7 @@ async fn converse(agent: &Agent, group: &GroupId) -> anyhow::Result<()> {
             None => {
                 eprint!("> ");
                 let _ = std::io::stderr().flush();
-                match lines.next_line().await? {
+                match read_line(&mut lines).await? {
                     Some(line) => line,
                     None => return Ok(()),
                 }
@@ -63,6 +92,9 @@ async fn converse(agent: &Agent, group: &GroupId) -> anyhow::Result<()> {
                 agent.store.new_session(group)?;
                 eprintln!("(new session: earlier history is no longer in the prompt)");
             }
+            line if unknown_command(line) => eprintln!(
+                "nanoclaw: commands are /new, /quit, /approve CODE [always] and /deny CODE; nothing was sent"
+            ),
             // An answer to an approval request.
             line if crate::approvals::parse_command(line).is_some() => {
                 if let Some((code, vote)) = crate::approvals::parse_command(line) {
@@ -80,7 +112,7 @@ async fn converse(agent: &Agent, group: &GroupId) -> anyhow::Result<()> {
                             done?;
                             break;
                         }
-                        line = lines.next_line(), if input_open => match line? {
+                        line = read_line(&mut lines), if input_open => match line? {
                             None => input_open = false,
                             Some(l) => match crate::approvals::parse_command(&l) {
                                 Some((code, vote)) => answer(agent, &code, vote),
@@ -127,4 +159,25 @@ async fn exchange(agent: &Agent, group: &GroupId, text: &str) -> anyhow::Result<
         agent.store.mark_sent(&[reply.id])?;
     }
     Ok(!matches!(results.last(), Some((_, TurnResult::Failed(_)))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_commands_and_answers_without_a_code_are_caught() {
+        for line in ["/approve", "/deny 1 extra", "/bogus", "/approve ABC never"] {
+            assert!(unknown_command(line), "{line}");
+        }
+        for line in [
+            "/approve ABC",
+            "/deny ABC",
+            "/etc/hosts: what is in it?",
+            "hello",
+            "/",
+        ] {
+            assert!(!unknown_command(line), "{line}");
+        }
+    }
 }

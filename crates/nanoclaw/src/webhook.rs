@@ -56,17 +56,19 @@ pub fn sign(key: &ring::hmac::Key, body: &[u8]) -> String {
 }
 
 fn verify(key: &ring::hmac::Key, body: &[u8], header: Option<&str>) -> Result<(), Refused> {
-    let Some(hex) = header.and_then(|h| h.trim().strip_prefix("sha256=")) else {
+    let Some(header) = header else {
         return Err((
             401,
             format!("missing {SIGNATURE_HEADER}: sha256=<hex HMAC of the body>"),
         ));
     };
-    let tag: Option<Vec<u8>> = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect();
-    match tag {
+    let Some(hex) = header.trim().strip_prefix("sha256=") else {
+        return Err((
+            401,
+            format!("{SIGNATURE_HEADER} must be sha256=<hex HMAC of the body>"),
+        ));
+    };
+    match nanoclaw_core::hex::decode(hex) {
         Some(tag) if ring::hmac::verify(key, body, &tag).is_ok() => Ok(()),
         _ => Err((401, "the signature does not match the body".into())),
     }
@@ -94,6 +96,12 @@ impl Webhook {
                 400,
                 format!("id must be 1 to {MAX_ID} bytes, unique per message"),
             ));
+        }
+        if msg.chat.trim().is_empty() || msg.chat.len() > MAX_ID {
+            return Err((400, format!("chat must be 1 to {MAX_ID} bytes")));
+        }
+        if msg.sender.trim().is_empty() || msg.sender.len() > MAX_ID {
+            return Err((400, format!("sender must be 1 to {MAX_ID} bytes")));
         }
         if msg.text.trim().is_empty() || msg.text.len() > MAX_TEXT {
             return Err((400, format!("text must be 1 to {MAX_TEXT} bytes")));
@@ -209,6 +217,16 @@ mod tests {
         assert!(verify(&other, body, Some(&sig)).is_err());
         assert!(verify(&key, body, None).is_err());
         assert!(verify(&key, body, Some("sha256=zz")).is_err());
+        // A sign inside a digit pair is not hex.
+        let good = sign(&key, body);
+        let signed = good.replacen("sha256=", "sha256=+", 1);
+        assert!(verify(&key, body, Some(&signed[..signed.len() - 1])).is_err());
+        assert!(
+            verify(&key, body, Some(good.trim_start_matches("sha256=")))
+                .unwrap_err()
+                .1
+                .contains("must be sha256=")
+        );
         assert!(verify(&key, body, Some("md5=00")).is_err());
     }
 }

@@ -225,7 +225,7 @@ async fn a_missing_token_secret_stops_startup() {
     let h = TestHome::new(
         Wire::Anthropic,
         "http://127.0.0.1:9",
-        "[api]\nlisten = \"127.0.0.1:0\"\n[channels.telegram]\ntoken_secret = \"NOPE\"\n",
+        "[api]\nlisten = \"127.0.0.1:9\"\n[channels.telegram]\ntoken_secret = \"NOPE\"\n",
     );
     let out = h.run(&["run"]).await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));

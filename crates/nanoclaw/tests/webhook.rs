@@ -217,7 +217,7 @@ async fn a_webhook_naming_a_missing_secret_stops_startup() {
     let h = TestHome::new(
         Wire::Anthropic,
         "http://127.0.0.1:9",
-        "[api]\nlisten = \"127.0.0.1:0\"\n[channels.webhook]\nkey_secret = \"NOPE\"\n",
+        "[api]\nlisten = \"127.0.0.1:9\"\n[channels.webhook]\nkey_secret = \"NOPE\"\n",
     );
     let out = h.run(&["run"]).await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
