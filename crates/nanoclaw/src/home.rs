@@ -80,6 +80,16 @@ impl Home {
     /// `nanoclaw init`: create the data dir, a commented config (kept if present) and a token.
     pub fn init(&self) -> anyhow::Result<Vec<String>> {
         let mut done = Vec::new();
+        // A directory with other things in it and no config is not a data dir: making it
+        // private (mode 700) and filling it would be a surprise (`--home ~`, `--home /tmp`).
+        if !self.config_path().exists()
+            && fs::read_dir(&self.dir).is_ok_and(|mut entries| entries.next().is_some())
+        {
+            bail!(
+                "{} holds other files and no {CONFIG_FILE}: give init a new or empty directory for the data dir",
+                self.dir.display()
+            );
+        }
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)

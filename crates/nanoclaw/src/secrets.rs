@@ -28,6 +28,7 @@ const FORMAT_VERSION: u32 = 1;
 /// One secret as stored: everything but the value is in the clear (names, hosts, groups and
 /// placeholders are not secret); the value is sealed.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StoredSecret {
     pub name: String,
     pub hosts: Vec<String>,
@@ -50,6 +51,7 @@ pub struct OpenSecret {
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct SecretsFile {
     version: u32,
     secrets: Vec<StoredSecret>,
@@ -200,6 +202,23 @@ impl Secrets {
                         path.display(),
                         file.version
                     );
+                }
+                // A file edited by hand is held to what `secret set` accepts.
+                for (i, s) in file.secrets.iter().enumerate() {
+                    let at =
+                        |what: String| format!("{}: secret {:?}: {what}", path.display(), s.name);
+                    core_secret::check_name(&s.name)
+                        .map_err(|e| anyhow::anyhow!(at(e.to_string())))?;
+                    if file.secrets[..i].iter().any(|o| o.name == s.name) {
+                        bail!(at("stored twice".into()));
+                    }
+                    if s.hosts.is_empty() {
+                        bail!(at("bound to no host".into()));
+                    }
+                    for h in &s.hosts {
+                        nanoclaw_egress::Rule::parse(h, None, false)
+                            .map_err(|e| anyhow::anyhow!(at(e.to_string())))?;
+                    }
                 }
                 file
             }
@@ -433,6 +452,54 @@ mod tests {
         assert!(e.to_string().contains("at least"), "{e}");
         assert!(s.remove("TOKEN"));
         assert!(!s.remove("TOKEN"));
+    }
+
+    #[test]
+    fn a_hand_edited_file_is_held_to_what_set_accepts() {
+        let (_dir, mut s) = store();
+        s.set(&key(), "TOKEN", "first-value-123", binding())
+            .unwrap();
+        s.save().unwrap();
+        let home = Home {
+            dir: s.path.parent().unwrap().to_owned(),
+        };
+        let text = fs::read_to_string(&s.path).unwrap();
+        let file: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let entry = file["secrets"][0].clone();
+        for (edit, expected) in [
+            (
+                serde_json::json!({"version": 1, "secrets": [entry.clone(), entry.clone()]}),
+                "stored twice",
+            ),
+            (
+                {
+                    let mut e = entry.clone();
+                    e["hosts"] = serde_json::json!(["*"]);
+                    serde_json::json!({"version": 1, "secrets": [e]})
+                },
+                "egress rule \"*\"",
+            ),
+            (
+                {
+                    let mut e = entry.clone();
+                    e["colour"] = serde_json::json!("red");
+                    serde_json::json!({"version": 1, "secrets": [e]})
+                },
+                "not a valid secrets file",
+            ),
+            (
+                {
+                    let mut e = entry.clone();
+                    e["name"] = serde_json::json!("PATH");
+                    serde_json::json!({"version": 1, "secrets": [e]})
+                },
+                "the sandbox sets itself",
+            ),
+        ] {
+            fs::write(&s.path, edit.to_string()).unwrap();
+            let e = format!("{:#}", Secrets::load(&home).err().unwrap());
+            assert!(e.contains(expected), "{e}");
+        }
     }
 
     #[test]

@@ -218,6 +218,23 @@ async fn no_key_tells_the_user_what_to_set() {
     assert!(out.status.success());
     let mode = std::fs::metadata(dir.path()).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o700);
+    // A directory holding other things is not taken over as a data dir.
+    let busy = tempfile::tempdir().unwrap();
+    std::fs::write(busy.path().join("notes.txt"), "mine").unwrap();
+    let out = tokio::process::Command::new(support::bin())
+        .arg("--home")
+        .arg(busy.path())
+        .arg("init")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("holds other files and no nanoclaw.toml"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!busy.path().join("nanoclaw.toml").exists());
     let out = tokio::process::Command::new(support::bin())
         .arg("--home")
         .arg(dir.path())
