@@ -60,8 +60,47 @@ pub fn cron(expr: &str, tz: &str) -> Result<Schedule, ScheduleError> {
     let dow = fields[fields.len() - 1];
     if dow.chars().any(|c| c.is_ascii_digit()) && !dow.starts_with("*/") {
         return Err(bad(
-            "write days of the week as names (SUN, MON-FRI): numbers mean different days in different cron dialects",
+            "write days of the week as names only (SUN, MON-FRI): numbers mean different days in different cron dialects, and nth-weekday forms such as MON#2 are not supported",
         ));
+    }
+    // Numbers checked here, so the message names the field and its range in the expression as
+    // written (the parser's own counts the seconds field this adds).
+    const FIELDS: [(&str, u32, u32); 5] = [
+        ("second", 0, 59),
+        ("minute", 0, 59),
+        ("hour", 0, 23),
+        ("day of the month", 1, 31),
+        ("month", 1, 12),
+    ];
+    let offset = 6 - fields.len();
+    for (i, field) in fields[..fields.len() - 1].iter().enumerate() {
+        let (name, low, high) = FIELDS[i + offset];
+        for part in field.split(',') {
+            let (range, step) = match part.split_once('/') {
+                Some((range, step)) => (range, Some(step)),
+                None => (part, None),
+            };
+            if let Some(step) = step
+                && step.parse::<u32>().ok().is_none_or(|n| n == 0)
+            {
+                return Err(bad(&format!(
+                    "the {name} field's step {step:?} is not a whole number from 1"
+                )));
+            }
+            for value in range
+                .split('-')
+                .filter(|v| v.chars().all(|c| c.is_ascii_digit()) && !v.is_empty())
+            {
+                match value.parse::<u32>() {
+                    Ok(n) if (low..=high).contains(&n) => {}
+                    _ => {
+                        return Err(bad(&format!(
+                            "{value} is outside the {name} field's range {low}-{high}"
+                        )));
+                    }
+                }
+            }
+        }
     }
     let parsed = jiff_cron::Schedule::from_str(&full).map_err(|e| bad(&e.to_string()))?;
     Ok(Schedule::Cron {
@@ -257,6 +296,24 @@ mod tests {
             (cron("* * *", "UTC").unwrap_err(), "5 or 6 fields"),
             (cron("0 9 * * 1-5", "UTC").unwrap_err(), "as names"),
             (cron("61 * * * *", "UTC").unwrap_err(), "61 * * * *"),
+            (
+                cron("60 * * * *", "UTC").unwrap_err(),
+                "60 is outside the minute field's range 0-59",
+            ),
+            (
+                cron("0 0 24 * * *", "UTC").unwrap_err(),
+                "24 is outside the hour field's range 0-23",
+            ),
+            (
+                cron("0 9 0 * MON", "UTC").unwrap_err(),
+                "0 is outside the day of the month field's range 1-31",
+            ),
+            (
+                cron("0 9 * 1-13 *", "UTC").unwrap_err(),
+                "13 is outside the month field's range 1-12",
+            ),
+            (cron("*/0 * * * *", "UTC").unwrap_err(), "step \"0\""),
+            (cron("0 0 * * MON#2", "UTC").unwrap_err(), "MON#2"),
             (
                 cron("0 9 * * MON", "Mars/Olympus").unwrap_err(),
                 "unknown time zone",
