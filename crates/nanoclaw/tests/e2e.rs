@@ -202,32 +202,40 @@ async fn unreachable_model_makes_ask_exit_1_with_a_clear_message() {
     assert!(err.contains("did not answer after 3 attempts"), "{err}");
 }
 
+/// `nanoclaw --home DIR ARGS...` with the secrets key file in `keys` (never the user's own)
+/// and no model key in the environment.
+async fn in_home(
+    dir: &std::path::Path,
+    keys: &std::path::Path,
+    args: &[&str],
+) -> std::process::Output {
+    tokio::process::Command::new(support::bin())
+        .arg("--home")
+        .arg(dir)
+        .args(args)
+        .env("NANOCLAW_SECRETS_KEY_FILE", keys.join("secrets.key"))
+        .env_remove("NANOCLAW_SECRETS_KEY")
+        .env_remove("ANTHROPIC_API_KEY")
+        .output()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn no_key_tells_the_user_what_to_set() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
+    let keys = tempfile::tempdir().unwrap();
     // An existing data dir open to others is made private by init.
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let out = tokio::process::Command::new(support::bin())
-        .arg("--home")
-        .arg(dir.path())
-        .arg("init")
-        .output()
-        .await
-        .unwrap();
-    assert!(out.status.success());
+    let out = in_home(dir.path(), keys.path(), &["init"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
     let mode = std::fs::metadata(dir.path()).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o700);
     // A directory holding other things is not taken over as a data dir.
     let busy = tempfile::tempdir().unwrap();
     std::fs::write(busy.path().join("notes.txt"), "mine").unwrap();
-    let out = tokio::process::Command::new(support::bin())
-        .arg("--home")
-        .arg(busy.path())
-        .arg("init")
-        .output()
-        .await
-        .unwrap();
+    let out = in_home(busy.path(), keys.path(), &["init"]).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("holds other files and no nanoclaw.toml"),
@@ -235,14 +243,7 @@ async fn no_key_tells_the_user_what_to_set() {
         text(&out.stderr)
     );
     assert!(!busy.path().join("nanoclaw.toml").exists());
-    let out = tokio::process::Command::new(support::bin())
-        .arg("--home")
-        .arg(dir.path())
-        .args(["ask", "hello"])
-        .env_remove("ANTHROPIC_API_KEY")
-        .output()
-        .await
-        .unwrap();
+    let out = in_home(dir.path(), keys.path(), &["ask", "hello"]).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("set the ANTHROPIC_API_KEY environment variable"),
