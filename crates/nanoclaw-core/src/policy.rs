@@ -563,24 +563,41 @@ impl Policy {
                     ),
                 ));
             }
-            for (path, _) in &rule.args {
-                let first = path.first().map_or("", String::as_str);
-                if !tools
+            let takes = || {
+                tools
                     .iter()
-                    .any(|(_, args)| args.iter().any(|a| a == first))
-                {
-                    let takes: Vec<String> = tools
-                        .iter()
-                        .map(|(name, args)| format!("{name} takes {}", args.join(", ")))
-                        .collect();
+                    .map(|(name, args)| format!("{name} takes {}", args.join(", ")))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            };
+            let first = |path: &[String]| path.first().cloned().unwrap_or_default();
+            for (path, _) in &rule.args {
+                let arg = first(path);
+                if !tools.iter().any(|(_, args)| args.contains(&arg)) {
                     return Err(err(
                         &format!("args.{}", path.join(".")),
                         format!(
-                            "no tool this rule matches has an argument {first:?} ({})",
-                            takes.join("; ")
+                            "no tool this rule matches has an argument {arg:?} ({})",
+                            takes()
                         ),
                     ));
                 }
+            }
+            // Every matcher must find its argument in the same call.
+            if !rule.args.is_empty()
+                && !tools
+                    .iter()
+                    .any(|(_, args)| rule.args.iter().all(|(p, _)| args.contains(&first(p))))
+            {
+                let named: Vec<String> = rule.args.iter().map(|(p, _)| p.join(".")).collect();
+                return Err(err(
+                    "args",
+                    format!(
+                        "no one tool this rule matches takes all of {} ({})",
+                        named.join(", "),
+                        takes()
+                    ),
+                ));
             }
         }
         for (approver, line) in self.approvers.iter().zip(&self.approver_lines) {

@@ -38,7 +38,9 @@ pub struct Request {
 }
 
 impl Request {
-    /// One paragraph for a terminal or a chat message.
+    /// One paragraph for a terminal or a chat message. The arguments and the reason come from
+    /// the model: their control characters and bidi overrides are shown as escapes, so what
+    /// an approver reads is what they approve.
     pub fn describe(&self) -> String {
         format!(
             "approval needed [{code}] (request {id}): group {group} wants to run {tool} with {args}\nwhy: {reason}\napprovers: {approvers} ({quorum} needed); answer with /approve {code} [always] or /deny {code}, or `nanoclaw approvals approve {id}`",
@@ -46,8 +48,8 @@ impl Request {
             id = self.id,
             group = self.group,
             tool = self.tool,
-            args = self.arguments,
-            reason = self.reason,
+            args = crate::display::for_terminal(&self.arguments.to_string()),
+            reason = crate::display::for_terminal(&self.reason),
             approvers = self.approvers.join(", "),
             quorum = self.quorum,
         )

@@ -400,8 +400,9 @@ impl Email {
     /// `from` is the sender as routing sees it (`(unverified)` when DMARC did not vouch).
     fn conversation(&self, mail: &Parsed, from: &str) -> Result<String, crate::store::StoreError> {
         let party = |sender: &str| -> String {
-            if self.config.rules.owners.iter().any(|o| o == sender) {
-                // Not an address (no `@`): no sender can be this party but the owners.
+            // "owner" (a starter recorded before conversations were kept apart) is not an
+            // address (no `@`): no sender can be this party but the owners.
+            if sender == "owner" || self.config.rules.owners.iter().any(|o| o == sender) {
                 "owner".to_owned()
             } else {
                 sender.to_owned()

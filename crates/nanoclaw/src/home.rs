@@ -80,11 +80,24 @@ impl Home {
     /// `nanoclaw init`: create the data dir, a commented config (kept if present) and a token.
     pub fn init(&self) -> anyhow::Result<Vec<String>> {
         let mut done = Vec::new();
-        // A directory with other things in it and no config is not a data dir: making it
-        // private (mode 700) and filling it would be a surprise (`--home ~`, `--home /tmp`).
-        if !self.config_path().exists()
-            && fs::read_dir(&self.dir).is_ok_and(|mut entries| entries.next().is_some())
-        {
+        // A directory holding other things and nothing of nanoclaw's is not a data dir: making
+        // it private (mode 700) and filling it would be a surprise (`--home ~`, `--home /tmp`).
+        // A data dir whose config was deleted is one (its store, token or CA are there).
+        const OURS: &[&str] = &[
+            CONFIG_FILE,
+            "policy.toml",
+            "api.token",
+            "nanoclaw.db",
+            "ca",
+            "secrets.json",
+            "workspaces",
+        ];
+        let names: Vec<std::ffi::OsString> = fs::read_dir(&self.dir)
+            .map(|entries| entries.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        let ours = names.iter().any(|n| OURS.iter().any(|o| n == *o));
+        let foreign = names.iter().any(|n| n != "lost+found");
+        if foreign && !ours {
             bail!(
                 "{} holds other files and no {CONFIG_FILE}: give init a new or empty directory for the data dir",
                 self.dir.display()

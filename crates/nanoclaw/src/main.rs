@@ -748,8 +748,8 @@ fn approvals_command(home: &Home, command: ApprovalsCommand) -> anyhow::Result<E
                     r.status,
                     r.group,
                     r.tool,
-                    r.arguments,
-                    r.reason,
+                    display::for_terminal(&r.arguments.to_string()),
+                    display::for_terminal(&r.reason),
                     r.approvers.join(", "),
                     r.quorum
                 );
@@ -849,7 +849,7 @@ fn audit_command(home: &Home, command: AuditCommand) -> anyhow::Result<ExitCode>
                     audit::format_time(e.at),
                     e.kind,
                     e.group.as_deref().unwrap_or("-"),
-                    shown,
+                    display::for_terminal(&shown),
                     if shown.len() < data.len() { "…" } else { "" }
                 )?;
                 Ok(())
@@ -1042,6 +1042,7 @@ fn open_secrets(home: &Home) -> anyhow::Result<Vec<secrets::OpenSecret>> {
     if store.is_empty() {
         return Ok(Vec::new());
     }
+    store.check().map_err(|e| UsageError(format!("{e:#}")))?;
     let key = secrets::SecretsKey::locate(home, false)?;
     store.open_all(&key)
 }

@@ -139,6 +139,10 @@ mod tests {
                 "rule[1].args.method: one_of needs at least one value",
             ),
             (
+                "[[rule]]\ntool = \"*\"\nargs = { command = { glob = \"*\" }, url = { glob = \"*\" } }\naction = \"deny\"\n",
+                "rule[1].args: no one tool this rule matches takes all of command, url",
+            ),
+            (
                 "[approvers.bob]\nids = { slack = [\"1\"] }\n",
                 "line 3: approvers.\"bob\".ids: approvers cannot be reached on \"slack\"",
             ),

@@ -203,21 +203,12 @@ impl Secrets {
                         file.version
                     );
                 }
-                // A file edited by hand is held to what `secret set` accepts.
+                // A name twice could not be told apart by `secret rm`. Names and hosts that
+                // `secret set` now refuses are checked when the secrets are put to use
+                // ([`Secrets::check`]), so `secret rm` can still remove them.
                 for (i, s) in file.secrets.iter().enumerate() {
-                    let at =
-                        |what: String| format!("{}: secret {:?}: {what}", path.display(), s.name);
-                    core_secret::check_name(&s.name)
-                        .map_err(|e| anyhow::anyhow!(at(e.to_string())))?;
                     if file.secrets[..i].iter().any(|o| o.name == s.name) {
-                        bail!(at("stored twice".into()));
-                    }
-                    if s.hosts.is_empty() {
-                        bail!(at("bound to no host".into()));
-                    }
-                    for h in &s.hosts {
-                        nanoclaw_egress::Rule::parse(h, None, false)
-                            .map_err(|e| anyhow::anyhow!(at(e.to_string())))?;
+                        bail!("{}: secret {:?} is stored twice", path.display(), s.name);
                     }
                 }
                 file
@@ -233,6 +224,25 @@ impl Secrets {
 
     pub fn is_empty(&self) -> bool {
         self.file.secrets.is_empty()
+    }
+
+    /// Hold every stored secret to what `secret set` accepts today (a file edited by hand, or
+    /// written by an older version): a name the sandbox needs, or a host that is no host rule.
+    /// The error names the secret and how to replace it.
+    pub fn check(&self) -> anyhow::Result<()> {
+        for s in &self.file.secrets {
+            let fix = format!("remove it (nanoclaw secret rm {}) and set it again", s.name);
+            let at = self.path.display();
+            core_secret::check_name(&s.name).map_err(|e| anyhow::anyhow!("{at}: {e}; {fix}"))?;
+            if s.hosts.is_empty() {
+                bail!("{at}: secret {} is bound to no host; {fix}", s.name);
+            }
+            for h in &s.hosts {
+                nanoclaw_egress::Rule::parse(h, None, false)
+                    .map_err(|e| anyhow::anyhow!("{at}: secret {}: {e}; {fix}", s.name))?;
+            }
+        }
+        Ok(())
     }
 
     pub fn list(&self) -> &[StoredSecret] {
@@ -469,7 +479,7 @@ mod tests {
         for (edit, expected) in [
             (
                 serde_json::json!({"version": 1, "secrets": [entry.clone(), entry.clone()]}),
-                "stored twice",
+                "is stored twice",
             ),
             (
                 {
@@ -497,7 +507,12 @@ mod tests {
             ),
         ] {
             fs::write(&s.path, edit.to_string()).unwrap();
-            let e = format!("{:#}", Secrets::load(&home).err().unwrap());
+            // Structure is checked on load; names and hosts when the secrets are used, so
+            // `secret rm` can still take a bad one out.
+            let e = match Secrets::load(&home) {
+                Err(e) => format!("{e:#}"),
+                Ok(loaded) => format!("{:#}", loaded.check().unwrap_err()),
+            };
             assert!(e.contains(expected), "{e}");
         }
     }

@@ -193,10 +193,16 @@ CREATE TABLE memory_state (
 );
 "#,
     // Who started each mail conversation: anyone else writing into the thread gets a
-    // conversation of their own. Rows so far are taken as started by their last sender.
+    // conversation of their own. Rows so far: the sender of the first mail stored in the
+    // thread's group ("owner" stands for the owners), else the last sender.
     r#"
 ALTER TABLE mail_threads ADD COLUMN starter TEXT NOT NULL DEFAULT '';
-UPDATE mail_threads SET starter = reply_to;
+UPDATE mail_threads SET starter = COALESCE(
+    (SELECT CASE WHEN i.sender LIKE 'email:%' THEN substr(i.sender, 7) ELSE i.sender END
+       FROM chats c JOIN inbox i ON i.group_id = c.group_id AND i.channel = 'email'
+      WHERE c.channel = 'email' AND c.chat = mail_threads.root
+      ORDER BY i.id LIMIT 1),
+    reply_to);
 "#,
 ];
 
@@ -960,6 +966,39 @@ mod tests {
             .pragma_query_value(None, "journal_mode", |r| r.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn mail_conversations_so_far_are_started_by_their_first_sender() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        let c = s.conn();
+        // A thread the owner started and a friend wrote into last, as an older version kept
+        // it; and one whose group holds no mail any more.
+        c.execute_batch(
+            "INSERT INTO groups (id, created_at) VALUES ('mail-r', 0);
+             INSERT INTO chats (channel, chat, group_id) VALUES ('email', 'r@x', 'mail-r');
+             INSERT INTO inbox (group_id, channel, sender, text, status, received_at)
+                 VALUES ('mail-r', 'email', 'owner', 'plans', 'done', 0),
+                        ('mail-r', 'email', 'email:friend@x', 'me too', 'done', 1);
+             INSERT INTO mail_threads (root, subject, reply_to, last_message_id, refs)
+                 VALUES ('r@x', 's', 'friend@x', 'm2@x', 'r@x'),
+                        ('gone@x', 's', 'someone@x', 'gone@x', 'gone@x');
+             ALTER TABLE mail_threads DROP COLUMN starter;",
+        )
+        .unwrap();
+        // Migration 10 (index 9): the starter column and its backfill.
+        c.execute_batch(MIGRATIONS[9]).unwrap();
+        let starter = |root: &str| -> String {
+            c.query_row(
+                "SELECT starter FROM mail_threads WHERE root = ?1",
+                [root],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        assert_eq!(starter("r@x"), "owner");
+        assert_eq!(starter("gone@x"), "someone@x");
     }
 
     #[test]

@@ -166,8 +166,11 @@ impl Telegram {
         audit: Arc<crate::audit::Audit>,
     ) -> anyhow::Result<Telegram> {
         let _ = rustls::crypto::ring::default_provider().install_default();
+        // No redirects: the Bot API never sends one, and following one could carry a request
+        // (and its body) to a host the token is not bound to.
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(config.poll_timeout_secs + 15))
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Telegram {
             base: format!("{}/bot{token}", config.api_base.trim_end_matches('/')),

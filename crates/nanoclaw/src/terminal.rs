@@ -56,13 +56,18 @@ async fn read_line(
     }
 }
 
-/// Whether `line` looks like a chat command (`/word`) this chat does not know, or an approval
-/// command without its code: said so, never sent to the model.
+/// Whether `line` is an approval command without its code (or with too much after it), or a
+/// lone `/word` this chat does not know: said so, never sent to the model. A message that only
+/// begins with a slash ("/tmp is full") is a message.
 fn unknown_command(line: &str) -> bool {
-    let first = line.split_whitespace().next().unwrap_or("");
-    first.len() > 1
+    let mut words = line.split_whitespace();
+    let first = words.next().unwrap_or("");
+    let command_word = first.len() > 1
         && first.starts_with('/')
-        && first[1..].chars().all(|c| c.is_ascii_lowercase())
+        && first[1..].chars().all(|c| c.is_ascii_lowercase());
+    let answer = matches!(first, "/approve" | "/deny");
+    command_word
+        && (answer || words.next().is_none())
         && crate::approvals::parse_command(line).is_none()
 }
 
@@ -174,6 +179,7 @@ mod tests {
             "/approve ABC",
             "/deny ABC",
             "/etc/hosts: what is in it?",
+            "/tmp is full, clean it",
             "hello",
             "/",
         ] {

@@ -149,9 +149,12 @@ pub struct ModelClient {
 
 impl ModelClient {
     pub fn new(cfg: ModelConfig, api_key: Option<String>) -> anyhow::Result<Self> {
+        // No redirects: one to another host would carry the key there (reqwest keeps custom
+        // headers such as x-api-key across hosts), past the binding `base_url` was checked for.
         let http = reqwest::Client::builder()
             .timeout(cfg.request_timeout)
             .connect_timeout(CONNECT_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         let url = match cfg.provider {
             Provider::Anthropic => anthropic::endpoint(&cfg.base_url),
