@@ -742,6 +742,24 @@ async fn web_tools_go_through_the_proxy_and_the_model_never_sees_a_value() {
 }
 
 #[tokio::test]
+async fn the_model_key_never_follows_a_redirect_to_another_host() {
+    let elsewhere = ScriptedModel::start(Wire::Anthropic, vec![Step::Text("got it".into())]).await;
+    let to = elsewhere.url.replace("127.0.0.1", "localhost");
+    let model = ScriptedModel::start(
+        Wire::Anthropic,
+        vec![Step::Redirect(format!("{to}/v1/messages"))],
+    )
+    .await;
+    let h = TestHome::new(Wire::Anthropic, &model.url, "");
+    let out = h.run(&["ask", "hello"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        elsewhere.requests().is_empty(),
+        "the key and the prompt followed the redirect"
+    );
+}
+
+#[tokio::test]
 async fn the_model_key_is_a_secret_used_by_the_host_only() {
     let model = ScriptedModel::start(
         Wire::Anthropic,

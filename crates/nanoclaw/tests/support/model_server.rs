@@ -44,6 +44,8 @@ pub enum Step {
     RateLimited(u64),
     /// A 200 response with this content type and body, verbatim.
     Raw(String, String),
+    /// A 307 to this URL.
+    Redirect(String),
 }
 
 struct State {
@@ -210,6 +212,11 @@ async fn handle(
             r
         }
         Step::Status(code, msg) => plain(code, &msg),
+        Step::Redirect(to) => {
+            let mut r = plain(307, "moved");
+            r.headers_mut().insert("location", to.parse().unwrap());
+            r
+        }
         Step::RateLimited(secs) => {
             let mut r = plain(429, "rate limited");
             r.headers_mut()
