@@ -30,6 +30,27 @@ enum Msg {
     Flush(Sender<()>),
 }
 
+/// Every kind of event the daemon records.
+pub const KINDS: &[&str] = &[
+    "config_loaded",
+    "message_received",
+    "prompt",
+    "model_response",
+    "tool_call",
+    "tool_call_canonical",
+    "policy_decision",
+    "approval_requested",
+    "approval_answered",
+    "approval_ignored",
+    "approval_expired",
+    "approval_used",
+    "tool_result",
+    "egress",
+    "message_sent",
+    "task_run",
+    "task_run_finished",
+];
+
 /// The process's audit writer.
 pub struct Audit {
     tx: Mutex<Option<Sender<Msg>>>,
@@ -56,6 +77,11 @@ impl Audit {
 
     /// Record an event. Never blocks on the disk.
     pub fn record(&self, kind: &str, group: Option<&str>, mut data: Value) {
+        // Every kind is listed, so `audit show --kind` can tell a typo from a quiet log.
+        debug_assert!(
+            KINDS.contains(&kind) || cfg!(test),
+            "audit kind {kind:?} is missing from audit::KINDS"
+        );
         redact(&self.redactor, &mut data);
         let msg = Msg::Event {
             at: now_ms(),

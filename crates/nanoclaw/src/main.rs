@@ -279,7 +279,8 @@ enum AuditCommand {
         #[arg(long)]
         group: Option<GroupId>,
         /// An event kind (message_received, prompt, model_response, tool_call,
-        /// policy_decision, approval_requested, approval_answered, tool_result, egress, ...).
+        /// policy_decision, approval_requested, approval_answered, tool_result, egress, ...);
+        /// one that does not exist is an error listing them all.
         #[arg(long)]
         kind: Option<String>,
         /// Only events since: unix seconds, YYYY-MM-DD, an RFC 3339 time such as 2026-11-18T09:00:00Z, or an age such as 30m, 2h, 7d.
@@ -831,6 +832,15 @@ fn audit_command(home: &Home, command: AuditCommand) -> anyhow::Result<ExitCode>
                 ),
                 None => None,
             };
+            if let Some(k) = &kind
+                && !audit::KINDS.contains(&k.as_str())
+            {
+                return Err(UsageError(format!(
+                    "--kind {k:?} is no event kind (kinds: {})",
+                    audit::KINDS.join(", ")
+                ))
+                .into());
+            }
             let filter = audit::Filter {
                 group: group.map(|g| g.to_string()),
                 kind,

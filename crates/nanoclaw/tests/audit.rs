@@ -93,6 +93,14 @@ async fn a_turn_is_recorded_in_full_and_verifies() {
     );
     let bad = h.run(&["audit", "show", "--since", "yesterday"]).await;
     assert_eq!(bad.status.code(), Some(2));
+    // A kind that does not exist is a typo, not an empty log.
+    let bad = h.run(&["audit", "show", "--kind", "tool_resutl"]).await;
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad.stderr).contains("\"tool_resutl\" is no event kind"),
+        "{}",
+        text(&bad.stderr)
+    );
     // Export: one JSON object per event, with the hashes an outside tool can check.
     let export = text(&h.run(&["audit", "export", "--jsonl"]).await.stdout);
     let lines: Vec<serde_json::Value> = export
