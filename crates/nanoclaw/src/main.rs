@@ -1096,11 +1096,7 @@ fn model_client(
     let name = m.provider.key_env();
     let stored = secrets.iter().find(|s| s.meta.name == name);
     if let Some(secret) = stored {
-        let host = reqwest::Url::parse(&m.base_url)
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_owned))
-            .unwrap_or_default();
-        check_binding(&secret.meta, "model.base_url", &host)?;
+        check_binding(&secret.meta, "model.base_url", &host_of_url(&m.base_url))?;
     }
     let key = stored
         .map(|s| s.value.clone())
@@ -1250,6 +1246,15 @@ fn host_of_address(address: &str) -> &str {
     address.rsplit_once(':').map_or(address, |(host, _)| host)
 }
 
+/// The host a URL setting sends to, as the HTTP client reads it (empty when it has none: then
+/// no binding matches).
+fn host_of_url(url: &str) -> String {
+    reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
 async fn daemon(home: Home) -> anyhow::Result<ExitCode> {
     let token = home.api_token()?;
     let (agent, _lock) = build_agent(home, true).await?;
@@ -1298,16 +1303,12 @@ async fn daemon(home: Home) -> anyhow::Result<ExitCode> {
     let delivery = webhook.map(|w| tokio::spawn(w.deliver(Arc::clone(&agent.store))));
     let mut channel_tasks = Vec::new();
     if let Some(t) = &agent.config.telegram {
-        let api_host = reqwest::Url::parse(&t.api_base)
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_owned))
-            .unwrap_or_default();
         let token = channel_secret(
             &secrets,
             "channels.telegram.token_secret",
             &t.token_secret,
             "api.telegram.org",
-            &[("channels.telegram.api_base", &api_host)],
+            &[("channels.telegram.api_base", &host_of_url(&t.api_base))],
         )?;
         let bot = Arc::new(telegram::Telegram::new(
             t,
