@@ -68,6 +68,6 @@ pub fn ask(agent: &Arc<Agent>, channel: &str, sender: &str, group: &GroupId, tex
             .approvals()
             .ask_later(&scope_group(), &call(channel, sender), &spec, &reason)
     {
-        tracing::error!(channel, sender, error = %e, "could not ask to admit a sender");
+        tracing::error!(channel, sender = ?sender, error = %e, "could not ask to admit a sender");
     }
 }

@@ -12,7 +12,10 @@
 //! - `GET /v1/health`: `{"ok": true}`, no token needed.
 //!
 //! Every other request needs `Authorization: Bearer <token>`, the token from the data dir's
-//! `api.token`. Bodies are capped; malformed ones get a 400 that says what is wrong.
+//! `api.token` (exactly one such header). Bodies are capped; malformed ones get a 400 that says
+//! what is wrong. A connection must send its headers within [`HEADER_TIMEOUT`] and a body
+//! within [`BODY_TIMEOUT`]; at most [`MAX_CONNECTIONS`] are served at once (more wait to be
+//! accepted), so idle or stalled clients cannot exhaust the daemon's descriptors or memory.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -29,6 +32,13 @@ use crate::store::Store;
 
 /// Largest request body accepted.
 const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// The longest a client may take to send a request's headers (the first, or the next on a
+/// kept-alive connection).
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// The longest a client may take to send a request's body.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Connections served at once.
+const MAX_CONNECTIONS: usize = 128;
 /// Most replies returned by one GET.
 const MAX_REPLIES_PER_GET: usize = 100;
 /// The channel name stored with messages from this API.
@@ -98,11 +108,19 @@ impl Api {
 
     async fn route(&self, req: Request<Incoming>) -> Result<Reply, ApiError> {
         let path = req.uri().path().to_owned();
-        if path == "/v1/health" {
-            return Ok(reply(StatusCode::OK, json!({"ok": true})));
-        }
-        if path == "/v1/webhook" && req.method() == Method::POST {
-            return self.webhook(req).await;
+        let not_allowed = || {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{} is not allowed on {path}", req.method()),
+            )
+        };
+        match (req.method(), path.as_str()) {
+            (&Method::GET, "/v1/health") => {
+                return Ok(reply(StatusCode::OK, json!({"ok": true})));
+            }
+            (&Method::POST, "/v1/webhook") => return self.webhook(req).await,
+            (_, "/v1/health" | "/v1/webhook") => return Err(not_allowed()),
+            _ => {}
         }
         self.authorize(&req)?;
         let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
@@ -120,10 +138,9 @@ impl Api {
                 self.tasks_changed.notify_one();
                 Ok(reply(StatusCode::OK, json!({"ok": true})))
             }
-            (_, ["v1", "groups", _, "messages" | "replies"]) => Err(error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                format!("{} is not allowed on {path}", req.method()),
-            )),
+            (_, ["v1", "groups", _, "messages" | "replies"] | ["v1", "tasks", "wake"]) => {
+                Err(not_allowed())
+            }
             _ => Err(error(
                 StatusCode::NOT_FOUND,
                 format!("no such endpoint: {path}"),
@@ -138,21 +155,9 @@ impl Api {
                 "no webhook channel is configured",
             ));
         };
-        let signature = req
-            .headers()
-            .get(crate::webhook::SIGNATURE_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let body = Limited::new(req.into_body(), MAX_BODY_BYTES)
-            .collect()
-            .await
-            .map_err(|e| {
-                error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("could not read the body (at most {MAX_BODY_BYTES} bytes): {e}"),
-                )
-            })?
-            .to_bytes();
+        let signature = one_header(&req, crate::webhook::SIGNATURE_HEADER)?
+            .map(|v| v.to_str().map(str::to_owned).unwrap_or_default());
+        let body = read_body(req).await?;
         match hook.receive(&self.store, &self.queue, &body, signature.as_deref()) {
             Ok(answer) => Ok(reply(StatusCode::OK, answer)),
             Err((status, message)) => Err(error(
@@ -163,11 +168,12 @@ impl Api {
     }
 
     fn authorize(&self, req: &Request<Incoming>) -> Result<(), ApiError> {
-        let given = req
-            .headers()
-            .get(hyper::header::AUTHORIZATION)
+        // The scheme's name is case-insensitive (RFC 9110).
+        let given = one_header(req, hyper::header::AUTHORIZATION.as_str())?
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token);
         match given {
             Some(t) if constant_time_eq(t.trim().as_bytes(), self.token.as_bytes()) => Ok(()),
             _ => Err(error(
@@ -182,16 +188,8 @@ impl Api {
         group: GroupId,
         req: Request<Incoming>,
     ) -> Result<Reply, ApiError> {
-        let body = Limited::new(req.into_body(), MAX_BODY_BYTES)
-            .collect()
-            .await
-            .map_err(|e| {
-                error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("could not read the body (at most {MAX_BODY_BYTES} bytes): {e}"),
-                )
-            })?;
-        let msg: PostMessage = serde_json::from_slice(&body.to_bytes()).map_err(|e| {
+        let body = read_body(req).await?;
+        let msg: PostMessage = serde_json::from_slice(&body).map_err(|e| {
             error(
                 StatusCode::BAD_REQUEST,
                 format!("body must be {{\"text\": \"...\"}}: {e}"),
@@ -199,6 +197,18 @@ impl Api {
         })?;
         if msg.text.trim().is_empty() {
             return Err(error(StatusCode::BAD_REQUEST, "text is empty"));
+        }
+        if msg.sender.trim().is_empty() || msg.sender.chars().any(char::is_control) {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "sender must be a non-empty name without control characters",
+            ));
+        }
+        if crate::approvals::malformed_command(&msg.text) {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "approval answers are /approve CODE [always] and /deny CODE",
+            ));
         }
         // `/approve CODE [always]` and `/deny CODE` answer an approval request at once: they
         // never queue behind the turn that is waiting for them.
@@ -214,7 +224,14 @@ impl Api {
                     StatusCode::OK,
                     json!({"approval": crate::describe_tally(&tally)}),
                 )),
-                Err(e) => Err(error(StatusCode::FORBIDDEN, e.to_string())),
+                Err(e) => {
+                    let status = match e {
+                        crate::approvals::AnswerError::NotFound(_) => StatusCode::NOT_FOUND,
+                        crate::approvals::AnswerError::Decided { .. } => StatusCode::CONFLICT,
+                        _ => StatusCode::FORBIDDEN,
+                    };
+                    Err(error(status, e.to_string()))
+                }
             };
         }
         // INVARIANT: committed before acknowledged.
@@ -260,10 +277,12 @@ fn parse_after(query: Option<&str>) -> Result<i64, ApiError> {
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
             Some(("after", v)) => {
-                after = v.parse::<i64>().map_err(|_| {
+                after = v.parse::<i64>().map_err(|e| {
                     error(
                         StatusCode::BAD_REQUEST,
-                        format!("after must be an integer, got {v:?}"),
+                        format!(
+                            "after must be a whole number of at most 19 digits, got {v:?}: {e}"
+                        ),
                     )
                 })?;
             }
@@ -278,9 +297,67 @@ fn parse_after(query: Option<&str>) -> Result<i64, ApiError> {
     Ok(after)
 }
 
+/// The value of header `name`, refusing a request that sends it more than once (which one
+/// counts would depend on who reads it).
+fn one_header<'r>(
+    req: &'r Request<Incoming>,
+    name: &str,
+) -> Result<Option<&'r hyper::header::HeaderValue>, ApiError> {
+    let mut values = req.headers().get_all(name).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("the {name} header is sent more than once"),
+        ));
+    }
+    Ok(first)
+}
+
+/// The request's body, at most [`MAX_BODY_BYTES`], arriving within [`BODY_TIMEOUT`]. A
+/// `Content-Length` over the cap is refused before anything is read.
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is over {MAX_BODY_BYTES} bytes"),
+        )
+    };
+    if hyper::body::Body::size_hint(req.body()).lower() > MAX_BODY_BYTES as u64 {
+        return Err(too_large());
+    }
+    let collected = tokio::time::timeout(
+        BODY_TIMEOUT,
+        Limited::new(req.into_body(), MAX_BODY_BYTES).collect(),
+    )
+    .await
+    .map_err(|_| {
+        error(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the body did not arrive within {} s",
+                BODY_TIMEOUT.as_secs()
+            ),
+        )
+    })?;
+    match collected {
+        Ok(body) => Ok(body.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("could not read the body: {e}"),
+        )),
+    }
+}
+
 /// Serve the API on `listener` until the process ends.
 pub async fn serve(api: Arc<Api>, listener: tokio::net::TcpListener) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        // A free slot first: over the cap, connections wait in the listen queue.
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
         let (stream, _) = match listener.accept().await {
             Ok(conn) => conn,
             Err(e) => {
@@ -291,9 +368,12 @@ pub async fn serve(api: Arc<Api>, listener: tokio::net::TcpListener) {
         };
         let api = Arc::clone(&api);
         tokio::spawn(async move {
+            let _slot = slot;
             let service = hyper::service::service_fn(move |req| Arc::clone(&api).handle(req));
             let io = hyper_util::rt::TokioIo::new(stream);
             if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(io, service)
                 .await
             {

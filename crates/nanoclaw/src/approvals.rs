@@ -497,6 +497,13 @@ pub fn answer(
 }
 
 /// Parse `/approve CODE [always]` or `/deny CODE`.
+/// Whether `text` starts as an approval answer (`/approve`, `/deny`) but is not a whole one: a
+/// mistyped answer is refused, never sent to the model as a message.
+pub fn malformed_command(text: &str) -> bool {
+    let first = text.split_whitespace().next().unwrap_or("");
+    matches!(first, "/approve" | "/deny") && parse_command(text).is_none()
+}
+
 pub fn parse_command(text: &str) -> Option<(String, Vote)> {
     let mut words = text.split_whitespace();
     let vote = match words.next()? {

@@ -463,7 +463,8 @@ impl Email {
         );
         let (group, role, held) = match route {
             Route::Ignore { why } => {
-                tracing::info!(channel = CHANNEL, from = %mail.from, %why, "mail ignored");
+                // Debug-quoted: a sender's words must not forge log lines.
+                tracing::info!(channel = CHANNEL, from = ?mail.from, why = ?why, "mail ignored");
                 return true;
             }
             Route::Deliver { group, role, .. } => (group, role, false),

@@ -336,7 +336,7 @@ impl Telegram {
         );
         let (group, triggered, role, held) = match route {
             Route::Ignore { why } => {
-                tracing::info!(channel = CHANNEL, %chat, %sender, %why, "message ignored");
+                tracing::info!(channel = CHANNEL, chat = ?chat, sender = ?sender, why = ?why, "message ignored");
                 return true;
             }
             Route::Deliver {
@@ -398,7 +398,7 @@ impl Telegram {
     /// which requests are open.
     async fn answer(&self, user: &str, key: &str, vote: Vote, chat: &str) {
         let Some(approver) = self.approver_of(user) else {
-            tracing::info!(channel = CHANNEL, %user, %chat, "an approval command from someone who is not an approver; ignored");
+            tracing::info!(channel = CHANNEL, user = ?user, chat = ?chat, "an approval command from someone who is not an approver; ignored");
             return;
         };
         let text =
@@ -455,7 +455,7 @@ impl Telegram {
             }
             _ => "unknown button".into(),
         };
-        tracing::info!(channel = CHANNEL, %user, %data, %verdict, "approval button");
+        tracing::info!(channel = CHANNEL, user = ?user, data = ?data, %verdict, "approval button");
         let _ = self
             .call(
                 "answerCallbackQuery",

@@ -62,13 +62,12 @@ async fn read_line(
 fn unknown_command(line: &str) -> bool {
     let mut words = line.split_whitespace();
     let first = words.next().unwrap_or("");
-    let command_word = first.len() > 1
+    let lone_command_word = first.len() > 1
         && first.starts_with('/')
-        && first[1..].chars().all(|c| c.is_ascii_lowercase());
-    let answer = matches!(first, "/approve" | "/deny");
-    command_word
-        && (answer || words.next().is_none())
-        && crate::approvals::parse_command(line).is_none()
+        && first[1..].chars().all(|c| c.is_ascii_lowercase())
+        && words.next().is_none();
+    crate::approvals::malformed_command(line)
+        || (lone_command_word && crate::approvals::parse_command(line).is_none())
 }
 
 /// Read lines until /quit or end of input; answer each.

@@ -97,11 +97,16 @@ impl Webhook {
                 format!("id must be 1 to {MAX_ID} bytes, unique per message"),
             ));
         }
-        if msg.chat.trim().is_empty() || msg.chat.len() > MAX_ID {
-            return Err((400, format!("chat must be 1 to {MAX_ID} bytes")));
-        }
-        if msg.sender.trim().is_empty() || msg.sender.len() > MAX_ID {
-            return Err((400, format!("sender must be 1 to {MAX_ID} bytes")));
+        for (field, value) in [("chat", &msg.chat), ("sender", &msg.sender)] {
+            if value.trim().is_empty()
+                || value.len() > MAX_ID
+                || value.chars().any(char::is_control)
+            {
+                return Err((
+                    400,
+                    format!("{field} must be 1 to {MAX_ID} bytes, without control characters"),
+                ));
+            }
         }
         if msg.text.trim().is_empty() || msg.text.len() > MAX_TEXT {
             return Err((400, format!("text must be 1 to {MAX_TEXT} bytes")));
@@ -119,7 +124,8 @@ impl Webhook {
         );
         let (group, triggered, role, held) = match route {
             Route::Ignore { why } => {
-                tracing::info!(channel = CHANNEL, chat = %msg.chat, sender = %msg.sender, %why, "message ignored");
+                // Debug-quoted: a sender's words must not forge log lines.
+                tracing::info!(channel = CHANNEL, chat = ?msg.chat, sender = ?msg.sender, why = ?why, "message ignored");
                 return Ok(json!({"ignored": why}));
             }
             Route::Deliver {

@@ -542,6 +542,66 @@ async fn api_needs_the_token_and_rejects_malformed_requests() {
             .0,
         404
     );
+    for (method, path) in [
+        ("GET", "/v1/tasks/wake"),
+        ("POST", "/v1/health"),
+        ("GET", "/v1/webhook"),
+    ] {
+        let status = http(&d.url, method, path, Some(&d.token), None).await;
+        assert_eq!(status.map(|s| s.0), Some(405), "{method} {path}");
+    }
+    // Approval answers: a malformed one is refused, an unknown code is not found.
+    for (text, expected) in [
+        ("/approve", 400),
+        ("/deny A B", 400),
+        ("/approve NOPE", 404),
+    ] {
+        let (status, body) = http(
+            &d.url,
+            "POST",
+            "/v1/groups/main/messages",
+            Some(&d.token),
+            Some(json!({ "text": text })),
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, expected, "{text}: {body}");
+    }
+    // Raw requests: a second Authorization header, a lower-case scheme, a body declared over
+    // the cap (refused before it is sent), headers that never end.
+    let raw = |request: String| {
+        let addr = d.url.trim_start_matches("http://").to_owned();
+        async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(request.as_bytes()).await.unwrap();
+            let mut resp = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut resp)).await;
+            String::from_utf8_lossy(&resp).into_owned()
+        }
+    };
+    let token = &d.token;
+    let resp = raw(format!("GET /v1/groups/main/replies HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nAuthorization: Bearer wrong\r\nConnection: close\r\n\r\n")).await;
+    assert!(
+        resp.starts_with("HTTP/1.1 400") && resp.contains("more than once"),
+        "{resp}"
+    );
+    let resp = raw(format!("GET /v1/groups/main/replies HTTP/1.1\r\nHost: x\r\nAuthorization: bearer {token}\r\nConnection: close\r\n\r\n")).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let started = std::time::Instant::now();
+    let resp = raw(format!("POST /v1/groups/main/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 99999999999\r\nConnection: close\r\n\r\n")).await;
+    assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "it waited for the body"
+    );
+    let started = std::time::Instant::now();
+    let resp = raw("GET /v1/health HTTP/1.1\r\nHost: x\r\n".into()).await;
+    assert!(!resp.contains("\"ok\""), "{resp}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "a connection that never finished its headers was kept"
+    );
     assert!(model.requests().is_empty(), "no message was accepted");
 }
 
