@@ -428,11 +428,7 @@ async fn a_turn_waiting_for_approval_survives_a_restart() {
         ],
     )
     .await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::free_port();
     let h = home(&model, &format!("[api]\nlisten = \"127.0.0.1:{port}\"\n"));
     let token = std::fs::read_to_string(h.path().join("api.token")).unwrap();
     let start = || {

@@ -55,11 +55,7 @@ async fn daemon_keeps_one_container_per_group_removes_it_when_idle_and_cleans_up
     script.extend(shell_turn());
     script.extend(shell_turn());
     let model = ScriptedModel::start(Wire::Anthropic, script).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::free_port();
     let home = TestHome::new(
         Wire::Anthropic,
         &model.url,

@@ -190,11 +190,7 @@ async fn a_malformed_tool_call_gets_a_tool_error_and_the_turn_completes() {
 #[tokio::test]
 async fn unreachable_model_makes_ask_exit_1_with_a_clear_message() {
     // A port that was free a moment ago: nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::free_port();
     let home = TestHome::new(Wire::Anthropic, &format!("http://127.0.0.1:{port}"), "");
     let out = home.run(&["ask", "hello"]).await;
     assert_eq!(out.status.code(), Some(1));
@@ -357,11 +353,7 @@ impl Daemon {
         home: &TestHome,
         configure: impl FnOnce(&mut tokio::process::Command),
     ) -> Daemon {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = support::free_port();
         let config_path = home.path().join("nanoclaw.toml");
         let mut config = std::fs::read_to_string(&config_path).unwrap();
         if !config.contains("[api]") {
@@ -847,11 +839,7 @@ async fn doctor_reports_isolation_and_a_reachable_model() {
             "{feature} not active in:\n{report}"
         );
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::free_port();
     let home = TestHome::new(Wire::Anthropic, &format!("http://127.0.0.1:{port}"), "");
     let out = home.run(&["doctor"]).await;
     assert_eq!(out.status.code(), Some(1));

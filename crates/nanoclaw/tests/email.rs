@@ -13,14 +13,6 @@ use std::time::Duration;
 use support::model_server::{ScriptedModel, Step};
 use support::{TestHome, Wire, text};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn servers(dir: &Path, imap: u16, smtp: u16) -> Result<(), String> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/mail-servers.sh");
     let out = std::process::Command::new("bash")
@@ -92,7 +84,7 @@ async fn until(what: &str, mut check: impl FnMut() -> bool) {
 #[tokio::test]
 async fn mail_in_over_imap_replies_out_over_smtp() {
     let mail_dir = tempfile::tempdir().unwrap();
-    let (imap, smtp) = (free_port(), free_port());
+    let (imap, smtp) = (support::free_port(), support::free_port());
     if let Err(why) = servers(mail_dir.path(), imap, smtp) {
         eprintln!("SKIP: {why}");
         return;
@@ -109,7 +101,7 @@ async fn mail_in_over_imap_replies_out_over_smtp() {
         ],
     )
     .await;
-    let port = free_port();
+    let port = support::free_port();
     let h = TestHome::new(
         Wire::Anthropic,
         &model.url,

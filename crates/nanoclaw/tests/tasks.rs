@@ -21,11 +21,7 @@ fn home(model: &ScriptedModel) -> (TestHome, u16) {
 }
 
 fn home_with_backoff(model: &ScriptedModel, backoff_secs: u32) -> (TestHome, u16) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::free_port();
     let h = TestHome::new(
         Wire::Anthropic,
         &model.url,

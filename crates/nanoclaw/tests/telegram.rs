@@ -57,11 +57,7 @@ async fn telegram_end_to_end() {
     )
     .await;
     let tg = FakeTelegram::start().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::free_port();
     let h = TestHome::new(
         Wire::Anthropic,
         &model.url,
@@ -225,7 +221,10 @@ async fn a_missing_token_secret_stops_startup() {
     let h = TestHome::new(
         Wire::Anthropic,
         "http://127.0.0.1:9",
-        "[api]\nlisten = \"127.0.0.1:9\"\n[channels.telegram]\ntoken_secret = \"NOPE\"\n",
+        &format!(
+            "[api]\nlisten = \"127.0.0.1:{}\"\n[channels.telegram]\ntoken_secret = \"NOPE\"\n",
+            support::free_port()
+        ),
     );
     let out = h.run(&["run"]).await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));

@@ -106,11 +106,7 @@ async fn signed_messages_are_routed_answered_and_replies_posted_signed() {
     )
     .await;
     let (cb_port, posted) = callback().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::free_port();
     let h = TestHome::new(
         Wire::Anthropic,
         &model.url,
@@ -217,7 +213,10 @@ async fn a_webhook_naming_a_missing_secret_stops_startup() {
     let h = TestHome::new(
         Wire::Anthropic,
         "http://127.0.0.1:9",
-        "[api]\nlisten = \"127.0.0.1:9\"\n[channels.webhook]\nkey_secret = \"NOPE\"\n",
+        &format!(
+            "[api]\nlisten = \"127.0.0.1:{}\"\n[channels.webhook]\nkey_secret = \"NOPE\"\n",
+            support::free_port()
+        ),
     );
     let out = h.run(&["run"]).await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
@@ -250,11 +249,7 @@ async fn a_webhook_naming_a_missing_secret_stops_startup() {
 #[tokio::test]
 async fn an_unknown_sender_waits_until_the_owner_admits_them() {
     let model = ScriptedModel::start(Wire::Anthropic, vec![Step::Text("hello eve".into())]).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::free_port();
     let h = TestHome::new(
         Wire::Anthropic,
         &model.url,
@@ -300,15 +295,8 @@ async fn an_unknown_sender_waits_until_the_owner_admits_them() {
 async fn reading_replies_through_the_api_does_not_take_them_from_the_webhook() {
     let model =
         ScriptedModel::start(Wire::Anthropic, vec![Step::Text("for the webhook".into())]).await;
-    let free_port = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
     // Nothing listens on the callback port yet: delivery fails and is retried.
-    let (port, cb_port) = (free_port(), free_port());
+    let (port, cb_port) = (support::free_port(), support::free_port());
     let h = TestHome::new(
         Wire::Anthropic,
         &model.url,

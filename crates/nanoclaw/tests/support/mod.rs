@@ -12,6 +12,14 @@ use std::time::Duration;
 #[allow(unused_imports)]
 pub use model_server::{ScriptedModel, Step, Wire};
 
+/// A loopback port free a moment ago (the listener is closed again), for a server to bind.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
 /// `GET /v1/groups/{group}/replies?after=0` from a daemon's API: the response body.
 pub fn api_replies(port: u16, token: &str, group: &str) -> String {
     let out = std::process::Command::new("curl")
