@@ -105,11 +105,12 @@ impl Upstream {
 }
 
 /// Serve one intercepted connection until the sandbox closes it.
-pub async fn serve(
+pub(crate) async fn serve(
     proxy: Arc<GroupProxy>,
     upgraded: Upgraded,
     server: Arc<ServerConfig>,
     target: Target,
+    conn: Arc<crate::proxy::Conn>,
 ) {
     let host = target.host.clone();
     let tls = match tokio_rustls::TlsAcceptor::from(server)
@@ -128,8 +129,9 @@ pub async fn serve(
         sender: tokio::sync::Mutex::new(None),
     });
     let service = hyper::service::service_fn(move |req| {
-        let (proxy, upstream) = (Arc::clone(&proxy), Arc::clone(&upstream));
-        async move { Ok::<_, Infallible>(handle(&proxy, &upstream, req).await) }
+        let (proxy, upstream, conn) =
+            (Arc::clone(&proxy), Arc::clone(&upstream), Arc::clone(&conn));
+        async move { Ok::<_, Infallible>(handle(&proxy, &upstream, &conn.call, req).await) }
     });
     if let Err(e) = hyper::server::conn::http1::Builder::new()
         .serve_connection(TokioIo::new(tls), service)
@@ -142,6 +144,7 @@ pub async fn serve(
 async fn handle(
     proxy: &GroupProxy,
     upstream: &Upstream,
+    call: &crate::calls::CallState,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let method = req.method().clone();
@@ -154,6 +157,11 @@ async fn handle(
     let mut secrets = Vec::new();
     let mut bytes_out = 0;
     let result = async {
+        if call.is_exhausted() {
+            return Err(Refusal::CallBudget {
+                limit: crate::calls::REQUESTS_PER_CALL,
+            });
+        }
         let authority = if upstream.target.port == 443 {
             host.clone()
         } else {
@@ -181,20 +189,24 @@ async fn handle(
         Ok(resp) => (inbound(&proxy.credentials, resp), None),
         Err(refusal) => (refused(&refusal), Some(refusal)),
     };
-    proxy.record(&Record {
-        group: &proxy.group,
-        method: method.as_str(),
-        host: &host,
-        path: &path,
-        status: response.status().as_u16(),
-        bytes_out,
-        bytes_in: hyper::body::Body::size_hint(response.body())
-            .exact()
-            .unwrap_or(0),
-        secrets: &secrets,
-        decision: reason.as_ref().map_or("allow", decision_of),
-        reason: reason.as_ref(),
-    });
+    proxy.record(
+        &Record {
+            group: &proxy.group,
+            call: Some(&call.tag),
+            method: method.as_str(),
+            host: &host,
+            path: &path,
+            status: response.status().as_u16(),
+            bytes_out,
+            bytes_in: hyper::body::Body::size_hint(response.body())
+                .exact()
+                .unwrap_or(0),
+            secrets: &secrets,
+            decision: reason.as_ref().map_or("allow", decision_of),
+            reason: reason.as_ref(),
+        },
+        Some(call),
+    );
     response
 }
 

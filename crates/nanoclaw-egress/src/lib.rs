@@ -3,6 +3,7 @@
 //! - [`policy`]: a group's allowlist (hosts, `*.suffix`, ports, methods) and refusals.
 //! - [`addr`]: addresses the proxy never connects to (loopback, private, link-local, CGNAT,
 //!   multicast, unspecified, metadata; IPv4 inside IPv6 judged as IPv4).
+//! - [`calls`]: which tool call each connection belongs to, and the per-call record budget.
 //! - [`proxy`]: the per-group server on a Unix socket: HTTP forwarding and CONNECT tunnels.
 //! - [`handoff`]: how connections arrive on that socket (a sandbox's TCP connection passed as
 //!   a descriptor, or HTTP spoken directly).
@@ -16,6 +17,7 @@
 //! bound to, or log a secret's value.
 
 pub mod addr;
+pub mod calls;
 pub mod credentials;
 pub mod handoff;
 pub mod intercept;

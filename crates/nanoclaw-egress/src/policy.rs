@@ -208,6 +208,10 @@ pub enum Refusal {
     HostMismatch { connect: String, host: String },
     /// A bound host answered with an encoded (compressed) body, which cannot be redacted.
     Encoded { host: String, encoding: String },
+    /// A connection from the sandbox while none of its group's tool calls was running.
+    NoCall { refused_so_far: u64 },
+    /// The tool call made more requests through the proxy than one call may.
+    CallBudget { limit: u64 },
 }
 
 impl fmt::Display for Refusal {
@@ -262,6 +266,14 @@ impl fmt::Display for Refusal {
             Refusal::Encoded { host, encoding } => write!(
                 f,
                 "refused: {host} answered with Content-Encoding {encoding:?} although the proxy asked for none; a host with a secret bound must answer unencoded so the body can be checked for secret values"
+            ),
+            Refusal::NoCall { refused_so_far } => write!(
+                f,
+                "refused: a connection while no tool call of this group was running ({refused_so_far} so far); only a running call may reach the network"
+            ),
+            Refusal::CallBudget { limit } => write!(
+                f,
+                "refused: this tool call made more than {limit} requests through the proxy, the most one call may; the call is stopped"
             ),
         }
     }

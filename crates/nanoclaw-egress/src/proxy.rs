@@ -26,6 +26,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpStream, UnixListener};
 
 use crate::addr;
+use crate::calls::{Budget, CallLease, CallState, CallSummary, Calls, Unattributed};
 use crate::credentials::Credentials;
 use crate::handoff::{self, Client};
 use crate::policy::{Policy, Refusal, Rule, normalize_host};
@@ -57,8 +58,16 @@ pub struct Interception {
     pub upstream: Arc<rustls::ClientConfig>,
 }
 
+/// What the proxy records: a request, or what a call's requests beyond those recorded in full
+/// came to.
+pub enum Event<'a> {
+    Request(&'a Record<'a>),
+    /// The group, and the summary of one of its calls.
+    CallSummary(&'a str, &'a CallSummary),
+}
+
 /// Receives every egress record (the daemon's audit log).
-pub type Recorder = Arc<dyn Fn(&Record<'_>) + Send + Sync>;
+pub type Recorder = Arc<dyn Fn(&Event<'_>) + Send + Sync>;
 
 /// Everything one group's proxy works from.
 pub struct GroupProxy {
@@ -72,6 +81,35 @@ pub struct GroupProxy {
     body_timeout: Duration,
     /// Requests let through so far (tunnels and interceptions included).
     passed: std::sync::atomic::AtomicU64,
+    /// The tool calls open now; a connection is served only on behalf of one.
+    calls: Arc<Calls>,
+}
+
+/// A tool call the proxy serves connections for, open while this lives. Dropping it cuts the
+/// call's connections and records what its coalesced requests came to.
+pub struct ProxyCall {
+    lease: Option<CallLease>,
+    group: String,
+    recorder: Option<Recorder>,
+}
+
+impl ProxyCall {
+    /// Resolves once the call has made more requests than one call may: stop it.
+    pub async fn exhausted(&self) {
+        match &self.lease {
+            Some(lease) => lease.exhausted().await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+impl Drop for ProxyCall {
+    fn drop(&mut self) {
+        let summary = self.lease.take().and_then(CallLease::close);
+        if let (Some(summary), Some(r)) = (summary, &self.recorder) {
+            r(&Event::CallSummary(&self.group, &summary));
+        }
+    }
 }
 
 impl GroupProxy {
@@ -91,6 +129,17 @@ impl GroupProxy {
             scans: tokio::sync::Semaphore::new(CONCURRENT_SCANS),
             body_timeout: BODY_TIMEOUT,
             passed: std::sync::atomic::AtomicU64::new(0),
+            calls: Arc::new(Calls::default()),
+        }
+    }
+
+    /// Open a tool call: until the returned value is dropped, connections to this proxy are
+    /// served as the call's, and `tag` names the call in their records.
+    pub fn open_call(&self, tag: String) -> ProxyCall {
+        ProxyCall {
+            lease: Some(self.calls.open(tag)),
+            group: self.group.clone(),
+            recorder: self.recorder.clone(),
         }
     }
 
@@ -109,12 +158,19 @@ impl GroupProxy {
         self.passed.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// Count it if it let something through, log it (secret values shown as placeholders: the
-    /// log is not redacted downstream, unlike the audit), and hand it to the recorder.
-    pub(crate) fn record(&self, record: &Record<'_>) {
+    /// Count it if it let something through, charge it to its call, and unless the call's
+    /// budget coalesces it, log it (secret values shown as placeholders: the log is not
+    /// redacted downstream, unlike the audit) and hand it to the recorder.
+    pub(crate) fn record(&self, record: &Record<'_>, call: Option<&CallState>) {
         if record.reason.is_none() {
             self.passed
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        if let Some(call) = call
+            && call.charge(record.decision, record.method, record.host, record.path)
+                != Budget::InFull
+        {
+            return;
         }
         // Every field the sandbox chose may hold a value (the method, a Host header quoted in
         // a refusal's text).
@@ -126,7 +182,7 @@ impl GroupProxy {
             &redactor.replace_str(&record.reason.map(|r| r.to_string()).unwrap_or_default()),
         );
         if let Some(r) = &self.recorder {
-            r(record);
+            r(&Event::Request(record));
         }
     }
 }
@@ -134,6 +190,8 @@ impl GroupProxy {
 /// One line of the egress record: what was asked, what was decided.
 pub struct Record<'a> {
     pub group: &'a str,
+    /// The tool call the connection belongs to (its tag), if any.
+    pub call: Option<&'a str>,
     pub method: &'a str,
     pub host: &'a str,
     pub path: &'a str,
@@ -192,6 +250,7 @@ pub(crate) fn refused(refusal: &Refusal) -> Response<ProxyBody> {
         Refusal::Unresolved { .. } => StatusCode::BAD_GATEWAY,
         Refusal::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         Refusal::Encoded { .. } => StatusCode::BAD_GATEWAY,
+        Refusal::CallBudget { .. } => StatusCode::TOO_MANY_REQUESTS,
         _ => StatusCode::FORBIDDEN,
     };
     text_response(status, refusal.to_string())
@@ -209,28 +268,81 @@ pub async fn serve(listener: UnixListener, proxy: Arc<GroupProxy>) {
                 continue;
             }
         };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+        // INVARIANT: a connection is served only on behalf of a running tool call.
+        let call = match proxy.calls.attribute() {
+            Ok(call) => call,
+            Err(Unattributed::NoCall { total, record }) => {
+                if record {
+                    proxy.record_unattributed(total);
+                }
+                continue;
+            }
+            Err(Unattributed::Exhausted) => continue,
+        };
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
             tracing::warn!(group = %proxy.group, "egress proxy at its connection limit; closing one");
             continue;
         };
         // Shared with the tunnels and intercepted connections this connection upgrades to: the
         // slot is free again only when they end too.
-        let slot = Arc::new(slot);
+        let slot = Arc::new(Conn {
+            _permit: permit,
+            call,
+        });
         let proxy = Arc::clone(&proxy);
         tokio::spawn(async move {
-            match handoff::receive(stream).await {
-                Ok(Client::Tcp(tcp)) => serve_connection(tcp, proxy, slot).await,
-                Ok(Client::Direct(direct)) => serve_connection(direct, proxy, slot).await,
-                Err(e) => {
-                    tracing::debug!(group = %proxy.group, error = %e, "egress connection refused")
+            let ended = Arc::clone(&slot.call);
+            let served = async move {
+                match handoff::receive(stream).await {
+                    Ok(Client::Tcp(tcp)) => serve_connection(tcp, proxy, slot).await,
+                    Ok(Client::Direct(direct)) => serve_connection(direct, proxy, slot).await,
+                    Err(e) => {
+                        tracing::debug!(group = %proxy.group, error = %e, "egress connection refused")
+                    }
                 }
+            };
+            // The call's end cuts the connection, whatever it is doing.
+            tokio::select! {
+                () = served => {}
+                () = ended.ended() => {}
             }
         });
     }
 }
 
+impl GroupProxy {
+    /// A connection refused for want of a running call: recorded for the 1st, 2nd, 4th, ...
+    fn record_unattributed(&self, total: u64) {
+        let refusal = Refusal::NoCall {
+            refused_so_far: total,
+        };
+        self.record(
+            &Record {
+                group: &self.group,
+                call: None,
+                method: "",
+                host: "",
+                path: "",
+                status: 0,
+                bytes_out: 0,
+                bytes_in: 0,
+                secrets: &[],
+                decision: "refuse",
+                reason: Some(&refusal),
+            },
+            None,
+        );
+    }
+}
+
+/// What everything serving one accepted connection holds: its connection slot and its call.
+pub(crate) struct Conn {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    pub(crate) call: Arc<CallState>,
+}
+
 /// A connection slot, held by everything serving one accepted connection.
-type Slot = Arc<tokio::sync::OwnedSemaphorePermit>;
+type Slot = Arc<Conn>;
 
 async fn serve_connection<I>(io: I, proxy: Arc<GroupProxy>, slot: Slot)
 where
@@ -266,7 +378,12 @@ async fn handle(
 ) -> Response<ProxyBody> {
     let method = req.method().clone();
     let target = req.uri().to_string();
-    let result = if method == Method::CONNECT {
+    let call = Arc::clone(&slot.call);
+    let result = if call.is_exhausted() {
+        Err(Refusal::CallBudget {
+            limit: crate::calls::REQUESTS_PER_CALL,
+        })
+    } else if method == Method::CONNECT {
         tunnel(proxy, req, slot).await
     } else {
         forward(proxy, req).await
@@ -282,20 +399,24 @@ async fn handle(
             Some(refusal),
         ),
     };
-    proxy.record(&Record {
-        group: &proxy.group,
-        method: method.as_str(),
-        host: &host,
-        path: &target,
-        status: response.status().as_u16(),
-        bytes_out,
-        bytes_in: hyper::body::Body::size_hint(response.body())
-            .exact()
-            .unwrap_or(0),
-        secrets: &secrets,
-        decision,
-        reason: reason.as_ref(),
-    });
+    proxy.record(
+        &Record {
+            group: &proxy.group,
+            call: Some(&call.tag),
+            method: method.as_str(),
+            host: &host,
+            path: &target,
+            status: response.status().as_u16(),
+            bytes_out,
+            bytes_in: hyper::body::Body::size_hint(response.body())
+                .exact()
+                .unwrap_or(0),
+            secrets: &secrets,
+            decision,
+            reason: reason.as_ref(),
+        },
+        Some(&call),
+    );
     response
 }
 
@@ -424,10 +545,18 @@ async fn tunnel(
             addr,
         };
         tokio::spawn(async move {
-            let _slot = slot;
-            match hyper::upgrade::on(req).await {
-                Ok(upgraded) => crate::intercept::serve(proxy, upgraded, server, target).await,
-                Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
+            let call = Arc::clone(&slot.call);
+            let served = async move {
+                match hyper::upgrade::on(req).await {
+                    Ok(upgraded) => {
+                        crate::intercept::serve(proxy, upgraded, server, target, slot).await
+                    }
+                    Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
+                }
+            };
+            tokio::select! {
+                () = served => {}
+                () = call.ended() => {}
             }
         });
         return Ok(Forwarded {
@@ -440,10 +569,14 @@ async fn tunnel(
     }
     let upstream = connect(addr).await?;
     tokio::spawn(async move {
+        let call = Arc::clone(&slot.call);
         let _slot = slot;
-        match hyper::upgrade::on(req).await {
-            Ok(upgraded) => relay_tunnel(upgraded, upstream, addr).await,
-            Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
+        tokio::select! {
+            upgraded = hyper::upgrade::on(req) => match upgraded {
+                Ok(upgraded) => relay_tunnel(upgraded, upstream, addr, &call).await,
+                Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
+            },
+            () = call.ended() => {}
         }
     });
     Ok(Forwarded {
@@ -463,20 +596,22 @@ async fn relay_tunnel(
     upgraded: hyper::upgrade::Upgraded,
     mut upstream: TcpStream,
     addr: SocketAddr,
+    call: &CallState,
 ) {
     use tokio::io::AsyncWriteExt;
     let parts = match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => parts,
         Err(upgraded) => {
             let mut client = TokioIo::new(upgraded);
-            let r = tokio::io::copy_bidirectional_with_sizes(
-                &mut client,
-                &mut upstream,
-                pump::COPY_CHUNK,
-                pump::COPY_CHUNK,
-            )
-            .await;
-            tracing::debug!(target: "nanoclaw::egress", %addr, result = ?r, "tunnel closed");
+            tokio::select! {
+                r = tokio::io::copy_bidirectional_with_sizes(
+                    &mut client,
+                    &mut upstream,
+                    pump::COPY_CHUNK,
+                    pump::COPY_CHUNK,
+                ) => tracing::debug!(target: "nanoclaw::egress", %addr, result = ?r, "tunnel closed"),
+                () = call.ended() => {}
+            }
             return;
         }
     };
@@ -500,6 +635,10 @@ async fn relay_tunnel(
     let Ok(upstream_shut) = upstream.try_clone() else {
         return;
     };
+    // Kept to cut both sides when the call ends: the pumps block in the kernel.
+    let (Ok(client_cut), Ok(upstream_cut)) = (client.try_clone(), upstream.try_clone()) else {
+        return;
+    };
     let down = pump_thread(move || {
         pump::pump(upstream_r, client_w);
         let _ = client_shut.shutdown(std::net::Shutdown::Write);
@@ -508,7 +647,13 @@ async fn relay_tunnel(
         pump::pump(client, upstream);
         let _ = upstream_shut.shutdown(std::net::Shutdown::Write);
     });
-    let _ = tokio::join!(up, down);
+    tokio::select! {
+        _ = async { tokio::join!(up, down) } => {}
+        () = call.ended() => {
+            let _ = client_cut.shutdown(std::net::Shutdown::Both);
+            let _ = upstream_cut.shutdown(std::net::Shutdown::Both);
+        }
+    }
     tracing::debug!(target: "nanoclaw::egress", %addr, "tunnel closed");
 }
 

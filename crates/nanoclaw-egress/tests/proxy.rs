@@ -47,6 +47,8 @@ fn start_with(
             .collect(),
     };
     let group = proxy::GroupProxy::new("g".into(), policy, credentials, None, None);
+    // One call open for the whole test: the proxy serves nothing outside a call.
+    std::mem::forget(group.open_call("test".into()));
     proxy::spawn(&sock, Arc::new(group)).unwrap();
     (dir, sock)
 }
@@ -345,6 +347,7 @@ async fn stalled_bodies_are_refused_in_time_and_give_their_scan_places_back() {
     // With a secret in use every body is scanned, four at a time per group.
     let group = proxy::GroupProxy::new("g".into(), policy, token(), None, None)
         .with_body_timeout(Duration::from_secs(1));
+    std::mem::forget(group.open_call("test".into()));
     proxy::spawn(&sock, Arc::new(group)).unwrap();
     let stalled = format!(
         "POST http://127.0.0.1:{port}/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 100\r\n\r\nten bytes."
@@ -373,5 +376,119 @@ async fn stalled_bodies_are_refused_in_time_and_give_their_scan_places_back() {
     assert!(
         resp.starts_with("HTTP/1.1 200") && resp.contains("hello from origin"),
         "{resp}"
+    );
+}
+
+/// A proxy for `127.0.0.1:port` that counts what it records, with no call open.
+fn counted(
+    port: u16,
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    Arc<proxy::GroupProxy>,
+    Arc<std::sync::atomic::AtomicU64>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("g.sock");
+    let policy = Policy {
+        rules: vec![Rule::parse(&format!("127.0.0.1:{port}"), None, true).unwrap()],
+    };
+    let records = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = Arc::clone(&records);
+    let recorder: proxy::Recorder = Arc::new(move |_event: &proxy::Event<'_>| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    });
+    let group = Arc::new(proxy::GroupProxy::new(
+        "g".into(),
+        policy,
+        Credentials::new(vec![], &[]),
+        None,
+        Some(recorder),
+    ));
+    proxy::spawn(&sock, Arc::clone(&group)).unwrap();
+    (dir, sock, group, records)
+}
+
+#[tokio::test]
+async fn a_connection_outside_any_tool_call_is_refused() {
+    let port = origin().await;
+    let (_d, sock, group, records) = counted(port);
+    // A process left behind by an earlier command connects between calls.
+    for _ in 0..100 {
+        let resp = send(
+            &sock,
+            &get(&format!("http://127.0.0.1:{port}/leak?d=secret")),
+        )
+        .await;
+        assert!(resp.is_empty(), "served outside a call: {resp}");
+    }
+    // Recorded, but not once per attempt: the 1st, 2nd, 4th, ... 64th.
+    let n = records.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(n, 7, "{n} records for 100 refused connections");
+    // While a call is open, the same request goes through.
+    let call = group.open_call("turn 1 call a".into());
+    let resp = send(&sock, &get(&format!("http://127.0.0.1:{port}/x"))).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    drop(call);
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_is_cut_when_its_call_ends() {
+    let port = origin().await;
+    let (_d, sock, group, _records) = counted(port);
+    let call = group.open_call("turn 1 call a".into());
+    let mut s = tokio::net::UnixStream::connect(&sock).await.unwrap();
+    let keep = format!("GET http://127.0.0.1:{port}/x HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+    s.write_all(keep.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // The call ends; the connection it opened must not carry a request after it.
+    drop(call);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _ = s.write_all(keep.as_bytes()).await;
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+    assert!(
+        !String::from_utf8_lossy(&rest).contains("HTTP/1.1 200"),
+        "served after its call ended"
+    );
+}
+
+#[tokio::test]
+async fn a_refusal_loop_makes_a_bounded_record_and_exhausts_the_call() {
+    let port = origin().await;
+    let (_d, sock, group, records) = counted(port);
+    let call = group.open_call("turn 1 call a".into());
+    // The red team's flood: refused requests in a loop, on one kept-alive connection.
+    let mut s = tokio::net::UnixStream::connect(&sock).await.unwrap();
+    let refused = "GET http://not-allowed.example/ HTTP/1.1\r\nHost: not-allowed.example\r\n\r\n";
+    let mut statuses = String::new();
+    for _ in 0..1100 {
+        if s.write_all(refused.as_bytes()).await.is_err() {
+            break;
+        }
+        let mut buf = vec![0u8; 4096];
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => statuses.push_str(&String::from_utf8_lossy(&buf[..12])),
+            _ => break,
+        }
+    }
+    assert!(statuses.contains("HTTP/1.1 403"));
+    assert!(
+        statuses.contains("HTTP/1.1 429"),
+        "the call was never exhausted"
+    );
+    tokio::select! {
+        () = call.exhausted() => {}
+        () = tokio::time::sleep(Duration::from_secs(5)) => panic!("the caller was not told to stop the call"),
+    }
+    drop(call);
+    // 64 requests in full and one summary.
+    let n = records.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        n,
+        nanoclaw_egress::calls::RECORDS_IN_FULL + 1,
+        "{n} records"
     );
 }

@@ -257,6 +257,9 @@ fn common_args() -> Vec<String> {
         "--hostname",
         "nanoclaw",
         // The tree dies with bwrap; no controlling terminal (TIOCSTI); no capabilities.
+        // The init is the PID namespace's init: no signal sent inside the namespace reaches
+        // it, and when it exits the kernel kills whatever is left there.
+        "--as-pid-1",
         "--die-with-parent",
         "--new-session",
         "--cap-drop",

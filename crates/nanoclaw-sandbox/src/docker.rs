@@ -101,6 +101,39 @@ pub struct DockerBackend {
     /// Containers by workspace path. A tokio Mutex: held across the create/start awaits so a
     /// group never gets two containers.
     running: Arc<Mutex<HashMap<PathBuf, Running>>>,
+    /// One exec at a time per group's container: the init of an exec kills everything in the
+    /// container but its main process when its command ends, which is sound only if no other
+    /// exec's command is running there. A std Mutex around the map, held only to look up.
+    exec_turns: std::sync::Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>,
+}
+
+/// Removes a group's container unless disarmed: an exec abandoned half-way (its caller
+/// dropped the future, e.g. to stop a call) would otherwise leave its command running there.
+struct RemoveUnlessFinished {
+    docker: Docker,
+    running: Arc<Mutex<HashMap<PathBuf, Running>>>,
+    workspace: PathBuf,
+    container: String,
+    armed: bool,
+}
+
+impl Drop for RemoveUnlessFinished {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (docker, running) = (self.docker.clone(), Arc::clone(&self.running));
+        let (workspace, id) = (self.workspace.clone(), self.container.clone());
+        runtime.spawn(async move {
+            running.lock().await.remove(&workspace);
+            tracing::info!(container = %id, "removing the container of an abandoned exec");
+            let opts = RemoveContainerOptionsBuilder::new().force(true).build();
+            let _ = docker.remove_container(&id, Some(opts)).await;
+        });
+    }
 }
 
 fn api_err(what: &str, e: bollard::errors::Error) -> SandboxError {
@@ -146,6 +179,7 @@ impl DockerBackend {
             init: init.to_path_buf(),
             options,
             running: Arc::new(Mutex::new(HashMap::new())),
+            exec_turns: std::sync::Mutex::new(HashMap::new()),
         };
         backend.remove_stale().await?;
         backend.spawn_idle_sweeper();
@@ -360,6 +394,11 @@ impl DockerBackend {
 
     async fn run(&self, req: &ExecRequest) -> Result<crate::ExecOutput, SandboxError> {
         let started = Instant::now();
+        let turn = {
+            let mut turns = self.exec_turns.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(turns.entry(req.workspace.clone()).or_default())
+        };
+        let _one_exec_at_a_time = turn.lock().await;
         let container = self.container_for(req).await?;
         let spec = InitSpec {
             program: req.program.clone(),
@@ -398,6 +437,13 @@ impl DockerBackend {
                 "the engine did not attach to the exec".into(),
             ));
         };
+        let mut abandoned = RemoveUnlessFinished {
+            docker: self.docker.clone(),
+            running: Arc::clone(&self.running),
+            workspace: req.workspace.clone(),
+            container: container.clone(),
+            armed: true,
+        };
         let stdin = req.stdin.clone();
         let feed = tokio::spawn(async move {
             let _ = input.write_all(&stdin).await;
@@ -431,6 +477,7 @@ impl DockerBackend {
             }
         };
         feed.abort();
+        abandoned.armed = false;
         let out = assemble(decoder.finish(), &engine_err, timed_out, started);
         if out.is_err() && !timed_out {
             // The init ended without its report (killed by the command, say): whatever the

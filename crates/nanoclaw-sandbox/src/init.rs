@@ -3,20 +3,30 @@
 //! It is the `nanoclaw` binary itself, mounted read-only at `/.nanoclaw/init`, started as
 //! `init __init SPEC_JSON`. It runs one straight sequence:
 //!
+//! 0. make itself non-dumpable (before anything else: see below);
 //! 1. parse the spec (a malformed one stops here);
 //! 2. `no_new_privs`;
 //! 3. resource limits (rlimits);
 //! 4. Landlock (writes only under /workspace, /tmp, /dev);
 //! 5. seccomp;
 //! 6. the proxy relay, if the proxy socket is mounted;
-//! 7. the work: run the command as a child (forwarding its output as frames, killing the whole
-//!    tree at the end or at the time limit) or carry out one file request;
+//! 7. the work: run the command as a child in a Landlock domain of its own (forwarding its
+//!    output as frames, killing the whole tree at the end or at the time limit, then every other
+//!    process the sandbox holds) or carry out one file request;
 //! 8. the report frame.
+//!
+//! The command runs as the init's own uid, so the init keeps itself out of the command's reach
+//! by other means: it is non-dumpable (its `/proc/<pid>/fd`, `mem` and `environ` refuse the
+//! command, so the report channel, its stdout, can never be opened from inside), the command's
+//! nested Landlock domain cannot signal it or reach its abstract sockets (kernels with Landlock
+//! ABI 6), and on bwrap it is the PID namespace's init, which the kernel shields from signals
+//! sent inside the namespace and whose exit kills everything left in it.
 //!
 //! A step that fails stops the init with a report naming it; it never carries on weaker.
 //! It must never run on the host: the host starts it only through a backend.
 
 use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -25,7 +35,7 @@ use std::time::Duration;
 use crate::cgroup::Counters;
 use crate::spec::{
     EXIT_INIT_FAILED, FRAME_REPORT, FRAME_STDERR, FRAME_STDOUT, Hardening, InitReport, InitSpec,
-    LandlockStatus, LimitHit, Limits, MAX_CHUNK_FRAME, Outcome, Program,
+    LandlockStatus, LimitHit, MAX_CHUNK_FRAME, Outcome, Program,
 };
 use crate::{WORKSPACE_IN_SANDBOX, files, landlock_rules, reaper, relay, seccomp};
 
@@ -76,6 +86,13 @@ fn failed(out: &Frames, hardening: Option<Hardening>, error: String) -> i32 {
 
 /// Entry point; `args` are the arguments after `__init`.
 pub fn main(args: &[String]) -> i32 {
+    // 0. INVARIANT: non-dumpable before anything else. The command will run as this same uid;
+    // a dumpable init would let it open /proc/<init>/fd/1 and write a report of its own, or
+    // write code into /proc/<init>/mem. A container's idle main process is held to the same.
+    if let Err(e) = make_non_dumpable() {
+        let out: Frames = Arc::new(Mutex::new(std::io::stdout()));
+        return failed(&out, None, e);
+    }
     let out: Frames = Arc::new(Mutex::new(std::io::stdout()));
 
     // A container's main process: reap and wait, run nothing.
@@ -107,6 +124,7 @@ pub fn main(args: &[String]) -> i32 {
         landlock: LandlockStatus::NotEnforced,
         landlock_abi: landlock_rules::kernel_abi(),
         proxy_relay: false,
+        command_scope: LandlockStatus::NotEnforced,
     };
 
     // 3. Resource limits, inherited by everything the command starts.
@@ -135,7 +153,7 @@ pub fn main(args: &[String]) -> i32 {
     }
 
     // 7. The work.
-    let mut report = match spec.program {
+    let mut report = match &spec.program {
         Program::FileRequest => InitReport {
             outcome: Outcome::Exited(0),
             limit: None,
@@ -145,9 +163,7 @@ pub fn main(args: &[String]) -> i32 {
             dropped_stdout: 0,
             dropped_stderr: 0,
         },
-        Program::Command(argv) => {
-            run_command(&out, &argv, &spec.env, &spec.limits, hardening, fsize_limit)
-        }
+        Program::Command(argv) => run_command(&out, argv, &spec, hardening, fsize_limit),
     };
     if report.limit.is_none() && spec.limits.workspace_quota_bytes > 0 {
         let used = workspace_usage();
@@ -159,6 +175,19 @@ pub fn main(args: &[String]) -> i32 {
 
     // 8. The report.
     finish(&out, &report)
+}
+
+/// Clear the dumpable flag: `/proc/<pid>/` of this process then belongs to root and refuses
+/// every process without `CAP_SYS_PTRACE` (which no sandboxed process has).
+fn make_non_dumpable() -> Result<(), String> {
+    // SAFETY: PR_SET_DUMPABLE takes integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        return Err(format!(
+            "clearing the dumpable flag: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
 }
 
 fn set_rlimit(resource: libc::__rlimit_resource_t, soft: u64, hard: u64) -> Result<(), String> {
@@ -267,11 +296,27 @@ fn forward(out: Frames, mut pipe: impl Read, kind: u8, cap: usize) -> u64 {
 fn run_command(
     out: &Frames,
     argv: &[String],
-    env: &[(String, String)],
-    limits: &Limits,
-    hardening: Hardening,
+    spec: &InitSpec,
+    mut hardening: Hardening,
     fsize: u64,
 ) -> InitReport {
+    let (env, limits) = (&spec.env, &spec.limits);
+    // The command's own Landlock domain, made here and entered by the child just before exec.
+    let scope = match landlock_rules::CommandScope::create(spec.landlock) {
+        Ok(scope) => scope,
+        Err(e) => {
+            return InitReport {
+                outcome: Outcome::Exited(EXIT_CANNOT_RUN),
+                limit: None,
+                file_reply: None,
+                error: Some(e.to_string()),
+                hardening: Some(hardening),
+                dropped_stdout: 0,
+                dropped_stderr: 0,
+            };
+        }
+    };
+    hardening.command_scope = scope.status();
     let mut report = InitReport {
         outcome: Outcome::Exited(EXIT_CANNOT_RUN),
         limit: None,
@@ -328,7 +373,15 @@ fn run_command(
         cmd.envs(relay::proxy_env());
     }
     cmd.envs(env.iter().map(|(k, v)| (k, v)));
+    if let Some(fd) = scope.raw_fd() {
+        // SAFETY: the closure runs between fork and exec and makes one system call on a
+        // descriptor this process holds open until the spawn returns; it allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || landlock_rules::enter_command_scope(fd));
+        }
+    }
     let spawned = cmd.spawn();
+    drop(scope);
     // The command holds the pipes' write ends now; ours must close for the forwarders to end.
     drop(cmd);
     let child = match spawned {
@@ -354,8 +407,10 @@ fn run_command(
             None
         }
     };
-    // Whatever the command left running dies with it.
+    // Whatever the command left running dies with it, and so does anything else in the
+    // sandbox but its main process, however it detached (a container outlives its execs).
     reaper::kill_tree();
+    reaper::kill_all_others();
     report.dropped_stdout = stdout.join().unwrap_or(0);
     report.dropped_stderr = stderr.join().unwrap_or(0);
 

@@ -94,3 +94,57 @@ pub fn restrict(enforcement: Enforcement) -> Result<LandlockStatus, LandlockErro
     }
     Ok(status)
 }
+
+/// The command's own Landlock domain, nested in the init's: it handles no file access (the
+/// init's domain already bounds that) and scopes signals and abstract Unix sockets, so the
+/// command can reach neither the init nor anything else outside its own domain. The ruleset
+/// is created before the fork; the child enters it with one system call just before exec.
+pub struct CommandScope {
+    ruleset: Option<std::os::fd::OwnedFd>,
+}
+
+impl CommandScope {
+    /// Create the ruleset. Without kernel support it is empty (best effort) or an error
+    /// (required).
+    pub fn create(enforcement: Enforcement) -> Result<CommandScope, LandlockError> {
+        let level = match enforcement {
+            Enforcement::BestEffort => CompatLevel::BestEffort,
+            Enforcement::Required => CompatLevel::HardRequirement,
+        };
+        let err = |e: &dyn std::fmt::Display| LandlockError(format!("the command's domain: {e}"));
+        let created = Ruleset::default()
+            .set_compatibility(level)
+            .scope(Scope::AbstractUnixSocket | Scope::Signal)
+            .map_err(|e| err(&e))?
+            .create()
+            .map_err(|e| err(&e))?;
+        Ok(CommandScope {
+            ruleset: created.into(),
+        })
+    }
+
+    pub fn status(&self) -> LandlockStatus {
+        match self.ruleset {
+            Some(_) => LandlockStatus::FullyEnforced,
+            None => LandlockStatus::NotEnforced,
+        }
+    }
+
+    /// The ruleset's descriptor, valid while `self` lives.
+    pub fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.ruleset.as_ref().map(|fd| fd.as_raw_fd())
+    }
+}
+
+/// Enter the ruleset `fd` (from [`CommandScope::raw_fd`]). Async-signal-safe: one system call,
+/// no allocation, so it may run between fork and exec.
+pub fn enter_command_scope(fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    // SAFETY: landlock_restrict_self takes a descriptor and a flags integer; no pointers.
+    let r = unsafe { libc::syscall(libc::SYS_landlock_restrict_self, fd, 0u32) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}

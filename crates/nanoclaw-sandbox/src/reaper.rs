@@ -19,12 +19,12 @@ pub fn become_subreaper() -> std::io::Result<()> {
     }
 }
 
-/// Every live descendant of `root`, read from `/proc`.
-fn descendants(root: i32) -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
+/// Every live (not yet exited) process visible in `/proc`, with its parent.
+fn process_table() -> HashMap<i32, i32> {
     let mut parent_of: HashMap<i32, i32> = HashMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return parent_of;
+    };
     for entry in dir.flatten() {
         let Some(pid) = entry
             .file_name()
@@ -49,6 +49,16 @@ fn descendants(root: i32) -> Vec<i32> {
             parent_of.insert(pid, ppid);
         }
     }
+    parent_of
+}
+
+fn live_processes() -> Vec<i32> {
+    process_table().into_keys().collect()
+}
+
+/// Every live descendant of `root`, read from `/proc`.
+fn descendants(root: i32) -> Vec<i32> {
+    let parent_of = process_table();
     let mut out = Vec::new();
     let mut frontier = vec![root];
     while let Some(p) = frontier.pop() {
@@ -80,6 +90,32 @@ pub fn kill_tree() {
     let me = unsafe { libc::getpid() };
     for _ in 0..MAX_KILL_ROUNDS {
         let victims = descendants(me);
+        if victims.is_empty() {
+            reap_zombies();
+            return;
+        }
+        for pid in victims {
+            // SAFETY: kill with a positive pid signals exactly that process.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        reap_zombies();
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// Kill every process this one can see except itself and the PID namespace's init, and reap
+/// its own. In a container the init of one exec is not the namespace's init, and a process
+/// that slipped out of its tree (reparented to the container's main process) would outlive
+/// the command; no exec shares a container with another (the backend serialises them), so
+/// everything else visible here belongs to a command that has ended.
+pub fn kill_all_others() {
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() };
+    for _ in 0..MAX_KILL_ROUNDS {
+        let victims: Vec<i32> = live_processes()
+            .into_iter()
+            .filter(|&pid| pid != me && pid != 1)
+            .collect();
         if victims.is_empty() {
             reap_zombies();
             return;

@@ -175,6 +175,9 @@ pub struct Hardening {
     /// The highest Landlock ABI the kernel offers (0: none).
     pub landlock_abi: u32,
     pub proxy_relay: bool,
+    /// The command's own nested Landlock domain, which keeps it from signalling the init or
+    /// connecting to its abstract sockets (Landlock ABI 6 and later).
+    pub command_scope: LandlockStatus,
 }
 
 /// The init's final frame.

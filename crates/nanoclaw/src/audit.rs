@@ -46,6 +46,7 @@ pub const KINDS: &[&str] = &[
     "approval_used",
     "tool_result",
     "egress",
+    "egress_summary",
     "message_sent",
     "task_run",
     "task_run_finished",

@@ -37,6 +37,12 @@ impl SandboxNet {
     pub fn requests_passed(&self) -> u64 {
         self.proxy.requests_passed()
     }
+
+    /// Open a tool call on the group's proxy: only while it is open does the proxy serve
+    /// connections, each recorded as the call's (`tag`).
+    pub fn open_call(&self, tag: String) -> nanoclaw_egress::proxy::ProxyCall {
+        self.proxy.open_call(tag)
+    }
 }
 
 pub struct Egress {
@@ -192,16 +198,36 @@ pub fn redactor(secrets: &[OpenSecret]) -> Replacer {
 
 /// Egress records into the audit log.
 pub fn audit_recorder(audit: Arc<crate::audit::Audit>) -> Recorder {
-    Arc::new(move |r: &nanoclaw_egress::proxy::Record<'_>| {
-        audit.record(
+    use nanoclaw_egress::proxy::Event;
+    Arc::new(move |event: &Event<'_>| match event {
+        Event::Request(r) => audit.record(
             "egress",
             Some(r.group),
             serde_json::json!({
+                "call": r.call,
                 "method": r.method, "host": r.host, "path": r.path, "status": r.status,
                 "bytes_out": r.bytes_out, "bytes_in": r.bytes_in, "secrets": r.secrets,
                 "decision": r.decision, "reason": r.reason.map(|x| x.to_string()),
             }),
-        );
+        ),
+        Event::CallSummary(group, s) => {
+            let kinds: Vec<_> = s
+                .coalesced
+                .iter()
+                .map(|((decision, method, host), k)| {
+                    serde_json::json!({"decision": decision, "method": method, "host": host,
+                        "count": k.count, "samples": k.samples})
+                })
+                .collect();
+            audit.record(
+                "egress_summary",
+                Some(group),
+                serde_json::json!({
+                    "call": s.call, "requests": s.requests, "in_full": nanoclaw_egress::calls::RECORDS_IN_FULL,
+                    "exhausted": s.exhausted, "coalesced": kinds,
+                }),
+            );
+        }
     })
 }
 

@@ -1463,16 +1463,18 @@ async fn sandbox_exec(
     let secrets = open_secrets(&home)?;
     let net =
         egress::Egress::new(&home, Arc::new(config.clone()), &secrets, None)?.for_group(&group)?;
+    let call = net.open_call("sandbox exec".into());
     let req = nanoclaw_sandbox::ExecRequest {
         workspace: home.workspace(&group)?,
         program: nanoclaw_sandbox::Program::Command(command),
         stdin: Vec::new(),
         limits: config.limits_for(&group),
-        proxy_socket: Some(net.proxy_socket),
-        trust_dir: Some(net.trust_dir),
-        env: net.env,
+        proxy_socket: Some(net.proxy_socket.clone()),
+        trust_dir: Some(net.trust_dir.clone()),
+        env: net.env.clone(),
     };
     let result = backend.exec(&req).await;
+    drop(call);
     backend.shutdown().await;
     let out = result?;
     std::io::stdout().write_all(&out.stdout.bytes)?;

@@ -473,7 +473,7 @@ impl Tools {
             json!({"turn": ctx.turn, "call_id": call.id, "tool": call.name, "decision": verdict.decision, "reason": reason, "tainted": ctx.tainted, "channel": ctx.channel}),
         );
         let mut outcome = match (verdict.decision, &verdict.approval) {
-            (Decision::Allow, _) => self.run(ctx.group, workspace, limits, call).await,
+            (Decision::Allow, _) => self.run(ctx, workspace, limits, call).await,
             (Decision::Ask, Some(spec)) if spec.approvers.is_empty() => {
                 ToolOutcome::error(format!(
                     "{} was not run: it needs a human's approval ({reason}), and no approvers are configured in policy.toml",
@@ -482,9 +482,7 @@ impl Tools {
             }
             (Decision::Ask, Some(spec)) => {
                 match self.approvals.decide(ctx.group, call, spec, &reason).await {
-                    Ok(Outcome::Approved { .. }) => {
-                        self.run(ctx.group, workspace, limits, call).await
-                    }
+                    Ok(Outcome::Approved { .. }) => self.run(ctx, workspace, limits, call).await,
                     Ok(Outcome::Denied { by }) => ToolOutcome::error(format!(
                         "{} was not run: the approver {by} denied it",
                         call.name
@@ -521,15 +519,18 @@ impl Tools {
 
     async fn run(
         &self,
-        group: &GroupId,
+        ctx: &CallContext<'_>,
         workspace: &Path,
         limits: Limits,
         call: &ToolCall,
     ) -> ToolOutcome {
+        let group = ctx.group;
+        // How the egress record names this call.
+        let tag = format!("turn {} call {}", ctx.turn, call.id);
         let request = match call.name.as_str() {
             "shell" => {
                 return match parse_args::<ShellArgs>(call) {
-                    Ok(args) => self.shell(group, workspace, limits, args).await,
+                    Ok(args) => self.shell(group, &tag, workspace, limits, args).await,
                     Err(e) => e,
                 };
             }
@@ -559,13 +560,13 @@ impl Tools {
             }),
             "web_fetch" => {
                 return match parse_args::<WebFetchArgs>(call) {
-                    Ok(args) => self.web_fetch(group, args).await,
+                    Ok(args) => self.web_fetch(group, &tag, args).await,
                     Err(e) => e,
                 };
             }
             "http_request" => {
                 return match parse_args::<HttpRequestArgs>(call) {
-                    Ok(args) => self.http_request(group, args).await,
+                    Ok(args) => self.http_request(group, &tag, args).await,
                     Err(e) => e,
                 };
             }
@@ -598,6 +599,7 @@ impl Tools {
     async fn shell(
         &self,
         group: &GroupId,
+        tag: &str,
         workspace: &Path,
         limits: Limits,
         args: ShellArgs,
@@ -626,7 +628,26 @@ impl Tools {
             trust_dir: net.as_ref().map(|n| n.trust_dir.clone()),
             env: net.as_ref().map(|n| n.env.clone()).unwrap_or_default(),
         };
-        match self.backend.exec(&req).await {
+        // The proxy serves the sandbox only while this call is open.
+        let call = net.as_ref().map(|n| n.open_call(tag.to_owned()));
+        let exhausted = async {
+            match &call {
+                Some(call) => call.exhausted().await,
+                None => std::future::pending().await,
+            }
+        };
+        let result = tokio::select! {
+            result = self.backend.exec(&req) => result,
+            // Dropping the exec stops the command (the backend kills its sandbox).
+            () = exhausted => {
+                return ToolOutcome::error(format!(
+                    "the command was stopped: it made more than {} requests through the egress proxy, the most one call may",
+                    nanoclaw_egress::calls::REQUESTS_PER_CALL
+                ));
+            }
+        };
+        drop(call);
+        match result {
             Ok(out) => {
                 let is_error = out.state != ExitState::Exited(0) || out.limit.is_some();
                 // The command reached the web through the group's proxy: its output may carry
@@ -650,6 +671,7 @@ impl Tools {
     async fn web(
         &self,
         group: &GroupId,
+        tag: &str,
         req: crate::web::WebRequest,
         follow: bool,
     ) -> Result<crate::web::WebResponse, ToolOutcome> {
@@ -657,6 +679,7 @@ impl Tools {
             .egress
             .for_group(group)
             .map_err(|e| ToolOutcome::error(format!("no egress proxy for group {group}: {e:#}")))?;
+        let _call = net.open_call(tag.to_owned());
         crate::web::send(
             &net.proxy_socket,
             self.egress.tool_tls(),
@@ -668,7 +691,7 @@ impl Tools {
         .map_err(|e| ToolOutcome::error(e.to_string()))
     }
 
-    async fn web_fetch(&self, group: &GroupId, args: WebFetchArgs) -> ToolOutcome {
+    async fn web_fetch(&self, group: &GroupId, tag: &str, args: WebFetchArgs) -> ToolOutcome {
         let req = crate::web::WebRequest {
             method: hyper::Method::GET,
             url: args.url,
@@ -678,7 +701,7 @@ impl Tools {
             )],
             body: Vec::new(),
         };
-        let resp = match self.web(group, req, true).await {
+        let resp = match self.web(group, tag, req, true).await {
             Ok(r) => r,
             Err(e) => return e,
         };
@@ -707,7 +730,7 @@ impl Tools {
         }
     }
 
-    async fn http_request(&self, group: &GroupId, args: HttpRequestArgs) -> ToolOutcome {
+    async fn http_request(&self, group: &GroupId, tag: &str, args: HttpRequestArgs) -> ToolOutcome {
         // `canonical` has put the method in capitals.
         let method = match args.method.parse::<hyper::Method>() {
             Ok(m) if m != hyper::Method::CONNECT && m != hyper::Method::TRACE => m,
@@ -729,7 +752,7 @@ impl Tools {
                 .collect(),
             body: expand(&args.body).into_bytes(),
         };
-        let resp = match self.web(group, req, false).await {
+        let resp = match self.web(group, tag, req, false).await {
             Ok(r) => r,
             Err(e) => return e,
         };

@@ -351,6 +351,58 @@ attack!(
     "attack x32 unshare 0x10000000; attack x32 mount 0 0 0 0 0; attack x32 bpf 0 0 0; attack x32 521 0 0 0 0"
 );
 
+// ----- the init: the command's keeper and the only voice of the sandbox -----
+
+// The command runs as the init's uid: a dumpable init let it write a report of its own
+// through /proc/<init>/fd/1, which the host then believed.
+attack!(
+    forge_the_inits_report_through_proc,
+    "attack forge; attack idle_mem"
+);
+attack!(stop_or_kill_the_init, "attack signal_init");
+
+#[tokio::test]
+async fn forged_report_and_killed_init_leave_no_survivor() {
+    for backend in backends() {
+        let h = home(backend, "");
+        let tag = format!("nanoclaw-survivor-{}", std::process::id());
+        // The red team's sequence: leave a process behind, forge the init's report, kill it.
+        let script = format!(
+            "setsid bash -c 'exec -a {tag} sleep 300' >/dev/null 2>&1 < /dev/null & \
+             sleep 0.2; attack forge; attack signal_init; echo DONE"
+        );
+        let out = sh(&h, "main", &script).await;
+        let stdout = text(&out.stdout);
+        assert!(
+            !stdout.contains("ESCAPED") && stdout.contains("DONE"),
+            "[{backend}] {stdout}\n{}",
+            text(&out.stderr)
+        );
+        // The next call finds nothing of the last one running.
+        // (A bracket keeps the pattern from matching this very command line.)
+        let next = sh(
+            &h,
+            "main",
+            &format!("pgrep -f '[n]{}' || echo NONE", &tag[1..]),
+        )
+        .await;
+        assert!(
+            text(&next.stdout).contains("NONE"),
+            "[{backend}] survived into the next call: {}",
+            text(&next.stdout)
+        );
+        let ps = std::process::Command::new("pgrep")
+            .args(["-f", &tag])
+            .output()
+            .unwrap();
+        assert!(
+            ps.stdout.is_empty(),
+            "[{backend}] survived: {}",
+            text(&ps.stdout)
+        );
+    }
+}
+
 // ----- persistence -----
 
 #[tokio::test]

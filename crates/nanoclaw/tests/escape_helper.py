@@ -82,6 +82,67 @@ elif cmd == "balloon":
     for _ in range(int(sys.argv[2])):
         chunks.append(bytearray(64 * 1024 * 1024))
     print("ESCAPED balloon")
+elif cmd in ("forge", "signal_init", "idle_mem"):
+    import signal, struct, time
+    def argv_of(pid):
+        try:
+            return open("/proc/%d/cmdline" % pid, "rb").read().split(b"\0")
+        except OSError:
+            return []
+    # This command's init: the nearest ancestor that is nanoclaw's init.
+    init, pid = None, os.getppid()
+    while pid > 0 and init is None:
+        if argv_of(pid)[:1] == [b"/.nanoclaw/init"]:
+            init = pid
+        try:
+            stat = open("/proc/%d/stat" % pid).read()
+            pid = int(stat.rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            break
+    if init is None:
+        print("HELPER-FAILED no init found among the ancestors")
+        sys.exit(0)
+    if cmd == "forge":
+        # Write frames of our own into the init's report channel: output the host would show,
+        # then a report saying all went well.
+        report_json = b'{"outcome":{"exited":0},"limit":null,"file_reply":null,"error":null,"hardening":null,"dropped_stdout":0,"dropped_stderr":0}'
+        frames = b"O" + struct.pack(">I", 24) + b"ESCAPED forged a frame\n\n"[:24] + b"R" + struct.pack(">I", len(report_json)) + report_json
+        for path in ("/proc/%d/fd/1" % init, "/proc/%d/task/%d/fd/1" % (init, init)):
+            try:
+                fd = os.open(path, os.O_WRONLY)
+                os.write(fd, frames)
+                print("ESCAPED opened %s" % path)
+            except OSError as e:
+                print("BLOCKED open %s %s" % (path, errno.errorcode.get(e.errno, e.errno)))
+        for what in ("mem", "environ"):
+            try:
+                os.close(os.open("/proc/%d/%s" % (init, what), os.O_RDONLY))
+                print("ESCAPED read /proc/<init>/%s" % what)
+            except OSError as e:
+                print("BLOCKED /proc/<init>/%s %s" % (what, errno.errorcode.get(e.errno, e.errno)))
+    elif cmd == "idle_mem":
+        # The sandbox's main process (a container's idle init, or bwrap's init): write into its
+        # memory and it would run our code outside every per-command wall.
+        try:
+            os.close(os.open("/proc/1/mem", os.O_RDWR))
+            print("ESCAPED opened /proc/1/mem")
+        except OSError as e:
+            print("BLOCKED /proc/1/mem %s" % errno.errorcode.get(e.errno, e.errno))
+    else:
+        # Stop or kill the init: without it nobody kills what we leave behind.
+        for sig in (signal.SIGSTOP, signal.SIGKILL):
+            try:
+                os.kill(init, sig)
+            except OSError as e:
+                print("BLOCKED signal %d to the init %s" % (sig, errno.errorcode.get(e.errno, e.errno)))
+                continue
+            time.sleep(0.3)
+            state = open("/proc/%d/stat" % init).read().rsplit(")", 1)[1].split()[0] if os.path.exists("/proc/%d" % init) else "gone"
+            if state in ("T", "t", "gone", "Z"):
+                print("ESCAPED signal %d: the init is %s" % (sig, state))
+                os.kill(init, signal.SIGCONT)
+            else:
+                print("BLOCKED signal %d to the init: sent, but the kernel did not deliver it" % sig)
 else:
     print("unknown attack " + cmd)
     sys.exit(2)
