@@ -17,18 +17,48 @@ pub fn forbidden(ip: IpAddr) -> Option<&'static str> {
     }
 }
 
-/// Whether the address is a cloud metadata endpoint: refused even where a rule allows private
-/// addresses.
+/// Cloud metadata and host-agent endpoints, with who serves them: the one table of them.
+/// Each hands out the machine's credentials or configuration to whoever asks from the
+/// machine, so each is refused even where a rule allows private addresses (and one, Azure's
+/// WireServer, sits in public address space).
+pub const METADATA: &[(IpAddr, &str)] = &[
+    (
+        v4(169, 254, 169, 254),
+        "AWS, GCP, Azure, Oracle, OpenStack, DigitalOcean, Hetzner, Linode, Vultr, IBM, Huawei",
+    ),
+    (v6(0xfd00, 0xec2, 0x254), "AWS instance metadata (IPv6)"),
+    (v4(169, 254, 170, 2), "AWS ECS task credentials"),
+    (v4(169, 254, 170, 23), "AWS EKS Pod Identity"),
+    (v6(0xfd00, 0xec2, 0x23), "AWS EKS Pod Identity (IPv6)"),
+    (v6(0xfd20, 0xce, 0x254), "GCP metadata (IPv6)"),
+    (v4(168, 63, 129, 16), "Azure WireServer and host agent"),
+    (v4(100, 100, 100, 200), "Alibaba Cloud"),
+    (v4(169, 254, 0, 23), "Tencent Cloud"),
+    (v4(169, 254, 42, 42), "Scaleway"),
+    (v4(192, 0, 0, 192), "Oracle Cloud Classic"),
+    (
+        IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0xa9fe, 0xa9fe)),
+        "OpenStack metadata (IPv6)",
+    ),
+];
+
+const fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+}
+
+/// `PREFIX:SECOND::LAST`, the shape of the IPv6 metadata addresses.
+const fn v6(prefix: u16, second: u16, last: u16) -> IpAddr {
+    IpAddr::V6(Ipv6Addr::new(prefix, second, 0, 0, 0, 0, 0, last))
+}
+
+/// Whether the address is a cloud metadata endpoint ([`METADATA`], also inside IPv6):
+/// refused even where a rule allows private addresses.
 pub fn is_metadata(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            v4 == Ipv4Addr::new(169, 254, 169, 254) || v4 == Ipv4Addr::new(100, 100, 100, 200)
+    METADATA.iter().any(|(m, _)| *m == ip)
+        || match ip {
+            IpAddr::V4(_) => false,
+            IpAddr::V6(v6) => embedded_v4(v6).is_some_and(|v4| is_metadata(IpAddr::V4(v4))),
         }
-        IpAddr::V6(v6) => {
-            v6 == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
-                || embedded_v4(v6).is_some_and(|v4| is_metadata(IpAddr::V4(v4)))
-        }
-    }
 }
 
 fn forbidden_v4(ip: Ipv4Addr) -> Option<&'static str> {
@@ -197,9 +227,10 @@ mod tests {
 
     /// The refused IPv4 ranges, written out again as plain prefixes: the reference the
     /// address checks are compared with.
-    const REFUSED_V4: [(u32, u32); 12] = [
+    const REFUSED_V4: [(u32, u32); 13] = [
         (0x0000_0000, 8),  // 0/8
         (0x0a00_0000, 8),  // 10/8
+        (0xa83f_8110, 32), // 168.63.129.16
         (0x6440_0000, 10), // 100.64/10
         (0x6464_64c8, 32), // 100.100.100.200
         (0x7f00_0000, 8),  // 127/8
@@ -271,6 +302,27 @@ mod tests {
         }
         assert!(!refused("2002:101:101::1"), "6to4 around a public address");
         assert!(is_metadata("2002:a9fe:a9fe::".parse().unwrap()));
+    }
+
+    #[test]
+    fn every_metadata_entry_is_refused_in_every_form_even_when_private() {
+        for (ip, who) in METADATA {
+            assert!(is_metadata(*ip), "{ip} ({who})");
+            assert!(forbidden(*ip).is_some(), "{ip} ({who}) is not refused");
+            if let IpAddr::V4(v4) = ip {
+                for form in [v4.to_ipv6_mapped(), v4.to_ipv6_compatible()] {
+                    assert!(is_metadata(IpAddr::V6(form)), "{form} ({who})");
+                }
+            }
+            let host = match ip {
+                IpAddr::V4(v4) => v4.to_string(),
+                IpAddr::V6(v6) => format!("[{v6}]"),
+            };
+            assert!(
+                crate::policy::Rule::parse(&host, None, true).is_err(),
+                "a private rule for {host} ({who}) was accepted"
+            );
+        }
     }
 
     #[test]

@@ -171,8 +171,46 @@ fn resolve(path: &str) -> PathBuf {
     }
 }
 
+/// Largest file `read_file` and `edit_file` read whole.
+const MAX_TEXT_FILE_BYTES: u64 = 16 << 20;
+
+/// Open `path` without blocking (a FIFO planted under a file's name would stall the reader
+/// or writer forever) and refuse anything but a regular file.
+fn open_regular(path: &str, options: &mut fs::OpenOptions) -> Result<fs::File, OpError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let not_regular = || {
+        OpError::Failed(format!(
+            "{path} is not a regular file (FIFOs, devices and sockets are never read or written by the file tools)"
+        ))
+    };
+    let file = match options
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(resolve(path))
+    {
+        Ok(file) => file,
+        // A FIFO opened for writing without a reader.
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => return Err(not_regular()),
+        Err(e) => return Err(io_error(path, e)),
+    };
+    let meta = file.metadata().map_err(|e| io_error(path, e))?;
+    if !meta.is_file() {
+        return Err(not_regular());
+    }
+    Ok(file)
+}
+
 fn read_text(path: &str) -> Result<String, OpError> {
-    let bytes = fs::read(resolve(path)).map_err(|e| io_error(path, e))?;
+    let file = open_regular(path, fs::OpenOptions::new().read(true))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_TEXT_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| io_error(path, e))?;
+    if bytes.len() as u64 > MAX_TEXT_FILE_BYTES {
+        return Err(OpError::Failed(format!(
+            "{path} is larger than {} MiB, the most the file tools read whole; use the shell",
+            MAX_TEXT_FILE_BYTES >> 20
+        )));
+    }
     String::from_utf8(bytes).map_err(|_| OpError::Failed(format!("{path} is not UTF-8 text")))
 }
 
@@ -206,7 +244,11 @@ fn write(path: &str, content: &str) -> Result<String, OpError> {
     if let Some(parent) = target.parent() {
         fs::create_dir_all(parent).map_err(|e| io_error(path, e))?;
     }
-    fs::write(&target, content).map_err(|e| io_error(path, e))?;
+    let mut file = open_regular(path, fs::OpenOptions::new().write(true).create(true))?;
+    use std::io::Write;
+    file.set_len(0)
+        .and_then(|()| file.write_all(content.as_bytes()))
+        .map_err(|e| io_error(path, e))?;
     Ok(format!("wrote {} bytes to {path}", content.len()))
 }
 
@@ -222,7 +264,7 @@ fn edit(path: &str, old: &str, new: &str) -> Result<String, OpError> {
             "old text not found in {path}; nothing changed"
         ))),
         1 => {
-            fs::write(resolve(path), text.replacen(old, new, 1)).map_err(|e| io_error(path, e))?;
+            write(path, &text.replacen(old, new, 1))?;
             Ok(format!("edited {path}: replaced 1 occurrence"))
         }
         n => Err(OpError::Failed(format!(
@@ -411,6 +453,36 @@ mod tests {
         }));
         assert!(text.contains("[truncated: showed"));
         assert!(text.len() < MAX_READ_BYTES + 200);
+    }
+
+    // The red team's FIFO named MEMORY.md stalled every later turn for a minute.
+    #[test]
+    fn a_fifo_under_a_files_name_is_refused_at_once() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("MEMORY.md");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo reads a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        let started = std::time::Instant::now();
+        for req in [
+            FileRequest::Read {
+                path: at(&d, "MEMORY.md"),
+                offset: None,
+                limit: None,
+            },
+            FileRequest::Write {
+                path: at(&d, "MEMORY.md"),
+                content: "x".into(),
+            },
+            FileRequest::Edit {
+                path: at(&d, "MEMORY.md"),
+                old: "a".into(),
+                new: "b".into(),
+            },
+        ] {
+            assert!(err(execute(&req)).contains("not a regular file"));
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
     }
 
     #[test]

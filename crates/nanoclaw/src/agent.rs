@@ -137,8 +137,43 @@ impl Agent {
         Ok(outcome)
     }
 
-    /// The model ↔ tools loop. `Err` carries a message fit to show the user.
+    /// The model ↔ tools loop, its reply (or error) held to the reply guard: a reply is an
+    /// egress path too (a platform fetches the URLs in it for previews), so no secret value or
+    /// placeholder leaves in one. `Err` carries a message fit to show the user.
     async fn converse(&self, turn: &ClaimedTurn) -> Result<String, String> {
+        match self.converse_unguarded(turn).await {
+            Ok(reply) => Ok(self.guard_reply(turn, reply)),
+            Err(error) => Err(self.guard_reply(turn, error)),
+        }
+    }
+
+    /// `text` with every secret value and placeholder withheld; each withholding is audited
+    /// and the text says so.
+    fn guard_reply(&self, turn: &ClaimedTurn, text: String) -> String {
+        let guarded = self.tools.reply_guard().replace_str(&text);
+        if guarded == text {
+            return text;
+        }
+        let names: std::collections::BTreeSet<&str> = guarded
+            .match_indices(crate::egress::WITHHELD)
+            .filter_map(|(at, _)| {
+                let rest = &guarded[at + crate::egress::WITHHELD.len()..];
+                rest.split(']').next()
+            })
+            .collect();
+        tracing::warn!(group = %turn.group, turn = turn.id, secrets = ?names, "a reply carried secrets or their placeholders; withheld");
+        self.tools.audit().record(
+            "reply_withheld",
+            Some(turn.group.as_str()),
+            json!({"turn": turn.id, "secrets": names}),
+        );
+        format!(
+            "{guarded}\n\n(nanoclaw withheld secrets from this reply: {}; see the audit log)",
+            names.into_iter().collect::<Vec<_>>().join(", ")
+        )
+    }
+
+    async fn converse_unguarded(&self, turn: &ClaimedTurn) -> Result<String, String> {
         let model = self.model.as_ref().map_err(Clone::clone)?;
         let workspace = self
             .home

@@ -48,6 +48,7 @@ pub const KINDS: &[&str] = &[
     "egress",
     "egress_summary",
     "message_sent",
+    "reply_withheld",
     "task_run",
     "task_run_finished",
 ];

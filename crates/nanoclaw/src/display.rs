@@ -1,15 +1,29 @@
-//! Text from outside (memory files, task names and prompts, the agent's replies) as it is shown
-//! on a terminal: control characters and bidirectional overrides become visible escapes
-//! (`\u{1b}`), so nothing printed can move the cursor, erase or hide a line, or reorder what a
-//! reviewer reads. Line breaks and tabs stay. Never applied to output a program reads back
+//! Text from outside (memory files, task names and prompts, the agent's replies, approval
+//! requests in every channel) as it is shown to a person: control characters, bidirectional
+//! overrides and invisible format characters (zero-width spaces and joiners, Unicode tag
+//! characters, variation selectors, soft hyphens, fillers) become visible escapes
+//! (`\u{1b}`), so nothing shown can move the cursor, erase or hide a line, reorder what a
+//! reviewer reads, or hide text inside what looks like `inv.txt`. Line breaks and tabs stay. Never applied to output a program reads back
 //! (JSON, exports), which carries the text exactly.
 
 use std::borrow::Cow;
 
-/// Whether `c` would act on the terminal or on the order of the text instead of showing.
+/// Whether `c` would act on the terminal or on the order of the text, or show as nothing.
 fn hides(c: char) -> bool {
-    (c.is_control() && c != '\n' && c != '\t')
-        || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    (c.is_control() && c != '\n' && c != '\t') || invisible(c)
+}
+
+/// Characters that render as nothing (or as blank) in common fonts: Unicode's format
+/// characters (general category Cf) and the default-ignorable and blank ones outside it.
+fn invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00ad}' | '\u{034f}' | '\u{061c}' | '\u{0600}'..='\u{0605}' | '\u{06dd}'
+        | '\u{070f}' | '\u{0890}'..='\u{0891}' | '\u{08e2}' | '\u{115f}'..='\u{1160}'
+        | '\u{17b4}'..='\u{17b5}' | '\u{180b}'..='\u{180f}' | '\u{200b}'..='\u{200f}'
+        | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{206f}' | '\u{3164}' | '\u{fe00}'..='\u{fe0f}'
+        | '\u{feff}' | '\u{ffa0}' | '\u{fff0}'..='\u{fffb}' | '\u{110bd}' | '\u{110cd}'
+        | '\u{13430}'..='\u{1343f}' | '\u{1bca0}'..='\u{1bca3}' | '\u{1d173}'..='\u{1d17a}'
+        | '\u{e0000}'..='\u{e0fff}')
 }
 
 /// `text` with every character that [`hides`] written as `\u{XX}`.
@@ -45,5 +59,32 @@ mod tests {
         );
         assert_eq!(for_terminal("\u{7f}\u{9b}"), "\\u{7f}\\u{9b}");
         assert!(matches!(for_terminal("日本 é"), Cow::Borrowed(_)));
+    }
+
+    // The red team's approval prompt: `inv\u{200b}\u{E0041}.txt` showed as `inv.txt`.
+    #[test]
+    fn invisible_and_tag_characters_show_as_escapes() {
+        assert_eq!(
+            for_terminal("inv\u{200b}\u{e0041}.txt"),
+            "inv\\u{200b}\\u{e0041}.txt"
+        );
+        for c in [
+            '\u{ad}',
+            '\u{200d}',
+            '\u{2060}',
+            '\u{feff}',
+            '\u{fe0f}',
+            '\u{e0001}',
+            '\u{e007f}',
+            '\u{3164}',
+            '\u{2028}',
+        ] {
+            assert_ne!(
+                for_terminal(&c.to_string()),
+                c.to_string(),
+                "{:x}",
+                c as u32
+            );
+        }
     }
 }

@@ -57,6 +57,8 @@ pub struct Egress {
     trust_dir: PathBuf,
     /// Secret values to `[redacted secret NAME]`, for everything headed to the model.
     redactor: Replacer,
+    /// Secret values and placeholders to `[withheld secret NAME]`, for replies.
+    reply_guard: Replacer,
     /// Where every egress record goes besides the log (the audit log).
     recorder: Option<Recorder>,
     /// Proxies already running, and their sockets. A std Mutex: nothing async happens under
@@ -105,6 +107,7 @@ impl Egress {
             tool_tls,
             trust_dir,
             redactor: redactor(secrets),
+            reply_guard: reply_guard(secrets),
             recorder,
             running: Mutex::new(HashMap::new()),
         })
@@ -131,6 +134,11 @@ impl Egress {
     /// Replaces secret values in text headed to the model or a log.
     pub fn redactor(&self) -> &Replacer {
         &self.redactor
+    }
+
+    /// Withholds secret values and placeholders from a reply.
+    pub fn reply_guard(&self) -> &Replacer {
+        &self.reply_guard
     }
 
     /// TLS roots for the host's web tools, which reach the web only through a group's proxy.
@@ -193,6 +201,20 @@ pub fn redactor(secrets: &[OpenSecret]) -> Replacer {
             s.value.as_bytes().to_vec(),
             format!("[redacted secret {}]", s.meta.name).into_bytes(),
         )
+    }))
+}
+
+/// How a reply shows a secret value or placeholder it was not allowed to carry.
+pub const WITHHELD: &str = "[withheld secret ";
+
+/// Secret values and placeholders to `[withheld secret NAME]`.
+fn reply_guard(secrets: &[OpenSecret]) -> Replacer {
+    Replacer::new(secrets.iter().flat_map(|s| {
+        let shown = format!("{WITHHELD}{}]", s.meta.name).into_bytes();
+        [
+            (s.value.as_bytes().to_vec(), shown.clone()),
+            (s.meta.placeholder.as_bytes().to_vec(), shown),
+        ]
     }))
 }
 

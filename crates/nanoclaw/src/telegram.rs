@@ -196,7 +196,16 @@ impl Telegram {
         tokio::time::sleep_until(at).await;
     }
 
-    async fn call(&self, method: &str, body: Value) -> Result<Value, TelegramError> {
+    async fn call(&self, method: &str, mut body: Value) -> Result<Value, TelegramError> {
+        if method == "sendMessage"
+            && let Some(fields) = body.as_object_mut()
+        {
+            // No link previews, ever: Telegram's servers would fetch every URL in a reply, an
+            // egress path past the proxy (a tainted turn could put data in a URL). Both the
+            // current field and the one older Bot API servers read.
+            fields.insert("link_preview_options".into(), json!({"is_disabled": true}));
+            fields.insert("disable_web_page_preview".into(), Value::Bool(true));
+        }
         let resp = self
             .http
             .post(format!("{}/{method}", self.base))

