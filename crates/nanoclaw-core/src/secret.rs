@@ -69,12 +69,96 @@ pub fn placeholder(name: &str, random: &[u8; 16]) -> String {
     format!("NANOCLAW_SECRET_{name}_{}", crate::hex::encode(random))
 }
 
+/// The forms of a secret's value a script reaches for first, besides the value itself:
+/// ASCII case changes, hex (either case), percent-encoding (of every byte, and of the bytes
+/// `quote` would encode, in either case), and base64 and base64url at each of the three
+/// alignments the value can take inside a longer encoded text (only the characters that
+/// depend on the value alone). Forms shorter than [`MIN_ENCODED`] are left out: they would
+/// match by chance.
+pub fn encodings(value: &[u8]) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    let mut add = |form: Vec<u8>| {
+        if form.len() >= MIN_ENCODED && form != value && !out.contains(&form) {
+            out.push(form);
+        }
+    };
+    add(value.to_ascii_lowercase());
+    add(value.to_ascii_uppercase());
+    let hex = crate::hex::encode(value).into_bytes();
+    add(hex.to_ascii_uppercase());
+    add(hex);
+    for upper in [true, false] {
+        let pct = |b: u8| {
+            let s = format!("%{b:02X}");
+            if upper { s } else { s.to_ascii_lowercase() }
+        };
+        add(value.iter().flat_map(|&b| pct(b).into_bytes()).collect());
+        add(value
+            .iter()
+            .flat_map(|&b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    vec![b]
+                } else {
+                    pct(b).into_bytes()
+                }
+            })
+            .collect());
+    }
+    for alphabet in [BASE64, BASE64URL] {
+        for shift in 0..3usize {
+            let mut shifted = vec![0u8; shift];
+            shifted.extend_from_slice(value);
+            let text = base64(&shifted, alphabet);
+            // Characters wholly inside the value's bits.
+            let first = (8 * shift).div_ceil(6);
+            let end = (8 * (shift + value.len())) / 6;
+            if end > first {
+                add(text[first..end].to_vec());
+            }
+        }
+    }
+    out
+}
+
+/// Shortest encoded form [`encodings`] keeps.
+pub const MIN_ENCODED: usize = 8;
+
+const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+const BASE64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// Standard base64 with padding (for a `Basic` credential rebuilt after substitution).
+pub fn base64_padded(bytes: &[u8]) -> String {
+    let mut text = base64(bytes, BASE64);
+    while text.len() % 4 != 0 {
+        text.push(b'=');
+    }
+    String::from_utf8_lossy(&text).into_owned()
+}
+
+/// Base64 without padding.
+fn base64(bytes: &[u8], alphabet: &[u8; 64]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | (u32::from(b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(alphabet[((n >> (18 - 6 * i)) & 63) as usize]);
+        }
+    }
+    out
+}
+
 /// Replaces every occurrence of a set of needles (secret values, or placeholders) with a
 /// replacement each. The search is left-most first; at one position the longest needle wins.
 #[derive(Clone, Default)]
 pub struct Replacer {
     needles: Vec<(Vec<u8>, Vec<u8>)>,
     longest: usize,
+    /// All needles in one automaton; pattern ids are indexes into `needles`. `None` when
+    /// there are no needles.
+    matcher: Option<aho_corasick::AhoCorasick>,
 }
 
 impl fmt::Debug for Replacer {
@@ -90,7 +174,21 @@ impl Replacer {
         let mut needles: Vec<_> = pairs.into_iter().filter(|(n, _)| !n.is_empty()).collect();
         needles.sort_by_key(|(n, _)| std::cmp::Reverse(n.len()));
         let longest = needles.first().map_or(0, |(n, _)| n.len());
-        Replacer { needles, longest }
+        // Building fails only past billions of patterns or states; secrets are a handful. A
+        // failure leaves no matcher, and `find` then refuses to say "nothing found" (below).
+        let matcher = (!needles.is_empty())
+            .then(|| {
+                aho_corasick::AhoCorasick::builder()
+                    .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+                    .build(needles.iter().map(|(n, _)| n))
+                    .ok()
+            })
+            .flatten();
+        Replacer {
+            needles,
+            longest,
+            matcher,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -100,16 +198,15 @@ impl Replacer {
     /// The first needle found in `hay` (its index in the order given to `new`'s sorted list is
     /// not exposed; callers get the position and the needle's replacement).
     pub fn find(&self, hay: &[u8]) -> Option<(usize, usize)> {
-        let mut best: Option<(usize, usize)> = None;
-        for (i, (needle, _)) in self.needles.iter().enumerate() {
-            let limit = best.map_or(hay.len(), |(pos, _)| (pos + needle.len()).min(hay.len()));
-            if let Some(pos) = memchr::memmem::find(&hay[..limit], needle)
-                && best.is_none_or(|(b, _)| pos < b)
-            {
-                best = Some((pos, i));
-            }
+        match &self.matcher {
+            Some(m) => m
+                .find(hay)
+                .map(|found| (found.start(), found.pattern().as_usize())),
+            // Fail closed: needles without a matcher (never built) count as found at 0, so a
+            // scan refuses rather than passing what it could not check.
+            None if !self.needles.is_empty() => Some((0, 0)),
+            None => None,
         }
-        best
     }
 
     /// Whether any needle occurs in `hay`.
@@ -230,6 +327,47 @@ mod tests {
     fn placeholders_name_the_secret_and_carry_randomness() {
         let p = placeholder("TOKEN", &[0xab; 16]);
         assert_eq!(p, format!("NANOCLAW_SECRET_TOKEN_{}", "ab".repeat(16)));
+    }
+
+    #[test]
+    fn encodings_are_found_inside_longer_encoded_text() {
+        let value = b"s3cr3t-V4lue/with+marks";
+        let forms = encodings(value);
+        let rep = Replacer::new(forms.iter().map(|f| (f.clone(), b"X".to_vec())));
+        // What a script would send: the value inside longer text, then encoded.
+        for prefix in ["", "a", "ab", "user:"] {
+            let mut text = prefix.as_bytes().to_vec();
+            text.extend_from_slice(value);
+            text.extend_from_slice(b"&tail");
+            let b64 = base64(&text, BASE64);
+            let b64url = base64(&text, BASE64URL);
+            let hex = crate::hex::encode(&text);
+            for sent in [
+                b64,
+                b64url,
+                hex.clone().into_bytes(),
+                hex.to_ascii_uppercase().into_bytes(),
+            ] {
+                assert!(
+                    rep.contains(&sent),
+                    "{prefix:?}: {}",
+                    String::from_utf8_lossy(&sent)
+                );
+            }
+        }
+        for sent in [
+            "S3CR3T-V4LUE/WITH+MARKS".as_bytes(),
+            b"s3cr3t-v4lue/with+marks",
+            b"?d=s3cr3t-V4lue%2Fwith%2Bmarks",
+            b"?d=s3cr3t-V4lue%2fwith%2bmarks",
+        ] {
+            assert!(rep.contains(sent), "{}", String::from_utf8_lossy(sent));
+        }
+        assert_eq!(
+            base64(b"any carnal pleas", BASE64),
+            b"YW55IGNhcm5hbCBwbGVhcw".to_vec()
+        );
+        assert!(!rep.contains(b"an ordinary request body with nothing in it"));
     }
 
     #[test]

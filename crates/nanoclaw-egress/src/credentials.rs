@@ -68,7 +68,56 @@ pub struct Credentials {
 enum Place {
     Url,
     Header,
+    /// A header's name or the method: never substituted, only scanned.
+    Scanned,
+    /// What a `Basic` credential decodes to: substituted like a header, then encoded again.
+    Basic,
     Body,
+}
+
+/// The text inside `Authorization: Basic …` (what `curl -u user:pass` sends), decoded.
+fn basic_credentials(value: &[u8]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(value).ok()?.trim();
+    let (scheme, rest) = text.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    decode_base64(rest.trim().as_bytes())
+}
+
+/// Standard or URL-safe base64, padding optional; `None` for anything else.
+fn decode_base64(text: &[u8]) -> Option<Vec<u8>> {
+    let digit = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let text: &[u8] = {
+        let mut end = text.len();
+        while end > 0 && text[end - 1] == b'=' {
+            end -= 1;
+        }
+        &text[..end]
+    };
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    for chunk in text.chunks(4) {
+        if chunk.len() == 1 {
+            return None;
+        }
+        let mut n = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            n |= digit(c)? << (18 - 6 * i);
+        }
+        for i in 0..chunk.len() - 1 {
+            out.push((n >> (16 - 8 * i)) as u8);
+        }
+    }
+    Some(out)
 }
 
 impl Credentials {
@@ -83,16 +132,20 @@ impl Credentials {
             .collect();
         let index = |i: usize| i.to_string().into_bytes();
         Credentials {
-            values: Replacer::new(
-                all.iter()
-                    .enumerate()
-                    .map(|(i, (c, _))| (c.value.as_bytes().to_vec(), index(i))),
-            ),
-            placeholders: Replacer::new(
-                all.iter()
-                    .enumerate()
-                    .map(|(i, (c, _))| (c.placeholder.as_bytes().to_vec(), index(i))),
-            ),
+            // A value in any of the forms a script reaches for first is still the value.
+            values: Replacer::new(all.iter().enumerate().flat_map(|(i, (c, _))| {
+                let value = c.value.as_bytes();
+                std::iter::once(value.to_vec())
+                    .chain(nanoclaw_core::secret::encodings(value))
+                    .map(move |form| (form, index(i)))
+            })),
+            // Placeholders in any case: HTTP lower-cases header names.
+            placeholders: Replacer::new(all.iter().enumerate().flat_map(|(i, (c, _))| {
+                let p = c.placeholder.as_bytes();
+                [p.to_vec(), p.to_ascii_lowercase(), p.to_ascii_uppercase()]
+                    .into_iter()
+                    .map(move |form| (form, index(i)))
+            })),
             to_placeholders: Arc::new(Replacer::new(all.iter().map(|(c, _)| {
                 (
                     c.value.as_bytes().to_vec(),
@@ -112,6 +165,11 @@ impl Credentials {
     /// Secret values to placeholders, for responses headed back into the sandbox.
     pub fn response_redactor(&self) -> &Arc<Replacer> {
         &self.to_placeholders
+    }
+
+    /// Whether `text` carries a secret's value in any of the forms the scan knows.
+    pub fn carries_value(&self, text: &[u8]) -> bool {
+        self.values.contains(text)
     }
 
     /// Whether the daemon holds any secret at all (then plain-HTTP bodies are scanned too).
@@ -151,11 +209,20 @@ impl Credentials {
             return Ok(Vec::new());
         }
         let url = parts.uri.to_string();
-        let mut pieces: Vec<(Place, &[u8])> = vec![(Place::Url, url.as_bytes())];
+        let decoded: Vec<Vec<u8>> = parts
+            .headers
+            .iter()
+            .filter_map(|(_, value)| basic_credentials(value.as_bytes()))
+            .collect();
+        let mut pieces: Vec<(Place, &[u8])> = vec![
+            (Place::Url, url.as_bytes()),
+            (Place::Scanned, parts.method.as_str().as_bytes()),
+        ];
         for (name, value) in &parts.headers {
-            pieces.push((Place::Header, name.as_str().as_bytes()));
+            pieces.push((Place::Scanned, name.as_str().as_bytes()));
             pieces.push((Place::Header, value.as_bytes()));
         }
+        pieces.extend(decoded.iter().map(|d| (Place::Basic, d.as_slice())));
         pieces.push((Place::Body, body));
         // Raw values first: one anywhere refuses the request, whatever the host.
         for (_, piece) in &pieces {
@@ -174,6 +241,7 @@ impl Credentials {
             while let Some((pos, i)) = self.placeholders.find(rest) {
                 let idx = self.index_of(&self.placeholders, i);
                 let (cred, granted) = &self.all[idx];
+                // Every form of a placeholder has its length.
                 rest = &rest[pos + cred.placeholder.len()..];
                 if !*granted || !cred.bound_to(host) {
                     return Err(Refusal::Exfiltration {
@@ -187,9 +255,10 @@ impl Credentials {
                     });
                 }
                 let allowed = match place {
-                    Place::Header => true,
+                    Place::Header | Place::Basic => true,
                     Place::Url => cred.in_query,
                     Place::Body => cred.in_body,
+                    Place::Scanned => false,
                 };
                 if !allowed {
                     return Err(Refusal::PlaceholderPlace {
@@ -197,7 +266,8 @@ impl Credentials {
                         place: match place {
                             Place::Url => "URL",
                             Place::Body => "body",
-                            Place::Header => "headers",
+                            Place::Header | Place::Basic => "headers",
+                            Place::Scanned => "method or header names",
                         },
                     });
                 }
@@ -237,7 +307,13 @@ impl Credentials {
             })?;
         }
         for value in parts.headers.values_mut() {
-            if swap.contains(value.as_bytes()) {
+            if let Some(decoded) = basic_credentials(value.as_bytes())
+                && swap.contains(&decoded)
+            {
+                let encoded = nanoclaw_core::secret::base64_padded(&swap.replace(&decoded));
+                *value = HeaderValue::from_str(&format!("Basic {encoded}"))
+                    .map_err(|_| bad_header("value"))?;
+            } else if swap.contains(value.as_bytes()) {
                 *value = HeaderValue::from_bytes(&swap.replace(value.as_bytes()))
                     .map_err(|_| bad_header("value"))?;
             }
@@ -454,6 +530,73 @@ mod tests {
         assert!(c.intercepts("x.mail.example"));
         assert!(!c.intercepts("other.example"), "not granted to this group");
         assert!(!c.intercepts("example.com"));
+    }
+
+    // The red team's blind spots: curl -u (the placeholder base64'd in Authorization), a
+    // placeholder as a header name (lower-cased on the way), and in the method.
+    #[test]
+    fn a_placeholder_in_basic_credentials_a_header_name_or_the_method_is_caught() {
+        let c = creds();
+        let basic = format!(
+            "Basic {}",
+            nanoclaw_core::secret::base64_padded(b"me:NANOCLAW_SECRET_GH_abcdef")
+        );
+        let mut p = parts("/", &[("authorization", &basic)]);
+        let e = c
+            .prepare("evil.example", true, &mut p, &mut Vec::new())
+            .unwrap_err();
+        assert!(matches!(e, Refusal::Exfiltration { .. }), "{e}");
+        // Toward its own host the credential is substituted and encoded again.
+        let mut p = parts("/", &[("authorization", &basic)]);
+        assert_eq!(
+            c.prepare("api.github.com", true, &mut p, &mut Vec::new())
+                .unwrap(),
+            ["GH"]
+        );
+        let sent = basic_credentials(p.headers["authorization"].as_bytes()).unwrap();
+        assert_eq!(sent, b"me:value-of-GH-0123456789");
+
+        let mut p = parts("/", &[("NANOCLAW_SECRET_GH_abcdef", "1")]);
+        let e = c
+            .prepare("evil.example", true, &mut p, &mut Vec::new())
+            .unwrap_err();
+        assert!(matches!(e, Refusal::Exfiltration { .. }), "{e}");
+
+        let mut p = Request::builder()
+            .method("NANOCLAW_SECRET_GH_abcdef")
+            .uri("/")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        let e = c
+            .prepare("evil.example", true, &mut p, &mut Vec::new())
+            .unwrap_err();
+        assert!(matches!(e, Refusal::Exfiltration { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_value_encoded_as_scripts_do_is_still_refused() {
+        let c = creds();
+        let value = b"value-of-GH-0123456789";
+        let hex = nanoclaw_core::hex::encode(value);
+        let b64 = nanoclaw_core::secret::base64_padded(&[b"d=".as_slice(), value].concat());
+        let pct: String = value.iter().map(|b| format!("%{b:02x}")).collect();
+        for body in [
+            hex.clone(),
+            hex.to_uppercase(),
+            b64,
+            "VALUE-OF-GH-0123456789".into(),
+            pct,
+        ] {
+            let mut body = body.into_bytes();
+            let r = c.prepare("allowed.example", true, &mut parts("/", &[]), &mut body);
+            assert!(
+                matches!(r, Err(Refusal::SecretValue { .. })),
+                "{}",
+                String::from_utf8_lossy(&body)
+            );
+        }
     }
 
     #[test]

@@ -861,6 +861,16 @@ pub(crate) fn inbound(credentials: &Credentials, resp: Response<Incoming>) -> Re
     for h in HOP_BY_HOP {
         parts.headers.remove(*h);
     }
+    // A header whose name carries a value cannot be rewritten into a valid one: it is dropped.
+    let leaking: Vec<hyper::header::HeaderName> = parts
+        .headers
+        .keys()
+        .filter(|name| credentials.carries_value(name.as_str().as_bytes()))
+        .cloned()
+        .collect();
+    for name in leaking {
+        parts.headers.remove(name);
+    }
     let redactor = credentials.response_redactor();
     for value in parts.headers.values_mut() {
         if redactor.contains(value.as_bytes())

@@ -492,3 +492,34 @@ async fn a_refusal_loop_makes_a_bounded_record_and_exhausts_the_call() {
         "{n} records"
     );
 }
+
+// A value in a response header's *name* reached the sandbox unredacted (values in bodies and
+// header values were redacted).
+#[tokio::test]
+async fn a_secret_value_in_a_response_header_name_never_reaches_the_sandbox() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\nx-{VALUE}: 1\r\nx-echo: {VALUE}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+            );
+            let _ = s.write_all(resp.as_bytes()).await;
+        }
+    });
+    let (_d, sock) = start_with(&[(&format!("127.0.0.1:{port}"), true)], token());
+    let resp = send(&sock, &get(&format!("http://127.0.0.1:{port}/"))).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(
+        !resp
+            .to_ascii_lowercase()
+            .contains(&VALUE.to_ascii_lowercase()),
+        "{resp}"
+    );
+    assert!(
+        resp.contains("NANOCLAW_SECRET_TOKEN_00"),
+        "the header value is redacted: {resp}"
+    );
+}

@@ -194,13 +194,15 @@ impl Egress {
     }
 }
 
-/// Secret values to `[redacted secret NAME]`.
+/// Secret values, and the encodings of them a script reaches for first, to
+/// `[redacted secret NAME]`.
 pub fn redactor(secrets: &[OpenSecret]) -> Replacer {
-    Replacer::new(secrets.iter().map(|s| {
-        (
-            s.value.as_bytes().to_vec(),
-            format!("[redacted secret {}]", s.meta.name).into_bytes(),
-        )
+    Replacer::new(secrets.iter().flat_map(|s| {
+        let shown = format!("[redacted secret {}]", s.meta.name).into_bytes();
+        let value = s.value.as_bytes();
+        std::iter::once(value.to_vec())
+            .chain(nanoclaw_core::secret::encodings(value))
+            .map(move |form| (form, shown.clone()))
     }))
 }
 
@@ -211,10 +213,11 @@ pub const WITHHELD: &str = "[withheld secret ";
 fn reply_guard(secrets: &[OpenSecret]) -> Replacer {
     Replacer::new(secrets.iter().flat_map(|s| {
         let shown = format!("{WITHHELD}{}]", s.meta.name).into_bytes();
-        [
-            (s.value.as_bytes().to_vec(), shown.clone()),
-            (s.meta.placeholder.as_bytes().to_vec(), shown),
-        ]
+        let (value, placeholder) = (s.value.as_bytes(), s.meta.placeholder.as_bytes());
+        std::iter::once(value.to_vec())
+            .chain(nanoclaw_core::secret::encodings(value))
+            .chain([placeholder.to_vec(), placeholder.to_ascii_lowercase()])
+            .map(move |form| (form, shown.clone()))
     }))
 }
 
