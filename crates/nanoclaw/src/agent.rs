@@ -174,6 +174,15 @@ impl Agent {
     }
 
     async fn converse_unguarded(&self, turn: &ClaimedTurn) -> Result<String, String> {
+        // 0. What the turn saw, recorded before anything can fail: `audit verify` holds every
+        // turn and message of the store to these events.
+        for m in &turn.messages {
+            self.tools.audit().record(
+                "message_received",
+                Some(turn.group.as_str()),
+                json!({"turn": turn.id, "inbox_id": m.id, "channel": m.channel, "sender": m.sender, "text": m.text}),
+            );
+        }
         let model = self.model.as_ref().map_err(Clone::clone)?;
         let workspace = self
             .home
@@ -201,13 +210,6 @@ impl Agent {
         // A message from someone other than the owner is outside content.
         let mut tainted = roles.contains(&SenderRole::Other);
         let sender = roles.last().copied().unwrap_or(SenderRole::Owner);
-        for m in &turn.messages {
-            audit.record(
-                "message_received",
-                Some(group),
-                json!({"turn": turn.id, "inbox_id": m.id, "channel": m.channel, "sender": m.sender, "text": m.text}),
-            );
-        }
 
         // 2. The prompt: system prompt and memory, history, then the new messages.
         let limits = self.config.limits_for(&turn.group);

@@ -6,6 +6,12 @@
 //! event is hashed or written. Appends from several processes (the daemon, the CLI answering an
 //! approval) serialize on SQLite's write lock; each batch reads the chain's head inside its
 //! own transaction.
+//!
+//! The chain cannot vouch for its own end: cut events from the tail, or delete them all, and
+//! what is left still chains. So the writer also appends the newest event's anchor
+//! (`SEQ:HASH`) to `audit.anchors` beside the database, at most once a second and when it
+//! closes, and `verify` holds the chain to every anchor there without being asked; it also
+//! checks that every turn and message the store holds has its events.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -19,6 +25,10 @@ use serde_json::Value;
 
 /// Events written in one transaction at most.
 const BATCH: usize = 2048;
+/// The anchors file, beside the database.
+pub const ANCHORS_FILE: &str = "audit.anchors";
+/// Shortest time between two anchors appended while events keep coming.
+const ANCHOR_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 enum Msg {
     Event {
@@ -66,9 +76,10 @@ impl Audit {
         let conn = Connection::open(db).with_context(|| format!("opening {}", db.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
         let (tx, rx) = channel();
+        let anchors = anchors_path(db);
         let thread = std::thread::Builder::new()
             .name("audit".into())
-            .spawn(move || writer(conn, rx))
+            .spawn(move || writer(conn, rx, &anchors))
             .context("starting the audit writer")?;
         Ok(Audit {
             tx: Mutex::new(Some(tx)),
@@ -150,7 +161,52 @@ fn redact(redactor: &Replacer, value: &mut Value) {
     }
 }
 
-fn writer(conn: Connection, rx: Receiver<Msg>) {
+/// Where the anchors of the database at `db` are kept.
+pub fn anchors_path(db: &Path) -> std::path::PathBuf {
+    db.with_file_name(ANCHORS_FILE)
+}
+
+/// Append the chain's head to the anchors file (created 0600). Failing to is logged: the chain
+/// itself is intact, only the outside witness misses a line.
+fn write_anchor(conn: &Connection, anchors: &Path, last: &mut Option<u64>) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let head: Option<(i64, Vec<u8>)> = conn
+        .query_row(
+            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .unwrap_or(None);
+    let Some((seq, hash)) = head else { return };
+    if *last == Some(seq as u64) {
+        return;
+    }
+    let line = format!(
+        "{}\n",
+        Anchor {
+            seq: seq as u64,
+            hash
+        }
+    );
+    let written = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(anchors)
+        .and_then(|mut f| f.write_all(line.as_bytes()));
+    match written {
+        Ok(()) => *last = Some(seq as u64),
+        Err(e) => {
+            tracing::error!(file = %anchors.display(), error = %e, "could not append the audit anchor")
+        }
+    }
+}
+
+fn writer(conn: Connection, rx: Receiver<Msg>, anchors: &Path) {
+    let mut anchored = None;
+    let mut anchored_at = std::time::Instant::now();
     while let Ok(first) = rx.recv() {
         let mut events = Vec::new();
         let mut waiting = Vec::new();
@@ -176,10 +232,15 @@ fn writer(conn: Connection, rx: Receiver<Msg>) {
         {
             tracing::error!(error = %e, "audit events could not be written");
         }
+        if anchored_at.elapsed() >= ANCHOR_EVERY || anchored.is_none() {
+            write_anchor(&conn, anchors, &mut anchored);
+            anchored_at = std::time::Instant::now();
+        }
         for done in waiting {
             let _ = done.send(());
         }
     }
+    write_anchor(&conn, anchors, &mut anchored);
 }
 
 /// Append a batch to the chain in one transaction.
@@ -291,11 +352,13 @@ impl std::str::FromStr for Anchor {
     }
 }
 
-/// A chain that verified: how many events, and its newest event.
+/// A chain that verified: how many events, its newest event, and how many anchors of the
+/// anchors file it was held to.
 #[derive(Debug)]
 pub struct Verified {
     pub events: u64,
     pub head: Option<Anchor>,
+    pub anchors: usize,
 }
 
 /// Why the log did not verify.
@@ -311,17 +374,51 @@ pub enum Unverified {
         "event {0} does not have the anchor's hash: the log up to it was rewritten (its chain was recomputed)"
     )]
     Rewritten(u64),
+    #[error(
+        "the store holds {what} {id}, but the audit log has no event of it (the newest it records is {newest}): events were removed"
+    )]
+    Unrecorded {
+        what: &'static str,
+        id: i64,
+        newest: String,
+    },
 }
 
-/// Check the whole chain, and that it still holds `anchor` if one is given.
+/// The anchors kept in the anchors file of `db` (none if there is no file).
+fn read_anchors(db: &Path) -> anyhow::Result<Vec<Anchor>> {
+    let path = anchors_path(db);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(n, l)| {
+            l.parse::<Anchor>()
+                .map_err(|e| anyhow::anyhow!("{} line {}: {e}", path.display(), n + 1))
+        })
+        .collect()
+}
+
+/// Check the whole chain; that it still holds `anchor` if one is given and every anchor of
+/// the anchors file; and that every turn and message of the store has its events.
 pub fn verify(db: &Path, anchor: Option<&Anchor>) -> anyhow::Result<Result<Verified, Unverified>> {
     let conn = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
         .with_context(|| format!("opening {}", db.display()))?;
+    let mut anchors = read_anchors(db)?;
+    let kept = anchors.len();
+    anchors.extend(anchor.cloned());
+    let wanted: std::collections::HashMap<u64, Vec<u8>> =
+        anchors.iter().map(|a| (a.seq, a.hash.clone())).collect();
+    let mut found: std::collections::HashMap<u64, Vec<u8>> = std::collections::HashMap::new();
+    // The newest turn and message the log records.
+    let (mut newest_turn, mut newest_message) = (0i64, 0i64);
     let mut stmt = conn
         .prepare("SELECT seq, at, kind, group_id, body, prev_hash, hash FROM audit ORDER BY seq")?;
     let mut failure = None;
     let mut head = None;
-    let mut at_anchor = None;
     let rows = stmt
         .query_map([], read_stored)?
         .map_while(|r| match r {
@@ -332,8 +429,15 @@ pub fn verify(db: &Path, anchor: Option<&Anchor>) -> anyhow::Result<Result<Verif
             }
         })
         .inspect(|s| {
-            if anchor.is_some_and(|a| a.seq == s.seq) {
-                at_anchor = Some(s.hash.clone());
+            if wanted.contains_key(&s.seq) {
+                found.insert(s.seq, s.hash.clone());
+            }
+            if s.kind == "message_received"
+                && let Ok(body) = serde_json::from_str::<Value>(&s.body)
+            {
+                let field = |k: &str| body["data"][k].as_i64().unwrap_or(0);
+                newest_turn = newest_turn.max(field("turn"));
+                newest_message = newest_message.max(field("inbox_id"));
             }
             head = Some(Anchor {
                 seq: s.seq,
@@ -348,19 +452,59 @@ pub fn verify(db: &Path, anchor: Option<&Anchor>) -> anyhow::Result<Result<Verif
         Ok(n) => n,
         Err(broken) => return Ok(Err(broken.into())),
     };
-    if let Some(anchor) = anchor {
-        match at_anchor {
+    // The newest anchor first: a cut tail is named as such.
+    anchors.sort_by_key(|a| std::cmp::Reverse(a.seq));
+    for a in &anchors {
+        match found.get(&a.seq) {
             None => {
                 return Ok(Err(Unverified::Cut {
                     last: events,
-                    anchored: anchor.seq,
+                    anchored: a.seq,
                 }));
             }
-            Some(hash) if hash != anchor.hash => return Ok(Err(Unverified::Rewritten(anchor.seq))),
+            Some(hash) if *hash != a.hash => return Ok(Err(Unverified::Rewritten(a.seq))),
             Some(_) => {}
         }
     }
-    Ok(Ok(Verified { events, head }))
+    // What the store holds beyond what the log records was recorded once and removed since:
+    // a turn's messages are recorded as it starts.
+    let newest = |turn: i64| {
+        if turn == 0 {
+            "none".to_owned()
+        } else {
+            format!("turn {turn}")
+        }
+    };
+    let beyond = |sql: &str, after: i64| -> anyhow::Result<Option<i64>> {
+        conn.query_row(sql, [after], |r| r.get(0))
+            .optional()
+            .context("reading the store to cross-check the audit log")
+    };
+    if let Some(id) = beyond(
+        "SELECT id FROM turns WHERE id > ?1 AND EXISTS (SELECT 1 FROM inbox WHERE inbox.turn_id = turns.id) ORDER BY id LIMIT 1",
+        newest_turn,
+    )? {
+        return Ok(Err(Unverified::Unrecorded {
+            what: "turn",
+            id,
+            newest: newest(newest_turn),
+        }));
+    }
+    if let Some(id) = beyond(
+        "SELECT id FROM inbox WHERE turn_id IS NOT NULL AND id > ?1 ORDER BY id LIMIT 1",
+        newest_message,
+    )? {
+        return Ok(Err(Unverified::Unrecorded {
+            what: "message",
+            id,
+            newest: newest(newest_turn),
+        }));
+    }
+    Ok(Ok(Verified {
+        events,
+        head,
+        anchors: kept,
+    }))
 }
 
 /// Each matching event's body (canonical JSON), in order, to `out`.

@@ -810,6 +810,12 @@ fn audit_command(home: &Home, command: AuditCommand) -> anyhow::Result<ExitCode>
         AuditCommand::Verify { anchor } => match audit::verify(&db, anchor.as_ref())? {
             Ok(verified) => {
                 writeln!(out, "ok: {} events, hash chain intact", verified.events)?;
+                writeln!(
+                    out,
+                    "{} anchors of {} hold",
+                    verified.anchors,
+                    audit::ANCHORS_FILE
+                )?;
                 if let Some(anchor) = anchor {
                     writeln!(out, "anchor {anchor} holds")?;
                 }

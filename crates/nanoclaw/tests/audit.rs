@@ -164,8 +164,16 @@ async fn events_cut_from_the_end_are_found_against_an_anchor() {
 
     c.execute("DELETE FROM audit WHERE seq = ?1", [last])
         .unwrap();
-    // The chain alone cannot tell.
-    assert_eq!(verify(&h).await.0, Some(0));
+    // The chain alone cannot tell; the anchors the daemon kept beside it can, unasked.
+    let (code, out) = verify(&h).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("events were removed from its end"), "{out}");
+    std::fs::remove_file(h.path().join("audit.anchors")).unwrap();
+    assert_eq!(
+        verify(&h).await.0,
+        Some(0),
+        "without its anchors, a cut tail chains"
+    );
     let anchored = h.run(&["audit", "verify", "--anchor", &newest]).await;
     assert_eq!(anchored.status.code(), Some(1));
     assert!(
@@ -236,4 +244,42 @@ async fn reordered_events_are_found() {
     let (code, out) = verify(&h).await;
     assert_eq!(code, Some(1));
     assert!(out.contains("broken at event 3"), "{out}");
+}
+
+// The red team's truncation: with the append-only triggers dropped, every event deleted, and
+// the anchors removed too, verify said "0 events, hash chain intact" while the store held turns.
+#[tokio::test]
+async fn deleting_every_event_is_found_by_the_stores_turns() {
+    let (_m, h) = home_with_a_turn().await;
+    let c = db(&h);
+    c.execute("DELETE FROM audit", []).unwrap();
+    let (code, out) = verify(&h).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("events were removed from its end"), "{out}");
+    std::fs::remove_file(h.path().join("audit.anchors")).unwrap();
+    let (code, out) = verify(&h).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("the store holds turn 1, but the audit log has no event of it"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn the_daemon_keeps_anchors_outside_the_database() {
+    let (_m, h) = home_with_a_turn().await;
+    let anchors = std::fs::read_to_string(h.path().join("audit.anchors")).unwrap();
+    let last = anchors.lines().last().unwrap_or_default().to_owned();
+    let (code, out) = verify(&h).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(&format!("newest: {last}")), "{last} vs {out}");
+    // A line that is not an anchor is named with its file and line.
+    std::fs::write(
+        h.path().join("audit.anchors"),
+        format!("{anchors}garbage\n"),
+    )
+    .unwrap();
+    let (code, out) = verify(&h).await;
+    assert_ne!(code, Some(0));
+    assert!(out.contains("audit.anchors line"), "{out}");
 }
