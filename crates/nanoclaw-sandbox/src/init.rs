@@ -163,7 +163,9 @@ pub fn main(args: &[String]) -> i32 {
             dropped_stdout: 0,
             dropped_stderr: 0,
         },
-        Program::Command(argv) => run_command(&out, argv, &spec, hardening, fsize_limit),
+        Program::Command(argv) => {
+            run_command(&out, argv, &spec, hardening, fsize_limit, usage_before)
+        }
     };
     if report.limit.is_none() && spec.limits.workspace_quota_bytes > 0 {
         let used = workspace_usage();
@@ -237,6 +239,69 @@ fn apply_rlimits(spec: &InitSpec) -> Result<(u64, u64), String> {
     Ok((used, fsize))
 }
 
+/// How often the init looks at the workspace's file system while a command runs.
+const QUOTA_POLL: Duration = Duration::from_millis(20);
+/// Shortest time between two exact counts of the workspace while a command runs.
+const QUOTA_WALK_EVERY: Duration = Duration::from_millis(250);
+
+/// Stops a command that writes past the workspace quota while it writes: every
+/// [`QUOTA_POLL`] it reads how much the workspace's file system has grown since the command
+/// started (one `statfs`), and once that growth could have used the room left, counts the
+/// workspace exactly (at most every [`QUOTA_WALK_EVERY`]). Growth elsewhere on a shared file
+/// system only triggers a count, never a kill. The overshoot is what a command writes
+/// between two looks.
+struct QuotaWatch {
+    quota: u64,
+    usage_before: u64,
+    room: u64,
+    free_at_start: u64,
+    last_walk: Option<std::time::Instant>,
+}
+
+impl QuotaWatch {
+    fn new(quota: u64, usage_before: u64) -> QuotaWatch {
+        QuotaWatch {
+            quota,
+            usage_before,
+            room: quota.saturating_sub(usage_before),
+            free_at_start: free_bytes(),
+            last_walk: None,
+        }
+    }
+
+    fn exceeded(&mut self) -> bool {
+        if self.quota == 0 {
+            return false;
+        }
+        let grown = self.free_at_start.saturating_sub(free_bytes());
+        if grown == 0 || grown < self.room {
+            return false;
+        }
+        if self
+            .last_walk
+            .is_some_and(|at| at.elapsed() < QUOTA_WALK_EVERY)
+        {
+            return false;
+        }
+        self.last_walk = Some(std::time::Instant::now());
+        let used = workspace_usage();
+        // Over the quota, and grown: a command that only deletes is never stopped.
+        used >= self.quota && used > self.usage_before
+    }
+}
+
+/// Free bytes on the workspace's file system.
+fn free_bytes() -> u64 {
+    // SAFETY: statvfs writes into the zeroed struct we own; the path is a valid C string.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(c"/workspace".as_ptr(), &mut st) != 0 {
+            return 0;
+        }
+        st.f_bfree.saturating_mul(st.f_frsize)
+    }
+}
+
 /// Bytes the workspace occupies on disk, counted without following symlinks.
 fn workspace_usage() -> u64 {
     use std::os::unix::fs::MetadataExt;
@@ -299,6 +364,7 @@ fn run_command(
     spec: &InitSpec,
     mut hardening: Hardening,
     fsize: u64,
+    usage_before: u64,
 ) -> InitReport {
     let (env, limits) = (&spec.env, &spec.limits);
     // The command's own Landlock domain, made here and entered by the child just before exec.
@@ -397,14 +463,36 @@ fn run_command(
     };
     let pid = child.id() as i32;
     let _ = child_tx.send(child);
-    let status = match done_rx.recv_timeout(limits.wall_time) {
-        Ok(status) => status.ok(),
-        Err(_) => {
-            report.limit = Some(LimitHit::WallTime);
-            // SAFETY: kill with the command's own (positive) pid.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            let _ = done_rx.recv_timeout(Duration::from_secs(5));
-            None
+    // Wait for the command, watching the wall time and the workspace quota.
+    let deadline = std::time::Instant::now() + limits.wall_time;
+    let mut quota = QuotaWatch::new(limits.workspace_quota_bytes, usage_before);
+    let kill = |pid: i32| {
+        // SAFETY: kill with the command's own (positive) pid.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        // The rest of the tree is killed below; it may hold the disk's writes a moment.
+        reaper::kill_tree();
+    };
+    let status = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match done_rx.recv_timeout(left.min(QUOTA_POLL)) {
+            Ok(status) => break status.ok(),
+            Err(mpsc::RecvTimeoutError::Timeout) if left.is_zero() => {
+                report.limit = Some(LimitHit::WallTime);
+                kill(pid);
+                let _ = done_rx.recv_timeout(Duration::from_secs(5));
+                break None;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if quota.exceeded() {
+                    report.limit = Some(LimitHit::WorkspaceQuota);
+                    kill(pid);
+                    break done_rx
+                        .recv_timeout(Duration::from_secs(5))
+                        .ok()
+                        .and_then(Result::ok);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break None,
         }
     };
     // Whatever the command left running dies with it, and so does anything else in the

@@ -496,6 +496,50 @@ async fn disk_fill_of_the_workspace_is_stopped_and_reported() {
     }
 }
 
+/// Bytes the files directly in `dir` hold.
+fn bytes_in(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+// The red team's quota loop: many files, each under the file-size limit, left 544 MiB in a
+// 20 MiB workspace (the quota was checked once, after the command).
+#[tokio::test]
+async fn many_small_files_are_stopped_at_the_quota_while_writing() {
+    for backend in backends() {
+        let h = home(backend, "workspace_quota_mb = 20\ncommand_timeout_secs = 30\n");
+        let out = sh(
+            &h,
+            "main",
+            "mkdir -p fill; for ((i=1; i<=600; i++)); do head -c 1000000 /dev/zero > fill/f$i || break; done; echo DONE",
+        )
+        .await;
+        let err = text(&out.stderr);
+        assert!(err.contains("quota of 20 MiB"), "[{backend}] {err}");
+        let written = bytes_in(&h.workspace("main").join("fill"));
+        // What the command writes between two looks at the disk (20 ms) is the overshoot.
+        assert!(
+            written < 80 * 1024 * 1024,
+            "[{backend}] {} MiB written into a 20 MiB workspace",
+            written >> 20
+        );
+        // Over quota: a command that writes more is stopped, one that deletes is not.
+        let more = sh(&h, "main", "for ((i=1; i<=50; i++)); do head -c 1000000 /dev/zero > more$i; done").await;
+        assert!(text(&more.stderr).contains("quota"), "[{backend}] {}", text(&more.stderr));
+        assert!(bytes_in(&h.workspace("main")) < 8 * 1024 * 1024, "[{backend}] kept accepting files");
+        let rm = sh(&h, "main", "rm -rf fill more*; echo CLEAN").await;
+        assert!(text(&rm.stdout).contains("CLEAN"), "[{backend}] {}", text(&rm.stderr));
+        assert!(!text(&rm.stderr).contains("quota"), "[{backend}] {}", text(&rm.stderr));
+    }
+}
+
 #[tokio::test]
 async fn file_size_limit_stops_a_huge_file() {
     for backend in backends() {
