@@ -167,7 +167,9 @@ impl BwrapBackend {
         args.extend(["--bind", utf8(&req.workspace)?, WORKSPACE_IN_SANDBOX].map(str::to_owned));
         args.extend(["--ro-bind", &self.init, INIT_PATH_IN_SANDBOX].map(str::to_owned));
         if let Some(socket) = &req.proxy_socket {
-            args.extend(["--bind", utf8(socket)?, PROXY_SOCKET_IN_SANDBOX].map(str::to_owned));
+            // Read-only: connecting needs no write access to the mount, and a chmod from inside
+            // (as root's uid, under a root daemon) would change the host socket's mode.
+            args.extend(["--ro-bind", utf8(socket)?, PROXY_SOCKET_IN_SANDBOX].map(str::to_owned));
         }
         if let Some(dir) = &req.trust_dir {
             let bundle = dir.join(crate::CA_BUNDLE_FILE);
@@ -287,6 +289,13 @@ fn common_args() -> Vec<String> {
         "/usr",
         "--proc",
         "/proc",
+        // The kernel keyrings the sandbox's uid can see (root's, under a root daemon): hidden.
+        "--ro-bind",
+        "/dev/null",
+        "/proc/keys",
+        "--ro-bind",
+        "/dev/null",
+        "/proc/key-users",
         "--dev",
         "/dev",
     ]

@@ -326,7 +326,8 @@ impl DockerBackend {
             // The container's user must be able to connect; as root, hand the socket to it
             // rather than opening it to every user of the host.
             self.hand_to_sandbox_user(sock)?;
-            binds.push(format!("{}:{PROXY_SOCKET_IN_SANDBOX}", utf8(sock)?));
+            // Read-only: connecting needs no write access, and no chmod from inside reaches it.
+            binds.push(format!("{}:{PROXY_SOCKET_IN_SANDBOX}:ro", utf8(sock)?));
         }
         if let Some(dir) = &req.trust_dir {
             let bundle = dir.join(crate::CA_BUNDLE_FILE);

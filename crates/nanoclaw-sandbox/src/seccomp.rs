@@ -3,8 +3,11 @@
 //! The sandbox runs arbitrary programs (shells, compilers, interpreters), so the filter is a
 //! deny-list of the calls that reach kernel attack surface or cross the sandbox's walls; the
 //! namespaces, dropped capabilities, `no_new_privs` and Landlock hold the rest. Each entry says
-//! why it is here. Denied calls fail with `EPERM`, except `clone3`, which fails with `ENOSYS` so
-//! that libc falls back to `clone`, whose flags the filter can inspect.
+//! why it is here. Denied calls fail with `EPERM`, except `clone3` and `openat2`, which fail
+//! with `ENOSYS` so that libc falls back to `clone` and `openat`, whose arguments the filter can
+//! inspect. Beside whole calls, it refuses arguments: namespace flags on `clone`, socket
+//! families other than Unix and IP, terminal-injecting `ioctl`s, setuid and setgid modes, and
+//! device nodes.
 //!
 //! seccompiler compiles the rules, with one exception it cannot express: on x86-64, a system
 //! call number with the x32 bit set (`0x40000000`) names the same calls by other numbers, so a
@@ -111,6 +114,36 @@ const ALLOWED_SOCKET_FAMILIES: &[u64] = &[
 #[allow(clippy::unnecessary_cast)]
 const DENIED_IOCTLS: &[u64] = &[libc::TIOCSTI as u64, libc::TIOCLINUX as u64];
 
+/// Calls that set a file's mode, with the argument holding it. A mode with the setuid or setgid
+/// bit is refused: the workspace is a host directory, and when the daemon runs as root the
+/// sandbox's uid is root on the host, so a setuid file made there would be a setuid-root file
+/// on the host. (`openat2` carries its mode in memory the filter cannot read; it is refused
+/// with `ENOSYS`, so callers use `openat`.)
+const MODE_ARGS: &[(i64, u8)] = &[
+    #[cfg(target_arch = "x86_64")]
+    (libc::SYS_chmod, 1),
+    #[cfg(target_arch = "x86_64")]
+    (libc::SYS_open, 2),
+    #[cfg(target_arch = "x86_64")]
+    (libc::SYS_creat, 1),
+    (libc::SYS_fchmod, 1),
+    (libc::SYS_fchmodat, 2),
+    (libc::SYS_fchmodat2, 2),
+    (libc::SYS_openat, 3),
+];
+/// Mode bits refused in [`MODE_ARGS`].
+const PRIVILEGE_BITS: &[u64] = &[libc::S_ISUID as u64, libc::S_ISGID as u64];
+
+/// Calls that make a file system node, with the argument holding its type: device nodes are
+/// refused (a device node in a host directory opens the host's device). FIFOs and sockets are
+/// harmless and stay allowed.
+const MKNOD_ARGS: &[(i64, u8)] = &[
+    #[cfg(target_arch = "x86_64")]
+    (libc::SYS_mknod, 1),
+    (libc::SYS_mknodat, 2),
+];
+const DEVICE_TYPES: &[u64] = &[libc::S_IFCHR as u64, libc::S_IFBLK as u64];
+
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {
     #[error("building the seccomp filter: {0}")]
@@ -178,6 +211,36 @@ fn deny_filter() -> Result<BpfProgram, SeccompError> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     rules.insert(libc::SYS_ioctl, ioctl_rules);
+    // A mode with setuid or setgid (one rule per bit, OR'ed).
+    for &(nr, arg) in MODE_ARGS {
+        let per_bit = PRIVILEGE_BITS
+            .iter()
+            .map(|bit| {
+                rule(vec![cond(
+                    arg,
+                    SeccompCmpArgLen::Dword,
+                    SeccompCmpOp::MaskedEq(*bit),
+                    *bit,
+                )?])
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        rules.insert(nr, per_bit);
+    }
+    // A device node.
+    for &(nr, arg) in MKNOD_ARGS {
+        let per_type = DEVICE_TYPES
+            .iter()
+            .map(|kind| {
+                rule(vec![cond(
+                    arg,
+                    SeccompCmpArgLen::Dword,
+                    SeccompCmpOp::MaskedEq(libc::S_IFMT as u64),
+                    *kind,
+                )?])
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        rules.insert(nr, per_type);
+    }
     let filter = SeccompFilter::new(
         rules,
         SeccompAction::Allow,
@@ -193,7 +256,11 @@ fn deny_filter() -> Result<BpfProgram, SeccompError> {
 /// The second filter: `clone3` fails with `ENOSYS` (its flags live in memory the filter cannot
 /// read, so libc is made to use `clone`).
 fn clone3_filter() -> Result<BpfProgram, SeccompError> {
-    let rules = BTreeMap::from([(libc::SYS_clone3, Vec::new())]);
+    // openat2 likewise: its mode is in memory too.
+    let rules = BTreeMap::from([
+        (libc::SYS_clone3, Vec::new()),
+        (libc::SYS_openat2, Vec::new()),
+    ]);
     let filter = SeccompFilter::new(
         rules,
         SeccompAction::Allow,

@@ -201,6 +201,8 @@ struct Feature {
 
 /// What the probe command prints, section by section.
 const PROBE_SCRIPT: &str = "cat /proc/self/status; echo ---; cat /proc/net/dev; echo ---; ls /proc; \
+echo ---; (cat /proc/$PPID/environ >/dev/null 2>&1 && echo INIT-OPEN || echo INIT-CLOSED); \
+(f=$(mktemp) && { chmod 4755 \"$f\" 2>/dev/null && echo SUID-ALLOWED || echo SUID-REFUSED; rm -f \"$f\"; }); \
 echo ---; (exec 3<>/dev/tcp/127.0.0.1/3128 && printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3 && head -c 12 <&3) 2>&1";
 
 /// Run a probe in a real sandbox, with a throwaway proxy socket to test the relay, and read
@@ -265,7 +267,7 @@ async fn probe_sandbox(
     features.push(Feature {
         name: "Landlock (writes: /workspace, /tmp)",
         active: landlock == Some(LandlockStatus::FullyEnforced),
-        required: config.landlock == Enforcement::Required,
+        required: crate::backend::bwrap_landlock(config) == Enforcement::Required,
         detail: h.map(|h| format!("{:?}, kernel ABI {}", h.landlock, h.landlock_abi)),
     });
     features.push(Feature {
@@ -278,6 +280,29 @@ async fn probe_sandbox(
                 .unwrap_or_default();
             format!("rlimits only (RLIMIT_AS and RLIMIT_NPROC stand in): {why}")
         }),
+    });
+    features.push(Feature {
+        name: "init out of the command's reach",
+        active: text.contains("INIT-CLOSED")
+            && h.is_some_and(|h| h.command_scope == LandlockStatus::FullyEnforced),
+        required: false,
+        detail: h.map(|h| {
+            format!(
+                "/proc/<init> {}; signal scope {:?}",
+                if text.contains("INIT-CLOSED") {
+                    "closed"
+                } else {
+                    "OPEN"
+                },
+                h.command_scope
+            )
+        }),
+    });
+    features.push(Feature {
+        name: "no setuid files or device nodes",
+        active: text.contains("SUID-REFUSED"),
+        required: true,
+        detail: None,
     });
     let relay_ok = text
         .rsplit("---")

@@ -403,6 +403,32 @@ async fn forged_report_and_killed_init_leave_no_survivor() {
     }
 }
 
+// ----- a root daemon's single layer -----
+
+// Under a root daemon the sandbox's uid is root on the host: a setuid file in the workspace
+// was a setuid-root file on the host, and a device node would open the host's device.
+attack!(
+    setuid_file_in_the_workspace,
+    "touch s; chmod 4755 s 2>/dev/null; chmod u+s,g+s s 2>/dev/null; \
+     python3 -c 'import os; os.close(os.open(\"s2\", os.O_CREAT|os.O_WRONLY, 0o6755))' 2>/dev/null; \
+     for f in s s2; do [ -e $f ] && [ $(( $(stat -c %#a $f) & 06000 )) -ne 0 ] && echo ESCAPED setuid $f; done; \
+     python3 -c 'import os; os.chmod(\"s\", 0o2755)' 2>/dev/null && echo ESCAPED setgid; true"
+);
+attack!(
+    device_node_in_the_workspace,
+    "mknod null2 c 1 3 2>/dev/null && echo ESCAPED char device; mknod blk b 7 0 2>/dev/null && echo ESCAPED block device; \
+     mkfifo fifo && echo BLOCKED 'fifos are fine'; true"
+);
+attack!(
+    chmod_the_hosts_proxy_socket,
+    "chmod 777 /run/nanoclaw/proxy.sock 2>/dev/null && echo ESCAPED chmod proxy socket; \
+     [ -S /run/nanoclaw/proxy.sock ] || echo HELPER-FAILED no proxy socket; true"
+);
+attack!(
+    read_the_kernel_keyrings,
+    "grep -q . /proc/keys 2>/dev/null && echo ESCAPED /proc/keys; true"
+);
+
 // ----- persistence -----
 
 #[tokio::test]
@@ -514,7 +540,10 @@ fn bytes_in(dir: &std::path::Path) -> u64 {
 #[tokio::test]
 async fn many_small_files_are_stopped_at_the_quota_while_writing() {
     for backend in backends() {
-        let h = home(backend, "workspace_quota_mb = 20\ncommand_timeout_secs = 30\n");
+        let h = home(
+            backend,
+            "workspace_quota_mb = 20\ncommand_timeout_secs = 30\n",
+        );
         let out = sh(
             &h,
             "main",
@@ -531,12 +560,32 @@ async fn many_small_files_are_stopped_at_the_quota_while_writing() {
             written >> 20
         );
         // Over quota: a command that writes more is stopped, one that deletes is not.
-        let more = sh(&h, "main", "for ((i=1; i<=50; i++)); do head -c 1000000 /dev/zero > more$i; done").await;
-        assert!(text(&more.stderr).contains("quota"), "[{backend}] {}", text(&more.stderr));
-        assert!(bytes_in(&h.workspace("main")) < 8 * 1024 * 1024, "[{backend}] kept accepting files");
+        let more = sh(
+            &h,
+            "main",
+            "for ((i=1; i<=50; i++)); do head -c 1000000 /dev/zero > more$i; done",
+        )
+        .await;
+        assert!(
+            text(&more.stderr).contains("quota"),
+            "[{backend}] {}",
+            text(&more.stderr)
+        );
+        assert!(
+            bytes_in(&h.workspace("main")) < 8 * 1024 * 1024,
+            "[{backend}] kept accepting files"
+        );
         let rm = sh(&h, "main", "rm -rf fill more*; echo CLEAN").await;
-        assert!(text(&rm.stdout).contains("CLEAN"), "[{backend}] {}", text(&rm.stderr));
-        assert!(!text(&rm.stderr).contains("quota"), "[{backend}] {}", text(&rm.stderr));
+        assert!(
+            text(&rm.stdout).contains("CLEAN"),
+            "[{backend}] {}",
+            text(&rm.stderr)
+        );
+        assert!(
+            !text(&rm.stderr).contains("quota"),
+            "[{backend}] {}",
+            text(&rm.stderr)
+        );
     }
 }
 
