@@ -139,13 +139,21 @@ fn an_anchor_finds_a_cut_and_a_recomputed_chain() {
     };
     assert!(verify(&db, Some(&early)).unwrap().is_ok());
 
-    // Someone with the file drops the guards and cuts the newest two events: the chain alone
-    // still verifies; the anchor does not.
+    // Someone with the file drops the guards and cuts the newest two events: the anchors file
+    // finds it unasked; without it, the chain alone still verifies, and the anchor does not.
     let conn = Connection::open(&db).unwrap();
     conn.execute_batch(
         "DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE seq > 8;",
     )
     .unwrap();
+    assert!(matches!(
+        verify(&db, None).unwrap().unwrap_err(),
+        Unverified::Cut {
+            last: 8,
+            anchored: 10
+        }
+    ));
+    std::fs::remove_file(crate::audit::anchors_path(&db)).unwrap();
     assert_eq!(verify(&db, None).unwrap().unwrap().events, 8);
     let cut = verify(&db, Some(&head)).unwrap().unwrap_err();
     assert!(

@@ -202,7 +202,7 @@ struct Feature {
 /// What the probe command prints, section by section.
 const PROBE_SCRIPT: &str = "cat /proc/self/status; echo ---; cat /proc/net/dev; echo ---; ls /proc; \
 echo ---; (cat /proc/$PPID/environ >/dev/null 2>&1 && echo INIT-OPEN || echo INIT-CLOSED); \
-(f=$(mktemp) && { chmod 4755 \"$f\" 2>/dev/null && echo SUID-ALLOWED || echo SUID-REFUSED; rm -f \"$f\"; }); \
+(f=/tmp/.nanoclaw-probe; : > $f && { chmod 4755 $f 2>/dev/null && echo SUID-ALLOWED || echo SUID-REFUSED; rm -f $f; }); \
 echo ---; (exec 3<>/dev/tcp/127.0.0.1/3128 && printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3 && head -c 12 <&3) 2>&1";
 
 /// Run a probe in a real sandbox, with a throwaway proxy socket to test the relay, and read
@@ -267,7 +267,11 @@ async fn probe_sandbox(
     features.push(Feature {
         name: "Landlock (writes: /workspace, /tmp)",
         active: landlock == Some(LandlockStatus::FullyEnforced),
-        required: crate::backend::bwrap_landlock(config) == Enforcement::Required,
+        // Under a root daemon bwrap requires it (its sandbox uid is root on the host).
+        required: match backend.name() {
+            "bwrap" => crate::backend::bwrap_landlock(config) == Enforcement::Required,
+            _ => config.landlock == Enforcement::Required,
+        },
         detail: h.map(|h| format!("{:?}, kernel ABI {}", h.landlock, h.landlock_abi)),
     });
     features.push(Feature {

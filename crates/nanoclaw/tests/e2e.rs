@@ -831,6 +831,8 @@ async fn doctor_reports_isolation_and_a_reachable_model() {
         "pid namespace",
         "seccomp filter",
         "Landlock",
+        "init out of the command's reach",
+        "no setuid files or device nodes",
         "proxy relay",
     ] {
         let line = report.lines().find(|l| l.trim_start().starts_with(feature));
