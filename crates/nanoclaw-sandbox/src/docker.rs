@@ -339,6 +339,7 @@ impl DockerBackend {
             ));
         }
         let l = &req.limits;
+        let (uid, gid) = self.user.split_once(':').unwrap_or(("1000", "1000"));
         let host = HostConfig {
             binds: Some(binds),
             network_mode: Some("none".into()),
@@ -352,7 +353,12 @@ impl DockerBackend {
             pids_limit: Some(l.max_processes as i64),
             tmpfs: Some(HashMap::from([(
                 "/tmp".to_owned(),
-                format!("rw,nosuid,nodev,size={},mode=1777", l.tmp_size_bytes),
+                // Owned by the container's user: some engines drop `mode`, leaving a /tmp
+                // only root could write.
+                format!(
+                    "rw,nosuid,nodev,size={},mode=1777,uid={uid},gid={gid}",
+                    l.tmp_size_bytes
+                ),
             )])),
             ..Default::default()
         };
