@@ -129,7 +129,7 @@ const BASE64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvw
 /// Standard base64 with padding (for a `Basic` credential rebuilt after substitution).
 pub fn base64_padded(bytes: &[u8]) -> String {
     let mut text = base64(bytes, BASE64);
-    while text.len() % 4 != 0 {
+    while !text.len().is_multiple_of(4) {
         text.push(b'=');
     }
     String::from_utf8_lossy(&text).into_owned()

@@ -88,8 +88,13 @@ pub fn reap_zombies() {
 pub fn kill_tree() {
     // SAFETY: getpid has no preconditions.
     let me = unsafe { libc::getpid() };
+    kill_until_none(|| descendants(me));
+}
+
+/// Kill what `victims` names, reap, and look again, until it names nothing.
+fn kill_until_none(victims: impl Fn() -> Vec<i32>) {
     for _ in 0..MAX_KILL_ROUNDS {
-        let victims = descendants(me);
+        let victims = victims();
         if victims.is_empty() {
             reap_zombies();
             return;
@@ -111,20 +116,10 @@ pub fn kill_tree() {
 pub fn kill_all_others() {
     // SAFETY: getpid has no preconditions.
     let me = unsafe { libc::getpid() };
-    for _ in 0..MAX_KILL_ROUNDS {
-        let victims: Vec<i32> = live_processes()
+    kill_until_none(|| {
+        live_processes()
             .into_iter()
             .filter(|&pid| pid != me && pid != 1)
-            .collect();
-        if victims.is_empty() {
-            reap_zombies();
-            return;
-        }
-        for pid in victims {
-            // SAFETY: kill with a positive pid signals exactly that process.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-        reap_zombies();
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
+            .collect()
+    });
 }

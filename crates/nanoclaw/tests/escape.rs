@@ -351,6 +351,19 @@ attack!(
     "attack x32 unshare 0x10000000; attack x32 mount 0 0 0 0 0; attack x32 bpf 0 0 0; attack x32 521 0 0 0 0"
 );
 
+/// Fail when a host process's command line holds `tag`.
+fn assert_none_running(backend: &str, tag: &str) {
+    let ps = std::process::Command::new("pgrep")
+        .args(["-f", tag])
+        .output()
+        .unwrap();
+    assert!(
+        ps.stdout.is_empty(),
+        "[{backend}] survived: {}",
+        text(&ps.stdout)
+    );
+}
+
 // ----- the init: the command's keeper and the only voice of the sandbox -----
 
 // The command runs as the init's uid: a dumpable init let it write a report of its own
@@ -391,15 +404,7 @@ async fn forged_report_and_killed_init_leave_no_survivor() {
             "[{backend}] survived into the next call: {}",
             text(&next.stdout)
         );
-        let ps = std::process::Command::new("pgrep")
-            .args(["-f", &tag])
-            .output()
-            .unwrap();
-        assert!(
-            ps.stdout.is_empty(),
-            "[{backend}] survived: {}",
-            text(&ps.stdout)
-        );
+        assert_none_running(backend, &tag);
     }
 }
 
@@ -443,15 +448,7 @@ async fn background_process_outlives_its_command() {
         let out = sh(&h, "main", &script).await;
         assert!(text(&out.stdout).contains("DONE"));
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let ps = std::process::Command::new("pgrep")
-            .args(["-f", &tag])
-            .output()
-            .unwrap();
-        assert!(
-            ps.stdout.is_empty(),
-            "[{backend}] survived: {}",
-            text(&ps.stdout)
-        );
+        assert_none_running(backend, &tag);
     }
 }
 
