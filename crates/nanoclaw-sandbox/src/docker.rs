@@ -105,6 +105,11 @@ pub struct DockerBackend {
     /// container but its main process when its command ends, which is sound only if no other
     /// exec's command is running there. A std Mutex around the map, held only to look up.
     exec_turns: std::sync::Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>,
+    /// Removals of abandoned execs' containers still under way, by workspace: the group's next
+    /// exec waits for its own, so nothing of the abandoned command runs beside it.
+    removals: Arc<std::sync::Mutex<HashMap<PathBuf, tokio::task::JoinHandle<()>>>>,
+    /// Containers created by this process, for unique names.
+    created: std::sync::atomic::AtomicU64,
 }
 
 /// Removes a group's container unless disarmed: an exec abandoned half-way (its caller
@@ -112,6 +117,7 @@ pub struct DockerBackend {
 struct RemoveUnlessFinished {
     docker: Docker,
     running: Arc<Mutex<HashMap<PathBuf, Running>>>,
+    removals: Arc<std::sync::Mutex<HashMap<PathBuf, tokio::task::JoinHandle<()>>>>,
     workspace: PathBuf,
     container: String,
     armed: bool,
@@ -127,12 +133,17 @@ impl Drop for RemoveUnlessFinished {
         };
         let (docker, running) = (self.docker.clone(), Arc::clone(&self.running));
         let (workspace, id) = (self.workspace.clone(), self.container.clone());
-        runtime.spawn(async move {
+        let key = workspace.clone();
+        let task = runtime.spawn(async move {
             running.lock().await.remove(&workspace);
             tracing::info!(container = %id, "removing the container of an abandoned exec");
             let opts = RemoveContainerOptionsBuilder::new().force(true).build();
             let _ = docker.remove_container(&id, Some(opts)).await;
         });
+        self.removals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, task);
     }
 }
 
@@ -180,6 +191,8 @@ impl DockerBackend {
             options,
             running: Arc::new(Mutex::new(HashMap::new())),
             exec_turns: std::sync::Mutex::new(HashMap::new()),
+            removals: Arc::new(std::sync::Mutex::new(HashMap::new())),
+            created: std::sync::atomic::AtomicU64::new(0),
         };
         backend.remove_stale().await?;
         backend.spawn_idle_sweeper();
@@ -381,8 +394,12 @@ impl DockerBackend {
             host_config: Some(host),
             ..Default::default()
         };
+        // Unique per creation: a group's earlier container may still be on its way out.
+        let nth = self
+            .created
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let name = format!(
-            "nanoclaw-{}-{group}-{}",
+            "nanoclaw-{}-{group}-{}-{nth}",
             self.options.home_id,
             std::process::id()
         );
@@ -406,6 +423,14 @@ impl DockerBackend {
             Arc::clone(turns.entry(req.workspace.clone()).or_default())
         };
         let _one_exec_at_a_time = turn.lock().await;
+        let removal = self
+            .removals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&req.workspace);
+        if let Some(removal) = removal {
+            let _ = removal.await;
+        }
         let container = self.container_for(req).await?;
         let spec = InitSpec {
             program: req.program.clone(),
@@ -447,6 +472,7 @@ impl DockerBackend {
         let mut abandoned = RemoveUnlessFinished {
             docker: self.docker.clone(),
             running: Arc::clone(&self.running),
+            removals: Arc::clone(&self.removals),
             workspace: req.workspace.clone(),
             container: container.clone(),
             armed: true,

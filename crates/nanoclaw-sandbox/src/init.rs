@@ -3,7 +3,8 @@
 //! It is the `nanoclaw` binary itself, mounted read-only at `/.nanoclaw/init`, started as
 //! `init __init SPEC_JSON`. It runs one straight sequence:
 //!
-//! 0. make itself non-dumpable (before anything else: see below);
+//! 0. make itself non-dumpable (before anything else: see below) and close every descriptor it
+//!    inherited but stdin, stdout and stderr;
 //! 1. parse the spec (a malformed one stops here);
 //! 2. `no_new_privs`;
 //! 3. resource limits (rlimits);
@@ -94,6 +95,12 @@ pub fn main(args: &[String]) -> i32 {
         return failed(&out, None, e);
     }
     let out: Frames = Arc::new(Mutex::new(std::io::stdout()));
+    // INVARIANT: nothing but stdin, stdout and stderr crosses into the sandbox. A descriptor
+    // the launcher's caller left open (a shell redirect, a service manager's socket) would be
+    // a way to a host file past every mount and Landlock rule.
+    if let Err(e) = close_inherited() {
+        return failed(&out, None, e);
+    }
 
     // A container's main process: reap and wait, run nothing.
     if args == ["idle"] {
@@ -177,6 +184,30 @@ pub fn main(args: &[String]) -> i32 {
 
     // 8. The report.
     finish(&out, &report)
+}
+
+/// Close every descriptor above stderr.
+fn close_inherited() -> Result<(), String> {
+    // SAFETY: close_range takes integers only; closing descriptors this process does not use
+    // (nothing has been opened yet) cannot invalidate anything it holds.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    if r == 0 {
+        return Ok(());
+    }
+    // Kernels before 5.9: one by one, up to the descriptor limit.
+    // SAFETY: sysconf has no preconditions.
+    let max = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) };
+    if max < 0 {
+        return Err(format!(
+            "closing inherited descriptors: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    for fd in 3..max as i32 {
+        // SAFETY: as above; EBADF for descriptors that are not open is expected.
+        unsafe { libc::close(fd) };
+    }
+    Ok(())
 }
 
 /// Clear the dumpable flag: `/proc/<pid>/` of this process then belongs to root and refuses

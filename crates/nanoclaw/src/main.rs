@@ -1479,7 +1479,17 @@ async fn sandbox_exec(
         trust_dir: Some(net.trust_dir.clone()),
         env: net.env.clone(),
     };
-    let result = backend.exec(&req).await;
+    // As the shell tool: a command past its egress budget is stopped.
+    let result = tokio::select! {
+        result = backend.exec(&req) => result,
+        () = call.exhausted() => {
+            backend.shutdown().await;
+            anyhow::bail!(
+                "the command was stopped: it made more than {} requests through the egress proxy, the most one call may",
+                nanoclaw_egress::calls::REQUESTS_PER_CALL
+            );
+        }
+    };
     drop(call);
     backend.shutdown().await;
     let out = result?;

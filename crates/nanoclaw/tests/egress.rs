@@ -127,3 +127,68 @@ async fn a_process_that_ignores_the_proxy_gets_nowhere() {
     );
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+/// The red team's audit flood, as the agent runs it: one shell call loops refused requests
+/// through its proxy. The call is stopped past its budget, the audit log grows by a bounded
+/// number of events, and the next call of the turn runs normally (on Docker, in a fresh
+/// container once the stopped one is gone).
+#[tokio::test]
+async fn a_refusal_flood_stops_its_call_with_a_bounded_record_and_the_next_call_runs() {
+    use support::model_server::{ScriptedModel, Step};
+    let flood = r#"python3 -c '
+import socket
+for i in range(1500):
+    try:
+        s = socket.create_connection(("127.0.0.1", 3128), timeout=5)
+        s.sendall(b"GET http://not-allowed.example/%d HTTP/1.1\r\nHost: not-allowed.example\r\n\r\n" % i)
+        s.recv(100); s.close()
+    except OSError:
+        pass
+print("FLOOD-DONE")'"#;
+    let mut backends = vec!["bwrap"];
+    match support::docker_image() {
+        Ok(()) => backends.push("docker"),
+        Err(why) => eprintln!("SKIP backend docker: {why}"),
+    }
+    for backend in backends {
+        let tools = |cmd: &str| {
+            Step::Tools(vec![(
+                "shell".into(),
+                serde_json::json!({ "command": cmd }).to_string(),
+            )])
+        };
+        let model = ScriptedModel::start(
+            Wire::Anthropic,
+            vec![tools(flood), tools("echo NEXT-CALL-RAN"), Step::EchoToolResult],
+        )
+        .await;
+        let h = TestHome::new(
+            Wire::Anthropic,
+            &model.url,
+            &format!(
+                "[sandbox]\nbackend = \"{backend}\"\ndocker_image = \"{}\"\n[limits]\ncommand_timeout_secs = 50\n",
+                support::DOCKER_TEST_IMAGE
+            ),
+        );
+        let out = h.run(&["ask", "flood"]).await;
+        assert!(out.status.success(), "[{backend}] {}", text(&out.stderr));
+        let first = model.requests()[1].to_string();
+        assert!(
+            first.contains("the command was stopped: it made more than 1000 requests"),
+            "[{backend}] {first}"
+        );
+        assert!(
+            text(&out.stdout).contains("NEXT-CALL-RAN"),
+            "[{backend}] the next call did not run: {}",
+            text(&out.stdout)
+        );
+        let egress = text(&h.run(&["audit", "show", "--kind", "egress"]).await.stdout);
+        let events = egress.lines().filter(|l| l.contains("egress")).count();
+        assert!(
+            events <= 64 + 12,
+            "[{backend}] {events} egress events for one flooding call"
+        );
+        let summary = text(&h.run(&["audit", "show", "--kind", "egress_summary"]).await.stdout);
+        assert!(summary.contains("not-allowed.example"), "[{backend}] {summary}");
+    }
+}

@@ -408,6 +408,60 @@ async fn forged_report_and_killed_init_leave_no_survivor() {
     }
 }
 
+// The red team's inherited descriptors: whatever the caller of nanoclaw left open (a shell
+// redirect, a service manager's socket) reached into the bwrap sandbox, past every mount and
+// Landlock rule: `exec 78</etc/shadow; nanoclaw sandbox exec -- head <&78`.
+#[tokio::test]
+async fn a_descriptor_inherited_from_the_caller_reaches_into_the_sandbox() {
+    use std::os::fd::AsRawFd;
+    for backend in backends() {
+        let h = home(backend, "");
+        let secret = h.path().join("host-only.txt");
+        std::fs::write(&secret, "host secret ESCAPED-READ\n").unwrap();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&secret)
+            .unwrap();
+        let fd = file.as_raw_fd();
+        let mut cmd = h.command();
+        cmd.args([
+            "sandbox",
+            "exec",
+            "--",
+            "bash",
+            "-c",
+            "ls -l /proc/self/fd; head -c 100 <&77; echo ESCAPED-WRITE >&77; echo DONE",
+        ]);
+        // SAFETY: dup2 in the child between fork and exec; it allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(fd, 77) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let out = cmd.output().await.unwrap();
+        let stdout = text(&out.stdout);
+        assert!(
+            stdout.contains("DONE"),
+            "[{backend}] {stdout}{}",
+            text(&out.stderr)
+        );
+        assert!(
+            !stdout.contains("ESCAPED-READ"),
+            "[{backend}] read a host file: {stdout}"
+        );
+        let after = std::fs::read_to_string(&secret).unwrap();
+        assert!(
+            !after.contains("ESCAPED-WRITE"),
+            "[{backend}] wrote a host file"
+        );
+        drop(file);
+    }
+}
+
 // ----- a root daemon's single layer -----
 
 // Under a root daemon the sandbox's uid is root on the host: a setuid file in the workspace
