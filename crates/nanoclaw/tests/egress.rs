@@ -159,7 +159,11 @@ print("FLOOD-DONE")'"#;
         };
         let model = ScriptedModel::start(
             Wire::Anthropic,
-            vec![tools(flood), tools("echo NEXT-CALL-RAN"), Step::EchoToolResult],
+            vec![
+                tools(flood),
+                tools("echo NEXT-CALL-RAN"),
+                Step::EchoToolResult,
+            ],
         )
         .await;
         let h = TestHome::new(
@@ -188,7 +192,14 @@ print("FLOOD-DONE")'"#;
             events <= 64 + 12,
             "[{backend}] {events} egress events for one flooding call"
         );
-        let summary = text(&h.run(&["audit", "show", "--kind", "egress_summary"]).await.stdout);
-        assert!(summary.contains("not-allowed.example"), "[{backend}] {summary}");
+        let summary = text(
+            &h.run(&["audit", "show", "--kind", "egress_summary"])
+                .await
+                .stdout,
+        );
+        assert!(
+            summary.contains("not-allowed.example"),
+            "[{backend}] {summary}"
+        );
     }
 }
