@@ -27,6 +27,9 @@ use serde_json::Value;
 const BATCH: usize = 2048;
 /// The anchors file, beside the database.
 pub const ANCHORS_FILE: &str = "audit.anchors";
+/// How long a new turn's first events may take to reach the disk; `verify` does not hold
+/// younger turns to the log.
+const IN_FLIGHT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Shortest time between two anchors appended while events keep coming.
 const ANCHOR_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -475,13 +478,16 @@ pub fn verify(db: &Path, anchor: Option<&Anchor>) -> anyhow::Result<Result<Verif
             format!("turn {turn}")
         }
     };
+    // A turn that started a moment ago may have its first events still on their way to the
+    // disk (the writer batches): only turns older than this are held to the log.
+    let settled = now_ms() - IN_FLIGHT.as_millis() as i64;
     let beyond = |sql: &str, after: i64| -> anyhow::Result<Option<i64>> {
-        conn.query_row(sql, [after], |r| r.get(0))
+        conn.query_row(sql, [after, settled], |r| r.get(0))
             .optional()
             .context("reading the store to cross-check the audit log")
     };
     if let Some(id) = beyond(
-        "SELECT id FROM turns WHERE id > ?1 AND EXISTS (SELECT 1 FROM inbox WHERE inbox.turn_id = turns.id) ORDER BY id LIMIT 1",
+        "SELECT id FROM turns WHERE id > ?1 AND started_at < ?2 AND EXISTS (SELECT 1 FROM inbox WHERE inbox.turn_id = turns.id) ORDER BY id LIMIT 1",
         newest_turn,
     )? {
         return Ok(Err(Unverified::Unrecorded {
@@ -491,7 +497,7 @@ pub fn verify(db: &Path, anchor: Option<&Anchor>) -> anyhow::Result<Result<Verif
         }));
     }
     if let Some(id) = beyond(
-        "SELECT id FROM inbox WHERE turn_id IS NOT NULL AND id > ?1 ORDER BY id LIMIT 1",
+        "SELECT id FROM inbox WHERE id > ?1 AND turn_id IN (SELECT id FROM turns WHERE started_at < ?2) ORDER BY id LIMIT 1",
         newest_message,
     )? {
         return Ok(Err(Unverified::Unrecorded {
