@@ -188,9 +188,12 @@ print("FLOOD-DONE")'"#;
         );
         let egress = text(&h.run(&["audit", "show", "--kind", "egress"]).await.stdout);
         let events = egress.lines().filter(|l| l.contains("egress")).count();
+        // 64 in full, and the stopped command's late connections, refused outside any call,
+        // recorded for the 1st, 2nd, 4th, ... of them (on Docker it runs until its container
+        // is gone).
         assert!(
-            events <= 64 + 12,
-            "[{backend}] {events} egress events for one flooding call"
+            events <= 64 + 16,
+            "[{backend}] {events} egress events for one flooding call:\n{egress}"
         );
         let summary = text(
             &h.run(&["audit", "show", "--kind", "egress_summary"])
