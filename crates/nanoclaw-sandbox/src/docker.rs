@@ -416,6 +416,18 @@ impl DockerBackend {
         Ok(created.id)
     }
 
+    /// Wait for the removal of `workspace`'s abandoned container, if one is under way.
+    async fn await_removal(&self, workspace: &Path) {
+        let removal = self
+            .removals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(workspace);
+        if let Some(removal) = removal {
+            let _ = removal.await;
+        }
+    }
+
     async fn run(&self, req: &ExecRequest) -> Result<crate::ExecOutput, SandboxError> {
         let started = Instant::now();
         let turn = {
@@ -423,14 +435,7 @@ impl DockerBackend {
             Arc::clone(turns.entry(req.workspace.clone()).or_default())
         };
         let _one_exec_at_a_time = turn.lock().await;
-        let removal = self
-            .removals
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&req.workspace);
-        if let Some(removal) = removal {
-            let _ = removal.await;
-        }
+        self.await_removal(&req.workspace).await;
         let container = self.container_for(req).await?;
         let spec = InitSpec {
             program: req.program.clone(),
@@ -532,6 +537,13 @@ impl Backend for DockerBackend {
 
     fn exec<'a>(&'a self, req: &'a ExecRequest) -> ExecFuture<'a> {
         Box::pin(self.run(req))
+    }
+
+    fn settle<'a>(
+        &'a self,
+        workspace: &'a Path,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(self.await_removal(workspace))
     }
 
     fn shutdown<'a>(

@@ -147,6 +147,16 @@ pub trait Backend: Send + Sync {
     fn name(&self) -> &'static str;
     /// Run one request in a sandbox over `req.workspace`, through the init.
     fn exec<'a>(&'a self, req: &'a ExecRequest) -> ExecFuture<'a>;
+    /// Wait until nothing of an earlier, abandoned command over `workspace` can still run
+    /// (Docker: its container is gone). A caller opening the group's proxy to a new call waits
+    /// for this first, so no late request of the old command is taken for the new call's.
+    fn settle<'a>(
+        &'a self,
+        _workspace: &'a std::path::Path,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(async {})
+    }
+
     /// Release what the backend keeps between commands (containers). Called when the process
     /// is done with the backend.
     fn shutdown<'a>(&'a self) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {

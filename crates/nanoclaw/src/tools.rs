@@ -532,6 +532,9 @@ impl Tools {
         let group = ctx.group;
         // How the egress record names this call.
         let tag = format!("turn {} call {}", ctx.turn, call.id);
+        // Nothing of an abandoned earlier command may still reach the group's proxy once this
+        // call opens it, or its late requests would be taken for this call's.
+        self.backend.settle(workspace).await;
         let request = match call.name.as_str() {
             "shell" => {
                 return match parse_args::<ShellArgs>(call) {
