@@ -104,11 +104,13 @@ pub fn encodings(value: &[u8]) -> Vec<Vec<u8>> {
             })
             .collect());
     }
-    for alphabet in [BASE64, BASE64URL] {
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+    for alphabet in [STANDARD_NO_PAD, URL_SAFE_NO_PAD] {
         for shift in 0..3usize {
             let mut shifted = vec![0u8; shift];
             shifted.extend_from_slice(value);
-            let text = base64(&shifted, alphabet);
+            let text = alphabet.encode(&shifted).into_bytes();
             // Characters wholly inside the value's bits.
             let first = (8 * shift).div_ceil(6);
             let end = (8 * (shift + value.len())) / 6;
@@ -123,31 +125,32 @@ pub fn encodings(value: &[u8]) -> Vec<Vec<u8>> {
 /// Shortest encoded form [`encodings`] keeps.
 pub const MIN_ENCODED: usize = 8;
 
-const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-const BASE64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
 /// Standard base64 with padding (for a `Basic` credential rebuilt after substitution).
 pub fn base64_padded(bytes: &[u8]) -> String {
-    let mut text = base64(bytes, BASE64);
-    while !text.len().is_multiple_of(4) {
-        text.push(b'=');
-    }
-    String::from_utf8_lossy(&text).into_owned()
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// Base64 without padding.
-fn base64(bytes: &[u8], alphabet: &[u8; 64]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, &b)| n | (u32::from(b) << (16 - 8 * i)));
-        for i in 0..=chunk.len() {
-            out.push(alphabet[((n >> (18 - 6 * i)) & 63) as usize]);
-        }
-    }
-    out
+/// Standard or URL-safe base64 (either alphabet's two last digits, padding or not), as
+/// `Basic` credentials arrive; `None` for anything else.
+pub fn base64_decode(text: &[u8]) -> Option<Vec<u8>> {
+    use base64::Engine;
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new()
+            .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+            .with_decode_allow_trailing_bits(true),
+    );
+    let standard: Vec<u8> = text
+        .iter()
+        .map(|&c| match c {
+            b'-' => b'+',
+            b'_' => b'/',
+            c => c,
+        })
+        .collect();
+    LENIENT.decode(standard).ok()
 }
 
 /// Replaces every occurrence of a set of needles (secret values, or placeholders) with a
@@ -175,7 +178,7 @@ impl Replacer {
         needles.sort_by_key(|(n, _)| std::cmp::Reverse(n.len()));
         let longest = needles.first().map_or(0, |(n, _)| n.len());
         // Building fails only past billions of patterns or states; secrets are a handful. A
-        // failure leaves no matcher, and `find` then refuses to say "nothing found" (below).
+        // failure leaves no matcher, and `find` searches needle by needle instead.
         let matcher = (!needles.is_empty())
             .then(|| {
                 aho_corasick::AhoCorasick::builder()
@@ -202,11 +205,24 @@ impl Replacer {
             Some(m) => m
                 .find(hay)
                 .map(|found| (found.start(), found.pattern().as_usize())),
-            // Fail closed: needles without a matcher (never built) count as found at 0, so a
-            // scan refuses rather than passing what it could not check.
-            None if !self.needles.is_empty() => Some((0, 0)),
-            None => None,
+            // Only if the automaton could not be built: the same leftmost-longest search, one
+            // needle at a time.
+            None => self.find_each(hay),
         }
+    }
+
+    /// The first needle in `hay` by a search for each needle: what `find` falls back to.
+    fn find_each(&self, hay: &[u8]) -> Option<(usize, usize)> {
+        let mut best: Option<(usize, usize)> = None;
+        for (i, (needle, _)) in self.needles.iter().enumerate() {
+            let limit = best.map_or(hay.len(), |(pos, _)| (pos + needle.len()).min(hay.len()));
+            if let Some(pos) = memchr::memmem::find(&hay[..limit], needle)
+                && best.is_none_or(|(b, _)| pos < b)
+            {
+                best = Some((pos, i));
+            }
+        }
+        best
     }
 
     /// Whether any needle occurs in `hay`.
@@ -339,8 +355,13 @@ mod tests {
             let mut text = prefix.as_bytes().to_vec();
             text.extend_from_slice(value);
             text.extend_from_slice(b"&tail");
-            let b64 = base64(&text, BASE64);
-            let b64url = base64(&text, BASE64URL);
+            use base64::Engine;
+            let b64 = base64::engine::general_purpose::STANDARD_NO_PAD
+                .encode(&text)
+                .into_bytes();
+            let b64url = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(&text)
+                .into_bytes();
             let hex = crate::hex::encode(&text);
             for sent in [
                 b64,
@@ -364,10 +385,23 @@ mod tests {
             assert!(rep.contains(sent), "{}", String::from_utf8_lossy(sent));
         }
         assert_eq!(
-            base64(b"any carnal pleas", BASE64),
-            b"YW55IGNhcm5hbCBwbGVhcw".to_vec()
+            base64_padded(b"any carnal pleas"),
+            "YW55IGNhcm5hbCBwbGVhcw=="
+        );
+        assert_eq!(
+            base64_decode(b"YW55IGNhcm5hbCBwbGVhcw").as_deref(),
+            Some(&b"any carnal pleas"[..])
         );
         assert!(!rep.contains(b"an ordinary request body with nothing in it"));
+    }
+
+    #[test]
+    fn the_fallback_search_finds_what_the_automaton_finds() {
+        let mut rep = r(&[("secret", "[S]"), ("secretive", "[L]"), ("cret", "[C]")]);
+        let text = "a secret, secretive; cret";
+        let with_automaton = rep.replace_str(text);
+        rep.matcher = None;
+        assert_eq!(rep.replace_str(text), with_automaton);
     }
 
     #[test]

@@ -82,42 +82,7 @@ fn basic_credentials(value: &[u8]) -> Option<Vec<u8>> {
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    decode_base64(rest.trim().as_bytes())
-}
-
-/// Standard or URL-safe base64, padding optional; `None` for anything else.
-fn decode_base64(text: &[u8]) -> Option<Vec<u8>> {
-    let digit = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let text: &[u8] = {
-        let mut end = text.len();
-        while end > 0 && text[end - 1] == b'=' {
-            end -= 1;
-        }
-        &text[..end]
-    };
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    for chunk in text.chunks(4) {
-        if chunk.len() == 1 {
-            return None;
-        }
-        let mut n = 0u32;
-        for (i, &c) in chunk.iter().enumerate() {
-            n |= digit(c)? << (18 - 6 * i);
-        }
-        for i in 0..chunk.len() - 1 {
-            out.push((n >> (16 - 8 * i)) as u8);
-        }
-    }
-    Some(out)
+    nanoclaw_core::secret::base64_decode(rest.trim().as_bytes())
 }
 
 impl Credentials {
