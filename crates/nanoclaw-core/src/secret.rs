@@ -238,14 +238,34 @@ impl Replacer {
     /// `hay` with every needle replaced.
     pub fn replace(&self, hay: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(hay.len());
-        let mut rest = hay;
-        while let Some((pos, i)) = self.find(rest) {
-            out.extend_from_slice(&rest[..pos]);
-            out.extend_from_slice(&self.needles[i].1);
-            rest = &rest[pos + self.needles[i].0.len()..];
-        }
+        let rest = self.each_match(hay, |before, replacement| {
+            out.extend_from_slice(before);
+            out.extend_from_slice(replacement);
+        });
         out.extend_from_slice(rest);
         out
+    }
+
+    /// The replacements of the needles `replace` would replace in `hay`, in order.
+    pub fn replacements_in<'a>(&'a self, hay: &[u8]) -> Vec<&'a [u8]> {
+        let mut found = Vec::new();
+        self.each_match(hay, |_, replacement| found.push(replacement));
+        found
+    }
+
+    /// Walk `hay`'s matches left to right, handing `visit` the text before each and the
+    /// match's replacement; returns what follows the last.
+    fn each_match<'h, 's>(
+        &'s self,
+        hay: &'h [u8],
+        mut visit: impl FnMut(&'h [u8], &'s [u8]),
+    ) -> &'h [u8] {
+        let mut rest = hay;
+        while let Some((pos, i)) = self.find(rest) {
+            visit(&rest[..pos], &self.needles[i].1);
+            rest = &rest[pos + self.needles[i].0.len()..];
+        }
+        rest
     }
 
     /// Text with every needle replaced. Replacing inside valid UTF-8 with UTF-8 keeps it valid.

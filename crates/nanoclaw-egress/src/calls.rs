@@ -131,6 +131,25 @@ impl CallState {
         let _ = rx.wait_for(|ended| *ended).await;
     }
 
+    /// Run `work` until it is done or the call ends, whichever comes first: everything that
+    /// serves one of the call's connections runs under this.
+    pub async fn until_ended(&self, work: impl std::future::Future<Output = ()>) {
+        tokio::select! {
+            () = work => {}
+            () = self.ended() => {}
+        }
+    }
+
+    /// A request of a call past its budget is refused.
+    pub fn within_budget(&self) -> Result<(), crate::policy::Refusal> {
+        if self.is_exhausted() {
+            return Err(crate::policy::Refusal::CallBudget {
+                limit: REQUESTS_PER_CALL,
+            });
+        }
+        Ok(())
+    }
+
     fn summary(&self) -> Option<CallSummary> {
         let requests = self.requests.load(Ordering::SeqCst);
         let kinds = std::mem::take(&mut *self.coalesced.lock().unwrap_or_else(|p| p.into_inner()));

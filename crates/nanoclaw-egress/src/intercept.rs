@@ -157,11 +157,7 @@ async fn handle(
     let mut secrets = Vec::new();
     let mut bytes_out = 0;
     let result = async {
-        if call.is_exhausted() {
-            return Err(Refusal::CallBudget {
-                limit: crate::calls::REQUESTS_PER_CALL,
-            });
-        }
+        call.within_budget()?;
         let authority = if upstream.target.port == 443 {
             host.clone()
         } else {
@@ -189,24 +185,21 @@ async fn handle(
         Ok(resp) => (inbound(&proxy.credentials, resp), None),
         Err(refusal) => (refused(&refusal), Some(refusal)),
     };
-    proxy.record(
-        &Record {
-            group: &proxy.group,
-            call: Some(&call.tag),
-            method: method.as_str(),
-            host: &host,
-            path: &path,
-            status: response.status().as_u16(),
-            bytes_out,
-            bytes_in: hyper::body::Body::size_hint(response.body())
-                .exact()
-                .unwrap_or(0),
-            secrets: &secrets,
-            decision: reason.as_ref().map_or("allow", decision_of),
-            reason: reason.as_ref(),
-        },
-        Some(call),
-    );
+    proxy.record(&Record {
+        group: &proxy.group,
+        call: Some(call),
+        method: method.as_str(),
+        host: &host,
+        path: &path,
+        status: response.status().as_u16(),
+        bytes_out,
+        bytes_in: hyper::body::Body::size_hint(response.body())
+            .exact()
+            .unwrap_or(0),
+        secrets: &secrets,
+        decision: reason.as_ref().map_or("allow", decision_of),
+        reason: reason.as_ref(),
+    });
     response
 }
 

@@ -93,12 +93,30 @@ pub struct ProxyCall {
     recorder: Option<Recorder>,
 }
 
+/// A call was stopped: it made more requests than one call may.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the command was stopped: it made more than {} requests through the egress proxy, the most one call may",
+    crate::calls::REQUESTS_PER_CALL
+)]
+pub struct CallStopped;
+
 impl ProxyCall {
-    /// Resolves once the call has made more requests than one call may: stop it.
-    pub async fn exhausted(&self) {
-        match &self.lease {
-            Some(lease) => lease.exhausted().await,
-            None => std::future::pending().await,
+    /// Run `work` as this call's, dropping it (which stops a sandboxed command) once the call
+    /// has made more requests than one call may.
+    pub async fn bounded<T>(
+        &self,
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<T, CallStopped> {
+        let exhausted = async {
+            match &self.lease {
+                Some(lease) => lease.exhausted().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            done = work => Ok(done),
+            () = exhausted => Err(CallStopped),
         }
     }
 }
@@ -161,12 +179,12 @@ impl GroupProxy {
     /// Count it if it let something through, charge it to its call, and unless the call's
     /// budget coalesces it, log it (secret values shown as placeholders: the log is not
     /// redacted downstream, unlike the audit) and hand it to the recorder.
-    pub(crate) fn record(&self, record: &Record<'_>, call: Option<&CallState>) {
+    pub(crate) fn record(&self, record: &Record<'_>) {
         if record.reason.is_none() {
             self.passed
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
-        if let Some(call) = call
+        if let Some(call) = record.call
             && call.charge(record.decision, record.method, record.host, record.path)
                 != Budget::InFull
         {
@@ -185,13 +203,33 @@ impl GroupProxy {
             r(&Event::Request(record));
         }
     }
+
+    /// A connection refused for want of a running call: recorded for the 1st, 2nd, 4th, ...
+    fn record_unattributed(&self, total: u64) {
+        let refusal = Refusal::NoCall {
+            refused_so_far: total,
+        };
+        self.record(&Record {
+            group: &self.group,
+            call: None,
+            method: "",
+            host: "",
+            path: "",
+            status: 0,
+            bytes_out: 0,
+            bytes_in: 0,
+            secrets: &[],
+            decision: "refuse",
+            reason: Some(&refusal),
+        });
+    }
 }
 
 /// One line of the egress record: what was asked, what was decided.
 pub struct Record<'a> {
     pub group: &'a str,
-    /// The tool call the connection belongs to (its tag), if any.
-    pub call: Option<&'a str>,
+    /// The tool call the connection belongs to (its `tag` names it), if any.
+    pub call: Option<&'a CallState>,
     pub method: &'a str,
     pub host: &'a str,
     pub path: &'a str,
@@ -302,36 +340,8 @@ pub async fn serve(listener: UnixListener, proxy: Arc<GroupProxy>) {
                 }
             };
             // The call's end cuts the connection, whatever it is doing.
-            tokio::select! {
-                () = served => {}
-                () = ended.ended() => {}
-            }
+            ended.until_ended(served).await;
         });
-    }
-}
-
-impl GroupProxy {
-    /// A connection refused for want of a running call: recorded for the 1st, 2nd, 4th, ...
-    fn record_unattributed(&self, total: u64) {
-        let refusal = Refusal::NoCall {
-            refused_so_far: total,
-        };
-        self.record(
-            &Record {
-                group: &self.group,
-                call: None,
-                method: "",
-                host: "",
-                path: "",
-                status: 0,
-                bytes_out: 0,
-                bytes_in: 0,
-                secrets: &[],
-                decision: "refuse",
-                reason: Some(&refusal),
-            },
-            None,
-        );
     }
 }
 
@@ -379,14 +389,10 @@ async fn handle(
     let method = req.method().clone();
     let target = req.uri().to_string();
     let call = Arc::clone(&slot.call);
-    let result = if call.is_exhausted() {
-        Err(Refusal::CallBudget {
-            limit: crate::calls::REQUESTS_PER_CALL,
-        })
-    } else if method == Method::CONNECT {
-        tunnel(proxy, req, slot).await
-    } else {
-        forward(proxy, req).await
+    let result = match call.within_budget() {
+        Err(refusal) => Err(refusal),
+        Ok(()) if method == Method::CONNECT => tunnel(proxy, req, slot).await,
+        Ok(()) => forward(proxy, req).await,
     };
     let (response, host, secrets, bytes_out, decision, reason) = match result {
         Ok(f) => (f.response, f.host, f.secrets, f.bytes_out, f.decision, None),
@@ -399,24 +405,21 @@ async fn handle(
             Some(refusal),
         ),
     };
-    proxy.record(
-        &Record {
-            group: &proxy.group,
-            call: Some(&call.tag),
-            method: method.as_str(),
-            host: &host,
-            path: &target,
-            status: response.status().as_u16(),
-            bytes_out,
-            bytes_in: hyper::body::Body::size_hint(response.body())
-                .exact()
-                .unwrap_or(0),
-            secrets: &secrets,
-            decision,
-            reason: reason.as_ref(),
-        },
-        Some(&call),
-    );
+    proxy.record(&Record {
+        group: &proxy.group,
+        call: Some(&call),
+        method: method.as_str(),
+        host: &host,
+        path: &target,
+        status: response.status().as_u16(),
+        bytes_out,
+        bytes_in: hyper::body::Body::size_hint(response.body())
+            .exact()
+            .unwrap_or(0),
+        secrets: &secrets,
+        decision,
+        reason: reason.as_ref(),
+    });
     response
 }
 
@@ -554,10 +557,7 @@ async fn tunnel(
                     Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
                 }
             };
-            tokio::select! {
-                () = served => {}
-                () = call.ended() => {}
-            }
+            call.until_ended(served).await;
         });
         return Ok(Forwarded {
             response: ok(),
@@ -571,13 +571,13 @@ async fn tunnel(
     tokio::spawn(async move {
         let call = Arc::clone(&slot.call);
         let _slot = slot;
-        tokio::select! {
-            upgraded = hyper::upgrade::on(req) => match upgraded {
-                Ok(upgraded) => relay_tunnel(upgraded, upstream, addr, &call).await,
+        let served = async move {
+            match hyper::upgrade::on(req).await {
+                Ok(upgraded) => relay_tunnel(upgraded, upstream, addr).await,
                 Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
-            },
-            () = call.ended() => {}
-        }
+            }
+        };
+        call.until_ended(served).await;
     });
     Ok(Forwarded {
         response: ok(),
@@ -596,22 +596,20 @@ async fn relay_tunnel(
     upgraded: hyper::upgrade::Upgraded,
     mut upstream: TcpStream,
     addr: SocketAddr,
-    call: &CallState,
 ) {
     use tokio::io::AsyncWriteExt;
     let parts = match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => parts,
         Err(upgraded) => {
             let mut client = TokioIo::new(upgraded);
-            tokio::select! {
-                r = tokio::io::copy_bidirectional_with_sizes(
-                    &mut client,
-                    &mut upstream,
-                    pump::COPY_CHUNK,
-                    pump::COPY_CHUNK,
-                ) => tracing::debug!(target: "nanoclaw::egress", %addr, result = ?r, "tunnel closed"),
-                () = call.ended() => {}
-            }
+            let r = tokio::io::copy_bidirectional_with_sizes(
+                &mut client,
+                &mut upstream,
+                pump::COPY_CHUNK,
+                pump::COPY_CHUNK,
+            )
+            .await;
+            tracing::debug!(target: "nanoclaw::egress", %addr, result = ?r, "tunnel closed");
             return;
         }
     };
@@ -635,10 +633,12 @@ async fn relay_tunnel(
     let Ok(upstream_shut) = upstream.try_clone() else {
         return;
     };
-    // Kept to cut both sides when the call ends: the pumps block in the kernel.
+    // The pumps block in the kernel, on threads no future's drop reaches: when this tunnel is
+    // dropped (its call ended) or done, both sockets are shut, which ends them.
     let (Ok(client_cut), Ok(upstream_cut)) = (client.try_clone(), upstream.try_clone()) else {
         return;
     };
+    let _cut = ShutOnDrop([client_cut, upstream_cut]);
     let down = pump_thread(move || {
         pump::pump(upstream_r, client_w);
         let _ = client_shut.shutdown(std::net::Shutdown::Write);
@@ -647,14 +647,19 @@ async fn relay_tunnel(
         pump::pump(client, upstream);
         let _ = upstream_shut.shutdown(std::net::Shutdown::Write);
     });
-    tokio::select! {
-        _ = async { tokio::join!(up, down) } => {}
-        () = call.ended() => {
-            let _ = client_cut.shutdown(std::net::Shutdown::Both);
-            let _ = upstream_cut.shutdown(std::net::Shutdown::Both);
+    let _ = tokio::join!(up, down);
+    tracing::debug!(target: "nanoclaw::egress", %addr, "tunnel closed");
+}
+
+/// Shuts both directions of its sockets when dropped.
+struct ShutOnDrop([std::net::TcpStream; 2]);
+
+impl Drop for ShutOnDrop {
+    fn drop(&mut self) {
+        for socket in &self.0 {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
         }
     }
-    tracing::debug!(target: "nanoclaw::egress", %addr, "tunnel closed");
 }
 
 /// Run `work` on a new thread; the receiver completes when it is done (or could not start).

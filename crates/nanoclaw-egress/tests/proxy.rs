@@ -479,10 +479,11 @@ async fn a_refusal_loop_makes_a_bounded_record_and_exhausts_the_call() {
         statuses.contains("HTTP/1.1 429"),
         "the call was never exhausted"
     );
-    tokio::select! {
-        () = call.exhausted() => {}
-        () = tokio::time::sleep(Duration::from_secs(5)) => panic!("the caller was not told to stop the call"),
-    }
+    // Work run as the call's is stopped: the call is past its budget.
+    let stopped = call
+        .bounded(tokio::time::sleep(Duration::from_secs(5)))
+        .await;
+    assert!(stopped.is_err(), "the caller was not told to stop the call");
     drop(call);
     // 64 requests in full and one summary.
     let n = records.load(std::sync::atomic::Ordering::SeqCst);

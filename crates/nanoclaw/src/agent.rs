@@ -150,17 +150,18 @@ impl Agent {
     /// `text` with every secret value and placeholder withheld; each withholding is audited
     /// and the text says so.
     fn guard_reply(&self, turn: &ClaimedTurn, text: String) -> String {
-        let guarded = self.tools.reply_guard().replace_str(&text);
-        if guarded == text {
+        let guard = self.tools.reply_guard();
+        // The secrets found, from the guard's own matches (never from the reply's text, which
+        // could name any secret it likes).
+        let names: std::collections::BTreeSet<String> = guard
+            .replacements_in(text.as_bytes())
+            .into_iter()
+            .map(crate::egress::withheld_name)
+            .collect();
+        if names.is_empty() {
             return text;
         }
-        let names: std::collections::BTreeSet<&str> = guarded
-            .match_indices(crate::egress::WITHHELD)
-            .filter_map(|(at, _)| {
-                let rest = &guarded[at + crate::egress::WITHHELD.len()..];
-                rest.split(']').next()
-            })
-            .collect();
+        let guarded = guard.replace_str(&text);
         tracing::warn!(group = %turn.group, turn = turn.id, secrets = ?names, "a reply carried secrets or their placeholders; withheld");
         self.tools.audit().record(
             "reply_withheld",

@@ -207,7 +207,17 @@ pub fn redactor(secrets: &[OpenSecret]) -> Replacer {
 }
 
 /// How a reply shows a secret value or placeholder it was not allowed to carry.
-pub const WITHHELD: &str = "[withheld secret ";
+const WITHHELD: &str = "[withheld secret ";
+
+/// The secret's name in a replacement the reply guard made (`[withheld secret NAME]`).
+pub fn withheld_name(shown: &[u8]) -> String {
+    let shown = String::from_utf8_lossy(shown);
+    shown
+        .strip_prefix(WITHHELD)
+        .and_then(|rest| rest.strip_suffix(']'))
+        .unwrap_or(&shown)
+        .to_owned()
+}
 
 /// Secret values and placeholders to `[withheld secret NAME]`.
 fn reply_guard(secrets: &[OpenSecret]) -> Replacer {
@@ -229,7 +239,7 @@ pub fn audit_recorder(audit: Arc<crate::audit::Audit>) -> Recorder {
             "egress",
             Some(r.group),
             serde_json::json!({
-                "call": r.call,
+                "call": r.call.map(|c| c.tag.as_str()),
                 "method": r.method, "host": r.host, "path": r.path, "status": r.status,
                 "bytes_out": r.bytes_out, "bytes_in": r.bytes_in, "secrets": r.secrets,
                 "decision": r.decision, "reason": r.reason.map(|x| x.to_string()),

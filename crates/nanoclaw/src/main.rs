@@ -1480,19 +1480,10 @@ async fn sandbox_exec(
         env: net.env.clone(),
     };
     // As the shell tool: a command past its egress budget is stopped.
-    let result = tokio::select! {
-        result = backend.exec(&req) => result,
-        () = call.exhausted() => {
-            backend.shutdown().await;
-            anyhow::bail!(
-                "the command was stopped: it made more than {} requests through the egress proxy, the most one call may",
-                nanoclaw_egress::calls::REQUESTS_PER_CALL
-            );
-        }
-    };
+    let result = call.bounded(backend.exec(&req)).await;
     drop(call);
     backend.shutdown().await;
-    let out = result?;
+    let out = result??;
     std::io::stdout().write_all(&out.stdout.bytes)?;
     std::io::stderr().write_all(&out.stderr.bytes)?;
     for (name, stream) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {

@@ -638,21 +638,12 @@ impl Tools {
         };
         // The proxy serves the sandbox only while this call is open.
         let call = net.as_ref().map(|n| n.open_call(tag.to_owned()));
-        let exhausted = async {
-            match &call {
-                Some(call) => call.exhausted().await,
-                None => std::future::pending().await,
-            }
-        };
-        let result = tokio::select! {
-            result = self.backend.exec(&req) => result,
-            // Dropping the exec stops the command (the backend kills its sandbox).
-            () = exhausted => {
-                return ToolOutcome::error(format!(
-                    "the command was stopped: it made more than {} requests through the egress proxy, the most one call may",
-                    nanoclaw_egress::calls::REQUESTS_PER_CALL
-                ));
-            }
+        let result = match &call {
+            Some(call) => match call.bounded(self.backend.exec(&req)).await {
+                Ok(result) => result,
+                Err(stopped) => return ToolOutcome::error(stopped.to_string()),
+            },
+            None => self.backend.exec(&req).await,
         };
         drop(call);
         match result {
