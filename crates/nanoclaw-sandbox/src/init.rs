@@ -87,14 +87,13 @@ fn failed(out: &Frames, hardening: Option<Hardening>, error: String) -> i32 {
 
 /// Entry point; `args` are the arguments after `__init`.
 pub fn main(args: &[String]) -> i32 {
+    let out: Frames = Arc::new(Mutex::new(std::io::stdout()));
     // 0. INVARIANT: non-dumpable before anything else. The command will run as this same uid;
     // a dumpable init would let it open /proc/<init>/fd/1 and write a report of its own, or
     // write code into /proc/<init>/mem. A container's idle main process is held to the same.
     if let Err(e) = make_non_dumpable() {
-        let out: Frames = Arc::new(Mutex::new(std::io::stdout()));
         return failed(&out, None, e);
     }
-    let out: Frames = Arc::new(Mutex::new(std::io::stdout()));
     // INVARIANT: nothing but stdin, stdout and stderr crosses into the sandbox. A descriptor
     // the launcher's caller left open (a shell redirect, a service manager's socket) would be
     // a way to a host file past every mount and Landlock rule.
@@ -174,12 +173,15 @@ pub fn main(args: &[String]) -> i32 {
             run_command(&out, argv, &spec, hardening, fsize_limit, usage_before)
         }
     };
-    if report.limit.is_none() && spec.limits.workspace_quota_bytes > 0 {
-        let used = workspace_usage();
-        // At the quota counts: the file-size limit stops writes exactly there.
-        if used >= spec.limits.workspace_quota_bytes && used > usage_before {
-            report.limit = Some(LimitHit::WorkspaceQuota);
-        }
+    if report.limit.is_none()
+        && spec.limits.workspace_quota_bytes > 0
+        && grew_past_quota(
+            workspace_usage(),
+            spec.limits.workspace_quota_bytes,
+            usage_before,
+        )
+    {
+        report.limit = Some(LimitHit::WorkspaceQuota);
     }
 
     // 8. The report.
@@ -315,10 +317,15 @@ impl QuotaWatch {
             return false;
         }
         self.last_walk = Some(std::time::Instant::now());
-        let used = workspace_usage();
-        // Over the quota, and grown: a command that only deletes is never stopped.
-        used >= self.quota && used > self.usage_before
+        grew_past_quota(workspace_usage(), self.quota, self.usage_before)
     }
+}
+
+/// A workspace at `used` bytes is over `quota` through the command's doing: at the quota counts
+/// (the file-size limit stops writes exactly there), and a command that only deleted, leaving
+/// it no larger than `before`, never is.
+fn grew_past_quota(used: u64, quota: u64, before: u64) -> bool {
+    used >= quota && used > before
 }
 
 /// Free bytes on the workspace's file system.

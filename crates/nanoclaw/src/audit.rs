@@ -169,30 +169,16 @@ pub fn anchors_path(db: &Path) -> std::path::PathBuf {
     db.with_file_name(ANCHORS_FILE)
 }
 
-/// Append the chain's head to the anchors file (created 0600). Failing to is logged: the chain
-/// itself is intact, only the outside witness misses a line.
-fn write_anchor(conn: &Connection, anchors: &Path, last: &mut Option<u64>) {
+/// Append `head`, the newest event this writer appended, to the anchors file (created 0600)
+/// unless it is there already. Failing to is logged: the chain itself is intact, only the
+/// outside witness misses a line.
+fn write_anchor(head: &Anchor, anchors: &Path, last: &mut Option<u64>) {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let head: Option<(i64, Vec<u8>)> = conn
-        .query_row(
-            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()
-        .unwrap_or(None);
-    let Some((seq, hash)) = head else { return };
-    if *last == Some(seq as u64) {
+    if *last == Some(head.seq) {
         return;
     }
-    let line = format!(
-        "{}\n",
-        Anchor {
-            seq: seq as u64,
-            hash
-        }
-    );
+    let line = format!("{head}\n");
     let written = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
@@ -200,7 +186,7 @@ fn write_anchor(conn: &Connection, anchors: &Path, last: &mut Option<u64>) {
         .open(anchors)
         .and_then(|mut f| f.write_all(line.as_bytes()));
     match written {
-        Ok(()) => *last = Some(seq as u64),
+        Ok(()) => *last = Some(head.seq),
         Err(e) => {
             tracing::error!(file = %anchors.display(), error = %e, "could not append the audit anchor")
         }
@@ -208,6 +194,8 @@ fn write_anchor(conn: &Connection, anchors: &Path, last: &mut Option<u64>) {
 }
 
 fn writer(conn: Connection, rx: Receiver<Msg>, anchors: &Path) {
+    // The newest event this writer appended, and the last one written to the anchors file.
+    let mut head: Option<Anchor> = None;
     let mut anchored = None;
     let mut anchored_at = std::time::Instant::now();
     while let Ok(first) = rx.recv() {
@@ -230,27 +218,32 @@ fn writer(conn: Connection, rx: Receiver<Msg>, anchors: &Path) {
                 None
             };
         }
-        if !events.is_empty()
-            && let Err(e) = append(&conn, events)
-        {
-            tracing::error!(error = %e, "audit events could not be written");
+        if !events.is_empty() {
+            match append(&conn, events) {
+                Ok(appended) => head = Some(appended),
+                Err(e) => tracing::error!(error = %e, "audit events could not be written"),
+            }
         }
-        if anchored_at.elapsed() >= ANCHOR_EVERY || anchored.is_none() {
-            write_anchor(&conn, anchors, &mut anchored);
+        if let Some(head) = &head
+            && (anchored_at.elapsed() >= ANCHOR_EVERY || anchored.is_none())
+        {
+            write_anchor(head, anchors, &mut anchored);
             anchored_at = std::time::Instant::now();
         }
         for done in waiting {
             let _ = done.send(());
         }
     }
-    write_anchor(&conn, anchors, &mut anchored);
+    if let Some(head) = &head {
+        write_anchor(head, anchors, &mut anchored);
+    }
 }
 
-/// Append a batch to the chain in one transaction.
+/// Append a batch to the chain in one transaction; returns the chain's new head.
 fn append(
     conn: &Connection,
     events: Vec<(i64, String, Option<String>, Value)>,
-) -> rusqlite::Result<()> {
+) -> rusqlite::Result<Anchor> {
     let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
     let head: Option<(i64, Vec<u8>)> = tx
         .query_row(
@@ -296,7 +289,11 @@ fn append(
             prev = hash;
         }
     }
-    tx.commit()
+    tx.commit()?;
+    Ok(Anchor {
+        seq,
+        hash: prev.to_vec(),
+    })
 }
 
 /// Filters for `audit show`.
