@@ -48,7 +48,7 @@ fn shell_turn() -> Vec<Step> {
 #[tokio::test]
 async fn daemon_keeps_one_container_per_group_removes_it_when_idle_and_cleans_up_after_a_crash() {
     if let Err(why) = support::docker_image() {
-        eprintln!("SKIP: {why}");
+        support::skip(&why);
         return;
     }
     let mut script = shell_turn();
@@ -133,7 +133,7 @@ async fn daemon_keeps_one_container_per_group_removes_it_when_idle_and_cleans_up
 #[tokio::test]
 async fn a_command_cannot_kill_its_init_and_leaves_nothing_running() {
     if let Err(why) = support::docker_image() {
-        eprintln!("SKIP: {why}");
+        support::skip(&why);
         return;
     }
     let model = ScriptedModel::start(
@@ -169,7 +169,7 @@ async fn a_command_cannot_kill_its_init_and_leaves_nothing_running() {
 #[tokio::test]
 async fn doctor_reports_the_docker_backends_isolation() {
     if let Err(why) = support::docker_image() {
-        eprintln!("SKIP: {why}");
+        support::skip(&why);
         return;
     }
     let model = ScriptedModel::start(Wire::Anthropic, vec![]).await;
@@ -211,7 +211,7 @@ async fn doctor_reports_the_docker_backends_isolation() {
 #[tokio::test]
 async fn a_docker_sandbox_gets_placeholders_the_ca_and_injection_through_the_handoff() {
     if let Err(why) = support::docker_image() {
-        eprintln!("SKIP: {why}");
+        support::skip(&why);
         return;
     }
     const VALUE: &str = "docker-secret-value-123456";

@@ -148,7 +148,7 @@ print("FLOOD-DONE")'"#;
     let mut backends = vec!["bwrap"];
     match support::docker_image() {
         Ok(()) => backends.push("docker"),
-        Err(why) => eprintln!("SKIP backend docker: {why}"),
+        Err(why) => support::skip(&format!("backend docker: {why}")),
     }
     for backend in backends {
         let tools = |cmd: &str| {

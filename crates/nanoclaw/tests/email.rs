@@ -86,7 +86,7 @@ async fn mail_in_over_imap_replies_out_over_smtp() {
     let mail_dir = tempfile::tempdir().unwrap();
     let (imap, smtp) = (support::free_port(), support::free_port());
     if let Err(why) = servers(mail_dir.path(), imap, smtp) {
-        eprintln!("SKIP: {why}");
+        support::skip(&why);
         return;
     }
     let model = ScriptedModel::start(

@@ -20,11 +20,11 @@ fn backends() -> Vec<&'static str> {
     if which("bwrap") {
         available.push("bwrap");
     } else {
-        eprintln!("SKIP backend bwrap: bubblewrap is not installed");
+        support::skip("backend bwrap: bubblewrap is not installed");
     }
     match support::docker_image() {
         Ok(()) => available.push("docker"),
-        Err(why) => eprintln!("SKIP backend docker: {why}"),
+        Err(why) => support::skip(&format!("backend docker: {why}")),
     }
     assert!(
         !available.is_empty(),

@@ -59,6 +59,16 @@ pub async fn http_origin(body: String) -> u16 {
     port
 }
 
+/// Say why a test (or one backend of it) is skipped. Where `NANOCLAW_TEST_NO_SKIP` is set (CI,
+/// on a machine that has everything), a skip is a failure instead, so a missing service can
+/// never make the suite pass by saying nothing.
+pub fn skip(why: &str) {
+    if std::env::var_os("NANOCLAW_TEST_NO_SKIP").is_some() {
+        panic!("would skip, but NANOCLAW_TEST_NO_SKIP is set: {why}");
+    }
+    eprintln!("SKIP {why}");
+}
+
 /// The agent image the Docker-backend tests use, built from this host's binaries.
 pub const DOCKER_TEST_IMAGE: &str = "nanoclaw-agent:test";
 
