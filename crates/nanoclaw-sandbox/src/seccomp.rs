@@ -171,22 +171,27 @@ fn rule(conditions: Vec<SeccompCondition>) -> Result<SeccompRule, SeccompError> 
     SeccompRule::new(conditions).map_err(|e| SeccompError::Build(e.to_string()))
 }
 
+/// One rule per value, OR'ed: argument `arg`, compared by `op(value)`, equals `value`.
+fn any_of(
+    arg: u8,
+    len: SeccompCmpArgLen,
+    values: &[u64],
+    op: impl Fn(u64) -> SeccompCmpOp,
+) -> Result<Vec<SeccompRule>, SeccompError> {
+    values
+        .iter()
+        .map(|&value| rule(vec![cond(arg, len.clone(), op(value), value)?]))
+        .collect()
+}
+
 /// The main filter: every match fails with `EPERM`.
 fn deny_filter() -> Result<BpfProgram, SeccompError> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
         DENIED.iter().map(|(nr, _)| (*nr, Vec::new())).collect();
     // clone with any namespace flag (one rule per flag: rules are OR'ed).
-    let clone_rules = NAMESPACE_FLAGS
-        .iter()
-        .map(|flag| {
-            rule(vec![cond(
-                0,
-                SeccompCmpArgLen::Qword,
-                SeccompCmpOp::MaskedEq(*flag),
-                *flag,
-            )?])
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let clone_rules = any_of(0, SeccompCmpArgLen::Qword, NAMESPACE_FLAGS, |flag| {
+        SeccompCmpOp::MaskedEq(flag)
+    })?;
     rules.insert(libc::SYS_clone, clone_rules);
     // socket and socketpair of a family not on the allow-list (conditions are AND'ed).
     let family_rule = || {
@@ -199,46 +204,22 @@ fn deny_filter() -> Result<BpfProgram, SeccompError> {
     };
     rules.insert(libc::SYS_socket, vec![family_rule()?]);
     rules.insert(libc::SYS_socketpair, vec![family_rule()?]);
-    let ioctl_rules = DENIED_IOCTLS
-        .iter()
-        .map(|req| {
-            rule(vec![cond(
-                1,
-                SeccompCmpArgLen::Dword,
-                SeccompCmpOp::Eq,
-                *req,
-            )?])
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let ioctl_rules = any_of(1, SeccompCmpArgLen::Dword, DENIED_IOCTLS, |_| {
+        SeccompCmpOp::Eq
+    })?;
     rules.insert(libc::SYS_ioctl, ioctl_rules);
-    // A mode with setuid or setgid (one rule per bit, OR'ed).
+    // A mode with setuid or setgid.
     for &(nr, arg) in MODE_ARGS {
-        let per_bit = PRIVILEGE_BITS
-            .iter()
-            .map(|bit| {
-                rule(vec![cond(
-                    arg,
-                    SeccompCmpArgLen::Dword,
-                    SeccompCmpOp::MaskedEq(*bit),
-                    *bit,
-                )?])
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let per_bit = any_of(arg, SeccompCmpArgLen::Dword, PRIVILEGE_BITS, |bit| {
+            SeccompCmpOp::MaskedEq(bit)
+        })?;
         rules.insert(nr, per_bit);
     }
     // A device node.
     for &(nr, arg) in MKNOD_ARGS {
-        let per_type = DEVICE_TYPES
-            .iter()
-            .map(|kind| {
-                rule(vec![cond(
-                    arg,
-                    SeccompCmpArgLen::Dword,
-                    SeccompCmpOp::MaskedEq(libc::S_IFMT as u64),
-                    *kind,
-                )?])
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let per_type = any_of(arg, SeccompCmpArgLen::Dword, DEVICE_TYPES, |_| {
+            SeccompCmpOp::MaskedEq(libc::S_IFMT as u64)
+        })?;
         rules.insert(nr, per_type);
     }
     let filter = SeccompFilter::new(
