@@ -7,6 +7,7 @@
 
 pub mod approval;
 pub mod audit;
+pub mod egress_rules;
 pub mod gate;
 pub mod group;
 pub mod hex;

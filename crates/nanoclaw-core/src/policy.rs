@@ -28,6 +28,7 @@
 //! ```
 //!
 //! Other rule keys: `group`, `channel` (globs), `sender` (`owner`, `approver`, `other`).
+//! `[[egress]]` tables are rules over a sandbox's network requests ([`crate::egress_rules`]).
 //! Argument matchers (`args.FIELD`, a dotted path into the arguments): `equals`, `glob`,
 //! `regex`, `one_of`. Parsing never panics; every error names the line and the key.
 //!
@@ -109,9 +110,20 @@ pub enum Reason {
         name: String,
         line: usize,
     },
+    /// An `[[egress]]` rule: its position among them (1-based), name and line.
+    EgressRule {
+        index: usize,
+        name: String,
+        line: usize,
+    },
     DefaultSandboxed,
     DefaultOutsideSandbox,
     UnknownTool,
+    /// No egress rule matched and the request sends nothing, or the turn is not tainted: the
+    /// group's allowlist alone decides.
+    DefaultEgress,
+    /// No egress rule matched, the turn is tainted and the request sends data out.
+    DefaultTaintedSend,
 }
 
 impl Reason {
@@ -127,6 +139,13 @@ impl Reason {
                 "default: tools with effects outside the sandbox need a human's approval".into()
             }
             Reason::UnknownTool => "no tool of that name exists".into(),
+            Reason::EgressRule { index, name, line } => {
+                format!("egress rule {index} ({name:?}, line {line})")
+            }
+            Reason::DefaultEgress => {
+                "default: requests the group's allowlist lets through are allowed".into()
+            }
+            Reason::DefaultTaintedSend => "default: a turn that has read outside content asks before it sends data out (a body, a query, a header beyond the plain reading ones, or a method other than GET and HEAD)".into(),
         }
     }
 }
@@ -152,20 +171,20 @@ pub struct PolicyError {
 /// A `*`/`?` glob, matched against the whole text. Without wildcards it is a plain string
 /// comparison.
 #[derive(Clone, Debug)]
-enum Glob {
+pub(crate) enum Glob {
     Literal(String),
     Pattern(Vec<char>),
 }
 
 impl Glob {
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         match self {
             Glob::Literal(l) => l.clone(),
             Glob::Pattern(p) => p.iter().collect(),
         }
     }
 
-    fn new(pattern: &str) -> Glob {
+    pub(crate) fn new(pattern: &str) -> Glob {
         if pattern.contains(['*', '?']) {
             Glob::Pattern(pattern.chars().collect())
         } else {
@@ -173,7 +192,7 @@ impl Glob {
         }
     }
 
-    fn matches(&self, text: &str) -> bool {
+    pub(crate) fn matches(&self, text: &str) -> bool {
         match self {
             Glob::Literal(l) => l == text,
             Glob::Pattern(p) => wildcard(p, &text.chars().collect::<Vec<_>>()),
@@ -273,6 +292,9 @@ fn lookup<'a>(mut value: &'a Value, path: &[String]) -> Option<&'a Value> {
 #[derive(Clone, Debug, Default)]
 pub struct Policy {
     rules: Vec<Rule>,
+    /// The `[[egress]]` rules, over the network requests of a sandbox (see
+    /// [`crate::egress_rules`]).
+    pub(crate) egress: Vec<crate::egress_rules::EgressRule>,
     approvers: Vec<Approver>,
     /// The line of each approver's table, for errors found by [`Policy::check`].
     approver_lines: Vec<usize>,
@@ -283,6 +305,8 @@ pub struct Policy {
 #[derive(Clone, Debug, Default)]
 pub struct Vocabulary {
     pub tools: Vec<(String, Vec<String>)>,
+    /// The tools whose requests pass the egress proxy (what an egress rule's `tool` may name).
+    pub network_tools: Vec<String>,
     pub channels: Vec<String>,
     pub approver_channels: Vec<String>,
 }
@@ -294,6 +318,8 @@ struct RawPolicy {
     approvers: BTreeMap<String, toml::Spanned<RawApprover>>,
     #[serde(default)]
     rule: Vec<toml::Spanned<RawRule>>,
+    #[serde(default)]
+    egress: Vec<toml::Spanned<crate::egress_rules::RawEgressRule>>,
 }
 
 #[derive(Deserialize)]
@@ -330,6 +356,117 @@ struct RawMatcher {
     glob: Option<String>,
     regex: Option<String>,
     one_of: Option<Vec<Value>>,
+}
+
+/// The keys every rule shares: what it decides, for whom, and how an `ask` is answered.
+pub(crate) struct RawDecision<'a> {
+    pub action: &'a str,
+    pub sender: Option<&'a str>,
+    pub approvers: Option<Vec<String>>,
+    pub quorum: Option<usize>,
+    pub timeout_secs: Option<u64>,
+    pub scope: Option<&'a str>,
+}
+
+impl RawDecision<'_> {
+    /// `all_names` are the configured approvers; `err` names the rule's key at fault.
+    pub(crate) fn parse(
+        self,
+        all_names: &[String],
+        err: &dyn Fn(&str, String) -> PolicyError,
+    ) -> Result<(Decision, Option<SenderRole>, ApprovalSpec), PolicyError> {
+        let r = self;
+        let action = match r.action {
+            "allow" => Decision::Allow,
+            "ask" => Decision::Ask,
+            "deny" => Decision::Deny,
+            other => {
+                return Err(err(
+                    "action",
+                    format!("expected \"allow\", \"ask\" or \"deny\", got {other:?}"),
+                ));
+            }
+        };
+        let sender = match r.sender {
+            None => None,
+            Some("owner") => Some(SenderRole::Owner),
+            Some("approver") => Some(SenderRole::Approver),
+            Some("other") => Some(SenderRole::Other),
+            Some(other) => {
+                return Err(err(
+                    "sender",
+                    format!("expected \"owner\", \"approver\" or \"other\", got {other:?}"),
+                ));
+            }
+        };
+        let scope = match r.scope {
+            None | Some("once") => Scope::Once,
+            Some("always") => Scope::Always,
+            Some(other) => {
+                return Err(err(
+                    "scope",
+                    format!("expected \"once\" or \"always\", got {other:?}"),
+                ));
+            }
+        };
+        let names = match r.approvers {
+            Some(names) => {
+                for (i, n) in names.iter().enumerate() {
+                    // A name twice would count toward the quorum once: a quorum of two
+                    // from ["owner", "owner"] could never be met.
+                    if names[..i].contains(n) {
+                        return Err(err("approvers", format!("approver {n:?} is named twice")));
+                    }
+                    if !all_names.contains(n) {
+                        return Err(err(
+                            "approvers",
+                            format!(
+                                "unknown approver {n:?} (configured: {})",
+                                if all_names.is_empty() {
+                                    "none; add [approvers.NAME]".to_owned()
+                                } else {
+                                    all_names.join(", ")
+                                }
+                            ),
+                        ));
+                    }
+                }
+                names
+            }
+            None => all_names.to_vec(),
+        };
+        let quorum = r.quorum.unwrap_or(1);
+        if action == Decision::Ask && (quorum == 0 || quorum > names.len()) {
+            return Err(err(
+                "quorum",
+                format!(
+                    "needs between 1 and the number of approvers ({}), got {quorum}",
+                    names.len()
+                ),
+            ));
+        }
+        let timeout = match r.timeout_secs {
+            Some(0) => return Err(err("timeout_secs", "must be at least 1".into())),
+            Some(s) if s > MAX_TIMEOUT_SECS => {
+                return Err(err(
+                    "timeout_secs",
+                    format!("must be at most {MAX_TIMEOUT_SECS} (30 days), got {s}"),
+                ));
+            }
+            Some(s) => Duration::from_secs(s),
+            None => DEFAULT_TIMEOUT,
+        };
+        Ok((
+            action,
+            sender,
+            ApprovalSpec {
+                approvers: names,
+                quorum,
+                timeout,
+                scope,
+            },
+        ))
+    }
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -388,86 +525,15 @@ impl Policy {
                 key: key(k),
                 message,
             };
-            let action = match r.action.as_str() {
-                "allow" => Decision::Allow,
-                "ask" => Decision::Ask,
-                "deny" => Decision::Deny,
-                other => {
-                    return Err(err(
-                        "action",
-                        format!("expected \"allow\", \"ask\" or \"deny\", got {other:?}"),
-                    ));
-                }
-            };
-            let sender = match r.sender.as_deref() {
-                None => None,
-                Some("owner") => Some(SenderRole::Owner),
-                Some("approver") => Some(SenderRole::Approver),
-                Some("other") => Some(SenderRole::Other),
-                Some(other) => {
-                    return Err(err(
-                        "sender",
-                        format!("expected \"owner\", \"approver\" or \"other\", got {other:?}"),
-                    ));
-                }
-            };
-            let scope = match r.scope.as_deref() {
-                None | Some("once") => Scope::Once,
-                Some("always") => Scope::Always,
-                Some(other) => {
-                    return Err(err(
-                        "scope",
-                        format!("expected \"once\" or \"always\", got {other:?}"),
-                    ));
-                }
-            };
-            let names = match r.approvers {
-                Some(names) => {
-                    for (i, n) in names.iter().enumerate() {
-                        // A name twice would count toward the quorum once: a quorum of two
-                        // from ["owner", "owner"] could never be met.
-                        if names[..i].contains(n) {
-                            return Err(err("approvers", format!("approver {n:?} is named twice")));
-                        }
-                        if !all_names.contains(n) {
-                            return Err(err(
-                                "approvers",
-                                format!(
-                                    "unknown approver {n:?} (configured: {})",
-                                    if all_names.is_empty() {
-                                        "none; add [approvers.NAME]".to_owned()
-                                    } else {
-                                        all_names.join(", ")
-                                    }
-                                ),
-                            ));
-                        }
-                    }
-                    names
-                }
-                None => all_names.clone(),
-            };
-            let quorum = r.quorum.unwrap_or(1);
-            if action == Decision::Ask && (quorum == 0 || quorum > names.len()) {
-                return Err(err(
-                    "quorum",
-                    format!(
-                        "needs between 1 and the number of approvers ({}), got {quorum}",
-                        names.len()
-                    ),
-                ));
+            let (action, sender, approval) = RawDecision {
+                action: &r.action,
+                sender: r.sender.as_deref(),
+                approvers: r.approvers,
+                quorum: r.quorum,
+                timeout_secs: r.timeout_secs,
+                scope: r.scope.as_deref(),
             }
-            let timeout = match r.timeout_secs {
-                Some(0) => return Err(err("timeout_secs", "must be at least 1".into())),
-                Some(s) if s > MAX_TIMEOUT_SECS => {
-                    return Err(err(
-                        "timeout_secs",
-                        format!("must be at most {MAX_TIMEOUT_SECS} (30 days), got {s}"),
-                    ));
-                }
-                Some(s) => Duration::from_secs(s),
-                None => DEFAULT_TIMEOUT,
-            };
+            .parse(&all_names, &err)?;
             let mut args = Vec::new();
             for (field, m) in r.args {
                 let k = format!("args.{field}");
@@ -510,16 +576,22 @@ impl Policy {
                 tainted: r.tainted,
                 args,
                 action,
-                approval: ApprovalSpec {
-                    approvers: names,
-                    quorum,
-                    timeout,
-                    scope,
-                },
+                approval,
             });
+        }
+        let mut egress = Vec::new();
+        for (i, spanned) in raw.egress.into_iter().enumerate() {
+            let line = line_of(text, spanned.span().start);
+            egress.push(crate::egress_rules::EgressRule::parse(
+                i,
+                line,
+                spanned.into_inner(),
+                &all_names,
+            )?);
         }
         Ok(Policy {
             rules,
+            egress,
             approvers,
             approver_lines,
         })
@@ -600,6 +672,9 @@ impl Policy {
                 ));
             }
         }
+        for (i, rule) in self.egress.iter().enumerate() {
+            rule.check(i, vocabulary)?;
+        }
         for (approver, line) in self.approvers.iter().zip(&self.approver_lines) {
             if let Some(channel) = approver
                 .ids
@@ -658,12 +733,7 @@ impl Policy {
             _ => Verdict {
                 decision: Decision::Ask,
                 reason: Reason::DefaultOutsideSandbox,
-                approval: Some(ApprovalSpec {
-                    approvers: self.approvers.iter().map(|a| a.name.clone()).collect(),
-                    quorum: 1,
-                    timeout: DEFAULT_TIMEOUT,
-                    scope: Scope::Once,
-                }),
+                approval: Some(self.default_approval()),
             },
         }
     }

@@ -246,6 +246,14 @@ impl Replacer {
         out
     }
 
+    /// `hay` with every needle taken out.
+    pub fn remove(&self, hay: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(hay.len());
+        let rest = self.each_match(hay, |before, _| out.extend_from_slice(before));
+        out.extend_from_slice(rest);
+        out
+    }
+
     /// The replacements of the needles `replace` would replace in `hay`, in order.
     pub fn replacements_in<'a>(&'a self, hay: &[u8]) -> Vec<&'a [u8]> {
         let mut found = Vec::new();

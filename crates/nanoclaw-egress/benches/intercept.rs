@@ -169,7 +169,7 @@ fn main() {
             None,
         );
         // One call open for the whole run: the proxy serves nothing outside a call.
-        std::mem::forget(proxy.open_call("bench".into()));
+        std::mem::forget(proxy.open_call("bench".into(), None));
         nanoclaw_egress::proxy::spawn(&sock, Arc::new(proxy)).expect("proxy");
         let to_origin = client_config(&origin_ca);
         let to_proxy = client_config(&local_ca);

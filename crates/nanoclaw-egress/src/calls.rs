@@ -20,6 +20,9 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
+use crate::gate::{EgressGate, Facts, Tunnel};
+use crate::policy::Refusal;
+
 /// Requests of one call recorded one event each; later ones are coalesced.
 pub const RECORDS_IN_FULL: u64 = 64;
 /// Requests one call may make through its proxy; past this the call is stopped.
@@ -55,6 +58,8 @@ pub enum Unattributed {
 pub struct CallState {
     /// Who the call is, as the records name it (turn and call id), chosen by the caller.
     pub tag: String,
+    /// Decides each request for the call's turn; `None` holds the call to the allowlist alone.
+    gate: Option<Arc<dyn EgressGate>>,
     requests: AtomicU64,
     coalesced: Mutex<BTreeMap<(String, String, String), Kind>>,
     /// `true` once the call has ended: its connections are cut.
@@ -140,10 +145,33 @@ impl CallState {
         }
     }
 
+    /// How to serve a tunnel the allowlist let through: as the call's gate says, relayed
+    /// untouched without one.
+    pub async fn tunnel(&self, host: &str, port: u16) -> Result<Tunnel, Refusal> {
+        match &self.gate {
+            Some(gate) => gate
+                .tunnel(host, port)
+                .await
+                .map_err(|reason| Refusal::Policy { reason }),
+            None => Ok(Tunnel::Relay),
+        }
+    }
+
+    /// Whether the call's gate lets a request through that the allowlist let through.
+    pub async fn admit(&self, facts: &Facts) -> Result<(), Refusal> {
+        match &self.gate {
+            Some(gate) => gate
+                .request(facts)
+                .await
+                .map_err(|reason| Refusal::Policy { reason }),
+            None => Ok(()),
+        }
+    }
+
     /// A request of a call past its budget is refused.
-    pub fn within_budget(&self) -> Result<(), crate::policy::Refusal> {
+    pub fn within_budget(&self) -> Result<(), Refusal> {
         if self.is_exhausted() {
-            return Err(crate::policy::Refusal::CallBudget {
+            return Err(Refusal::CallBudget {
                 limit: REQUESTS_PER_CALL,
             });
         }
@@ -163,10 +191,12 @@ impl CallState {
 }
 
 impl Calls {
-    /// Open a call; connections arriving while the lease lives belong to it.
-    pub fn open(self: &Arc<Self>, tag: String) -> CallLease {
+    /// Open a call; connections arriving while the lease lives belong to it, and `gate`
+    /// decides their requests.
+    pub fn open(self: &Arc<Self>, tag: String, gate: Option<Arc<dyn EgressGate>>) -> CallLease {
         let state = Arc::new(CallState {
             tag,
+            gate,
             requests: AtomicU64::new(0),
             coalesced: Mutex::new(BTreeMap::new()),
             ended: watch::Sender::new(false),
@@ -257,7 +287,7 @@ mod tests {
                 record: true
             })
         );
-        let lease = calls.open("turn 1 call a".into());
+        let lease = calls.open("turn 1 call a".into(), None);
         assert_eq!(calls.attribute().unwrap().tag, "turn 1 call a");
         drop(lease);
         let recorded = (0..1000)
@@ -277,7 +307,7 @@ mod tests {
     #[test]
     fn a_flood_of_requests_is_coalesced_then_exhausts_the_call() {
         let calls = Arc::new(Calls::default());
-        let lease = calls.open("c".into());
+        let lease = calls.open("c".into(), None);
         let call = calls.attribute().unwrap();
         let mut full = 0;
         for i in 0..REQUESTS_PER_CALL + 10 {
@@ -305,7 +335,7 @@ mod tests {
     #[tokio::test]
     async fn ending_a_call_wakes_its_connections() {
         let calls = Arc::new(Calls::default());
-        let lease = calls.open("c".into());
+        let lease = calls.open("c".into(), None);
         let call = calls.attribute().unwrap();
         let waiter = tokio::spawn(async move { call.ended().await });
         drop(lease);

@@ -137,6 +137,16 @@ impl Credentials {
         self.values.contains(text)
     }
 
+    /// Whether `value` is a credential and nothing more: one or more placeholders, with at
+    /// most a scheme word before them (`Bearer`, `token`). Such a header carries no data the
+    /// sandbox chose.
+    pub fn only_placeholders(&self, value: &[u8]) -> bool {
+        let rest = self.placeholders.remove(value);
+        rest.len() < value.len()
+            && rest.len() <= 16
+            && rest.iter().all(|b| b.is_ascii_alphabetic() || *b == b' ')
+    }
+
     /// Whether the daemon holds any secret at all (then plain-HTTP bodies are scanned too).
     pub fn is_empty(&self) -> bool {
         self.all.is_empty()

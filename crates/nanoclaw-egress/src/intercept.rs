@@ -2,7 +2,8 @@
 //! reads each HTTP/1.1 request, checks and prepares it (method rules, Host, secrets), and sends
 //! it on over verified TLS to exactly the address checked at CONNECT time.
 //!
-//! Only hosts a group's secret is bound to come here. A request naming another host on the
+//! Hosts a group's secret is bound to come here, and tunnels the call's gate wants opened to
+//! decide each request inside. A request naming another host on the
 //! same connection (in its target or any Host header) is refused, so a connection opened to a
 //! bound host cannot carry requests for another. Responses are asked for unencoded and
 //! refused if they come encoded anyway: a compressed body could not be redacted.
@@ -19,6 +20,7 @@ use hyper_util::rt::TokioIo;
 use rustls::ServerConfig;
 use rustls::pki_types::ServerName;
 
+use crate::gate::Facts;
 use crate::policy::Refusal;
 use crate::proxy::{
     CONNECT_TIMEOUT, GroupProxy, ProxyBody, Record, check_host, connect, decision_of, inbound,
@@ -170,6 +172,14 @@ async fn handle(
         proxy
             .policy
             .allow(&host, upstream.target.port, method.as_str())?;
+        call.admit(&Facts::of(
+            "https",
+            &host,
+            upstream.target.port,
+            &req,
+            &proxy.credentials,
+        ))
+        .await?;
         let Some(tls) = proxy.tls.as_ref() else {
             return Err(Refusal::BadRequest("interception is not configured".into()));
         };

@@ -212,6 +212,8 @@ pub enum Refusal {
     NoCall { refused_so_far: u64 },
     /// The tool call made more requests through the proxy than one call may.
     CallBudget { limit: u64 },
+    /// The policy's egress rules (or a human asked by them) refused it.
+    Policy { reason: String },
 }
 
 impl fmt::Display for Refusal {
@@ -275,6 +277,7 @@ impl fmt::Display for Refusal {
                 f,
                 "refused: this tool call made more than {limit} requests through the proxy, the most one call may; the call is stopped"
             ),
+            Refusal::Policy { reason } => write!(f, "refused by policy: {reason}"),
         }
     }
 }

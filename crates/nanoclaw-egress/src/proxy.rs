@@ -6,7 +6,9 @@
 //! the connection goes to exactly the first address that passed. A refusal is a 403 whose body
 //! names the rule or the reason. Every request, allowed or not, is recorded.
 //!
-//! CONNECT to a host one of the group's secrets is bound to is intercepted (see
+//! Once the allowlist has let a request through, the tool call's gate ([`crate::gate`]) decides
+//! it for the call's turn, and may wait for a human. CONNECT to a host one of the group's
+//! secrets is bound to, or one the gate wants opened, is intercepted (see
 //! [`crate::intercept`]); every other CONNECT is a plain tunnel. Plain-HTTP requests are scanned
 //! for secret values and placeholders like intercepted ones, and never carry a secret.
 //!
@@ -28,6 +30,7 @@ use tokio::net::{TcpStream, UnixListener};
 use crate::addr;
 use crate::calls::{Budget, CallLease, CallState, CallSummary, Calls, Unattributed};
 use crate::credentials::Credentials;
+use crate::gate::{EgressGate, Facts, Tunnel};
 use crate::handoff::{self, Client};
 use crate::policy::{Policy, Refusal, Rule, normalize_host};
 use crate::pump;
@@ -152,10 +155,11 @@ impl GroupProxy {
     }
 
     /// Open a tool call: until the returned value is dropped, connections to this proxy are
-    /// served as the call's, and `tag` names the call in their records.
-    pub fn open_call(&self, tag: String) -> ProxyCall {
+    /// served as the call's, `tag` names the call in their records, and `gate` decides each
+    /// of its requests (without one, the allowlist alone does).
+    pub fn open_call(&self, tag: String, gate: Option<Arc<dyn EgressGate>>) -> ProxyCall {
         ProxyCall {
-            lease: Some(self.calls.open(tag)),
+            lease: Some(self.calls.open(tag, gate)),
             group: self.group.clone(),
             recorder: self.recorder.clone(),
         }
@@ -265,6 +269,7 @@ impl Record<'_> {
 pub(crate) fn decision_of(refusal: &Refusal) -> &'static str {
     match refusal {
         Refusal::Exfiltration { .. } | Refusal::SecretValue { .. } => "exfiltration",
+        Refusal::Policy { .. } => "deny",
         _ => "refuse",
     }
 }
@@ -392,7 +397,7 @@ async fn handle(
     let result = match call.within_budget() {
         Err(refusal) => Err(refusal),
         Ok(()) if method == Method::CONNECT => tunnel(proxy, req, slot).await,
-        Ok(()) => forward(proxy, req).await,
+        Ok(()) => forward(proxy, &call, req).await,
     };
     let (response, host, secrets, bytes_out, decision, reason) = match result {
         Ok(f) => (f.response, f.host, f.secrets, f.bytes_out, f.decision, None),
@@ -523,6 +528,7 @@ async fn tunnel(
     let (host, port) = host_port(&authority, 443)?;
     let host = normalize_host(&host);
     let rule = proxy.policy.allow(&host, port, "CONNECT")?;
+    let mode = slot.call.tunnel(&host, port).await?;
     let addr = resolve(rule, &host, port).await?;
     let ok = || {
         Response::new(
@@ -531,10 +537,10 @@ async fn tunnel(
                 .boxed(),
         )
     };
-    if proxy.credentials.intercepts(&host) {
+    if proxy.credentials.intercepts(&host) || mode == Tunnel::Inspect {
         let tls = proxy.tls.as_ref().ok_or_else(|| {
             Refusal::BadRequest(format!(
-                "{host} has a secret bound to it but the proxy has no CA to intercept with"
+                "the proxy must open the tunnel to {host} (a secret is bound to it, or the policy decides each request) but has no CA to do it with"
             ))
         })?;
         let server = tls
@@ -692,7 +698,11 @@ const HOP_BY_HOP: &[&str] = &[
 ];
 
 /// An absolute-form `http://` request: check, connect, send it on in origin form.
-async fn forward(proxy: &Arc<GroupProxy>, req: Request<Incoming>) -> Result<Forwarded, Refusal> {
+async fn forward(
+    proxy: &Arc<GroupProxy>,
+    call: &CallState,
+    req: Request<Incoming>,
+) -> Result<Forwarded, Refusal> {
     let uri = req.uri().clone();
     match uri.scheme_str() {
         Some("http") => {}
@@ -719,6 +729,8 @@ async fn forward(proxy: &Arc<GroupProxy>, req: Request<Incoming>) -> Result<Forw
     let host = normalize_host(&host);
     check_host(&host, port, &req)?;
     let rule = proxy.policy.allow(&host, port, req.method().as_str())?;
+    call.admit(&Facts::of("http", &host, port, &req, &proxy.credentials))
+        .await?;
     let addr = resolve(rule, &host, port).await?;
     let (req, secrets, bytes_out) = outbound(proxy, &host, &authority, false, req).await?;
     let stream = connect(addr).await?;

@@ -48,7 +48,7 @@ fn start_with(
     };
     let group = proxy::GroupProxy::new("g".into(), policy, credentials, None, None);
     // One call open for the whole test: the proxy serves nothing outside a call.
-    std::mem::forget(group.open_call("test".into()));
+    std::mem::forget(group.open_call("test".into(), None));
     proxy::spawn(&sock, Arc::new(group)).unwrap();
     (dir, sock)
 }
@@ -347,7 +347,7 @@ async fn stalled_bodies_are_refused_in_time_and_give_their_scan_places_back() {
     // With a secret in use every body is scanned, four at a time per group.
     let group = proxy::GroupProxy::new("g".into(), policy, token(), None, None)
         .with_body_timeout(Duration::from_secs(1));
-    std::mem::forget(group.open_call("test".into()));
+    std::mem::forget(group.open_call("test".into(), None));
     proxy::spawn(&sock, Arc::new(group)).unwrap();
     let stalled = format!(
         "POST http://127.0.0.1:{port}/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 100\r\n\r\nten bytes."
@@ -426,7 +426,7 @@ async fn a_connection_outside_any_tool_call_is_refused() {
     let n = records.load(std::sync::atomic::Ordering::SeqCst);
     assert_eq!(n, 7, "{n} records for 100 refused connections");
     // While a call is open, the same request goes through.
-    let call = group.open_call("turn 1 call a".into());
+    let call = group.open_call("turn 1 call a".into(), None);
     let resp = send(&sock, &get(&format!("http://127.0.0.1:{port}/x"))).await;
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     drop(call);
@@ -436,7 +436,7 @@ async fn a_connection_outside_any_tool_call_is_refused() {
 async fn a_kept_alive_connection_is_cut_when_its_call_ends() {
     let port = origin().await;
     let (_d, sock, group, _records) = counted(port);
-    let call = group.open_call("turn 1 call a".into());
+    let call = group.open_call("turn 1 call a".into(), None);
     let mut s = tokio::net::UnixStream::connect(&sock).await.unwrap();
     let keep = format!("GET http://127.0.0.1:{port}/x HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
     s.write_all(keep.as_bytes()).await.unwrap();
@@ -459,7 +459,7 @@ async fn a_kept_alive_connection_is_cut_when_its_call_ends() {
 async fn a_refusal_loop_makes_a_bounded_record_and_exhausts_the_call() {
     let port = origin().await;
     let (_d, sock, group, records) = counted(port);
-    let call = group.open_call("turn 1 call a".into());
+    let call = group.open_call("turn 1 call a".into(), None);
     // The red team's flood: refused requests in a loop, on one kept-alive connection.
     let mut s = tokio::net::UnixStream::connect(&sock).await.unwrap();
     let refused = "GET http://not-allowed.example/ HTTP/1.1\r\nHost: not-allowed.example\r\n\r\n";

@@ -39,9 +39,13 @@ impl SandboxNet {
     }
 
     /// Open a tool call on the group's proxy: only while it is open does the proxy serve
-    /// connections, each recorded as the call's (`tag`).
-    pub fn open_call(&self, tag: String) -> nanoclaw_egress::proxy::ProxyCall {
-        self.proxy.open_call(tag)
+    /// connections, each recorded as the call's (`tag`) and decided by its `gate`.
+    pub fn open_call(
+        &self,
+        tag: String,
+        gate: Option<Arc<dyn nanoclaw_egress::gate::EgressGate>>,
+    ) -> nanoclaw_egress::proxy::ProxyCall {
+        self.proxy.open_call(tag, gate)
     }
 }
 

@@ -32,6 +32,7 @@ mod config;
 mod display;
 mod doctor;
 mod egress;
+mod egress_gate;
 mod email;
 mod home;
 mod memory;
@@ -1469,7 +1470,8 @@ async fn sandbox_exec(
     let secrets = open_secrets(&home)?;
     let net =
         egress::Egress::new(&home, Arc::new(config.clone()), &secrets, None)?.for_group(&group)?;
-    let call = net.open_call("sandbox exec".into());
+    // The owner's own command, not a turn's: held to the allowlist alone.
+    let call = net.open_call("sandbox exec".into(), None);
     let req = nanoclaw_sandbox::ExecRequest {
         workspace: home.workspace(&group)?,
         program: nanoclaw_sandbox::Program::Command(command),

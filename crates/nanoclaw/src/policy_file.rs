@@ -45,6 +45,21 @@ terminal = true
 #
 # Other keys: group, channel (globs), sender ("owner", "approver", "other"); argument matchers
 # `equals`, `glob`, `regex`, `one_of` on a dotted path into the call's arguments.
+
+# Egress rules decide each network request a tool call makes that the group's allowlist let
+# through. With none matching, a turn that has read outside content asks the approvers before
+# a request that sends data out (a body, a query, a data header, a method other than GET and
+# HEAD); every other request is allowed.
+#
+# [[egress]]
+# name = "the tracker takes posts, even from tainted turns"
+# host = "tracker.example.com"     # glob
+# methods = ["POST"]               # as sent; "CONNECT" decides a whole tunnel
+# path = "/api/issues*"            # glob, without the query
+# action = "allow"
+#
+# Other keys: ports, query, body, sends (booleans), tool (shell, web_fetch, http_request),
+# group, channel, sender, tainted; approvers, quorum, timeout_secs, scope as in [[rule]].
 "#;
 
 /// The channels messages arrive on (a scheduled task's turn comes from `task`).
@@ -72,6 +87,10 @@ pub fn vocabulary() -> Vocabulary {
         .collect();
     Vocabulary {
         tools,
+        network_tools: crate::tools::NETWORK_TOOLS
+            .iter()
+            .map(|t| (*t).to_owned())
+            .collect(),
         channels: CHANNELS.iter().map(|c| (*c).to_owned()).collect(),
         approver_channels: vec![crate::telegram::CHANNEL.to_owned()],
     }

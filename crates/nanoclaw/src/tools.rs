@@ -21,7 +21,9 @@ use serde_json::json;
 use crate::approvals::{Approvals, Outcome};
 use crate::audit::Audit;
 use crate::egress::Egress;
+use crate::egress_gate::CallGate;
 use crate::model::ToolSpec;
+use nanoclaw_egress::gate::EgressGate;
 
 /// What a tool call produced, as the model will see it.
 #[derive(Clone, Debug, PartialEq)]
@@ -110,6 +112,9 @@ fn canonical_url(url: &str) -> String {
         host.to_ascii_lowercase()
     )
 }
+
+/// The tools whose requests pass the group's egress proxy (and its `[[egress]]` rules).
+pub const NETWORK_TOOLS: &[&str] = &["shell", "web_fetch", "http_request"];
 
 pub fn effect_of(name: &str) -> ToolEffect {
     TOOLS
@@ -349,12 +354,27 @@ pub struct CallContext<'a> {
     pub turn: i64,
 }
 
+/// How a call's network requests are named in the egress record and decided.
+struct CallNet<'a> {
+    tag: &'a str,
+    gate: Arc<CallGate>,
+}
+
+impl CallNet<'_> {
+    /// Open the call on the group's proxy: served, named and decided as this call's.
+    fn open(&self, net: &crate::egress::SandboxNet) -> nanoclaw_egress::proxy::ProxyCall {
+        let gate: Arc<dyn EgressGate> = Arc::clone(&self.gate) as Arc<dyn EgressGate>;
+        net.open_call(self.tag.to_owned(), Some(gate))
+    }
+}
+
 /// Runs tool calls in groups' sandboxes, each after the policy gate.
 pub struct Tools {
     backend: Arc<dyn Backend>,
     egress: Egress,
     policy: Arc<Policy>,
-    approvals: Approvals,
+    /// Shared with the egress gates of running calls.
+    approvals: Arc<Approvals>,
     audit: Arc<Audit>,
     /// For the task tools: the store, and the scheduler's wake-up.
     store: Arc<crate::store::Store>,
@@ -374,7 +394,7 @@ impl Tools {
             backend,
             egress,
             policy,
-            approvals,
+            approvals: Arc::new(approvals),
             audit,
             store,
             tasks_changed: Arc::new(tokio::sync::Notify::new()),
@@ -532,13 +552,25 @@ impl Tools {
         let group = ctx.group;
         // How the egress record names this call.
         let tag = format!("turn {} call {}", ctx.turn, call.id);
+        // The policy's word on each network request the call makes, for this turn.
+        let gate = Arc::new(CallGate::new(
+            Arc::clone(&self.policy),
+            Arc::clone(&self.approvals),
+            group.clone(),
+            ctx.channel.to_owned(),
+            ctx.sender,
+            ctx.tainted,
+            format!("turn {} call {}", ctx.turn, call.id),
+            call.name.clone(),
+        ));
+        let call_net = CallNet { tag: &tag, gate };
         // Nothing of an abandoned earlier command may still reach the group's proxy once this
         // call opens it, or its late requests would be taken for this call's.
         self.backend.settle(workspace).await;
         let request = match call.name.as_str() {
             "shell" => {
                 return match parse_args::<ShellArgs>(call) {
-                    Ok(args) => self.shell(group, &tag, workspace, limits, args).await,
+                    Ok(args) => self.shell(group, &call_net, workspace, limits, args).await,
                     Err(e) => e,
                 };
             }
@@ -568,13 +600,13 @@ impl Tools {
             }),
             "web_fetch" => {
                 return match parse_args::<WebFetchArgs>(call) {
-                    Ok(args) => self.web_fetch(group, &tag, args).await,
+                    Ok(args) => self.web_fetch(group, &call_net, args).await,
                     Err(e) => e,
                 };
             }
             "http_request" => {
                 return match parse_args::<HttpRequestArgs>(call) {
-                    Ok(args) => self.http_request(group, &tag, args).await,
+                    Ok(args) => self.http_request(group, &call_net, args).await,
                     Err(e) => e,
                 };
             }
@@ -607,7 +639,7 @@ impl Tools {
     async fn shell(
         &self,
         group: &GroupId,
-        tag: &str,
+        call_net: &CallNet<'_>,
         workspace: &Path,
         limits: Limits,
         args: ShellArgs,
@@ -637,7 +669,7 @@ impl Tools {
             env: net.as_ref().map(|n| n.env.clone()).unwrap_or_default(),
         };
         // The proxy serves the sandbox only while this call is open.
-        let call = net.as_ref().map(|n| n.open_call(tag.to_owned()));
+        let call = net.as_ref().map(|n| call_net.open(n));
         let result = match &call {
             Some(call) => match call.bounded(self.backend.exec(&req)).await {
                 Ok(result) => result,
@@ -670,7 +702,7 @@ impl Tools {
     async fn web(
         &self,
         group: &GroupId,
-        tag: &str,
+        call_net: &CallNet<'_>,
         req: crate::web::WebRequest,
         follow: bool,
     ) -> Result<crate::web::WebResponse, ToolOutcome> {
@@ -678,19 +710,25 @@ impl Tools {
             .egress
             .for_group(group)
             .map_err(|e| ToolOutcome::error(format!("no egress proxy for group {group}: {e:#}")))?;
-        let _call = net.open_call(tag.to_owned());
+        let _call = call_net.open(&net);
         crate::web::send(
             &net.proxy_socket,
             self.egress.tool_tls(),
             req,
             follow,
             WEB_BODY_CAP,
+            &|| call_net.gate.held_for(),
         )
         .await
         .map_err(|e| ToolOutcome::error(e.to_string()))
     }
 
-    async fn web_fetch(&self, group: &GroupId, tag: &str, args: WebFetchArgs) -> ToolOutcome {
+    async fn web_fetch(
+        &self,
+        group: &GroupId,
+        call_net: &CallNet<'_>,
+        args: WebFetchArgs,
+    ) -> ToolOutcome {
         let req = crate::web::WebRequest {
             method: hyper::Method::GET,
             url: args.url,
@@ -700,7 +738,7 @@ impl Tools {
             )],
             body: Vec::new(),
         };
-        let resp = match self.web(group, tag, req, true).await {
+        let resp = match self.web(group, call_net, req, true).await {
             Ok(r) => r,
             Err(e) => return e,
         };
@@ -729,7 +767,12 @@ impl Tools {
         }
     }
 
-    async fn http_request(&self, group: &GroupId, tag: &str, args: HttpRequestArgs) -> ToolOutcome {
+    async fn http_request(
+        &self,
+        group: &GroupId,
+        call_net: &CallNet<'_>,
+        args: HttpRequestArgs,
+    ) -> ToolOutcome {
         // `canonical` has put the method in capitals.
         let method = match args.method.parse::<hyper::Method>() {
             Ok(m) if m != hyper::Method::CONNECT && m != hyper::Method::TRACE => m,
@@ -751,7 +794,7 @@ impl Tools {
                 .collect(),
             body: expand(&args.body).into_bytes(),
         };
-        let resp = match self.web(group, tag, req, false).await {
+        let resp = match self.web(group, call_net, req, false).await {
             Ok(r) => r,
             Err(e) => return e,
         };

@@ -16,7 +16,8 @@ use hyper_util::rt::TokioIo;
 
 /// Redirects followed at most.
 pub const MAX_REDIRECTS: usize = 5;
-/// Time allowed for one request, start to end of the body.
+/// Time allowed for one request, start to end of the body, besides any time the proxy held it
+/// for a human's approval.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
@@ -61,19 +62,22 @@ impl WebResponse {
 }
 
 /// Send `req` through the proxy at `socket`, following redirects when `follow` (GET and HEAD
-/// only; other methods return the 3xx as is). `max_body` caps the bytes read.
+/// only; other methods return the 3xx as is). `max_body` caps the bytes read. `held_for` says
+/// how long, in all, the call's requests have waited for approvers (it grows while one
+/// waits): that time does not count against a request's timeout.
 pub async fn send(
     socket: &Path,
     tls: &Arc<rustls::ClientConfig>,
     mut req: WebRequest,
     follow: bool,
     max_body: usize,
+    held_for: &(dyn Fn() -> Duration + Sync),
 ) -> Result<WebResponse, WebError> {
     for _ in 0..=MAX_REDIRECTS {
         let url = req.url.clone();
-        let resp = tokio::time::timeout(REQUEST_TIMEOUT, once(socket, tls, &req, max_body))
+        let resp = within_time(once(socket, tls, &req, max_body), held_for)
             .await
-            .map_err(|_| WebError::TimedOut { url: url.clone() })??;
+            .ok_or_else(|| WebError::TimedOut { url: url.clone() })??;
         let redirect = matches!(resp.status, 301 | 302 | 303 | 307 | 308);
         let followable = follow && (req.method == Method::GET || req.method == Method::HEAD);
         match resp.header("location") {
@@ -88,6 +92,26 @@ pub async fn send(
         }
     }
     Err(WebError::TooManyRedirects(req.url))
+}
+
+/// `work`, unless it takes longer than [`REQUEST_TIMEOUT`] plus the time approvers kept it
+/// waiting meanwhile.
+async fn within_time<T>(
+    work: impl std::future::Future<Output = T>,
+    held_for: &(dyn Fn() -> Duration + Sync),
+) -> Option<T> {
+    let start = tokio::time::Instant::now();
+    let held_before = held_for();
+    let mut work = std::pin::pin!(work);
+    loop {
+        let held = held_for().saturating_sub(held_before);
+        match tokio::time::timeout_at(start + REQUEST_TIMEOUT + held, &mut work).await {
+            Ok(done) => return Some(done),
+            // An approval kept it waiting past the deadline just taken: a later one stands.
+            Err(_) if held_for().saturating_sub(held_before) > held => {}
+            Err(_) => return None,
+        }
+    }
 }
 
 fn parse(url: &str) -> Result<(Uri, String, String, u16, bool), WebError> {
@@ -387,6 +411,28 @@ fn decode_entities(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[tokio::test(start_paused = true)]
+    async fn time_waiting_for_approvers_does_not_count_against_a_request() {
+        use tokio::time::{Instant, sleep};
+        let start = Instant::now();
+        // Held by an approval from 10 s to 50 s; done at 55 s.
+        let held = || {
+            start
+                .elapsed()
+                .saturating_sub(Duration::from_secs(10))
+                .min(Duration::from_secs(40))
+        };
+        let slow = async {
+            sleep(Duration::from_secs(55)).await;
+            7
+        };
+        assert_eq!(within_time(slow, &held).await, Some(7));
+        // Without a hold, 31 s is too long.
+        let none = || Duration::ZERO;
+        let slow = sleep(Duration::from_secs(31));
+        assert_eq!(within_time(slow, &none).await, None);
+    }
+
     use super::*;
 
     #[test]

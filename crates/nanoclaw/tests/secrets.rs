@@ -631,6 +631,14 @@ async fn web_tools_go_through_the_proxy_and_the_model_never_sees_a_value() {
     let s = setup(&model.url, "").await;
     let port = s.bound.port;
     let tools = |name: &str, args: String| Step::Tools(vec![(name.to_owned(), args)]);
+    // Each `ask` below remembers the fetch before it, so its turn is tainted: the owner lets
+    // the test's origin take what the tools send, as an owner who trusts a host would.
+    let policy = s.home.path().join("policy.toml");
+    let mut text_of_policy = std::fs::read_to_string(&policy).unwrap();
+    text_of_policy.push_str(
+        "\n[[egress]]\nname = \"the test origin takes what the tools send\"\nhost = \"localhost\"\naction = \"allow\"\n",
+    );
+    std::fs::write(&policy, text_of_policy).unwrap();
 
     // web_fetch: readable text, scripts dropped.
     model.push(vec![
