@@ -137,14 +137,28 @@ impl Credentials {
         self.values.contains(text)
     }
 
-    /// Whether `value` is a credential and nothing more: one or more placeholders, with at
-    /// most a scheme word before them (`Bearer`, `token`). Such a header carries no data the
+    /// Whether `value` is a credential and nothing more: placeholders, after at most one of
+    /// the usual scheme words (`Bearer`, `token`, `Bot`). Such a header carries no data the
     /// sandbox chose.
     pub fn only_placeholders(&self, value: &[u8]) -> bool {
         let rest = self.placeholders.remove(value);
-        rest.len() < value.len()
-            && rest.len() <= 16
-            && rest.iter().all(|b| b.is_ascii_alphabetic() || *b == b' ')
+        if rest.len() == value.len() {
+            return false;
+        }
+        let words: Vec<&[u8]> = rest
+            .split(|b| *b == b' ')
+            .filter(|w| !w.is_empty())
+            .collect();
+        match words[..] {
+            [] => true,
+            [scheme] => {
+                value.starts_with(scheme)
+                    && [&b"bearer"[..], b"token", b"bot"]
+                        .iter()
+                        .any(|s| scheme.eq_ignore_ascii_case(s))
+            }
+            _ => false,
+        }
     }
 
     /// Whether the daemon holds any secret at all (then plain-HTTP bodies are scanned too).

@@ -11,8 +11,8 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use hyper::Request;
 use hyper::body::Incoming;
+use hyper::{HeaderMap, Request, Uri};
 use nanoclaw_core::egress_rules::{EgressRequest, reads_only};
 
 use crate::credentials::Credentials;
@@ -59,8 +59,7 @@ pub struct Facts {
 }
 
 impl Facts {
-    /// Read `req`, bound for `host:port` (checked already) over `scheme`. A header whose
-    /// value is only a credential's placeholder (what the proxy will inject) is not data.
+    /// Read `req`, bound for `host:port` (checked already) over `scheme`.
     pub fn of(
         scheme: &str,
         host: &str,
@@ -68,34 +67,58 @@ impl Facts {
         req: &Request<Incoming>,
         credentials: &Credentials,
     ) -> Facts {
-        let method = req.method().as_str().to_owned();
+        let body = !hyper::body::Body::is_end_stream(req.body());
+        Facts::from_parts(
+            scheme,
+            host,
+            port,
+            req.method().as_str(),
+            req.uri(),
+            req.headers(),
+            body,
+            credentials,
+        )
+    }
+
+    /// The facts of a request given in parts (what `nanoclaw policy check-egress` is told). A
+    /// header whose value is only a credential's placeholder (what the proxy will inject) is
+    /// not data.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_parts(
+        scheme: &str,
+        host: &str,
+        port: u16,
+        method: &str,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: bool,
+        credentials: &Credentials,
+    ) -> Facts {
         let default_port = if scheme == "https" { 443 } else { 80 };
         let authority = if port == default_port {
             host.to_owned()
         } else {
             format!("{host}:{port}")
         };
-        let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let target = uri.path_and_query().map_or("/", |p| p.as_str());
         let url = credentials
             .response_redactor()
             .replace_str(&format!("{scheme}://{authority}{target}"));
-        let path = req.uri().path().to_owned();
-        let query = req.uri().query().is_some_and(|q| !q.is_empty());
-        let body = !hyper::body::Body::is_end_stream(req.body());
-        let data_header = req.headers().iter().any(|(name, value)| {
-            let reading = READING_HEADERS.contains(&name.as_str());
-            if reading {
+        let path = uri.path().to_owned();
+        let query = uri.query().is_some_and(|q| !q.is_empty());
+        let data_header = headers.iter().any(|(name, value)| {
+            if READING_HEADERS.contains(&name.as_str()) {
                 value.len() > READING_VALUE_MAX
             } else {
                 !credentials.only_placeholders(value.as_bytes())
             }
         });
-        let sends = !reads_only(&method) || query || body || data_header || path.len() > PATH_MAX;
+        let sends = !reads_only(method) || query || body || data_header || path.len() > PATH_MAX;
         Facts {
             url,
             host: host.to_owned(),
             port,
-            method,
+            method: method.to_owned(),
             path,
             query,
             body,
@@ -136,4 +159,104 @@ pub trait EgressGate: Send + Sync {
     fn tunnel<'a>(&'a self, host: &'a str, port: u16) -> Answer<'a, Tunnel>;
     /// One request the allowlist let through.
     fn request<'a>(&'a self, facts: &'a Facts) -> Answer<'a, ()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credentials::Credential;
+    use crate::policy::HostPattern;
+
+    const PLACEHOLDER: &str = "NANOCLAW_SECRET_TOKEN_0123456789abcdef";
+
+    fn credentials() -> Credentials {
+        let token = Credential {
+            name: "TOKEN".into(),
+            value: "s3cret-value-1234".into(),
+            placeholder: PLACEHOLDER.into(),
+            hosts: vec![HostPattern::Exact("api.example.com".into())],
+            header: None,
+            in_query: false,
+            in_body: false,
+        };
+        Credentials::new(vec![token], &["TOKEN".into()])
+    }
+
+    fn facts(method: &str, target: &str, headers: &[(&str, String)], body: bool) -> Facts {
+        let uri: Uri = target.parse().unwrap();
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.append(
+                hyper::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        let c = credentials();
+        Facts::from_parts(
+            "https",
+            "api.example.com",
+            443,
+            method,
+            &uri,
+            &map,
+            body,
+            &c,
+        )
+    }
+
+    #[test]
+    fn a_plain_read_sends_nothing_and_every_channel_beyond_it_sends() {
+        let ua = [("user-agent", "curl/8.0".to_owned())];
+        assert!(!facts("GET", "/page", &ua, false).sends);
+        assert!(!facts("HEAD", "/page", &[], false).sends);
+        for (why, f) in [
+            ("a query", facts("GET", "/page?d=x", &ua, false)),
+            ("a body", facts("GET", "/page", &ua, true)),
+            ("another method", facts("PROPFIND", "/page", &[], false)),
+            ("lower-case get", facts("get", "/page", &[], false)),
+            (
+                "a data header",
+                facts("GET", "/page", &[("x-data", "leak".into())], false),
+            ),
+            (
+                "a cookie",
+                facts("GET", "/page", &[("cookie", "a=b".into())], false),
+            ),
+            (
+                "a long reading header",
+                facts("GET", "/page", &[("user-agent", "x".repeat(300))], false),
+            ),
+            (
+                "a long path",
+                facts("GET", &format!("/{}", "p".repeat(600)), &[], false),
+            ),
+            (
+                "a header with more than a placeholder",
+                facts(
+                    "GET",
+                    "/page",
+                    &[("authorization", format!("Bearer {PLACEHOLDER} leak"))],
+                    false,
+                ),
+            ),
+        ] {
+            assert!(f.sends, "{why} does not count as sending: {f:?}");
+        }
+        let token = [("authorization", format!("Bearer {PLACEHOLDER}"))];
+        assert!(
+            !facts("GET", "/page", &token, false).sends,
+            "a credential the proxy injects is not data"
+        );
+    }
+
+    #[test]
+    fn the_url_shown_to_approvers_never_holds_a_value() {
+        let f = facts("GET", "/page?k=s3cret-value-1234", &[], false);
+        assert_eq!(
+            f.url,
+            format!("https://api.example.com/page?k={PLACEHOLDER}")
+        );
+        assert!(f.query && f.sends);
+        assert_eq!(f.path, "/page");
+    }
 }

@@ -218,6 +218,35 @@ enum TaskCommand {
 
 #[derive(Subcommand)]
 enum PolicyCommand {
+    /// Print the decision for one network request (and, for https, its tunnel) that the
+    /// allowlist let through, and the rule that made it.
+    CheckEgress {
+        /// The request's URL (http or https).
+        url: String,
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// The request has a body.
+        #[arg(long)]
+        body: bool,
+        /// A request header, "Name: value" (repeat for more). Every header but the plain
+        /// reading ones counts as data here, even one holding only a secret's placeholder.
+        #[arg(long, value_name = "NAME: VALUE")]
+        header: Vec<String>,
+        /// The tool making it: shell, web_fetch or http_request.
+        #[arg(long, default_value = "shell")]
+        tool: String,
+        #[arg(long, default_value = "main")]
+        group: GroupId,
+        /// The channel the turn came from.
+        #[arg(long, default_value = "terminal")]
+        channel: String,
+        /// Who sent the message: owner, approver or other.
+        #[arg(long, default_value = "owner", value_parser = ["owner", "approver", "other"])]
+        sender: String,
+        /// The turn has read outside content.
+        #[arg(long)]
+        tainted: bool,
+    },
     /// Print the decision for one call and the rule that made it.
     Check {
         /// The tool's name.
@@ -440,6 +469,34 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     tainted,
                 },
         } => policy_check(&home, &tool, &args, &group, &channel, &sender, tainted),
+        Command::Policy {
+            command:
+                PolicyCommand::CheckEgress {
+                    url,
+                    method,
+                    body,
+                    header,
+                    tool,
+                    group,
+                    channel,
+                    sender,
+                    tainted,
+                },
+        } => {
+            home.require_initialized()
+                .map_err(|e| UsageError(e.to_string()))?;
+            let policy = policy_file::load(&home)?;
+            let turn = policy_file::TurnOf {
+                group: &group,
+                channel: &channel,
+                sender: sender_role_named(&sender),
+                tainted,
+                tool: &tool,
+            };
+            policy_file::check_egress(&policy, &turn, &url, &method, body, &header)
+                .map_err(UsageError)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Approvals { command } => approvals_command(&home, command),
         Command::Audit { command } => audit_command(&home, command),
         Command::Task { command } => task_command(&home, command),
@@ -604,6 +661,16 @@ fn wake_daemon(home: &Home, config: &Config) {
     }
 }
 
+/// The role `--sender` names (clap has checked it is one of the three).
+fn sender_role_named(sender: &str) -> nanoclaw_core::policy::SenderRole {
+    use nanoclaw_core::policy::SenderRole;
+    match sender {
+        "approver" => SenderRole::Approver,
+        "other" => SenderRole::Other,
+        _ => SenderRole::Owner,
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn policy_check(
     home: &Home,
@@ -614,7 +681,7 @@ fn policy_check(
     sender: &str,
     tainted: bool,
 ) -> anyhow::Result<ExitCode> {
-    use nanoclaw_core::policy::{Context, SenderRole};
+    use nanoclaw_core::policy::Context;
     home.require_initialized()
         .map_err(|e| UsageError(e.to_string()))?;
     let policy = policy_file::load(home)?;
@@ -634,11 +701,7 @@ fn policy_check(
         args: &call.arguments,
         group: group.as_str(),
         channel,
-        sender: match sender {
-            "approver" => SenderRole::Approver,
-            "other" => SenderRole::Other,
-            _ => SenderRole::Owner,
-        },
+        sender: sender_role_named(sender),
         tainted,
         effect: tools::effect_of(tool),
     });

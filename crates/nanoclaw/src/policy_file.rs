@@ -96,6 +96,127 @@ pub fn vocabulary() -> Vocabulary {
     }
 }
 
+/// The turn and tool a request is checked for by `policy check-egress`.
+pub struct TurnOf<'a> {
+    pub group: &'a nanoclaw_core::GroupId,
+    pub channel: &'a str,
+    pub sender: nanoclaw_core::policy::SenderRole,
+    pub tainted: bool,
+    pub tool: &'a str,
+}
+
+/// Print what the proxy's gate would decide for `method url` (and its tunnel, for https) in
+/// `turn`. `Err` names the bad argument.
+pub fn check_egress(
+    policy: &Policy,
+    turn: &TurnOf<'_>,
+    url: &str,
+    method: &str,
+    body: bool,
+    headers: &[String],
+) -> Result<(), String> {
+    use nanoclaw_core::egress_rules::{EgressContext, TunnelVerdict};
+    use nanoclaw_egress::gate::Facts;
+    if !crate::tools::NETWORK_TOOLS.contains(&turn.tool) {
+        return Err(format!(
+            "--tool {:?} never reaches the network (those that do: {})",
+            turn.tool,
+            crate::tools::NETWORK_TOOLS.join(", ")
+        ));
+    }
+    let uri: hyper::Uri = url
+        .parse()
+        .map_err(|e| format!("the URL {url:?} is not a URL: {e}"))?;
+    let scheme = match uri.scheme_str() {
+        Some(s @ ("http" | "https")) => s,
+        _ => {
+            return Err(format!(
+                "the URL {url:?} must start with http:// or https://"
+            ));
+        }
+    };
+    let host = uri
+        .host()
+        .map(nanoclaw_egress::policy::normalize_host)
+        .ok_or_else(|| format!("the URL {url:?} has no host"))?;
+    let port = uri
+        .port_u16()
+        .unwrap_or(if scheme == "https" { 443 } else { 80 });
+    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return Err(format!("--method {method:?} is not a method"));
+    }
+    let mut map = hyper::HeaderMap::new();
+    for h in headers {
+        let (name, value) = h
+            .split_once(':')
+            .ok_or_else(|| format!("--header {h:?}: give \"Name: value\""))?;
+        let name = hyper::header::HeaderName::from_bytes(name.trim().as_bytes())
+            .map_err(|e| format!("--header {h:?}: bad name: {e}"))?;
+        let value = hyper::header::HeaderValue::from_str(value.trim())
+            .map_err(|e| format!("--header {h:?}: bad value: {e}"))?;
+        map.append(name, value);
+    }
+    let facts = Facts::from_parts(
+        scheme,
+        &host,
+        port,
+        method,
+        &uri,
+        &map,
+        body,
+        &nanoclaw_egress::Credentials::default(),
+    );
+    let ctx = EgressContext {
+        group: turn.group.as_str(),
+        channel: turn.channel,
+        sender: turn.sender,
+        tainted: turn.tainted,
+        tool: turn.tool,
+    };
+    let print = |what: &str, verdict: &nanoclaw_core::Verdict| {
+        let decision = match verdict.decision {
+            nanoclaw_core::Decision::Allow => "allow",
+            nanoclaw_core::Decision::Ask => "ask",
+            nanoclaw_core::Decision::Deny => "deny",
+        };
+        println!("{what}: {decision}: {}", verdict.reason.describe());
+        if let Some(a) = &verdict.approval {
+            println!(
+                "  approvers: {} ({} needed), timeout {}s, scope {:?}",
+                if a.approvers.is_empty() {
+                    "none configured (so it is refused)".to_owned()
+                } else {
+                    a.approvers.join(", ")
+                },
+                a.quorum,
+                a.timeout.as_secs(),
+                a.scope
+            );
+        }
+    };
+    if scheme == "https" {
+        match policy.decide_tunnel(&ctx, &host, port) {
+            TunnelVerdict::Inspect => {
+                println!("tunnel {host}:{port}: opened, so that each request inside is decided")
+            }
+            TunnelVerdict::Decided(v) => {
+                print(&format!("tunnel {host}:{port}"), &v);
+                if v.decision == nanoclaw_core::Decision::Allow {
+                    println!(
+                        "  (relayed unopened: the request below is not seen unless a secret is bound to the host)"
+                    );
+                }
+            }
+        }
+    }
+    println!("sends data: {}", if facts.sends { "yes" } else { "no" });
+    print(
+        &format!("{method} {}", facts.url),
+        &policy.decide_egress(&ctx, &facts.request()),
+    );
+    Ok(())
+}
+
 /// Load and check the policy.
 pub fn load(home: &Home) -> anyhow::Result<Policy> {
     let path = home.dir.join(POLICY_FILE);

@@ -26,13 +26,18 @@ struct Setup {
 
 /// An HTTPS origin at `localhost` the `main` group may reach, and `policy` as policy.toml.
 async fn setup(model: &ScriptedModel, policy: &str) -> Setup {
+    setup_on("bwrap", model, policy).await
+}
+
+async fn setup_on(backend: &str, model: &ScriptedModel, policy: &str) -> Setup {
     let ca = TestCa::new();
     let origin = Origin::start(&ca, "localhost", None).await;
     let home = TestHome::new(
         Wire::Anthropic,
         &model.url,
         &format!(
-            "[sandbox]\nbackend = \"bwrap\"\n[egress]\nextra_roots = [\"{}\"]\nallow = [{{ host = \"localhost:{}\", private = true }}]\n",
+            "[sandbox]\nbackend = \"{backend}\"\ndocker_image = \"{}\"\n[egress]\nextra_roots = [\"{}\"]\nallow = [{{ host = \"localhost:{}\", private = true }}]\n",
+            support::DOCKER_TEST_IMAGE,
             ca.cert_file.display(),
             origin.port
         ),
@@ -336,5 +341,109 @@ async fn a_policy_whose_egress_rule_names_a_tool_off_the_network_stops_startup()
     assert!(
         err.contains("policy.toml") && err.contains("line 1") && err.contains("egress[1].tool"),
         "{err}"
+    );
+}
+
+#[tokio::test]
+async fn policy_check_egress_prints_what_the_proxy_would_decide() {
+    let h = TestHome::new(Wire::Anthropic, "http://127.0.0.1:9", "");
+    let out = h
+        .run(&[
+            "policy",
+            "check-egress",
+            "https://api.example.com/items?q=1",
+            "--tainted",
+        ])
+        .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(
+        said.contains("tunnel api.example.com:443: opened")
+            && said.contains("sends data: yes")
+            && said.contains("GET https://api.example.com/items?q=1: ask")
+            && said.contains("approvers: owner"),
+        "{said}"
+    );
+    let out = h
+        .run(&["policy", "check-egress", "https://api.example.com/items"])
+        .await;
+    let said = text(&out.stdout);
+    assert!(
+        said.contains("tunnel api.example.com:443: allow") && said.contains("sends data: no"),
+        "{said}"
+    );
+    for (args, named) in [
+        (vec!["ftp://x.org/"], "http:// or https://"),
+        (vec!["https://x.org/", "--method", "PO ST"], "--method"),
+        (vec!["https://x.org/", "--header", "novalue"], "--header"),
+        (vec!["https://x.org/", "--tool", "read_file"], "--tool"),
+    ] {
+        let mut all = vec!["policy", "check-egress"];
+        all.extend(args);
+        let out = h.run(&all).await;
+        assert_eq!(out.status.code(), Some(2), "{all:?}");
+        assert!(
+            text(&out.stderr).contains(named),
+            "{all:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+/// A request from Python's urllib through the proxy (the Docker test image has no curl),
+/// printing the status and the body's head.
+fn python_request(method: &str, url: &str, data: &str) -> String {
+    format!(
+        r#"export NO_PROXY= no_proxy=; python3 -c '
+import sys, urllib.request, urllib.error
+m, u, d = sys.argv[1:4]
+r = urllib.request.Request(u, data=d.encode() or None, method=m)
+try:
+    print(urllib.request.urlopen(r, timeout=20).read()[:300].decode(), "[200]")
+except urllib.error.HTTPError as e:
+    print(e.read().decode(), "[%d]" % e.code)
+except Exception as e:
+    print("failed:", e)
+' {method} '{url}' '{data}'"#
+    )
+}
+
+#[tokio::test]
+async fn a_tainted_turn_sends_nothing_out_from_a_docker_sandbox_either() {
+    if let Err(why) = support::docker_image() {
+        support::skip(&format!("backend docker: {why}"));
+        return;
+    }
+    let model = ScriptedModel::start(Wire::Anthropic, vec![]).await;
+    let s = setup_on("docker", &model, "# no approvers\n").await;
+    let p = s.origin.port;
+    let url = |path: &str| format!("https://localhost:{p}{path}");
+    model.push(vec![
+        // Taints the turn (the tunnel is relayed unopened, so the origin's test certificate is
+        // not trusted in here; the request still went out).
+        shell(&python_request("GET", &url("/page"), "")),
+        shell(&python_request("POST", &url("/post"), "dleak1")),
+        shell(&python_request("GET", &url("/q?d=dleak2"), "")),
+        shell(&python_request("PROPFIND", &url("/dav-dleak3"), "")),
+        shell(&python_request("GET", &url("/page"), "")),
+        Step::Text("done".into()),
+    ]);
+    let out = s.home.run(&["ask", "go"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let requests = model.requests();
+    for i in 2..=4 {
+        let seen = requests[i].to_string();
+        assert!(
+            seen.contains("refused by policy") && seen.contains("[403]"),
+            "call {i}: {seen}"
+        );
+    }
+    let read = requests[5].to_string();
+    assert!(read.contains("Hello") && read.contains("[200]"), "{read}");
+    let arrived = s.origin.seen();
+    assert!(
+        !arrived.iter().any(|r| r.path.contains("dleak")
+            || String::from_utf8_lossy(&r.body).contains("dleak")),
+        "{arrived:?}"
     );
 }
