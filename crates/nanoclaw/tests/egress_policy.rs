@@ -431,8 +431,8 @@ async fn a_tainted_turn_sends_nothing_out_from_a_docker_sandbox_either() {
     let out = s.home.run(&["ask", "go"]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let requests = model.requests();
-    for i in 2..=4 {
-        let seen = requests[i].to_string();
+    for (i, request) in requests.iter().enumerate().take(5).skip(2) {
+        let seen = request.to_string();
         assert!(
             seen.contains("refused by policy") && seen.contains("[403]"),
             "call {i}: {seen}"
