@@ -2,7 +2,8 @@
 //! workspace.
 //!
 //! Each sandbox gets new user, PID, network, IPC, UTS and cgroup namespaces (so no network but
-//! loopback), runs as an unprivileged uid with every capability dropped, in its own session,
+//! loopback), runs as an unprivileged uid with every capability dropped (under a root daemon,
+//! bwrap itself runs as a dedicated unprivileged host uid: see [`crate::unprivileged`]), in its own session,
 //! with an empty environment. The file system is built from an allow-list: `/usr` and a few
 //! named files under `/etc` read-only, fresh `/proc`, `/dev` and `/tmp`, the workspace at
 //! `/workspace`, and the init at `/.nanoclaw/init`. Nothing else of the host is visible: no
@@ -20,12 +21,14 @@ use std::sync::{Arc, Mutex};
 use crate::cgroup::{CgroupRoot, GroupCgroup};
 use crate::relay::PROXY_SOCKET_IN_SANDBOX;
 use crate::spec::{Enforcement, InitSpec, Program};
+use crate::unprivileged::HostView;
 use crate::{
     Backend, ExecFuture, ExecRequest, INIT_PATH_IN_SANDBOX, SandboxError, WORKSPACE_IN_SANDBOX,
 };
 use crate::{init_argv, run};
 
-/// The uid and gid commands run as inside the sandbox (mapped to the daemon's own on the host).
+/// The uid and gid commands run as inside the sandbox: mapped to the daemon's own on the host,
+/// or under a root daemon to the dedicated [`crate::unprivileged::SANDBOX_HOST_UID`].
 const SANDBOX_UID: &str = "1000";
 /// `PATH` inside the sandbox.
 const SANDBOX_PATH: &str = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin";
@@ -70,6 +73,9 @@ pub struct BwrapBackend {
     /// Each group's cgroup, by workspace, created at its first command. A std Mutex: held
     /// only to look up or insert, never across an await.
     group_cgroups: Mutex<HashMap<PathBuf, Arc<GroupCgroup>>>,
+    /// The daemon is root: bwrap runs as the dedicated sandbox uid, from a private view of the
+    /// host paths it binds.
+    drop_root: bool,
 }
 
 impl BwrapBackend {
@@ -99,7 +105,14 @@ impl BwrapBackend {
             options,
             cgroups,
             group_cgroups: Mutex::new(HashMap::new()),
+            drop_root: crate::unprivileged::needed(),
         })
+    }
+
+    /// The host uid commands run as, when it is not the daemon's own (under a root daemon).
+    pub fn host_uid(&self) -> Option<u32> {
+        self.drop_root
+            .then_some(crate::unprivileged::SANDBOX_HOST_UID)
     }
 
     /// The group's cgroup with `limits` applied, created at its first command.
@@ -155,8 +168,33 @@ impl BwrapBackend {
         self.cgroups.as_ref().err().map(String::as_str)
     }
 
-    /// The full argument list for one request.
-    fn args(&self, req: &ExecRequest, rlimit_fallback: bool) -> Result<Vec<String>, SandboxError> {
+    /// The full argument list for one request, and the view the launcher must enter first
+    /// (under a root daemon).
+    fn args(
+        &self,
+        req: &ExecRequest,
+        rlimit_fallback: bool,
+    ) -> Result<(Vec<String>, Option<HostView>), SandboxError> {
+        let mut view = self.drop_root.then(HostView::default);
+        // Where bwrap finds a host path: the path itself, or its place in the view.
+        let mut source = |host: &Path, name: &str| -> Result<String, SandboxError> {
+            match view.as_mut() {
+                Some(view) => view.add(host, name),
+                None => utf8(host).map(str::to_owned),
+            }
+        };
+        let workspace = source(&req.workspace, "workspace")?;
+        let init = source(Path::new(&self.init), "init")?;
+        let socket = req
+            .proxy_socket
+            .as_ref()
+            .map(|s| source(s, "proxy.sock"))
+            .transpose()?;
+        let trust = req
+            .trust_dir
+            .as_ref()
+            .map(|d| source(d, "trust"))
+            .transpose()?;
         let mut args = self.common_args.clone();
         args.extend([
             "--size".to_owned(),
@@ -164,19 +202,37 @@ impl BwrapBackend {
             "--tmpfs".to_owned(),
             "/tmp".to_owned(),
         ]);
-        args.extend(["--bind", utf8(&req.workspace)?, WORKSPACE_IN_SANDBOX].map(str::to_owned));
-        args.extend(["--ro-bind", &self.init, INIT_PATH_IN_SANDBOX].map(str::to_owned));
-        if let Some(socket) = &req.proxy_socket {
+        args.extend([
+            "--bind".to_owned(),
+            workspace,
+            WORKSPACE_IN_SANDBOX.to_owned(),
+        ]);
+        args.extend([
+            "--ro-bind".to_owned(),
+            init,
+            INIT_PATH_IN_SANDBOX.to_owned(),
+        ]);
+        if let Some(socket) = socket {
             // Read-only: connecting needs no write access to the mount, and a chmod from inside
-            // (as root's uid, under a root daemon) would change the host socket's mode.
-            args.extend(["--ro-bind", utf8(socket)?, PROXY_SOCKET_IN_SANDBOX].map(str::to_owned));
+            // would change the host socket's mode.
+            args.extend([
+                "--ro-bind".to_owned(),
+                socket,
+                PROXY_SOCKET_IN_SANDBOX.to_owned(),
+            ]);
         }
-        if let Some(dir) = &req.trust_dir {
-            let bundle = dir.join(crate::CA_BUNDLE_FILE);
-            args.extend(["--ro-bind", utf8(dir)?, crate::TRUST_DIR_IN_SANDBOX].map(str::to_owned));
-            args.extend(
-                ["--ro-bind", utf8(&bundle)?, crate::SYSTEM_BUNDLE_IN_SANDBOX].map(str::to_owned),
-            );
+        if let Some(dir) = trust {
+            let bundle = format!("{dir}/{}", crate::CA_BUNDLE_FILE);
+            args.extend([
+                "--ro-bind".to_owned(),
+                dir,
+                crate::TRUST_DIR_IN_SANDBOX.to_owned(),
+            ]);
+            args.extend([
+                "--ro-bind".to_owned(),
+                bundle,
+                crate::SYSTEM_BUNDLE_IN_SANDBOX.to_owned(),
+            ]);
         }
         // Every mount point exists now; the root itself becomes read-only, so the only
         // writable places are the workspace, /tmp and bwrap's /dev.
@@ -191,7 +247,27 @@ impl BwrapBackend {
             env: req.command_env(),
         };
         args.extend(init_argv(&spec)?);
-        Ok(args)
+        Ok((args, view))
+    }
+
+    /// Under a root daemon, what the dedicated uid must own: the workspace (given over once)
+    /// and the proxy socket (to connect to it).
+    fn hand_over(&self, req: &ExecRequest) -> Result<(), SandboxError> {
+        if !self.drop_root {
+            return Ok(());
+        }
+        let fail = |what: &Path, e: std::io::Error| {
+            SandboxError::Setup(format!(
+                "giving {} to the sandbox uid {}: {e}",
+                what.display(),
+                crate::unprivileged::SANDBOX_HOST_UID
+            ))
+        };
+        crate::unprivileged::own_workspace(&req.workspace).map_err(|e| fail(&req.workspace, e))?;
+        if let Some(socket) = &req.proxy_socket {
+            crate::unprivileged::own_socket(socket).map_err(|e| fail(socket, e))?;
+        }
+        Ok(())
     }
 }
 
@@ -208,8 +284,12 @@ impl Backend for BwrapBackend {
                 Program::Command(_) => self.group_cgroup(req)?,
                 Program::FileRequest => None,
             };
-            let args = self.args(req, cgroup.is_none())?;
-            let fds = cgroup.as_ref().map(|cg| cg.procs_fds()).unwrap_or_default();
+            self.hand_over(req)?;
+            let (args, view) = self.args(req, cgroup.is_none())?;
+            let before_exec = run::BeforeExec {
+                cgroup_fds: cgroup.as_ref().map(|cg| cg.procs_fds()).unwrap_or_default(),
+                view,
+            };
             let before = cgroup.as_ref().map(|cg| cg.counters());
             let result = run::run_launcher(
                 utf8(&self.bwrap)?,
@@ -217,7 +297,7 @@ impl Backend for BwrapBackend {
                 &req.stdin,
                 req.limits.wall_time,
                 req.limits.output_bytes,
-                fds,
+                before_exec,
             )
             .await;
             let (Some(cgroup), Some(before)) = (cgroup, before) else {

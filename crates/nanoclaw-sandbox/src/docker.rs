@@ -3,8 +3,8 @@
 //! Docker-compatible socket also serves are used: create, start, exec, list, remove, inspect.
 //!
 //! Each container: no network (`none`), a read-only root file system, every capability
-//! dropped, `no-new-privileges`, the daemon's own uid and gid (uid 1000 when the daemon is
-//! root), memory, pids and CPU limits, a size-limited tmpfs at
+//! dropped, `no-new-privileges`, the daemon's own uid and gid (the dedicated sandbox uid,
+//! [`crate::unprivileged::SANDBOX_HOST_UID`], when the daemon is root), memory, pids and CPU limits, a size-limited tmpfs at
 //! `/tmp`, the group's workspace bind-mounted at `/workspace` and nanoclaw's own binary at
 //! `/.nanoclaw/init`, which every exec runs first. The image is built locally
 //! (`docker/agent.Dockerfile`); nothing is pulled, ever.
@@ -37,8 +37,9 @@ use crate::{
     init_argv,
 };
 
-/// The uid and gid commands run as when the daemon itself runs as root.
-const SANDBOX_ID_WHEN_ROOT: u32 = 1000;
+/// The uid and gid commands run as when the daemon itself runs as root: the same dedicated uid
+/// as bwrap's, so a workspace serves either backend.
+const SANDBOX_ID_WHEN_ROOT: u32 = crate::unprivileged::SANDBOX_HOST_UID;
 /// Seconds the client waits for the engine on one API call.
 const API_TIMEOUT_SECS: u64 = 120;
 /// How often idle containers are looked for, at most.
@@ -330,7 +331,14 @@ impl DockerBackend {
             .unwrap_or("group")
             .to_owned();
         // A root daemon's workspaces are root's; the container's unprivileged user needs its own.
-        self.hand_to_sandbox_user(&req.workspace)?;
+        if self.chown_to.is_some() {
+            crate::unprivileged::own_workspace(&req.workspace).map_err(|e| {
+                SandboxError::Setup(format!(
+                    "handing {} to the sandbox user: {e}",
+                    req.workspace.display()
+                ))
+            })?;
+        }
         let mut binds = vec![
             format!("{}:{WORKSPACE_IN_SANDBOX}:rw", utf8(&req.workspace)?),
             format!("{}:{INIT_PATH_IN_SANDBOX}:ro", utf8(&self.init)?),

@@ -27,6 +27,7 @@ pub mod relay;
 pub mod run;
 mod seccomp;
 pub mod spec;
+pub mod unprivileged;
 
 use std::future::Future;
 use std::path::PathBuf;

@@ -75,6 +75,14 @@ pub struct Frames {
     violation: Option<String>,
 }
 
+/// What the launcher does between fork and exec, as root where the daemon is: join the group's
+/// cgroup, then (under a root daemon) enter its private view and drop to the sandbox uid.
+#[derive(Default)]
+pub struct BeforeExec {
+    pub cgroup_fds: Vec<std::os::fd::RawFd>,
+    pub view: Option<crate::unprivileged::HostView>,
+}
+
 /// Spawn `program args`, run the init protocol over its stdio, and return the result.
 pub async fn run_launcher(
     program: &str,
@@ -82,7 +90,7 @@ pub async fn run_launcher(
     stdin: &[u8],
     wall_time: Duration,
     cap: usize,
-    cgroup_fds: Vec<std::os::fd::RawFd>,
+    before_exec: BeforeExec,
 ) -> Result<ExecOutput, SandboxError> {
     let started = Instant::now();
     let mut cmd = Command::new(program);
@@ -92,11 +100,18 @@ pub async fn run_launcher(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    if !cgroup_fds.is_empty() {
+    if !before_exec.cgroup_fds.is_empty() || before_exec.view.is_some() {
         // SAFETY: the closure only calls write(2) on descriptors that stay open until the
-        // spawn returns (the caller holds the ExecCgroup); it allocates nothing.
+        // spawn returns (the caller holds the ExecCgroup), and the view's syscalls on memory
+        // allocated before the fork; it allocates nothing.
         unsafe {
-            cmd.pre_exec(move || crate::cgroup::join_from_pre_exec(&cgroup_fds));
+            cmd.pre_exec(move || {
+                crate::cgroup::join_from_pre_exec(&before_exec.cgroup_fds)?;
+                match &before_exec.view {
+                    Some(view) => view.enter(),
+                    None => Ok(()),
+                }
+            });
         }
     }
     let mut child = cmd.spawn().map_err(|source| SandboxError::Spawn {

@@ -34,19 +34,6 @@ pub async fn choose(
     }
 }
 
-/// Landlock for the bwrap backend: as configured, except under a root daemon, where the
-/// sandbox's uid is root on the host (without capabilities) and Landlock is what keeps it
-/// from writing host-global files such as `/proc/sys/kernel/core_pattern`: required, so a
-/// kernel without it refuses to run commands rather than run them on one layer.
-pub fn bwrap_landlock(config: &Config) -> nanoclaw_sandbox::Enforcement {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        nanoclaw_sandbox::Enforcement::Required
-    } else {
-        config.landlock
-    }
-}
-
 async fn bwrap(
     home: &Home,
     config: &Config,
@@ -54,7 +41,7 @@ async fn bwrap(
     self_test: bool,
 ) -> Result<Arc<dyn Backend>, String> {
     let options = BwrapOptions {
-        landlock: bwrap_landlock(config),
+        landlock: config.landlock,
         cgroups: config.cgroups,
     };
     let backend = BwrapBackend::new(exe, options).map_err(|e| e.to_string())?;

@@ -203,6 +203,7 @@ struct Feature {
 const PROBE_SCRIPT: &str = "cat /proc/self/status; echo ---; cat /proc/net/dev; echo ---; ls /proc; \
 echo ---; (cat /proc/$PPID/environ >/dev/null 2>&1 && echo INIT-OPEN || echo INIT-CLOSED); \
 (f=/tmp/.nanoclaw-probe; : > $f && { chmod 4755 $f 2>/dev/null && echo SUID-ALLOWED || echo SUID-REFUSED; rm -f $f; }); \
+: > /workspace/.nanoclaw-uid-probe; \
 echo ---; (exec 3<>/dev/tcp/127.0.0.1/3128 && printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3 && head -c 12 <&3) 2>&1";
 
 /// Run a probe in a real sandbox, with a throwaway proxy socket to test the relay, and read
@@ -253,6 +254,27 @@ async fn probe_sandbox(
     }
     let text = out.stdout.text_lossy();
     let mut features = isolation_features(&text);
+    // The file the probe made in the workspace tells which host uid its commands run as.
+    let made = home
+        .workspace(&GroupId::main())?
+        .join(".nanoclaw-uid-probe");
+    let host_uid = std::fs::symlink_metadata(&made).ok().map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.uid()
+    });
+    let _ = std::fs::remove_file(&made);
+    features.push(Feature {
+        name: "commands run as a non-root host uid",
+        active: host_uid.is_some_and(|uid| uid != 0),
+        required: true,
+        detail: Some(match host_uid {
+            Some(uid) if uid == nanoclaw_sandbox::unprivileged::SANDBOX_HOST_UID => {
+                format!("host uid {uid}, dedicated to sandboxes (the daemon is root)")
+            }
+            Some(uid) => format!("host uid {uid}"),
+            None => "the probe's file did not appear in the workspace".into(),
+        }),
+    });
     let h = out.hardening;
     let landlock = h.map(|h| h.landlock);
     features.push(Feature {
@@ -267,11 +289,7 @@ async fn probe_sandbox(
     features.push(Feature {
         name: "Landlock (writes: /workspace, /tmp)",
         active: landlock == Some(LandlockStatus::FullyEnforced),
-        // Under a root daemon bwrap requires it (its sandbox uid is root on the host).
-        required: match backend.name() {
-            "bwrap" => crate::backend::bwrap_landlock(config) == Enforcement::Required,
-            _ => config.landlock == Enforcement::Required,
-        },
+        required: config.landlock == Enforcement::Required,
         detail: h.map(|h| format!("{:?}, kernel ABI {}", h.landlock, h.landlock_abi)),
     });
     features.push(Feature {

@@ -464,8 +464,9 @@ async fn a_descriptor_inherited_from_the_caller_reaches_into_the_sandbox() {
 
 // ----- a root daemon's single layer -----
 
-// Under a root daemon the sandbox's uid is root on the host: a setuid file in the workspace
-// was a setuid-root file on the host, and a device node would open the host's device.
+// Under a root daemon the sandbox's uid was root on the host: a setuid file in the workspace
+// was a setuid-root file on the host, and a device node would open the host's device. (Now it
+// is a dedicated unprivileged uid, and these stay refused besides.)
 attack!(
     setuid_file_in_the_workspace,
     "touch s; chmod 4755 s 2>/dev/null; chmod u+s,g+s s 2>/dev/null; \
@@ -487,6 +488,48 @@ attack!(
     read_the_kernel_keyrings,
     "grep -q . /proc/keys 2>/dev/null && echo ESCAPED /proc/keys; true"
 );
+
+/// Under a root daemon, what a command makes on the host belongs to the dedicated sandbox uid
+/// (on both backends), not to root: a root-owned
+/// host file (a sysctl, the proxy socket) is out of its reach by plain permissions, whatever
+/// Landlock does.
+#[tokio::test]
+async fn a_root_daemons_sandbox_is_not_root_on_the_host() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        support::skip("the daemon is not root here");
+        return;
+    }
+    for backend in backends() {
+        let h = home(backend, "");
+        let out = sh(
+            &h,
+            "main",
+            "touch made-here && echo MADE; \
+             echo '|/tmp/x' > /proc/sys/kernel/core_pattern 2>/dev/null && echo ESCAPED core_pattern; \
+             echo 1 > /proc/sys/kernel/sysrq 2>/dev/null && echo ESCAPED sysrq; true",
+        )
+        .await;
+        let stdout = text(&out.stdout);
+        assert!(
+            stdout.contains("MADE") && !stdout.contains("ESCAPED"),
+            "[{backend}] {stdout}{}",
+            text(&out.stderr)
+        );
+        let made = std::fs::symlink_metadata(h.workspace("main").join("made-here")).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_ne!(
+            made.uid(),
+            0,
+            "[{backend}] a file the command made is root's"
+        );
+        assert_eq!(
+            (made.uid(), made.gid()),
+            (65_000, 65_000),
+            "[{backend}] the dedicated sandbox uid"
+        );
+    }
+}
 
 // ----- persistence -----
 
