@@ -35,7 +35,7 @@
 use crate::gate::Decision;
 use crate::policy::{
     ApprovalSpec, DEFAULT_TIMEOUT, Glob, Policy, PolicyError, RawDecision, Reason, Scope,
-    SenderRole, Verdict, Vocabulary,
+    SenderRole, TurnMatch, Verdict, Vocabulary,
 };
 
 /// Where a request comes from: the turn and tool call its connection is attributed to.
@@ -115,10 +115,7 @@ pub(crate) struct EgressRule {
     body: Option<bool>,
     sends: Option<bool>,
     tool: Option<Glob>,
-    group: Option<Glob>,
-    channel: Option<Glob>,
-    sender: Option<SenderRole>,
-    tainted: Option<bool>,
+    turn: TurnMatch,
     action: Decision,
     approval: ApprovalSpec,
 }
@@ -199,10 +196,7 @@ impl EgressRule {
             body: r.body,
             sends: r.sends,
             tool: r.tool.as_deref().map(Glob::new),
-            group: r.group.as_deref().map(Glob::new),
-            channel: r.channel.as_deref().map(Glob::new),
-            sender,
-            tainted: r.tainted,
+            turn: TurnMatch::new(r.group.as_deref(), r.channel.as_deref(), sender, r.tainted),
             action,
             approval,
         })
@@ -228,19 +222,7 @@ impl EgressRule {
                 ),
             ));
         }
-        if let Some(channel) = &self.channel
-            && !vocabulary.channels.iter().any(|c| channel.matches(c))
-        {
-            return Err(err(
-                "channel",
-                format!(
-                    "{:?} names no channel (channels: {})",
-                    channel.text(),
-                    vocabulary.channels.join(", ")
-                ),
-            ));
-        }
-        Ok(())
+        self.turn.check_channel(vocabulary, &err)
     }
 
     /// The keys about where the request comes from and where it goes.
@@ -248,10 +230,9 @@ impl EgressRule {
         self.host.as_ref().is_none_or(|g| g.matches(host))
             && self.ports.as_ref().is_none_or(|p| p.contains(&port))
             && self.tool.as_ref().is_none_or(|g| g.matches(ctx.tool))
-            && self.group.as_ref().is_none_or(|g| g.matches(ctx.group))
-            && self.channel.as_ref().is_none_or(|g| g.matches(ctx.channel))
-            && self.sender.is_none_or(|s| s == ctx.sender)
-            && self.tainted.is_none_or(|t| t == ctx.tainted)
+            && self
+                .turn
+                .matches(ctx.group, ctx.channel, ctx.sender, ctx.tainted)
     }
 
     fn matches(&self, ctx: &EgressContext<'_>, req: &EgressRequest<'_>) -> bool {

@@ -253,10 +253,7 @@ struct Rule {
     name: String,
     line: usize,
     tool: Glob,
-    group: Option<Glob>,
-    channel: Option<Glob>,
-    sender: Option<SenderRole>,
-    tainted: Option<bool>,
+    turn: TurnMatch,
     args: Vec<(Vec<String>, Matcher)>,
     action: Decision,
     approval: ApprovalSpec,
@@ -265,14 +262,70 @@ struct Rule {
 impl Rule {
     fn matches(&self, ctx: &Context<'_>) -> bool {
         self.tool.matches(ctx.tool)
-            && self.group.as_ref().is_none_or(|g| g.matches(ctx.group))
-            && self.channel.as_ref().is_none_or(|g| g.matches(ctx.channel))
-            && self.sender.is_none_or(|s| s == ctx.sender)
-            && self.tainted.is_none_or(|t| t == ctx.tainted)
+            && self
+                .turn
+                .matches(ctx.group, ctx.channel, ctx.sender, ctx.tainted)
             && self
                 .args
                 .iter()
                 .all(|(path, m)| lookup(ctx.args, path).is_some_and(|v| m.matches(v)))
+    }
+}
+
+/// The keys every rule shares about the turn a call or request belongs to.
+#[derive(Clone, Debug)]
+pub(crate) struct TurnMatch {
+    group: Option<Glob>,
+    channel: Option<Glob>,
+    sender: Option<SenderRole>,
+    tainted: Option<bool>,
+}
+
+impl TurnMatch {
+    pub(crate) fn new(
+        group: Option<&str>,
+        channel: Option<&str>,
+        sender: Option<SenderRole>,
+        tainted: Option<bool>,
+    ) -> TurnMatch {
+        TurnMatch {
+            group: group.map(Glob::new),
+            channel: channel.map(Glob::new),
+            sender,
+            tainted,
+        }
+    }
+
+    pub(crate) fn matches(
+        &self,
+        group: &str,
+        channel: &str,
+        sender: SenderRole,
+        tainted: bool,
+    ) -> bool {
+        self.group.as_ref().is_none_or(|g| g.matches(group))
+            && self.channel.as_ref().is_none_or(|g| g.matches(channel))
+            && self.sender.is_none_or(|s| s == sender)
+            && self.tainted.is_none_or(|t| t == tainted)
+    }
+
+    /// A channel glob that names no channel could never match: refused.
+    pub(crate) fn check_channel(
+        &self,
+        vocabulary: &Vocabulary,
+        err: &dyn Fn(&str, String) -> PolicyError,
+    ) -> Result<(), PolicyError> {
+        match &self.channel {
+            Some(channel) if !vocabulary.channels.iter().any(|c| channel.matches(c)) => Err(err(
+                "channel",
+                format!(
+                    "{:?} names no channel (channels: {})",
+                    channel.text(),
+                    vocabulary.channels.join(", ")
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -570,10 +623,7 @@ impl Policy {
                 name: r.name.unwrap_or_else(|| format!("rule {}", i + 1)),
                 line,
                 tool: Glob::new(&r.tool),
-                group: r.group.as_deref().map(Glob::new),
-                channel: r.channel.as_deref().map(Glob::new),
-                sender,
-                tainted: r.tainted,
+                turn: TurnMatch::new(r.group.as_deref(), r.channel.as_deref(), sender, r.tainted),
                 args,
                 action,
                 approval,
@@ -623,18 +673,7 @@ impl Policy {
                     ),
                 ));
             }
-            if let Some(channel) = &rule.channel
-                && !vocabulary.channels.iter().any(|c| channel.matches(c))
-            {
-                return Err(err(
-                    "channel",
-                    format!(
-                        "{:?} names no channel (channels: {})",
-                        channel.text(),
-                        vocabulary.channels.join(", ")
-                    ),
-                ));
-            }
+            rule.turn.check_channel(vocabulary, &err)?;
             let takes = || {
                 tools
                     .iter()

@@ -216,6 +216,22 @@ enum TaskCommand {
     },
 }
 
+/// The turn a `policy check` is made for.
+#[derive(clap::Args)]
+struct TurnArgs {
+    #[arg(long, default_value = "main")]
+    group: GroupId,
+    /// The channel the turn came from.
+    #[arg(long, default_value = "terminal")]
+    channel: String,
+    /// Who sent the message: owner, approver or other.
+    #[arg(long, default_value = "owner", value_parser = ["owner", "approver", "other"])]
+    sender: String,
+    /// The turn has read outside content.
+    #[arg(long)]
+    tainted: bool,
+}
+
 #[derive(Subcommand)]
 enum PolicyCommand {
     /// Print the decision for one network request (and, for https, its tunnel) that the
@@ -235,17 +251,8 @@ enum PolicyCommand {
         /// The tool making it: shell, web_fetch or http_request.
         #[arg(long, default_value = "shell")]
         tool: String,
-        #[arg(long, default_value = "main")]
-        group: GroupId,
-        /// The channel the turn came from.
-        #[arg(long, default_value = "terminal")]
-        channel: String,
-        /// Who sent the message: owner, approver or other.
-        #[arg(long, default_value = "owner", value_parser = ["owner", "approver", "other"])]
-        sender: String,
-        /// The turn has read outside content.
-        #[arg(long)]
-        tainted: bool,
+        #[command(flatten)]
+        turn: TurnArgs,
     },
     /// Print the decision for one call and the rule that made it.
     Check {
@@ -255,17 +262,8 @@ enum PolicyCommand {
         /// The call's arguments as a JSON object.
         #[arg(long, default_value = "{}", value_name = "JSON")]
         args: String,
-        #[arg(long, default_value = "main")]
-        group: GroupId,
-        /// The channel the turn came from.
-        #[arg(long, default_value = "terminal")]
-        channel: String,
-        /// Who sent the message: owner, approver or other.
-        #[arg(long, default_value = "owner", value_parser = ["owner", "approver", "other"])]
-        sender: String,
-        /// The turn has read outside content.
-        #[arg(long)]
-        tainted: bool,
+        #[command(flatten)]
+        turn: TurnArgs,
     },
 }
 
@@ -459,16 +457,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => runtime(false)?.block_on(sandbox_exec(home, group, command)),
         Command::Secret { command } => secret_command(&home, command),
         Command::Policy {
-            command:
-                PolicyCommand::Check {
-                    tool,
-                    args,
-                    group,
-                    channel,
-                    sender,
-                    tainted,
-                },
-        } => policy_check(&home, &tool, &args, &group, &channel, &sender, tainted),
+            command: PolicyCommand::Check { tool, args, turn },
+        } => policy_check(&home, &tool, &args, &turn),
         Command::Policy {
             command:
                 PolicyCommand::CheckEgress {
@@ -477,20 +467,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     body,
                     header,
                     tool,
-                    group,
-                    channel,
-                    sender,
-                    tainted,
+                    turn,
                 },
         } => {
             home.require_initialized()
                 .map_err(|e| UsageError(e.to_string()))?;
             let policy = policy_file::load(&home)?;
             let turn = policy_file::TurnOf {
-                group: &group,
-                channel: &channel,
-                sender: sender_role_named(&sender),
-                tainted,
+                group: &turn.group,
+                channel: &turn.channel,
+                sender: sender_role_named(&turn.sender),
+                tainted: turn.tainted,
                 tool: &tool,
             };
             policy_file::check_egress(&policy, &turn, &url, &method, body, &header)
@@ -671,16 +658,7 @@ fn sender_role_named(sender: &str) -> nanoclaw_core::policy::SenderRole {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn policy_check(
-    home: &Home,
-    tool: &str,
-    args: &str,
-    group: &GroupId,
-    channel: &str,
-    sender: &str,
-    tainted: bool,
-) -> anyhow::Result<ExitCode> {
+fn policy_check(home: &Home, tool: &str, args: &str, turn: &TurnArgs) -> anyhow::Result<ExitCode> {
     use nanoclaw_core::policy::Context;
     home.require_initialized()
         .map_err(|e| UsageError(e.to_string()))?;
@@ -699,31 +677,13 @@ fn policy_check(
     let verdict = policy.decide(&Context {
         tool,
         args: &call.arguments,
-        group: group.as_str(),
-        channel,
-        sender: sender_role_named(sender),
-        tainted,
+        group: turn.group.as_str(),
+        channel: &turn.channel,
+        sender: sender_role_named(&turn.sender),
+        tainted: turn.tainted,
         effect: tools::effect_of(tool),
     });
-    let decision = match verdict.decision {
-        nanoclaw_core::Decision::Allow => "allow",
-        nanoclaw_core::Decision::Ask => "ask",
-        nanoclaw_core::Decision::Deny => "deny",
-    };
-    println!("{decision}: {}", verdict.reason.describe());
-    if let Some(a) = verdict.approval {
-        println!(
-            "approvers: {} ({} needed), timeout {}s, scope {:?}",
-            if a.approvers.is_empty() {
-                "none configured".to_owned()
-            } else {
-                a.approvers.join(", ")
-            },
-            a.quorum,
-            a.timeout.as_secs(),
-            a.scope
-        );
-    }
+    policy_file::print_verdict(None, &verdict);
     Ok(ExitCode::SUCCESS)
 }
 

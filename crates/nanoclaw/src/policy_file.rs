@@ -173,34 +173,13 @@ pub fn check_egress(
         tainted: turn.tainted,
         tool: turn.tool,
     };
-    let print = |what: &str, verdict: &nanoclaw_core::Verdict| {
-        let decision = match verdict.decision {
-            nanoclaw_core::Decision::Allow => "allow",
-            nanoclaw_core::Decision::Ask => "ask",
-            nanoclaw_core::Decision::Deny => "deny",
-        };
-        println!("{what}: {decision}: {}", verdict.reason.describe());
-        if let Some(a) = &verdict.approval {
-            println!(
-                "  approvers: {} ({} needed), timeout {}s, scope {:?}",
-                if a.approvers.is_empty() {
-                    "none configured (so it is refused)".to_owned()
-                } else {
-                    a.approvers.join(", ")
-                },
-                a.quorum,
-                a.timeout.as_secs(),
-                a.scope
-            );
-        }
-    };
     if scheme == "https" {
         match policy.decide_tunnel(&ctx, &host, port) {
             TunnelVerdict::Inspect => {
                 println!("tunnel {host}:{port}: opened, so that each request inside is decided")
             }
             TunnelVerdict::Decided(v) => {
-                print(&format!("tunnel {host}:{port}"), &v);
+                print_verdict(Some(&format!("tunnel {host}:{port}")), &v);
                 if v.decision == nanoclaw_core::Decision::Allow {
                     println!(
                         "  (relayed unopened: the request below is not seen unless a secret is bound to the host)"
@@ -210,11 +189,39 @@ pub fn check_egress(
         }
     }
     println!("sends data: {}", if facts.sends { "yes" } else { "no" });
-    print(
-        &format!("{method} {}", facts.url),
+    print_verdict(
+        Some(&format!("{method} {}", facts.url)),
         &policy.decide_egress(&ctx, &facts.request()),
     );
     Ok(())
+}
+
+/// `what: decision: reason` (`decision: reason` without `what`), and for an `ask` who may
+/// answer and how long it waits.
+pub fn print_verdict(what: Option<&str>, verdict: &nanoclaw_core::Verdict) {
+    let decision = match verdict.decision {
+        nanoclaw_core::Decision::Allow => "allow",
+        nanoclaw_core::Decision::Ask => "ask",
+        nanoclaw_core::Decision::Deny => "deny",
+    };
+    let (prefix, indent) = match what {
+        Some(what) => (format!("{what}: "), "  "),
+        None => (String::new(), ""),
+    };
+    println!("{prefix}{decision}: {}", verdict.reason.describe());
+    if let Some(a) = &verdict.approval {
+        println!(
+            "{indent}approvers: {} ({} needed), timeout {}s, scope {:?}",
+            if a.approvers.is_empty() {
+                "none configured (so it is refused)".to_owned()
+            } else {
+                a.approvers.join(", ")
+            },
+            a.quorum,
+            a.timeout.as_secs(),
+            a.scope
+        );
+    }
 }
 
 /// Load and check the policy.
