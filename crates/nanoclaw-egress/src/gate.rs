@@ -42,6 +42,9 @@ const READING_HEADERS: &[&str] = &[
 const READING_VALUE_MAX: usize = 256;
 /// A path longer than this counts as data.
 const PATH_MAX: usize = 512;
+/// Reading headers together: more of them, or more bytes of their values, count as data.
+const READING_HEADERS_MAX: usize = 16;
+const READING_BYTES_MAX: usize = 1024;
 
 /// What the policy is told about one request, read once.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,6 +55,7 @@ pub struct Facts {
     pub host: String,
     pub port: u16,
     pub method: String,
+    /// Normalized ([`normalize_path`]), without the query: what a rule's `path` is held to.
     pub path: String,
     pub query: bool,
     pub body: bool,
@@ -104,16 +108,22 @@ impl Facts {
         let url = credentials
             .response_redactor()
             .replace_str(&format!("{scheme}://{authority}{target}"));
-        let path = uri.path().to_owned();
+        let raw_path = uri.path();
+        let path = normalize_path(raw_path);
         let query = uri.query().is_some_and(|q| !q.is_empty());
+        let (mut reading, mut reading_bytes) = (0, 0);
         let data_header = headers.iter().any(|(name, value)| {
             if READING_HEADERS.contains(&name.as_str()) {
+                reading += 1;
+                reading_bytes += value.len();
                 value.len() > READING_VALUE_MAX
             } else {
                 !credentials.only_placeholders(value.as_bytes())
             }
-        });
-        let sends = !reads_only(method) || query || body || data_header || path.len() > PATH_MAX;
+        }) || reading > READING_HEADERS_MAX
+            || reading_bytes > READING_BYTES_MAX;
+        let sends =
+            !reads_only(method) || query || body || data_header || raw_path.len() > PATH_MAX;
         Facts {
             url,
             host: host.to_owned(),
@@ -147,6 +157,50 @@ pub enum Tunnel {
     Relay,
     /// Opened (TLS ended with the local CA) so that each request inside is decided.
     Inspect,
+}
+
+/// The path as a server that normalizes would route it: percent-escapes decoded and dot
+/// segments resolved (RFC 3986, 5.2.4), so a rule's `path` cannot be stepped out of with
+/// `/api/../x`, `/api/%2e%2e/x` or `/api/..%2fx`.
+pub fn normalize_path(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                decoded.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                decoded.push(b);
+                i += 1;
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&decoded);
+    let mut out: Vec<&str> = Vec::new();
+    for segment in text.split('/').skip(1) {
+        match segment {
+            "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    // A path ending in a dot segment is a directory.
+    let trailing = text.ends_with("/.") || text.ends_with("/..");
+    let mut path = format!("/{}", out.join("/"));
+    if trailing && path.len() > 1 {
+        path.push('/');
+    }
+    path
 }
 
 /// A gate's answer: `Err` holds why the request was refused, for the 403 and the record.
@@ -247,6 +301,39 @@ mod tests {
             !facts("GET", "/page", &token, false).sends,
             "a credential the proxy injects is not data"
         );
+    }
+
+    #[test]
+    fn paths_are_judged_as_a_normalizing_server_routes_them() {
+        for (raw, routed) in [
+            ("/api/items", "/api/items"),
+            ("/api/../leak", "/leak"),
+            ("/api/%2e%2e/leak", "/leak"),
+            ("/api/..%2fleak", "/leak"),
+            ("/api/x/../../leak", "/leak"),
+            ("/api/./x", "/api/x"),
+            ("/../../etc", "/etc"),
+            ("/a/b/..", "/a/"),
+            ("/", "/"),
+        ] {
+            assert_eq!(normalize_path(raw), routed, "{raw}");
+        }
+        assert_eq!(facts("POST", "/api/%2e%2e/leak", &[], true).path, "/leak");
+    }
+
+    #[test]
+    fn many_reading_headers_together_count_as_data() {
+        let many: Vec<(&str, String)> = (0..17)
+            .map(|_| ("accept", "text/plain".to_owned()))
+            .collect();
+        assert!(facts("GET", "/page", &many, false).sends);
+        let wide: Vec<(&str, String)> = (0..5).map(|_| ("range", "x".repeat(250))).collect();
+        assert!(facts("GET", "/page", &wide, false).sends);
+        let few = [
+            ("accept", "text/html".to_owned()),
+            ("user-agent", "curl/8".to_owned()),
+        ];
+        assert!(!facts("GET", "/page", &few, false).sends);
     }
 
     #[test]

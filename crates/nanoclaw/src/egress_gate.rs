@@ -6,10 +6,14 @@
 //! bounded: one approval request at a time per call, at most [`ASKS_PER_CALL`] of them, and
 //! none after a human has refused one of the call's requests.
 //!
+//! Within one call, taint moves as soon as anything comes in: once a request or tunnel has
+//! been let through, the call's later requests are judged as a tainted turn's.
+//!
 //! What this module must never do: let a request through that the policy refused or that no
 //! approver approved, or take the turn's context from anything the sandbox sent.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use nanoclaw_core::egress_rules::{EgressContext, TunnelVerdict};
@@ -38,6 +42,9 @@ pub struct CallGate {
     pub call_id: String,
     pub tool: String,
     asked: tokio::sync::Mutex<Asked>,
+    /// Set once the call has let a request or tunnel through: from then on its requests are
+    /// judged as a tainted turn's.
+    read_outside: AtomicBool,
     /// Time spent waiting for approvers so far, and since when the current wait (if any).
     held: std::sync::Mutex<(Duration, Option<Instant>)>,
 }
@@ -72,6 +79,7 @@ impl CallGate {
             call_id,
             tool,
             asked: tokio::sync::Mutex::new(Asked::default()),
+            read_outside: AtomicBool::new(false),
             held: std::sync::Mutex::new((Duration::ZERO, None)),
         }
     }
@@ -97,7 +105,9 @@ impl CallGate {
             group: self.group.as_str(),
             channel: &self.channel,
             sender: self.sender,
-            tainted: self.tainted,
+            // Once the call has let a request through, what came back may steer the rest of
+            // the call (`curl …/script | sh`): its later requests are judged as tainted.
+            tainted: self.tainted || self.read_outside.load(Ordering::SeqCst),
             tool: &self.tool,
         }
     }
@@ -106,11 +116,15 @@ impl CallGate {
     /// `request` (what they are shown) and wait.
     async fn carry_out(&self, verdict: Verdict, request: serde_json::Value) -> Result<(), String> {
         let reason = verdict.reason.describe();
-        match (verdict.decision, verdict.approval) {
+        let passed = match (verdict.decision, verdict.approval) {
             (Decision::Allow, _) => Ok(()),
             (Decision::Ask, Some(spec)) => self.ask(request, &spec, &reason).await,
             (Decision::Ask, None) | (Decision::Deny, _) => Err(reason),
+        };
+        if passed.is_ok() {
+            self.read_outside.store(true, Ordering::SeqCst);
         }
+        passed
     }
 
     async fn ask(

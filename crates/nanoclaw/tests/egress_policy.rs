@@ -174,6 +174,33 @@ async fn a_tainted_turn_sends_nothing_out_by_any_of_the_known_bypasses() {
     );
 }
 
+#[tokio::test]
+async fn one_call_that_reads_then_sends_is_stopped_at_the_send() {
+    let model = ScriptedModel::start(Wire::Anthropic, vec![]).await;
+    let s = setup(&model, "# no approvers\n").await;
+    let p = s.origin.port;
+    // An untainted turn: the first request goes out; what it read could steer the rest of
+    // the call (`curl …/script | sh`), so the call's next request is judged as tainted.
+    model.push(vec![
+        shell(&format!(
+            "{}; echo; {}",
+            curl(&format!("-k https://localhost:{p}/page")),
+            curl(&format!(
+                "-X POST --data samecall1 https://localhost:{p}/echo"
+            ))
+        )),
+        Step::Text("done".into()),
+    ]);
+    let out = s.home.run(&["ask", "go"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let result = model.requests()[1].to_string();
+    assert!(
+        result.contains("Hello") && result.contains("refused by policy"),
+        "{result}"
+    );
+    assert!(!s.origin.seen().iter().any(|r| r.body == b"samecall1"));
+}
+
 const ASK_POLICY: &str = r#"
 [approvers.owner]
 terminal = true
@@ -310,6 +337,10 @@ action = "deny"
             "web_fetch",
             format!(r#"{{"url": "https://localhost:{p}/page?q=x"}}"#),
         ),
+        // Dot segments do not step out of the rule's path.
+        shell(&curl(&format!(
+            "--path-as-is -X POST --data dotted1 'https://localhost:{p}/echo/%2e%2e/leak'"
+        ))),
         Step::Text("done".into()),
     ]);
     let out = s.home.run(&["ask", "go"]).await;
@@ -320,6 +351,9 @@ action = "deny"
         "{}",
         requests[2]
     );
+    let dotted = requests[4].to_string();
+    assert!(dotted.contains("refused by policy"), "{dotted}");
+    assert!(!s.origin.seen().iter().any(|r| r.body == b"dotted1"));
     let refused = requests[3].to_string();
     assert!(
         refused.contains("web_fetch only reads") && refused.contains("refused by policy"),
