@@ -4,7 +4,7 @@
 //!
 //! Run with `cargo bench -p nanoclaw --bench audit`.
 
-#[path = "../src/audit.rs"]
+#[path = "../src/audit/log.rs"]
 #[allow(dead_code)]
 mod audit;
 #[path = "../tests/support/mod.rs"]

@@ -7,7 +7,7 @@
 //! - `POST /v1/groups/{group}/messages` with `/approve CODE [always]` or `/deny CODE`: an
 //!   answer to an approval request, recorded at once, `200 {"approval": "..."}`.
 //! - `POST /v1/tasks/wake`: the schedule changed (sent by `nanoclaw task …`).
-//! - `POST /v1/webhook`: the webhook channel ([`crate::webhook`]); authenticated by its HMAC
+//! - `POST /v1/webhook`: the webhook channel ([`crate::channels::webhook`]); authenticated by its HMAC
 //!   signature, not the token.
 //! - `GET /v1/health`: `{"ok": true}`, no token needed.
 //!
@@ -27,7 +27,7 @@ use nanoclaw_core::GroupId;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::queue::Queue;
+use crate::agent::queue::Queue;
 use crate::store::Store;
 
 /// Largest request body accepted.
@@ -53,7 +53,7 @@ pub struct Api {
     /// Told when `POST /v1/tasks/wake` says the schedule changed (`nanoclaw task …`).
     pub tasks_changed: Arc<tokio::sync::Notify>,
     /// The webhook channel, when configured; it authenticates by signature, not the token.
-    pub webhook: Option<Arc<crate::webhook::Webhook>>,
+    pub webhook: Option<Arc<crate::channels::webhook::Webhook>>,
 }
 
 #[derive(Deserialize)]
@@ -155,7 +155,7 @@ impl Api {
                 "no webhook channel is configured",
             ));
         };
-        let signature = one_header(&req, crate::webhook::SIGNATURE_HEADER)?
+        let signature = one_header(&req, crate::channels::webhook::SIGNATURE_HEADER)?
             .map(|v| v.to_str().map(str::to_owned).unwrap_or_default());
         let body = read_body(req).await?;
         match hook.receive(&self.store, &self.queue, &body, signature.as_deref()) {
@@ -204,7 +204,7 @@ impl Api {
                 "sender must be a non-empty name without control characters",
             ));
         }
-        if crate::approvals::malformed_command(&msg.text) {
+        if crate::agent::approvals::malformed_command(&msg.text) {
             return Err(error(
                 StatusCode::BAD_REQUEST,
                 "approval answers are /approve CODE [always] and /deny CODE",
@@ -212,22 +212,33 @@ impl Api {
         }
         // `/approve CODE [always]` and `/deny CODE` answer an approval request at once: they
         // never queue behind the turn that is waiting for them.
-        if let Some((code, vote)) = crate::approvals::parse_command(&msg.text) {
+        if let Some((code, vote)) = crate::agent::approvals::parse_command(&msg.text) {
             let named = (msg.sender != default_sender()).then_some(msg.sender.as_str());
-            let request = crate::approvals::find(&self.store, &code).ok().flatten();
-            let approver = crate::terminal_approver(&self.policy, named, request.as_ref())
-                .map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
-            let result =
-                crate::approvals::answer(&self.store, &self.audit, &code, &approver, CHANNEL, vote);
+            let request = crate::agent::approvals::find(&self.store, &code)
+                .ok()
+                .flatten();
+            let approver =
+                crate::agent::approvals::terminal_approver(&self.policy, named, request.as_ref())
+                    .map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
+            let result = crate::agent::approvals::answer(
+                &self.store,
+                &self.audit,
+                &code,
+                &approver,
+                CHANNEL,
+                vote,
+            );
             return match result {
                 Ok(tally) => Ok(reply(
                     StatusCode::OK,
-                    json!({"approval": crate::describe_tally(&tally)}),
+                    json!({"approval": crate::agent::approvals::describe_tally(&tally)}),
                 )),
                 Err(e) => {
                     let status = match e {
-                        crate::approvals::AnswerError::NotFound(_) => StatusCode::NOT_FOUND,
-                        crate::approvals::AnswerError::Decided { .. } => StatusCode::CONFLICT,
+                        crate::agent::approvals::AnswerError::NotFound(_) => StatusCode::NOT_FOUND,
+                        crate::agent::approvals::AnswerError::Decided { .. } => {
+                            StatusCode::CONFLICT
+                        }
                         _ => StatusCode::FORBIDDEN,
                     };
                     Err(error(status, e.to_string()))

@@ -10,7 +10,7 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use crate::schedule::{self, Schedule, ScheduleError};
+use crate::scheduler::schedule::{self, Schedule, ScheduleError};
 use crate::store::{Store, StoreError};
 
 /// A missed slot this late or later counts as missed (for tasks that skip missed slots); an

@@ -7,6 +7,8 @@
 //! messages for a turn; finishing a turn with its reply) is one transaction, which is what makes
 //! "nothing accepted is lost, nothing answered twice" hold across `kill -9`.
 
+pub mod secrets;
+
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -13,6 +13,7 @@
 //! closes, and `verify` holds the chain to every anchor there without being asked; it also
 //! checks that every turn and message the store holds has its events.
 
+
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, Sender, channel};

@@ -23,8 +23,8 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use mail_parser::{MessageParser, MimeHeaders};
 use rusqlite::{OptionalExtension, params};
 
-use crate::queue::Queue;
-use crate::router::{self, Route, Rules};
+use crate::agent::queue::Queue;
+use crate::channels::router::{self, Route, Rules};
 use crate::store::{Routed, Store};
 
 pub const CHANNEL: &str = "email";
@@ -188,7 +188,7 @@ pub fn parse(raw: &[u8]) -> Option<Parsed> {
         Some(t) if !t.trim().is_empty() => t.into_owned(),
         _ => msg
             .body_html(0)
-            .map(|h| crate::web::readable_text(&h))
+            .map(|h| crate::sandbox::web::readable_text(&h))
             .unwrap_or_default(),
     };
     for att in msg.attachments() {
@@ -458,7 +458,7 @@ impl Email {
             &chat,
             &from,
             &mail.text,
-            || crate::admission::admitted(queue.agent(), CHANNEL, &from),
+            || crate::channels::admission::admitted(queue.agent(), CHANNEL, &from),
             known.as_ref(),
         );
         let (group, role, held) = match route {
@@ -518,7 +518,13 @@ impl Email {
         match stored {
             Ok(_) => {
                 if held {
-                    crate::admission::ask(queue.agent(), CHANNEL, &mail.from, &group, &mail.text);
+                    crate::channels::admission::ask(
+                        queue.agent(),
+                        CHANNEL,
+                        &mail.from,
+                        &group,
+                        &mail.text,
+                    );
                 } else {
                     queue.kick(group);
                 }
@@ -564,7 +570,7 @@ impl Email {
             }
         };
         let (me, transport) = (&*self, &transport);
-        crate::outbox::deliver(&me.store, CHANNEL, |reply| async move {
+        crate::channels::outbox::deliver(&me.store, CHANNEL, |reply| async move {
             me.send(transport, &reply.group, &reply.text)
                 .await
                 .map_err(|e| format!("{e:#}"))
@@ -580,8 +586,8 @@ impl Email {
         transport: &AsyncSmtpTransport<Tokio1Executor>,
         group: &str,
         text: &str,
-    ) -> anyhow::Result<crate::outbox::Sent> {
-        use crate::outbox::Sent;
+    ) -> anyhow::Result<crate::channels::outbox::Sent> {
+        use crate::channels::outbox::Sent;
         let Some(root) = self.store.chat_of(CHANNEL, group)? else {
             return Ok(Sent::Undeliverable("no thread to answer".into()));
         };

@@ -20,8 +20,8 @@ use nanoclaw_egress::tls::{Authority, upstream_config};
 use nanoclaw_egress::{Credential, Credentials, HeaderInjection, Rule};
 
 use crate::config::Config;
-use crate::home::Home;
-use crate::secrets::OpenSecret;
+use crate::config::home::Home;
+use crate::store::secrets::OpenSecret;
 
 /// What a group's sandbox gets for the network: the proxy socket, the trust directory, and
 /// the placeholders of the secrets it may use.

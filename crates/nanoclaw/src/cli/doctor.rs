@@ -9,14 +9,14 @@ use std::time::Duration;
 use nanoclaw_core::GroupId;
 use nanoclaw_sandbox::{Enforcement, ExecRequest, ExitState, LandlockStatus, Limits, Program};
 
-use crate::home::Home;
+use crate::config::home::Home;
 
 /// How long doctor waits for the model server to answer at all.
 const MODEL_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub async fn run(home: Home) -> anyhow::Result<ExitCode> {
     use std::fmt::Write as _;
-    let config = crate::load_config(&home)?;
+    let config = crate::app::load_config(&home)?;
     // The report is written once at the end: a closed stdout must not panic mid-report.
     let mut report = String::new();
     macro_rules! println {
@@ -26,7 +26,7 @@ pub async fn run(home: Home) -> anyhow::Result<ExitCode> {
     let mut healthy = true;
 
     // 1. Sandbox.
-    match crate::backend::choose(&home, &config, true).await {
+    match crate::sandbox::backend::choose(&home, &config, true).await {
         Ok(backend) => {
             println!("sandbox: {} works", backend.name());
             let probed = probe_sandbox(backend.as_ref(), &home, &config).await;
@@ -60,15 +60,15 @@ pub async fn run(home: Home) -> anyhow::Result<ExitCode> {
     }
 
     // 2. Secrets, then the model (whose key may be one of them).
-    let secrets = match crate::open_secrets(&home) {
+    let secrets = match crate::app::open_secrets(&home) {
         Ok(secrets) => {
             println!(
                 "secrets: {} stored, all open with the key from {}",
                 secrets.len(),
-                if std::env::var_os(crate::secrets::KEY_ENV).is_some() {
-                    format!("${}", crate::secrets::KEY_ENV)
+                if std::env::var_os(crate::store::secrets::KEY_ENV).is_some() {
+                    format!("${}", crate::store::secrets::KEY_ENV)
                 } else {
-                    crate::secrets::key_file_path()
+                    crate::store::secrets::key_file_path()
                         .map(|p| p.display().to_string())
                         .unwrap_or_else(|e| e.to_string())
                 }
@@ -82,7 +82,7 @@ pub async fn run(home: Home) -> anyhow::Result<ExitCode> {
         }
     };
     let m = &config.model;
-    match crate::model_client(&home, &config, &secrets) {
+    match crate::app::model_client(&home, &config, &secrets) {
         Ok(_) => {
             let reachable = probe_model(&m.base_url).await;
             println!(
@@ -143,7 +143,7 @@ pub async fn run(home: Home) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    match crate::policy_file::load(&home) {
+    match crate::config::policy_file::load(&home) {
         Ok(p) => println!("policy: {} approver(s)", p.approvers().len()),
         Err(e) => {
             healthy = false;

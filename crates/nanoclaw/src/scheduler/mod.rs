@@ -6,6 +6,9 @@
 //! like a due slot, so a restart in between does not lose it. Every run is audited and logged
 //! in the task's run log.
 
+pub mod schedule;
+pub mod tasks;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,8 +16,8 @@ use nanoclaw_core::GroupId;
 use serde_json::json;
 use tokio::sync::{Notify, Semaphore};
 
-use crate::queue::Queue;
-use crate::tasks::{self, Claim};
+use crate::agent::queue::Queue;
+use tasks::Claim;
 
 /// The longest the runner sleeps without looking (tasks added by another process, such as
 /// `nanoclaw task add` while the daemon runs and cannot reach it, are seen by then).

@@ -22,7 +22,7 @@ use nanoclaw_core::{Decision, GroupId, Policy, ToolCall, Verdict};
 use nanoclaw_egress::gate::{Answer, EgressGate, Facts, Tunnel};
 use serde_json::json;
 
-use crate::approvals::{Approvals, Outcome};
+use crate::agent::approvals::{Approvals, Outcome};
 
 /// Approval requests one tool call's network requests may open.
 pub const ASKS_PER_CALL: usize = 4;

@@ -48,8 +48,8 @@ impl Request {
             id = self.id,
             group = self.group,
             tool = self.tool,
-            args = crate::display::for_terminal(&self.arguments.to_string()),
-            reason = crate::display::for_terminal(&self.reason),
+            args = crate::cli::display::for_terminal(&self.arguments.to_string()),
+            reason = crate::cli::display::for_terminal(&self.reason),
             approvers = self.approvers.join(", "),
             quorum = self.quorum,
         )
@@ -521,6 +521,63 @@ pub fn parse_command(text: &str) -> Option<(String, Vote)> {
         return None;
     }
     Some((code, vote))
+}
+
+/// Who is answering at this machine (the CLI, or the HTTP API, both behind the owner's own
+/// access): `named` if given and an approver with `terminal = true`; otherwise the one terminal
+/// approver among the request's approvers (or the only terminal approver at all). A name that
+/// is not a terminal approver is recorded as given, and does not count.
+pub fn terminal_approver(
+    policy: &nanoclaw_core::Policy,
+    named: Option<&str>,
+    request: Option<&Request>,
+) -> Result<String, String> {
+    let terminal: Vec<&str> = policy
+        .approvers()
+        .iter()
+        .filter(|a| a.terminal)
+        .map(|a| a.name.as_str())
+        .collect();
+    if let Some(name) = named {
+        return Ok(if terminal.contains(&name) {
+            name.to_owned()
+        } else {
+            format!("{name} (not a terminal approver)")
+        });
+    }
+    let for_request: Vec<&str> = match request {
+        Some(r) => terminal
+            .iter()
+            .copied()
+            .filter(|t| r.approvers.iter().any(|a| a == t))
+            .collect(),
+        None => Vec::new(),
+    };
+    match (for_request.as_slice(), terminal.as_slice()) {
+        ([one], _) | ([], [one]) => Ok((*one).to_owned()),
+        ([], []) => Err("no approver has terminal = true in policy.toml".into()),
+        (several, _) if several.len() > 1 => Err(format!(
+            "several approvers of this request answer at this terminal ({}); pick one with --as NAME",
+            several.join(", ")
+        )),
+        _ => Err(format!(
+            "several approvers answer at this terminal ({}); pick one with --as NAME",
+            terminal.join(", ")
+        )),
+    }
+}
+
+/// A tally as the approver reads it.
+pub fn describe_tally(t: &nanoclaw_core::approval::Tally) -> String {
+    use nanoclaw_core::approval::Tally;
+    match t {
+        Tally::Approved { always: true } => "approved, for every later identical call".into(),
+        Tally::Approved { always: false } => "approved".into(),
+        Tally::Denied { by } => format!("denied by {by}"),
+        Tally::Pending { approvals } => {
+            format!("recorded: {approvals} approval(s) so far; more are needed")
+        }
+    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,9 @@
 //! Raw TOML becomes [`Config`] once, here; nothing downstream sees raw values. Unknown keys and
 //! bad values stop startup with an error that names the file, the key and what was expected.
 
+pub mod home;
+pub mod policy_file;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -85,9 +88,9 @@ pub struct Config {
     /// `[channels.webhook]`, when configured.
     pub webhook: Option<WebhookConfig>,
     /// `[channels.telegram]`, when configured.
-    pub telegram: Option<crate::telegram::TelegramConfig>,
+    pub telegram: Option<crate::channels::telegram::TelegramConfig>,
     /// `[channels.email]`, when configured.
-    pub email: Option<crate::email::EmailConfig>,
+    pub email: Option<crate::channels::email::EmailConfig>,
     pub api_listen: SocketAddr,
     /// Hosts every group's sandbox may reach through the egress proxy.
     pub egress: Policy,
@@ -274,7 +277,7 @@ impl Default for RawDaemon {
 pub struct WebhookConfig {
     pub key_secret: String,
     pub callback_url: Option<String>,
-    pub rules: crate::router::Rules,
+    pub rules: crate::channels::router::Rules,
 }
 
 #[derive(Deserialize, Default)]
@@ -551,7 +554,7 @@ impl Config {
                     Some(WebhookConfig {
                         key_secret: w.key_secret.clone(),
                         callback_url,
-                        rules: crate::router::Rules {
+                        rules: crate::channels::router::Rules {
                             prefix: "wh".into(),
                             main_chat: w.main_chat.clone(),
                             owners: w.owners.clone(),
@@ -572,7 +575,7 @@ impl Config {
                     v.people("telegram", t.main_chat.as_ref(), &t.owners, &t.senders)?;
                     // The bot token is part of every request's URL.
                     let api_base = v.url("channels.telegram.api_base", t.api_base.clone())?;
-                    Some(crate::telegram::TelegramConfig {
+                    Some(crate::channels::telegram::TelegramConfig {
                         token_secret: t.token_secret.clone(),
                         api_base,
                         // At least 1: with 0, getUpdates returns at once and polling spins.
@@ -582,7 +585,7 @@ impl Config {
                             1,
                             50,
                         )? as u64,
-                        rules: crate::router::Rules {
+                        rules: crate::channels::router::Rules {
                             prefix: "tg".into(),
                             main_chat: t.main_chat.clone(),
                             owners: t.owners.clone(),
@@ -662,7 +665,7 @@ impl Config {
                     }
                     let owners: Vec<String> =
                         e.owners.iter().map(|o| o.to_ascii_lowercase()).collect();
-                    Some(crate::email::EmailConfig {
+                    Some(crate::channels::email::EmailConfig {
                         imap: e.imap.clone(),
                         imap_tls: e.imap_tls,
                         smtp: e.smtp.clone(),
@@ -682,7 +685,7 @@ impl Config {
                             }
                             other => other.map(str::to_owned),
                         },
-                        rules: crate::router::Rules {
+                        rules: crate::channels::router::Rules {
                             prefix: "mail".into(),
                             main_chat: None,
                             owners,
@@ -779,11 +782,11 @@ impl Validator<'_> {
         &self,
         key: &str,
         text: &str,
-    ) -> Result<crate::router::Unknown, ConfigError> {
+    ) -> Result<crate::channels::router::Unknown, ConfigError> {
         match text {
-            "ignore" => Ok(crate::router::Unknown::Ignore),
-            "allow" => Ok(crate::router::Unknown::Allow),
-            "ask" => Ok(crate::router::Unknown::Ask),
+            "ignore" => Ok(crate::channels::router::Unknown::Ignore),
+            "allow" => Ok(crate::channels::router::Unknown::Allow),
+            "ask" => Ok(crate::channels::router::Unknown::Ask),
             other => Err(self.invalid(
                 key,
                 "\"ignore\", \"ask\" or \"allow\"",

@@ -121,11 +121,14 @@ impl Home {
         }
         self.api_token()?;
         done.push(format!("API token in {}", self.token_path().display()));
-        let policy = self.dir.join(crate::policy_file::POLICY_FILE);
+        let policy = self.dir.join(crate::config::policy_file::POLICY_FILE);
         if policy.exists() {
             done.push(format!("kept existing {}", policy.display()));
         } else {
-            write_private(&policy, crate::policy_file::DEFAULT_POLICY.as_bytes())?;
+            write_private(
+                &policy,
+                crate::config::policy_file::DEFAULT_POLICY.as_bytes(),
+            )?;
             done.push(format!("wrote {}", policy.display()));
         }
         self.ca()?;
@@ -133,14 +136,14 @@ impl Home {
             "local CA for TLS interception in {} (its key never enters a sandbox)",
             self.ca_dir().display()
         ));
-        if std::env::var_os(crate::secrets::KEY_ENV).is_none() {
+        if std::env::var_os(crate::store::secrets::KEY_ENV).is_none() {
             // A new key only while no secret is sealed: stored secrets need the key they were
             // sealed with, and a fresh one would silently split them from the next.
-            let sealed = !crate::secrets::Secrets::load(self)?.is_empty();
-            crate::secrets::SecretsKey::locate(self, !sealed)?;
+            let sealed = !crate::store::secrets::Secrets::load(self)?.is_empty();
+            crate::store::secrets::SecretsKey::locate(self, !sealed)?;
             done.push(format!(
                 "secrets key in {} (outside the data dir; back it up)",
-                crate::secrets::key_file_path()?.display()
+                crate::store::secrets::key_file_path()?.display()
             ));
         }
         Ok(done)

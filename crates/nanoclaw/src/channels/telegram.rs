@@ -1,7 +1,7 @@
 //! The Telegram channel, over the Bot API: long polling for updates, sending replies, and
 //! approval requests with inline approve/deny buttons.
 //!
-//! - An update is committed to the inbox (routed by [`crate::router`]) before the polling
+//! - An update is committed to the inbox (routed by [`crate::channels::router`]) before the polling
 //!   offset moves past it; the offset is kept in the store, so a crash redelivers at most the
 //!   updates after the last stored one, and those are stored once (by update id).
 //! - Replies are split within Telegram's limit of 4,096 UTF-16 units at paragraph, then line,
@@ -19,9 +19,9 @@ use nanoclaw_core::approval::Vote;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::approvals::{Presenter, Request};
-use crate::queue::Queue;
-use crate::router::{self, Route, Rules};
+use crate::agent::approvals::{Presenter, Request};
+use crate::agent::queue::Queue;
+use crate::channels::router::{self, Route, Rules};
 use crate::store::{Routed, Store};
 
 pub const CHANNEL: &str = "telegram";
@@ -324,7 +324,7 @@ impl Telegram {
             .as_ref()
             .and_then(|m| m.from.as_ref())
             .is_some_and(|u| u.is_bot);
-        if let Some((code, vote)) = crate::approvals::parse_command(text) {
+        if let Some((code, vote)) = crate::agent::approvals::parse_command(text) {
             self.answer(&sender, &code, vote, &chat).await;
             return true;
         }
@@ -340,7 +340,7 @@ impl Telegram {
             &chat,
             &sender,
             text,
-            || crate::admission::admitted(queue.agent(), CHANNEL, &sender),
+            || crate::channels::admission::admitted(queue.agent(), CHANNEL, &sender),
             known.as_ref(),
         );
         let (group, triggered, role, held) = match route {
@@ -375,7 +375,7 @@ impl Telegram {
         match stored {
             Ok(_) => {
                 if held {
-                    crate::admission::ask(queue.agent(), CHANNEL, &sender, &group, text);
+                    crate::channels::admission::ask(queue.agent(), CHANNEL, &sender, &group, text);
                 }
                 if triggered {
                     queue.kick(group);
@@ -410,12 +410,17 @@ impl Telegram {
             tracing::info!(channel = CHANNEL, user = ?user, chat = ?chat, "an approval command from someone who is not an approver; ignored");
             return;
         };
-        let text =
-            match crate::approvals::answer(&self.store, &self.audit, key, &approver, CHANNEL, vote)
-            {
-                Ok(t) => crate::describe_tally(&t),
-                Err(e) => e.to_string(),
-            };
+        let text = match crate::agent::approvals::answer(
+            &self.store,
+            &self.audit,
+            key,
+            &approver,
+            CHANNEL,
+            vote,
+        ) {
+            Ok(t) => crate::agent::approvals::describe_tally(&t),
+            Err(e) => e.to_string(),
+        };
         let _ = self
             .call("sendMessage", json!({"chat_id": chat, "text": text}))
             .await;
@@ -428,7 +433,9 @@ impl Telegram {
         let parts: Vec<&str> = data.split(':').collect();
         let verdict = match parts.as_slice() {
             [action, id, code] => {
-                let request = crate::approvals::find(&self.store, id).ok().flatten();
+                let request = crate::agent::approvals::find(&self.store, id)
+                    .ok()
+                    .flatten();
                 match request {
                     Some(r) if r.code == *code => {
                         let vote = match *action {
@@ -444,7 +451,7 @@ impl Telegram {
                                     .into()
                             }
                             (Some(v), Some(approver)) => {
-                                match crate::approvals::answer(
+                                match crate::agent::approvals::answer(
                                     &self.store,
                                     &self.audit,
                                     id,
@@ -452,7 +459,7 @@ impl Telegram {
                                     CHANNEL,
                                     v,
                                 ) {
-                                    Ok(t) => crate::describe_tally(&t),
+                                    Ok(t) => crate::agent::approvals::describe_tally(&t),
                                     Err(e) => e.to_string(),
                                 }
                             }
@@ -506,17 +513,17 @@ impl Telegram {
     /// Deliver the outbox's Telegram replies until the process ends.
     pub async fn deliver(self: Arc<Self>) {
         let me = &*self;
-        crate::outbox::deliver(&me.store, CHANNEL, |reply| async move {
+        crate::channels::outbox::deliver(&me.store, CHANNEL, |reply| async move {
             let Some(chat) = me.store.chat_of(CHANNEL, &reply.group).ok().flatten() else {
-                return Ok(crate::outbox::Sent::Undeliverable(
+                return Ok(crate::channels::outbox::Sent::Undeliverable(
                     "no chat to answer in".into(),
                 ));
             };
             match me.send(&chat, &reply.text).await {
-                Ok(()) => Ok(crate::outbox::Sent::Delivered),
+                Ok(()) => Ok(crate::channels::outbox::Sent::Delivered),
                 // Telegram will never take it (chat gone, bot blocked).
                 Err(TelegramError::Api { code, description }) if (400..500).contains(&code) => {
-                    Ok(crate::outbox::Sent::Undeliverable(format!(
+                    Ok(crate::channels::outbox::Sent::Undeliverable(format!(
                         "Telegram refused it: {code} {description}"
                     )))
                 }

@@ -3,7 +3,7 @@
 //!
 //! `shell` and the file tools execute inside the group's sandbox (`bash -c`, and the init's
 //! file protocol); the host never opens a workspace path. `web_fetch` and `http_request` go
-//! through the group's egress proxy, its sandbox's only way out too ([`crate::web`]). Every
+//! through the group's egress proxy, its sandbox's only way out too ([`crate::sandbox::web`]). Every
 //! result has secret values redacted before the model sees it. Invalid arguments go back to
 //! the model as a tool error; nothing here panics on model output.
 
@@ -18,11 +18,11 @@ use nanoclaw_sandbox::{Backend, ExecRequest, ExitState, Limits, Program};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::approvals::{Approvals, Outcome};
+use crate::agent::approvals::{Approvals, Outcome};
+use crate::agent::egress_gate::CallGate;
 use crate::audit::Audit;
-use crate::egress::Egress;
-use crate::egress_gate::CallGate;
 use crate::model::ToolSpec;
+use crate::sandbox::egress::Egress;
 use nanoclaw_egress::gate::EgressGate;
 
 /// What a tool call produced, as the model will see it.
@@ -362,7 +362,7 @@ struct CallNet<'a> {
 
 impl CallNet<'_> {
     /// Open the call on the group's proxy: served, named and decided as this call's.
-    fn open(&self, net: &crate::egress::SandboxNet) -> nanoclaw_egress::proxy::ProxyCall {
+    fn open(&self, net: &crate::sandbox::egress::SandboxNet) -> nanoclaw_egress::proxy::ProxyCall {
         let gate: Arc<dyn EgressGate> = Arc::clone(&self.gate) as Arc<dyn EgressGate>;
         net.open_call(self.tag.to_owned(), Some(gate))
     }
@@ -440,7 +440,7 @@ impl Tools {
 
     /// The group's network for its sandbox; without it the sandbox simply has no way out, so
     /// a failure is logged, not fatal to commands that need no network.
-    pub fn sandbox_net(&self, group: &GroupId) -> Option<crate::egress::SandboxNet> {
+    pub fn sandbox_net(&self, group: &GroupId) -> Option<crate::sandbox::egress::SandboxNet> {
         match self.egress.for_group(group) {
             Ok(net) => Some(net),
             Err(e) => {
@@ -703,15 +703,15 @@ impl Tools {
         &self,
         group: &GroupId,
         call_net: &CallNet<'_>,
-        req: crate::web::WebRequest,
+        req: crate::sandbox::web::WebRequest,
         follow: bool,
-    ) -> Result<crate::web::WebResponse, ToolOutcome> {
+    ) -> Result<crate::sandbox::web::WebResponse, ToolOutcome> {
         let net = self
             .egress
             .for_group(group)
             .map_err(|e| ToolOutcome::error(format!("no egress proxy for group {group}: {e:#}")))?;
         let _call = call_net.open(&net);
-        crate::web::send(
+        crate::sandbox::web::send(
             &net.proxy_socket,
             self.egress.tool_tls(),
             req,
@@ -729,7 +729,7 @@ impl Tools {
         call_net: &CallNet<'_>,
         args: WebFetchArgs,
     ) -> ToolOutcome {
-        let req = crate::web::WebRequest {
+        let req = crate::sandbox::web::WebRequest {
             method: hyper::Method::GET,
             url: args.url,
             headers: vec![(
@@ -747,7 +747,7 @@ impl Tools {
             .header("content-type")
             .is_some_and(|t| t.contains("html"));
         let text = if html {
-            crate::web::readable_text(&raw)
+            crate::sandbox::web::readable_text(&raw)
         } else {
             raw.into_owned()
         };
@@ -784,7 +784,7 @@ impl Tools {
             }
         };
         let expand = |text: &str| self.expand_secrets(group, text);
-        let req = crate::web::WebRequest {
+        let req = crate::sandbox::web::WebRequest {
             method,
             url: expand(&args.url),
             headers: args
@@ -816,7 +816,7 @@ impl Tools {
     }
 
     fn schedule_task(&self, group: &GroupId, args: ScheduleArgs) -> ToolOutcome {
-        use crate::tasks::{NewTask, When};
+        use crate::scheduler::tasks::{NewTask, When};
         let when = match (args.cron, args.every, args.at) {
             (Some(expr), None, None) => When::Cron {
                 expr,
@@ -839,7 +839,7 @@ impl Tools {
             post: !args.silent,
             catch_up: true,
         };
-        match crate::tasks::add(&self.store, &new, crate::store::now()) {
+        match crate::scheduler::tasks::add(&self.store, &new, crate::store::now()) {
             Ok(task) => {
                 self.tasks_changed.notify_one();
                 ToolOutcome::ok(format!(
@@ -856,7 +856,7 @@ impl Tools {
     }
 
     fn list_tasks(&self, group: &GroupId) -> ToolOutcome {
-        match crate::tasks::list(&self.store, Some(group.as_str())) {
+        match crate::scheduler::tasks::list(&self.store, Some(group.as_str())) {
             Ok(tasks) if tasks.is_empty() => ToolOutcome::ok("no tasks"),
             Ok(tasks) => ToolOutcome::ok(
                 tasks
@@ -883,7 +883,7 @@ impl Tools {
     }
 
     fn cancel_task(&self, group: &GroupId, id: i64) -> ToolOutcome {
-        match crate::tasks::set_status(
+        match crate::scheduler::tasks::set_status(
             &self.store,
             id,
             "removed",

@@ -10,8 +10,8 @@ use nanoclaw_sandbox::Backend;
 use nanoclaw_sandbox::bwrap::{BwrapBackend, BwrapOptions};
 use nanoclaw_sandbox::docker::{DockerBackend, DockerOptions};
 
+use crate::config::home::Home;
 use crate::config::{BackendChoice, Config};
-use crate::home::Home;
 
 /// The configured backend, after a self-test when `self_test` is set (long-lived processes);
 /// one-shot commands skip it: their first command reports the same failure.

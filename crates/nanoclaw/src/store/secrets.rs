@@ -18,7 +18,7 @@ use nanoclaw_core::secret::{self as core_secret, MIN_VALUE_LEN};
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use serde::{Deserialize, Serialize};
 
-use crate::home::Home;
+use crate::config::home::Home;
 
 pub const KEY_ENV: &str = "NANOCLAW_SECRETS_KEY";
 pub const KEY_FILE_ENV: &str = "NANOCLAW_SECRETS_KEY_FILE";
@@ -108,7 +108,10 @@ impl SecretsKey {
                         .create(dir)
                         .with_context(|| format!("creating {}", dir.display()))?;
                 }
-                crate::home::write_private(&path, nanoclaw_core::hex::encode(&bytes).as_bytes())?;
+                crate::config::home::write_private(
+                    &path,
+                    nanoclaw_core::hex::encode(&bytes).as_bytes(),
+                )?;
                 tracing::info!(path = %path.display(), "created the secrets key file");
                 Self::from_hex(&nanoclaw_core::hex::encode(&bytes))
             }
@@ -359,7 +362,7 @@ impl Secrets {
         let tmp = self.path.with_extension("json.tmp");
         let _ = fs::remove_file(&tmp);
         let bytes = serde_json::to_vec_pretty(&self.file)?;
-        crate::home::write_private(&tmp, &bytes)?;
+        crate::config::home::write_private(&tmp, &bytes)?;
         fs::rename(&tmp, &self.path)
             .with_context(|| format!("replacing {}", self.path.display()))?;
         if let Some(dir) = self.path.parent()

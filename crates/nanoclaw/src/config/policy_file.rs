@@ -8,7 +8,7 @@ use anyhow::Context;
 use nanoclaw_core::Policy;
 use nanoclaw_core::policy::Vocabulary;
 
-use crate::home::Home;
+use crate::config::home::Home;
 
 pub const POLICY_FILE: &str = "policy.toml";
 
@@ -64,18 +64,18 @@ terminal = true
 
 /// The channels messages arrive on (a scheduled task's turn comes from `task`).
 const CHANNELS: &[&str] = &[
-    crate::terminal::CHANNEL,
-    crate::api::CHANNEL,
-    crate::telegram::CHANNEL,
-    crate::email::CHANNEL,
-    crate::webhook::CHANNEL,
+    crate::channels::terminal::CHANNEL,
+    crate::channels::api::CHANNEL,
+    crate::channels::telegram::CHANNEL,
+    crate::channels::email::CHANNEL,
+    crate::channels::webhook::CHANNEL,
     "task",
 ];
 
 /// What rules may name: the tools offered to the model with their arguments, the channels, and
 /// the channels that present approval requests to approvers by id.
 pub fn vocabulary() -> Vocabulary {
-    let tools = crate::tools::specs()
+    let tools = crate::agent::tools::specs()
         .into_iter()
         .map(|spec| {
             let args = spec.schema["properties"]
@@ -87,12 +87,12 @@ pub fn vocabulary() -> Vocabulary {
         .collect();
     Vocabulary {
         tools,
-        network_tools: crate::tools::NETWORK_TOOLS
+        network_tools: crate::agent::tools::NETWORK_TOOLS
             .iter()
             .map(|t| (*t).to_owned())
             .collect(),
         channels: CHANNELS.iter().map(|c| (*c).to_owned()).collect(),
-        approver_channels: vec![crate::telegram::CHANNEL.to_owned()],
+        approver_channels: vec![crate::channels::telegram::CHANNEL.to_owned()],
     }
 }
 
@@ -117,11 +117,11 @@ pub fn check_egress(
 ) -> Result<(), String> {
     use nanoclaw_core::egress_rules::{EgressContext, TunnelVerdict};
     use nanoclaw_egress::gate::Facts;
-    if !crate::tools::NETWORK_TOOLS.contains(&turn.tool) {
+    if !crate::agent::tools::NETWORK_TOOLS.contains(&turn.tool) {
         return Err(format!(
             "--tool {:?} never reaches the network (those that do: {})",
             turn.tool,
-            crate::tools::NETWORK_TOOLS.join(", ")
+            crate::agent::tools::NETWORK_TOOLS.join(", ")
         ));
     }
     let uri: hyper::Uri = url
@@ -230,7 +230,7 @@ pub fn load(home: &Home) -> anyhow::Result<Policy> {
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(crate::UsageError(format!(
+            return Err(crate::cli::UsageError(format!(
                 "{} is missing: every tool call is checked against it (`nanoclaw init` writes \
                  the default one and keeps existing files)",
                 path.display()
@@ -239,7 +239,7 @@ pub fn load(home: &Home) -> anyhow::Result<Policy> {
         }
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    parse(&text).map_err(|e| crate::UsageError(format!("{}: {e}", path.display())).into())
+    parse(&text).map_err(|e| crate::cli::UsageError(format!("{}: {e}", path.display())).into())
 }
 
 /// Parse and check a policy file's text.

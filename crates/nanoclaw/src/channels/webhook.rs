@@ -4,12 +4,12 @@
 //! `{"id": "...", "chat": "...", "sender": "...", "text": "..."}`, and the header
 //! `X-Nanoclaw-Signature: sha256=<hex HMAC-SHA256 of the body>` under the key stored as the
 //! secret the config names. A bad or missing signature is a 401 and nothing is stored. The
-//! message is routed ([`crate::router`]) and committed before the 200; an `id` seen before is
+//! message is routed ([`crate::channels::router`]) and committed before the 200; an `id` seen before is
 //! acknowledged again and stored once.
 //!
 //! Outbound: replies for webhook chats are posted as `{"chat", "group", "text", "reply_id"}` to the
 //! configured callback URL, signed the same way, and marked sent only after a 2xx; failures
-//! are retried with backoff ([`crate::outbox`]), so a reply is delivered at least once.
+//! are retried with backoff ([`crate::channels::outbox`]), so a reply is delivered at least once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,8 +17,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::queue::Queue;
-use crate::router::{self, Route, Rules};
+use crate::agent::queue::Queue;
+use crate::channels::router::{self, Route, Rules};
 use crate::store::Store;
 
 pub const CHANNEL: &str = "webhook";
@@ -119,7 +119,7 @@ impl Webhook {
             &msg.chat,
             &msg.sender,
             &msg.text,
-            || crate::admission::admitted(queue.agent(), CHANNEL, &msg.sender),
+            || crate::channels::admission::admitted(queue.agent(), CHANNEL, &msg.sender),
             known.as_ref(),
         );
         let (group, triggered, role, held) = match route {
@@ -159,7 +159,7 @@ impl Webhook {
             queue.kick(group.clone());
         }
         if held {
-            crate::admission::ask(queue.agent(), CHANNEL, &msg.sender, &group, &msg.text);
+            crate::channels::admission::ask(queue.agent(), CHANNEL, &msg.sender, &group, &msg.text);
             return Ok(
                 json!({"held": "the sender is not known here; the owner is asked to admit them", "group": group.as_str()}),
             );
@@ -187,7 +187,7 @@ impl Webhook {
             }
         };
         let (me, http, url, store_ref) = (&*self, &http, url.as_str(), &*store);
-        crate::outbox::deliver(store_ref, CHANNEL, |reply| async move {
+        crate::channels::outbox::deliver(store_ref, CHANNEL, |reply| async move {
             let chat = store_ref.chat_of(CHANNEL, &reply.group).ok().flatten();
             let body = json!({"chat": chat, "group": reply.group, "text": reply.text, "reply_id": reply.id}).to_string();
             let sent = http
@@ -199,7 +199,7 @@ impl Webhook {
                 .await
                 .map_err(|e| format!("callback unreachable: {e}"))?;
             if sent.status().is_success() {
-                Ok(crate::outbox::Sent::Delivered)
+                Ok(crate::channels::outbox::Sent::Delivered)
             } else {
                 Err(format!("callback answered {}", sent.status().as_u16()))
             }

@@ -9,7 +9,7 @@ use nanoclaw_core::GroupId;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::agent::{Agent, TurnResult};
-use crate::home::Home;
+use crate::config::home::Home;
 
 /// The channel name stored with messages from the terminal.
 pub const CHANNEL: &str = "terminal";
@@ -17,7 +17,7 @@ pub const CHANNEL: &str = "terminal";
 const OWNER: &str = "owner";
 
 pub async fn ask(home: Home, group: GroupId, text: String) -> anyhow::Result<ExitCode> {
-    let (agent, _lock) = crate::build_agent(home, false).await?;
+    let (agent, _lock) = crate::app::build_agent(home, false).await?;
     let ok = exchange(&agent, &group, &text).await;
     agent.tools.shutdown().await;
     agent.tools.audit().flush();
@@ -29,7 +29,7 @@ pub async fn ask(home: Home, group: GroupId, text: String) -> anyhow::Result<Exi
 }
 
 pub async fn chat(home: Home, group: GroupId) -> anyhow::Result<ExitCode> {
-    let (agent, _lock) = crate::build_agent(home, true).await?;
+    let (agent, _lock) = crate::app::build_agent(home, true).await?;
     eprintln!("nanoclaw chat, group {group}. /new starts a fresh session, /quit or Ctrl-D leaves.");
     let result = converse(&agent, &group).await;
     agent.tools.shutdown().await;
@@ -66,8 +66,8 @@ fn unknown_command(line: &str) -> bool {
         && first.starts_with('/')
         && first[1..].chars().all(|c| c.is_ascii_lowercase())
         && words.next().is_none();
-    crate::approvals::malformed_command(line)
-        || (lone_command_word && crate::approvals::parse_command(line).is_none())
+    crate::agent::approvals::malformed_command(line)
+        || (lone_command_word && crate::agent::approvals::parse_command(line).is_none())
 }
 
 /// Read lines until /quit or end of input; answer each.
@@ -100,8 +100,8 @@ async fn converse(agent: &Agent, group: &GroupId) -> anyhow::Result<()> {
                 "nanoclaw: commands are /new, /quit, /approve CODE [always] and /deny CODE; nothing was sent"
             ),
             // An answer to an approval request.
-            line if crate::approvals::parse_command(line).is_some() => {
-                if let Some((code, vote)) = crate::approvals::parse_command(line) {
+            line if crate::agent::approvals::parse_command(line).is_some() => {
+                if let Some((code, vote)) = crate::agent::approvals::parse_command(line) {
                     answer(agent, &code, vote);
                 }
             }
@@ -118,7 +118,7 @@ async fn converse(agent: &Agent, group: &GroupId) -> anyhow::Result<()> {
                         }
                         line = read_line(&mut lines), if input_open => match line? {
                             None => input_open = false,
-                            Some(l) => match crate::approvals::parse_command(&l) {
+                            Some(l) => match crate::agent::approvals::parse_command(&l) {
                                 Some((code, vote)) => answer(agent, &code, vote),
                                 None => typed_ahead.push_back(l),
                             },
@@ -132,13 +132,23 @@ async fn converse(agent: &Agent, group: &GroupId) -> anyhow::Result<()> {
 
 fn answer(agent: &Agent, code: &str, vote: nanoclaw_core::approval::Vote) {
     let policy = agent.tools.policy();
-    let request = crate::approvals::find(&agent.store, code).ok().flatten();
-    let result = crate::terminal_approver(policy, None, request.as_ref()).and_then(|who| {
-        crate::approvals::answer(&agent.store, agent.tools.audit(), code, &who, CHANNEL, vote)
+    let request = crate::agent::approvals::find(&agent.store, code)
+        .ok()
+        .flatten();
+    let result = crate::agent::approvals::terminal_approver(policy, None, request.as_ref())
+        .and_then(|who| {
+            crate::agent::approvals::answer(
+                &agent.store,
+                agent.tools.audit(),
+                code,
+                &who,
+                CHANNEL,
+                vote,
+            )
             .map_err(|e| e.to_string())
-    });
+        });
     match result {
-        Ok(tally) => eprintln!("({})", crate::describe_tally(&tally)),
+        Ok(tally) => eprintln!("({})", crate::agent::approvals::describe_tally(&tally)),
         Err(e) => eprintln!("nanoclaw: {e}"),
     }
 }
@@ -152,7 +162,7 @@ async fn exchange(agent: &Agent, group: &GroupId, text: &str) -> anyhow::Result<
         let failed = results
             .iter()
             .any(|(turn, r)| *turn == reply.turn_id && matches!(r, TurnResult::Failed(_)));
-        let text = crate::display::for_terminal(&reply.text);
+        let text = crate::cli::display::for_terminal(&reply.text);
         if failed {
             eprintln!("nanoclaw: {text}");
         } else {

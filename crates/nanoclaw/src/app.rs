@@ -1,0 +1,366 @@
+//! The composition root: build the agent (config, store, sandbox backend, secrets, policy,
+//! model client, audit, egress, approvals, tools) and wire the daemon (API listener, channels,
+//! scheduler) around it. Nothing here decides anything; it only connects the parts.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use nanoclaw_sandbox::Backend;
+
+use crate::agent::{Agent, approvals, queue, tools};
+use crate::audit;
+use crate::channels::{api, email, telegram, webhook};
+use crate::cli::UsageError;
+use crate::config::home::Home;
+use crate::config::{Config, policy_file};
+use crate::model::ModelClient;
+use crate::sandbox::{backend, egress};
+use crate::scheduler;
+use crate::store::{Store, secrets};
+
+/// Every stored secret with its value, or a clear error when they cannot be opened.
+pub fn open_secrets(home: &Home) -> anyhow::Result<Vec<secrets::OpenSecret>> {
+    let store = secrets::Secrets::load(home)?;
+    if store.is_empty() {
+        return Ok(Vec::new());
+    }
+    store.check().map_err(|e| UsageError(format!("{e:#}")))?;
+    let key = secrets::SecretsKey::locate(home, false)?;
+    store.open_all(&key)
+}
+
+pub fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NANOCLAW_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+pub fn runtime(multi_thread: bool) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut b = if multi_thread {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(2);
+        b
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    b.enable_all().build().context("starting the async runtime")
+}
+
+/// Load and validate the config; errors exit 2.
+pub fn load_config(home: &Home) -> anyhow::Result<Config> {
+    home.require_initialized()
+        .map_err(|e| UsageError(e.to_string()))?;
+    Ok(Config::load(&home.config_path())?)
+}
+
+/// The model client, or the message that tells the user exactly what to set.
+/// The API key is the secret named like the provider's variable (ANTHROPIC_API_KEY,
+/// OPENAI_API_KEY); the environment variable of that name is the fallback.
+pub fn model_client(
+    home: &Home,
+    config: &Config,
+    secrets: &[secrets::OpenSecret],
+) -> Result<ModelClient, String> {
+    let m = &config.model;
+    let name = m.provider.key_env();
+    let stored = secrets.iter().find(|s| s.meta.name == name);
+    if let Some(secret) = stored {
+        check_binding(&secret.meta, "model.base_url", &host_of_url(&m.base_url))?;
+    }
+    let key = stored
+        .map(|s| s.value.clone())
+        .or_else(|| std::env::var(name).ok())
+        .filter(|k| !k.trim().is_empty());
+    if key.is_none() && m.base_url == m.provider.default_base_url() {
+        return Err(format!(
+            "No model is configured: store your API key with `nanoclaw secret set {name} --host \
+             <the API's host>` (or set the {name} environment variable), or point [model] provider \
+             and base_url in {} at another server (OpenAI-compatible servers such as Ollama need \
+             no key), then restart nanoclaw.",
+            home.config_path().display()
+        ));
+    }
+    // Only the host's model client speaks TLS; ring is the one crypto provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    ModelClient::new(m.clone(), key)
+        .map_err(|e| format!("could not set up the model client: {e:#}"))
+}
+
+/// Everything a turn needs, for processes that run turns (run, chat, ask).
+/// `long_lived` (run, chat) self-tests the sandbox and prints startup problems; `ask` reports
+/// them in its one turn.
+pub async fn build_agent(home: Home, long_lived: bool) -> anyhow::Result<(Agent, std::fs::File)> {
+    let config = load_config(&home)?;
+    let lock = home.lock_agent()?;
+    let store = Store::open(&home.db_path())
+        .with_context(|| format!("opening {}", home.db_path().display()))?;
+    let requeued = store.recover_interrupted()?;
+    if requeued > 0 {
+        tracing::info!(requeued, "messages of interrupted turns are queued again");
+    }
+    let backend: Arc<dyn Backend> = match backend::choose(&home, &config, long_lived).await {
+        Ok(b) => b,
+        Err(reason) => {
+            eprintln!("nanoclaw: no sandbox works, so no tool will run: {reason}");
+            Arc::new(nanoclaw_sandbox::UnavailableBackend { reason })
+        }
+    };
+    let secrets = open_secrets(&home)?;
+    let policy = Arc::new(policy_file::load(&home)?);
+    let model = model_client(&home, &config, &secrets);
+    if let (Err(hint), true) = (&model, long_lived) {
+        eprintln!("nanoclaw: {hint}");
+    }
+    let store = Arc::new(store);
+    let audit = Arc::new(audit::Audit::open(
+        &home.db_path(),
+        egress::redactor(&secrets),
+    )?);
+    let egress = egress::Egress::new(
+        &home,
+        Arc::new(config.clone()),
+        &secrets,
+        Some(egress::audit_recorder(Arc::clone(&audit))),
+    )?;
+    // What configuration is in force: a change between runs shows in the audit log.
+    let digest = |path: &std::path::Path| {
+        std::fs::read(path).ok().map(|b| {
+            nanoclaw_core::hex::encode(ring::digest::digest(&ring::digest::SHA256, &b).as_ref())
+        })
+    };
+    audit.record(
+        "config_loaded",
+        None,
+        serde_json::json!({
+            "config_sha256": digest(&home.config_path()),
+            "policy_sha256": digest(&home.dir.join(policy_file::POLICY_FILE)),
+            "secrets": secrets.iter().map(|s| &s.meta.name).collect::<Vec<_>>(),
+            "process": if long_lived { "long-lived" } else { "one turn" },
+        }),
+    );
+    let approvals = approvals::Approvals::new(
+        Arc::clone(&store),
+        Arc::clone(&audit),
+        vec![Arc::new(approvals::StderrPresenter)],
+    );
+    let tools = tools::Tools::new(
+        backend,
+        egress,
+        policy,
+        approvals,
+        audit,
+        Arc::clone(&store),
+    );
+    Ok((
+        Agent {
+            home,
+            config,
+            store,
+            model,
+            tools,
+        },
+        lock,
+    ))
+}
+
+/// The value of the stored secret a channel's config names at `key`, or a usage error saying
+/// how to store it.
+/// The value of the secret a channel's `key` names, checked to be bound (`secret set --host`)
+/// to every host in `sends_to` (config key, host) the channel sends it to: the binding holds
+/// for nanoclaw's own clients as it does for the sandboxes' requests.
+pub fn channel_secret<'a>(
+    secrets: &'a [secrets::OpenSecret],
+    key: &str,
+    name: &str,
+    host: &str,
+    sends_to: &[(&str, &str)],
+) -> anyhow::Result<&'a str> {
+    let Some(secret) = secrets.iter().find(|s| s.meta.name == name) else {
+        return Err(UsageError(format!(
+            "{key} names {name:?}, which is not a stored secret (nanoclaw secret set {name} --host {host})"
+        ))
+        .into());
+    };
+    for (config_key, host) in sends_to {
+        check_binding(&secret.meta, config_key, host).map_err(UsageError)?;
+    }
+    Ok(&secret.value)
+}
+
+/// Whether `secret` may go to `host`, which the setting `config_key` names; the refusal says
+/// how to bind it.
+pub fn check_binding(
+    secret: &secrets::StoredSecret,
+    config_key: &str,
+    host: &str,
+) -> Result<(), String> {
+    let host = nanoclaw_egress::policy::normalize_host(host);
+    let bound = secret.hosts.iter().any(|h| {
+        nanoclaw_egress::Rule::parse(h, None, false).is_ok_and(|r| r.pattern.matches(&host))
+    });
+    if bound {
+        return Ok(());
+    }
+    Err(format!(
+        "secret {} is bound to {}, but {config_key} would send it to {host}: store it again with \
+         --host {host} (nanoclaw secret set {} --host {host} ...), or change {config_key}",
+        secret.name,
+        secret.hosts.join(", "),
+        secret.name
+    ))
+}
+
+/// The host of a `host:port` setting (brackets kept around an IPv6 address, as rules write it).
+pub fn host_of_address(address: &str) -> &str {
+    address.rsplit_once(':').map_or(address, |(host, _)| host)
+}
+
+/// The host a URL setting sends to, as the HTTP client reads it (empty when it has none: then
+/// no binding matches).
+pub fn host_of_url(url: &str) -> String {
+    reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+pub async fn daemon(home: Home) -> anyhow::Result<ExitCode> {
+    let token = home.api_token()?;
+    let (agent, _lock) = build_agent(home, true).await?;
+    // The channels' keys, opened once.
+    let secrets = if agent.config.webhook.is_some()
+        || agent.config.telegram.is_some()
+        || agent.config.email.is_some()
+    {
+        open_secrets(&agent.home)?
+    } else {
+        Vec::new()
+    };
+    let webhook = match &agent.config.webhook {
+        None => None,
+        Some(w) => {
+            // An HMAC key: it never leaves this machine, so no host is checked.
+            let key = channel_secret(
+                &secrets,
+                "channels.webhook.key_secret",
+                &w.key_secret,
+                "hooks.invalid",
+                &[],
+            )?;
+            Some(Arc::new(webhook::Webhook {
+                rules: w.rules.clone(),
+                key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key.as_bytes()),
+                callback_url: w.callback_url.clone(),
+            }))
+        }
+    };
+    let agent = Arc::new(agent);
+    let listen = agent.config.api_listen;
+    let queue = queue::Queue::new(Arc::clone(&agent), agent.config.max_concurrent_turns);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    let api = Arc::new(api::Api {
+        store: Arc::clone(&agent.store),
+        queue: Arc::clone(&queue),
+        token,
+        audit: Arc::clone(agent.tools.audit()),
+        policy: Arc::clone(agent.tools.policy()),
+        tasks_changed: Arc::clone(agent.tools.tasks_changed()),
+        webhook: webhook.clone(),
+    });
+    let delivery = webhook.map(|w| tokio::spawn(w.deliver(Arc::clone(&agent.store))));
+    let mut channel_tasks = Vec::new();
+    if let Some(t) = &agent.config.telegram {
+        let token = channel_secret(
+            &secrets,
+            "channels.telegram.token_secret",
+            &t.token_secret,
+            "api.telegram.org",
+            &[("channels.telegram.api_base", &host_of_url(&t.api_base))],
+        )?;
+        let bot = Arc::new(telegram::Telegram::new(
+            t,
+            token,
+            Arc::clone(&agent.store),
+            Arc::clone(agent.tools.policy()),
+            Arc::clone(agent.tools.audit()),
+        )?);
+        agent
+            .tools
+            .approvals()
+            .add_presenter(Arc::new(telegram::TelegramPresenter {
+                telegram: Arc::clone(&bot),
+            }));
+        channel_tasks.push(tokio::spawn(Arc::clone(&bot).poll(Arc::clone(&queue))));
+        channel_tasks.push(tokio::spawn(bot.deliver()));
+    }
+    if let Some(e) = &agent.config.email {
+        let password = channel_secret(
+            &secrets,
+            "channels.email.password_secret",
+            &e.password_secret,
+            "<the mail server>",
+            &[
+                ("channels.email.imap", host_of_address(&e.imap)),
+                ("channels.email.smtp", host_of_address(&e.smtp)),
+            ],
+        )?;
+        let mail = Arc::new(email::Email::new(
+            e.clone(),
+            password.to_owned(),
+            Arc::clone(&agent.store),
+        ));
+        channel_tasks.push(tokio::spawn(Arc::clone(&mail).receive(Arc::clone(&queue))));
+        channel_tasks.push(tokio::spawn(mail.deliver()));
+    }
+    let scheduler = scheduler::Scheduler::new(
+        Arc::clone(&queue),
+        Arc::new(scheduler::SystemClock),
+        agent.config.scheduler,
+        Arc::clone(agent.tools.tasks_changed()),
+    );
+    let runner = tokio::spawn(scheduler.run());
+    eprintln!(
+        "nanoclaw is running: HTTP API on http://{} (bearer token in {})",
+        listener.local_addr()?,
+        agent.home.token_path().display()
+    );
+    // Messages accepted before a crash or restart are answered now.
+    for group in agent.store.groups_with_pending()? {
+        queue.kick(group);
+    }
+    let server = tokio::spawn(api::serve(api, listener));
+    shutdown_signal().await;
+    server.abort();
+    runner.abort();
+    if let Some(d) = delivery {
+        d.abort();
+    }
+    for t in channel_tasks {
+        t.abort();
+    }
+    agent.tools.shutdown().await;
+    agent.tools.audit().close();
+    eprintln!("nanoclaw: stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Lines of Rust a reviewer must read: non-blank, non-comment lines outside tests, per crate and
+# for the trust path (the three library crates plus the daemon modules a message and a tool call
+# pass through). Test code is left out: `#[cfg(test)]` items to the end of their file, files
+# named *_test.rs or tests.rs, and the tests/ and benches/ directories.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The daemon's modules on the trust path: a message's way in (accept, router, admission), the
+# agent (turn, queue, gate, tools, approvals), the audit chain and the store.
+DAEMON_TRUST=(
+  crates/nanoclaw/src/channels/mod.rs
+  crates/nanoclaw/src/channels/router.rs
+  crates/nanoclaw/src/channels/admission.rs
+  crates/nanoclaw/src/agent
+  crates/nanoclaw/src/audit
+  crates/nanoclaw/src/store
+)
+
+count() {
+  # Every .rs file under the arguments, minus test files; comments and blanks dropped, and a
+  # file's #[cfg(test)] tail.
+  find "$@" -name '*.rs' ! -name '*_test.rs' ! -name 'tests.rs' ! -path '*/tests/*' ! -path '*/benches/*' -print0 2>/dev/null |
+    xargs -0 -r awk '
+      FNR == 1 { in_test = 0 }
+      /^[[:space:]]*#\[cfg\(test\)\]/ { in_test = 1 }
+      in_test { next }
+      /^[[:space:]]*$/ { next }
+      /^[[:space:]]*\/\// { next }
+      { n++ }
+      END { print n + 0 }'
+}
+
+printf '%-28s %7s\n' "part" "lines"
+total=0
+for crate in crates/*/; do
+  name=$(basename "$crate")
+  n=$(count "$crate/src")
+  total=$((total + n))
+  printf '%-28s %7d\n' "$name" "$n"
+done
+printf '%-28s %7d\n' "all crates" "$total"
+libs=$(count crates/nanoclaw-core/src crates/nanoclaw-sandbox/src crates/nanoclaw-egress/src)
+daemon=$(count "${DAEMON_TRUST[@]}")
+printf '%-28s %7d\n' "trust path: library crates" "$libs"
+printf '%-28s %7d\n' "trust path: daemon modules" "$daemon"
+printf '%-28s %7d\n' "trust path" "$((libs + daemon))"
