@@ -271,6 +271,7 @@ impl EgressRule {
                 name: self.name.clone(),
                 line: self.line,
             },
+            matched: Vec::new(),
             approval: (self.action == Decision::Ask).then(|| self.approval.clone()),
         }
     }
@@ -286,12 +287,14 @@ impl Policy {
             return Verdict {
                 decision: Decision::Ask,
                 reason: Reason::DefaultTaintedSend,
+                matched: Vec::new(),
                 approval: Some(self.default_approval()),
             };
         }
         Verdict {
             decision: Decision::Allow,
             reason: Reason::DefaultEgress,
+            matched: Vec::new(),
             approval: None,
         }
     }
@@ -327,6 +330,7 @@ impl Policy {
             (false, false, _) => TunnelVerdict::Decided(Verdict {
                 decision: Decision::Allow,
                 reason: Reason::DefaultEgress,
+                matched: Vec::new(),
                 approval: None,
             }),
         }
@@ -337,17 +341,14 @@ impl Policy {
         &self,
         matches: impl Fn(&crate::egress_rules::EgressRule) -> bool,
     ) -> Option<Verdict> {
-        let mut first = None;
-        for (i, rule) in self.egress.iter().enumerate() {
-            if !matches(rule) {
-                continue;
-            }
-            if rule.action == Decision::Deny {
-                return Some(rule.verdict(i));
-            }
-            first.get_or_insert((i, rule));
-        }
-        first.map(|(i, rule)| rule.verdict(i))
+        let (deciding, matched) =
+            crate::policy::combine(&self.egress, matches, |r: &EgressRule| r.action)?;
+        let mut verdict = self.egress[deciding].verdict(deciding);
+        verdict.matched = matched
+            .into_iter()
+            .map(|i| self.egress[i].verdict(i).reason)
+            .collect();
+        Some(verdict)
     }
 
     /// Who answers an `ask` no rule shaped: every configured approver, one of them, once.

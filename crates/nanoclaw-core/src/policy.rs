@@ -50,13 +50,49 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 /// The longest an approval may wait.
 pub const MAX_TIMEOUT_SECS: u64 = 30 * 24 * 3600;
 
-/// Who sent the message that started the turn.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+/// Who sent a message, as the channel that received it decided (the router for chats; the
+/// terminal and the token-guarded API speak for the owner). Decided once where the message
+/// comes in, stored with it, and carried to the gate: never derived again from a name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SenderRole {
     Owner,
     Approver,
     Other,
+}
+
+impl SenderRole {
+    /// The role's name in policy files, the store and the audit log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SenderRole::Owner => "owner",
+            SenderRole::Approver => "approver",
+            SenderRole::Other => "other",
+        }
+    }
+}
+
+/// A name that is not one of the three roles.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not a sender role: owner, approver or other")]
+pub struct UnknownRole(pub String);
+
+impl std::str::FromStr for SenderRole {
+    type Err = UnknownRole;
+    fn from_str(s: &str) -> Result<Self, UnknownRole> {
+        match s {
+            "owner" => Ok(SenderRole::Owner),
+            "approver" => Ok(SenderRole::Approver),
+            "other" => Ok(SenderRole::Other),
+            _ => Err(UnknownRole(s.to_owned())),
+        }
+    }
+}
+
+impl std::fmt::Display for SenderRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// How long an approval counts.
@@ -154,9 +190,30 @@ impl Reason {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verdict {
     pub decision: Decision,
+    /// What made the decision: the deciding rule, or the default that applied.
     pub reason: Reason,
+    /// Every rule that matched, in file order (the deciding one among them), for the audit
+    /// log: a reviewer sees which other rules a call touched.
+    pub matched: Vec<Reason>,
     /// Set when the decision is `Ask`.
     pub approval: Option<ApprovalSpec>,
+}
+
+/// How the rules of one kind combine: of the rules that match, a `deny` anywhere decides;
+/// otherwise the first match decides (so a narrow `allow` above a broad `ask` wins). Returns
+/// the deciding rule's index and the indices of every match, or `None` when none matched.
+pub(crate) fn combine<R>(
+    rules: &[R],
+    matches: impl Fn(&R) -> bool,
+    action: impl Fn(&R) -> Decision,
+) -> Option<(usize, Vec<usize>)> {
+    let matched: Vec<usize> = (0..rules.len()).filter(|&i| matches(&rules[i])).collect();
+    let deciding = matched
+        .iter()
+        .copied()
+        .find(|&i| action(&rules[i]) == Decision::Deny)
+        .or_else(|| matched.first().copied())?;
+    Some((deciding, matched))
 }
 
 /// Why a policy file was refused: the line and key at fault.
@@ -440,17 +497,9 @@ impl RawDecision<'_> {
                 ));
             }
         };
-        let sender = match r.sender {
-            None => None,
-            Some("owner") => Some(SenderRole::Owner),
-            Some("approver") => Some(SenderRole::Approver),
-            Some("other") => Some(SenderRole::Other),
-            Some(other) => {
-                return Err(err(
-                    "sender",
-                    format!("expected \"owner\", \"approver\" or \"other\", got {other:?}"),
-                ));
-            }
+        let sender = match r.sender.map(str::parse::<SenderRole>).transpose() {
+            Ok(sender) => sender,
+            Err(e) => return Err(err("sender", e.to_string())),
         };
         let scope = match r.scope {
             None | Some("once") => Scope::Once,
@@ -747,31 +796,29 @@ impl Policy {
             return Verdict {
                 decision: Decision::Deny,
                 reason: Reason::UnknownTool,
+                matched: Vec::new(),
                 approval: None,
             };
         }
-        let mut first: Option<(usize, &Rule)> = None;
-        for (i, rule) in self.rules.iter().enumerate() {
-            if !rule.matches(ctx) {
-                continue;
-            }
-            if rule.action == Decision::Deny {
-                return self.verdict(i, rule);
-            }
-            first.get_or_insert((i, rule));
-        }
-        if let Some((i, rule)) = first {
-            return self.verdict(i, rule);
+        if let Some((deciding, matched)) = combine(&self.rules, |r| r.matches(ctx), |r| r.action) {
+            let mut verdict = self.verdict(deciding, &self.rules[deciding]);
+            verdict.matched = matched
+                .into_iter()
+                .map(|i| self.verdict(i, &self.rules[i]).reason)
+                .collect();
+            return verdict;
         }
         match ctx.effect {
             ToolEffect::Sandboxed => Verdict {
                 decision: Decision::Allow,
                 reason: Reason::DefaultSandboxed,
+                matched: Vec::new(),
                 approval: None,
             },
             _ => Verdict {
                 decision: Decision::Ask,
                 reason: Reason::DefaultOutsideSandbox,
+                matched: Vec::new(),
                 approval: Some(self.default_approval()),
             },
         }
@@ -785,6 +832,7 @@ impl Policy {
                 name: rule.name.clone(),
                 line: rule.line,
             },
+            matched: Vec::new(),
             approval: (rule.action == Decision::Ask).then(|| rule.approval.clone()),
         }
     }
@@ -840,5 +888,58 @@ mod glob_tests {
                 "{pattern:?} on {text:?}"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod combine_tests {
+    use super::*;
+
+    fn ctx<'a>(tool: &'a str, args: &'a serde_json::Value) -> Context<'a> {
+        Context {
+            tool,
+            args,
+            group: "main",
+            channel: "terminal",
+            sender: SenderRole::Owner,
+            tainted: false,
+            effect: ToolEffect::Sandboxed,
+        }
+    }
+
+    #[test]
+    fn every_matching_rule_is_kept_and_the_first_or_a_deny_decides() {
+        let p = Policy::parse(
+            "[approvers.owner]\nterminal = true\n\
+             [[rule]]\nname = \"narrow allow\"\ntool = \"shell\"\nargs = { command = { glob = \"ls*\" } }\naction = \"allow\"\n\
+             [[rule]]\nname = \"broad ask\"\ntool = \"shell\"\naction = \"ask\"\n\
+             [[rule]]\nname = \"other tool\"\ntool = \"read_file\"\naction = \"deny\"\n\
+             [[rule]]\nname = \"no rm\"\ntool = \"shell\"\nargs = { command = { glob = \"*rm *\" } }\naction = \"deny\"\n",
+        )
+        .unwrap();
+        let names = |v: &Verdict| -> Vec<String> {
+            v.matched
+                .iter()
+                .map(|r| match r {
+                    Reason::Rule { name, .. } => name.clone(),
+                    other => format!("{other:?}"),
+                })
+                .collect()
+        };
+        let ls = serde_json::json!({"command": "ls -l"});
+        let v = p.decide(&ctx("shell", &ls));
+        assert_eq!(v.decision, Decision::Allow);
+        assert!(matches!(&v.reason, Reason::Rule { index: 1, .. }));
+        assert_eq!(names(&v), ["narrow allow", "broad ask"]);
+        // A deny further down still wins, and the earlier matches are kept beside it.
+        let rm = serde_json::json!({"command": "ls; rm -rf x"});
+        let v = p.decide(&ctx("shell", &rm));
+        assert_eq!(v.decision, Decision::Deny);
+        assert!(matches!(&v.reason, Reason::Rule { index: 4, .. }));
+        assert_eq!(names(&v), ["narrow allow", "broad ask", "no rm"]);
+        // No rule: the default, and nothing matched.
+        let v = p.decide(&ctx("grep", &ls));
+        assert_eq!(v.decision, Decision::Allow);
+        assert!(v.matched.is_empty());
     }
 }

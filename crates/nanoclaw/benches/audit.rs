@@ -41,7 +41,11 @@ fn main() {
     };
     let started = Instant::now();
     for i in 0..MEASURED {
-        log.record("policy_decision", Some("main"), event(i));
+        log.record(
+            crate::audit::EventKind::PolicyDecision,
+            Some("main"),
+            event(i),
+        );
     }
     log.flush();
     let secs = started.elapsed().as_secs_f64();
@@ -50,7 +54,11 @@ fn main() {
         MEASURED as f64 / secs
     );
     for i in MEASURED..TOTAL {
-        log.record("policy_decision", Some("main"), event(i));
+        log.record(
+            crate::audit::EventKind::PolicyDecision,
+            Some("main"),
+            event(i),
+        );
     }
     log.close();
     let started = Instant::now();

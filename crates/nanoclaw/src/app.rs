@@ -133,7 +133,7 @@ pub async fn build_agent(home: Home, long_lived: bool) -> anyhow::Result<(Agent,
         })
     };
     audit.record(
-        "config_loaded",
+        crate::audit::EventKind::ConfigLoaded,
         None,
         serde_json::json!({
             "config_sha256": digest(&home.config_path()),
@@ -273,7 +273,9 @@ pub async fn daemon(home: Home) -> anyhow::Result<ExitCode> {
         tasks_changed: Arc::clone(agent.tools.tasks_changed()),
         webhook: webhook.clone(),
     });
-    let delivery = webhook.map(|w| tokio::spawn(w.deliver(Arc::clone(&agent.store))));
+    let delivery = webhook.map(|w| {
+        tokio::spawn(w.deliver(Arc::clone(&agent.store), Arc::clone(agent.tools.audit())))
+    });
     let mut channel_tasks = Vec::new();
     if let Some(t) = &agent.config.telegram {
         let token = channel_secret(
@@ -316,7 +318,7 @@ pub async fn daemon(home: Home) -> anyhow::Result<ExitCode> {
             Arc::clone(&agent.store),
         ));
         channel_tasks.push(tokio::spawn(Arc::clone(&mail).receive(Arc::clone(&queue))));
-        channel_tasks.push(tokio::spawn(mail.deliver()));
+        channel_tasks.push(tokio::spawn(mail.deliver(Arc::clone(agent.tools.audit()))));
     }
     let scheduler = scheduler::Scheduler::new(
         Arc::clone(&queue),

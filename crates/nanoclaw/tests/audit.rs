@@ -286,3 +286,47 @@ async fn the_daemon_keeps_anchors_outside_the_database() {
     assert_ne!(code, Some(0));
     assert!(out.contains("audit.anchors line"), "{out}");
 }
+
+#[tokio::test]
+async fn tool_does_not_run_when_its_decision_is_not_durable() {
+    // The audit log refuses the decision (a full disk, a broken database: here a trigger):
+    // the call must not run, and the model is told why.
+    let model = ScriptedModel::start(
+        Wire::Anthropic,
+        vec![
+            Step::Tools(vec![(
+                "shell".into(),
+                r#"{"command": "touch /workspace/ran"}"#.into(),
+            )]),
+            Step::EchoToolResult,
+            Step::Text("a second turn".into()),
+        ],
+    )
+    .await;
+    let h = TestHome::new(
+        Wire::Anthropic,
+        &model.url,
+        "[sandbox]\nbackend = \"bwrap\"\n",
+    );
+    // The store exists once any command has opened it.
+    assert!(h.run(&["task", "list"]).await.status.success());
+    Connection::open(h.path().join("nanoclaw.db"))
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER no_decisions BEFORE INSERT ON audit WHEN NEW.kind = 'policy_decision'
+             BEGIN SELECT RAISE(ABORT, 'the disk is full'); END;",
+        )
+        .unwrap();
+    let out = h.run(&["ask", "touch a file"]).await;
+    let reply = text(&out.stdout);
+    assert!(
+        reply.contains("shell was not run: its decision could not be recorded")
+            && reply.contains("the disk is full"),
+        "{reply}{}",
+        text(&out.stderr)
+    );
+    assert!(
+        !h.workspace("main").join("ran").exists(),
+        "the command ran though its decision was never recorded"
+    );
+}

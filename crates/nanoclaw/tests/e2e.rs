@@ -175,7 +175,7 @@ async fn a_malformed_tool_call_gets_a_tool_error_and_the_turn_completes() {
         let out = home.run(&["ask", "go"]).await;
         assert!(out.status.success(), "{wire:?}: {}", text(&out.stderr));
         assert!(
-            text(&out.stdout).contains("refused"),
+            text(&out.stdout).contains("no tool named \"no_such_tool\""),
             "{}",
             text(&out.stdout)
         );

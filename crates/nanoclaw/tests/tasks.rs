@@ -480,3 +480,120 @@ async fn a_retry_pending_when_the_daemon_stops_runs_after_the_restart() {
     assert_eq!(model.requests().len(), 2);
     d.kill().await;
 }
+
+/// The `policy_decision` events of the turn whose prompt held `marker`, as (tool, tainted).
+fn decisions_after(h: &TestHome, marker: &str) -> Vec<(String, bool)> {
+    let c = db(h);
+    let mut stmt = c
+        .prepare("SELECT kind, body FROM audit ORDER BY seq")
+        .unwrap();
+    let events: Vec<(String, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let mut turn = None;
+    let mut found = Vec::new();
+    for (kind, body) in events {
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let body = &v["data"];
+        if kind == "message_received" && body["text"].as_str().is_some_and(|t| t.contains(marker)) {
+            turn = body["turn"].as_i64();
+        }
+        if kind == "policy_decision" && turn.is_some() && body["turn"].as_i64() == turn {
+            found.push((
+                body["tool"].as_str().unwrap_or_default().to_owned(),
+                body["tainted"].as_bool().unwrap(),
+            ));
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn task_runs_are_not_tainted_by_their_own_prompt() {
+    // A run of the owner's task speaks as the owner: its prompt is not outside content and its
+    // turn starts untainted. A task a tainted turn scheduled carries that taint into every run.
+    let model = ScriptedModel::start(
+        Wire::Anthropic,
+        vec![
+            // 1. The owner's task (added with `task add`) runs.
+            support::model_server::shell("echo owner-task"),
+            Step::Text("owner task done".into()),
+            // 2. Someone other than the owner asks, through the API, for a task.
+            Step::Tools(vec![(
+                "schedule_task".into(),
+                r#"{"name": "theirs", "prompt": "their-task-prompt", "every": "1h"}"#.into(),
+            )]),
+            Step::Text("scheduled".into()),
+            // 3. That task runs.
+            support::model_server::shell("echo their-task"),
+            Step::Text("their task done".into()),
+        ],
+    )
+    .await;
+    let (h, port) = home(&model);
+    std::fs::write(
+        h.path().join("policy.toml"),
+        "[approvers.owner]\nterminal = true\n[[rule]]\ntool = \"*_task\"\naction = \"allow\"\n",
+    )
+    .unwrap();
+    add_due_now(&h, "mine", "owner-task-prompt").await;
+    let d = start(&h, port).await;
+    until("the owner's task ran", async || {
+        d.replies().contains("owner task done")
+    })
+    .await;
+    assert_eq!(
+        decisions_after(&h, "owner-task-prompt"),
+        vec![("shell".to_owned(), false)],
+        "the owner's task run was tainted by its own prompt"
+    );
+    let first = model.requests()[0].to_string();
+    assert!(
+        first.contains("owner-task-prompt")
+            && !first.contains("untrusted-data source=\\\"message from task:"),
+        "the owner's task prompt was wrapped as outside content: {first}"
+    );
+
+    let answer = support::api_post(
+        port,
+        &d.token,
+        "main",
+        r#"{"text": "schedule-something please", "sender": "bob"}"#,
+    );
+    assert!(answer.contains("\"id\""), "{answer}");
+    until("the task was scheduled", async || {
+        d.replies().contains("scheduled")
+    })
+    .await;
+    let (role, tainted): (String, bool) = db(&h)
+        .query_row(
+            "SELECT role, tainted FROM tasks WHERE name = 'theirs'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((role.as_str(), tainted), ("other", true));
+    db(&h)
+        .execute("UPDATE tasks SET next_due = 0 WHERE name = 'theirs'", [])
+        .unwrap();
+    // Wake the scheduler, as `nanoclaw task …` does.
+    let woke = std::process::Command::new("curl")
+        .args(["-s", "-X", "POST", "-H"])
+        .arg(format!("authorization: Bearer {}", d.token.trim()))
+        .arg(format!("http://127.0.0.1:{port}/v1/tasks/wake"))
+        .status()
+        .unwrap();
+    assert!(woke.success());
+    until("their task ran", async || {
+        d.replies().contains("their task done")
+    })
+    .await;
+    assert_eq!(
+        decisions_after(&h, "their-task-prompt"),
+        vec![("shell".to_owned(), true)],
+        "a task scheduled by a tainted turn ran untainted"
+    );
+    d.kill().await;
+}

@@ -33,8 +33,61 @@ pub struct Request {
     pub reason: String,
     pub approvers: Vec<String>,
     pub quorum: usize,
-    pub status: String,
+    pub status: Status,
     pub expires_at: i64,
+}
+
+/// Where a request stands. The store's `status` column holds these names (its CHECK admits
+/// no others); they are read into this type once, in [`read_request`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Pending,
+    Approved,
+    Denied,
+    Expired,
+    /// A `once` approval its call has used.
+    Used,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Approved => "approved",
+            Status::Denied => "denied",
+            Status::Expired => "expired",
+            Status::Used => "used",
+        }
+    }
+
+    fn named(name: &str) -> Option<Status> {
+        [
+            Status::Pending,
+            Status::Approved,
+            Status::Denied,
+            Status::Expired,
+            Status::Used,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+fn status_column(r: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<Status> {
+    let name: String = r.get(idx)?;
+    Status::named(&name).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            idx,
+            rusqlite::types::Type::Text,
+            format!("{name:?} is not an approval status").into(),
+        )
+    })
 }
 
 impl Request {
@@ -97,7 +150,7 @@ fn read_request(r: &rusqlite::Row<'_>) -> rusqlite::Result<Request> {
         reason: r.get(5)?,
         approvers: serde_json::from_str(&approvers).unwrap_or_default(),
         quorum: r.get::<_, i64>(7)? as usize,
-        status: r.get(8)?,
+        status: status_column(r, 8)?,
         expires_at: r.get(9)?,
     })
 }
@@ -129,14 +182,11 @@ impl Approvals {
         call: &ToolCall,
         spec: &ApprovalSpec,
         reason: &str,
-    ) -> Result<Outcome, StoreError> {
+    ) -> Result<Outcome, DecideError> {
         let fp = approval::fingerprint(&call.name, &call.arguments, group.as_str());
         if let Some(outcome) = self.already_approved(&fp)? {
-            self.audit.record(
-                "approval_used",
-                Some(group.as_str()),
-                json!({"tool": call.name, "fingerprint": fp, "standing": outcome == Outcome::Approved { standing: true }}),
-            );
+            let standing = outcome == Outcome::Approved { standing: true };
+            self.used(group, call, &fp, standing, None).await?;
             return Ok(outcome);
         }
         let (request, _) = self.open_request(group, call, spec, reason, &fp)?;
@@ -148,8 +198,8 @@ impl Approvals {
                     by: "(the request disappeared)".into(),
                 });
             };
-            match current.status.as_str() {
-                "approved" => {
+            match current.status {
+                Status::Approved => {
                     let standing = self.store.with_conn(|c| {
                         let always: i64 = c.query_row(
                             "SELECT always FROM approvals WHERE id = ?1",
@@ -164,9 +214,11 @@ impl Approvals {
                         }
                         Ok(always != 0)
                     })?;
+                    self.used(group, call, &fp, standing, Some(request.id))
+                        .await?;
                     return Ok(Outcome::Approved { standing });
                 }
-                "denied" => {
+                Status::Denied => {
                     let by = self.store.with_conn(|c| {
                         Ok(c.query_row(
                             "SELECT approver FROM approval_votes WHERE approval_id = ?1 AND vote = 'deny' AND counted = 1 ORDER BY id LIMIT 1",
@@ -178,7 +230,7 @@ impl Approvals {
                     })?;
                     return Ok(Outcome::Denied { by });
                 }
-                "pending" if now() >= current.expires_at => {
+                Status::Pending if now() >= current.expires_at => {
                     let expired = self.store.with_conn(|c| {
                         Ok(c.execute(
                             "UPDATE approvals SET status = 'expired', decided_at = ?2 WHERE id = ?1 AND status = 'pending'",
@@ -187,7 +239,7 @@ impl Approvals {
                     })?;
                     if expired {
                         self.audit.record(
-                            "approval_expired",
+                            crate::audit::EventKind::ApprovalExpired,
                             Some(group.as_str()),
                             json!({"request": request.id, "code": request.code, "tool": call.name}),
                         );
@@ -196,14 +248,34 @@ impl Approvals {
                         });
                     }
                 }
-                "pending" => {}
-                other => {
+                Status::Pending => {}
+                other @ (Status::Expired | Status::Used) => {
                     return Ok(Outcome::Denied {
                         by: format!("(request is {other})"),
                     });
                 }
             }
         }
+    }
+
+    /// Record, durably, that an approval lets `call` run: until this is in the log, it does
+    /// not run.
+    async fn used(
+        &self,
+        group: &GroupId,
+        call: &ToolCall,
+        fp: &str,
+        standing: bool,
+        request: Option<i64>,
+    ) -> Result<(), DecideError> {
+        self.audit
+            .durable(
+                crate::audit::EventKind::ApprovalUsed,
+                Some(group.as_str()),
+                json!({"tool": call.name, "call_id": call.id, "fingerprint": fp, "standing": standing, "request": request}),
+            )
+            .await?;
+        Ok(())
     }
 
     fn present(&self, request: &Request) {
@@ -326,11 +398,11 @@ impl Approvals {
             reason: reason.to_owned(),
             approvers: spec.approvers.clone(),
             quorum: spec.quorum,
-            status: "pending".into(),
+            status: Status::Pending,
             expires_at,
         };
         self.audit.record(
-            "approval_requested",
+ crate::audit::EventKind::ApprovalRequested,
             Some(group.as_str()),
             json!({"request": id, "code": request.code, "tool": call.name, "arguments": call.arguments, "fingerprint": fp, "reason": reason, "approvers": spec.approvers, "quorum": spec.quorum, "scope": scope, "expires_at": expires_at}),
         );
@@ -380,13 +452,28 @@ pub fn find(store: &Store, key: &str) -> Result<Option<Request>, StoreError> {
     })
 }
 
+/// Why a wait for approval ended without an outcome: the call does not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DecideError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+}
+
 /// Why an answer did not count.
 #[derive(Debug, thiserror::Error)]
 pub enum AnswerError {
     #[error("no approval request {0:?}")]
     NotFound(String),
     #[error("request {id} is already {status}")]
-    Decided { id: i64, status: String },
+    Decided { id: i64, status: Status },
+    /// The answer came from someone at this machine, but which approver they are is unclear.
+    #[error("{0}")]
+    WhichApprover(String),
+    /// A chat user who is no approver: nothing is stored and nothing is said to them.
+    #[error("only approvers answer approval requests")]
+    Stranger,
     #[error(
         "{approver} is not an approver for request {id} (its approvers: {approvers}); the answer was recorded and ignored"
     )]
@@ -399,17 +486,53 @@ pub enum AnswerError {
     Store(#[from] StoreError),
 }
 
-/// Record `approver`'s answer to the request with this id or code. Returns where the request
+/// Who answers, as the surface the answer came through knows them.
+pub enum Answerer<'a> {
+    /// Someone with the owner's own access (the CLI, the terminal, the token-guarded API),
+    /// answering as `named` or as the one terminal approver (see [`terminal_approver`]).
+    AtTerminal {
+        channel: &'a str,
+        named: Option<&'a str>,
+    },
+    /// A chat user on `channel`: the approver whose `ids` list them there, if any.
+    InChat { channel: &'a str, user: &'a str },
+}
+
+/// The one way an approval request is answered, from every surface: find the request (by id or
+/// code), decide which approver is answering, record the vote, and return where the request
 /// stands after it.
 pub fn answer(
     store: &Store,
     audit: &Audit,
+    policy: &nanoclaw_core::Policy,
     key: &str,
-    approver: &str,
-    channel: &str,
+    answerer: &Answerer<'_>,
     vote: Vote,
 ) -> Result<Tally, AnswerError> {
-    let request = find(store, key)?.ok_or_else(|| AnswerError::NotFound(key.trim().to_owned()))?;
+    let request = find(store, key)?;
+    let (approver, channel) = match answerer {
+        Answerer::AtTerminal { channel, named } => (
+            terminal_approver(policy, *named, request.as_ref())
+                .map_err(AnswerError::WhichApprover)?,
+            *channel,
+        ),
+        Answerer::InChat { channel, user } => {
+            // Nothing is stored for a stranger: they can neither fill the store nor learn which
+            // requests are open.
+            let approver = policy
+                .approvers()
+                .iter()
+                .find(|a| {
+                    a.ids
+                        .get(*channel)
+                        .is_some_and(|ids| ids.iter().any(|i| i == user))
+                })
+                .ok_or(AnswerError::Stranger)?;
+            (approver.name.clone(), *channel)
+        }
+    };
+    let request = request.ok_or_else(|| AnswerError::NotFound(key.trim().to_owned()))?;
+    let approver = approver.as_str();
     let counted = request.approvers.iter().any(|a| a == approver);
     let vote_text = match vote {
         Vote::Approve { always: false } => "approve",
@@ -420,21 +543,21 @@ pub fn answer(
     // vote: an answer racing the deadline cannot turn an expired request into an approval.
     let decided = store.with_conn(|c| {
         let tx = rusqlite::Transaction::new_unchecked(c, rusqlite::TransactionBehavior::Immediate)?;
-        let (status, expires_at): (String, i64) = tx.query_row(
+        let (status, expires_at): (Status, i64) = tx.query_row(
             "SELECT status, expires_at FROM approvals WHERE id = ?1",
             [request.id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((status_column(r, 0)?, r.get(1)?)),
         )?;
         let at = now();
-        if status == "pending" && at >= expires_at {
+        if status == Status::Pending && at >= expires_at {
             tx.execute(
                 "UPDATE approvals SET status = 'expired', decided_at = ?2 WHERE id = ?1 AND status = 'pending'",
                 params![request.id, at],
             )?;
             tx.commit()?;
-            return Ok(Err("expired".to_owned()));
+            return Ok(Err(Status::Expired));
         }
-        if status != "pending" {
+        if status != Status::Pending {
             return Ok(Err(status));
         }
         tx.execute(
@@ -482,7 +605,11 @@ pub fn answer(
         status,
     })?;
     audit.record(
-        if counted { "approval_answered" } else { "approval_ignored" },
+        if counted {
+ crate::audit::EventKind::ApprovalAnswered
+ } else {
+ crate::audit::EventKind::ApprovalIgnored
+ },
         Some(&request.group),
         json!({"request": request.id, "code": request.code, "approver": approver, "channel": channel, "vote": vote_text, "counted": counted, "result": format!("{tally:?}")}),
     );
@@ -618,16 +745,26 @@ mod tests {
                 Ok(())
             })
             .unwrap();
+        let policy = nanoclaw_core::Policy::parse("[approvers.owner]\nterminal = true\n").unwrap();
         let late = answer(
             &store,
             &audit,
+            &policy,
             "LATE0001",
-            "owner",
-            "cli",
+            &Answerer::AtTerminal {
+                channel: "cli",
+                named: Some("owner"),
+            },
             Vote::Approve { always: false },
         );
         assert!(
-            matches!(&late, Err(AnswerError::Decided { status, .. }) if status == "expired"),
+            matches!(
+                &late,
+                Err(AnswerError::Decided {
+                    status: Status::Expired,
+                    ..
+                })
+            ),
             "{late:?}"
         );
         let status: String = store

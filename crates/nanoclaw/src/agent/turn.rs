@@ -69,11 +69,6 @@ impl Agent {
             Ok(reply) => {
                 self.store
                     .finish_turn(turn, &reply_channel, TurnEnd::Done { reply: &reply })?;
-                self.tools.audit().record(
-                    "message_sent",
-                    Some(turn.group.as_str()),
-                    json!({"turn": turn.id, "channel": reply_channel, "text": reply}),
-                );
                 TurnResult::Replied(reply)
             }
             Err(error) => {
@@ -92,20 +87,28 @@ impl Agent {
         Ok(result)
     }
 
-    /// Run a task's prompt as a turn of its group. Its reply goes to the group's chat when
-    /// `post` (the channel the group last heard from, else the HTTP API), and is returned for
+    /// Run a task's prompt as a turn of its group. The run speaks with its creator's role; it
+    /// is tainted by its prompt only when a tainted turn (or another than the owner) wrote it,
+    /// and otherwise only by what it reads. Its reply goes to the group's chat when the task
+    /// posts (the channel the group last heard from, else the HTTP API), and is returned for
     /// the run log either way.
     pub async fn run_task_turn(
         &self,
         group: &nanoclaw_core::GroupId,
-        task_name: &str,
-        prompt: &str,
-        isolated: bool,
-        post: bool,
+        task: &crate::scheduler::tasks::Task,
     ) -> anyhow::Result<Result<String, String>> {
-        let turn =
-            self.store
-                .start_task_turn(group, &format!("task:{task_name}"), prompt, isolated)?;
+        let task_name = &task.name;
+        let post = task.post;
+        let turn = self.store.start_task_turn(
+            group,
+            &crate::store::TaskPrompt {
+                sender: &format!("task:{task_name}"),
+                role: task.role,
+                outside: task.tainted || task.role == SenderRole::Other,
+                prompt: &task.prompt,
+                isolated: task.isolated,
+            },
+        )?;
         let channel = if post {
             Some(
                 self.store
@@ -164,7 +167,7 @@ impl Agent {
         let guarded = guard.replace_str(&text);
         tracing::warn!(group = %turn.group, turn = turn.id, secrets = ?names, "a reply carried secrets or their placeholders; withheld");
         self.tools.audit().record(
-            "reply_withheld",
+            crate::audit::EventKind::ReplyWithheld,
             Some(turn.group.as_str()),
             json!({"turn": turn.id, "secrets": names}),
         );
@@ -179,10 +182,16 @@ impl Agent {
         // turn and message of the store to these events.
         for m in &turn.messages {
             self.tools.audit().record(
-                "message_received",
+ crate::audit::EventKind::MessageReceived,
                 Some(turn.group.as_str()),
-                json!({"turn": turn.id, "inbox_id": m.id, "channel": m.channel, "sender": m.sender, "text": m.text}),
+                json!({"turn": turn.id, "inbox_id": m.id, "channel": m.channel, "sender": m.sender, "role": m.role, "outside": m.outside, "text": m.text}),
             );
+        }
+        // The log is a control: while it cannot be written, no turn acts.
+        if let Some(why) = self.tools.audit().failing() {
+            return Err(format!(
+                "the audit log cannot be written ({why}); no turn runs until it can"
+            ));
         }
         let model = self.model.as_ref().map_err(Clone::clone)?;
         let workspace = self
@@ -203,14 +212,11 @@ impl Agent {
             .last()
             .map_or("api", |m| m.channel.as_str())
             .to_owned();
-        let roles: Vec<SenderRole> = turn
-            .messages
-            .iter()
-            .map(|m| self.tools.sender_role(&m.sender))
-            .collect();
-        // A message from someone other than the owner is outside content.
-        let mut tainted = roles.contains(&SenderRole::Other);
-        let sender = roles.last().copied().unwrap_or(SenderRole::Owner);
+        let roles: Vec<SenderRole> = turn.messages.iter().map(|m| m.role).collect();
+        // Outside content in the new messages (another's words, a prompt a tainted turn wrote)
+        // taints the turn; each message's role and outside mark were decided when it came in.
+        let mut tainted = turn.messages.iter().any(|m| m.outside);
+        let sender = roles.last().copied().unwrap_or(SenderRole::Other);
 
         // 2. The prompt: system prompt and memory, history, then the new messages.
         let limits = self.config.limits_for(&turn.group);
@@ -251,7 +257,7 @@ impl Agent {
                 .map_err(|e| format!("could not save the turn: {e}"))?;
         }
         let incoming = Message::User {
-            text: incoming_text(turn, &roles),
+            text: incoming_text(turn),
         };
         persist(0, &incoming, Usage::default())?;
         messages.push(incoming);
@@ -259,7 +265,7 @@ impl Agent {
         let specs = tools::specs();
         // What the model sees: this prompt, then each step's response and tool results below.
         audit.record(
-            "prompt",
+ crate::audit::EventKind::Prompt,
             Some(group),
             json!({"turn": turn.id, "system": system, "messages": messages, "tools": specs.iter().map(|t| t.name).collect::<Vec<_>>()}),
         );
@@ -282,7 +288,7 @@ impl Agent {
             };
             persist(seq, &assistant, resp.usage)?;
             audit.record(
-                "model_response",
+ crate::audit::EventKind::ModelResponse,
                 Some(group),
                 json!({"turn": turn.id, "step": seq, "message": assistant, "usage": {"input_tokens": resp.usage.input_tokens, "output_tokens": resp.usage.output_tokens}}),
             );
@@ -370,10 +376,10 @@ impl Agent {
     }
 }
 
-/// The new messages as one user message; senders are named when there are several, and a
-/// message from anyone but the owner is marked as untrusted data.
-fn incoming_text(turn: &ClaimedTurn, roles: &[SenderRole]) -> String {
-    let messages = incoming_messages(turn, roles);
+/// The new messages as one user message; senders are named when there are several, and
+/// outside content is marked as untrusted data.
+fn incoming_text(turn: &ClaimedTurn) -> String {
+    let messages = incoming_messages(turn);
     if turn.left_out == 0 {
         return messages;
     }
@@ -383,9 +389,9 @@ fn incoming_text(turn: &ClaimedTurn, roles: &[SenderRole]) -> String {
     )
 }
 
-fn incoming_messages(turn: &ClaimedTurn, roles: &[SenderRole]) -> String {
-    let text = |m: &crate::store::Inbound, role: SenderRole| {
-        if role == SenderRole::Other {
+fn incoming_messages(turn: &ClaimedTurn) -> String {
+    let text = |m: &crate::store::Inbound| {
+        if m.outside {
             format!(
                 "<untrusted-data source=\"message from {}\">\n{}\n</untrusted-data>",
                 m.sender, m.text
@@ -395,11 +401,10 @@ fn incoming_messages(turn: &ClaimedTurn, roles: &[SenderRole]) -> String {
         }
     };
     match turn.messages.as_slice() {
-        [one] => text(one, roles.first().copied().unwrap_or(SenderRole::Other)),
+        [one] => text(one),
         many => many
             .iter()
-            .zip(roles)
-            .map(|(m, role)| format!("[{}] {}", m.sender, text(m, *role)))
+            .map(|m| format!("[{}] {}", m.sender, text(m)))
             .collect::<Vec<_>>()
             .join("\n"),
     }

@@ -13,7 +13,6 @@
 //! closes, and `verify` holds the chain to every anchor there without being asked; it also
 //! checks that every turn and message the store holds has its events.
 
-
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, Sender, channel};
@@ -33,45 +32,133 @@ pub const ANCHORS_FILE: &str = "audit.anchors";
 const IN_FLIGHT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Shortest time between two anchors appended while events keep coming.
 const ANCHOR_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long the writer waits before trying a failed batch again when nothing new comes.
+const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Every kind of event the daemon records: `audit show --kind` takes these names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// The configuration in force when a process started.
+    ConfigLoaded,
+    /// A message a turn took in.
+    MessageReceived,
+    /// The prompt sent to the model, in full.
+    Prompt,
+    /// One model step's response.
+    ModelResponse,
+    /// A tool call as the model made it.
+    ToolCall,
+    /// The call in the form its tool reads it, when that differs.
+    ToolCallCanonical,
+    /// The gate's decision on a call, with every rule that matched.
+    PolicyDecision,
+    /// An approval request was opened.
+    ApprovalRequested,
+    /// An approver's vote that counted.
+    ApprovalAnswered,
+    /// A vote that did not count (not an approver of the request).
+    ApprovalIgnored,
+    /// A request nobody answered in time (a denial).
+    ApprovalExpired,
+    /// An approval let a call run.
+    ApprovalUsed,
+    /// What a call returned to the model.
+    ToolResult,
+    /// One network request a sandbox or a tool made.
+    Egress,
+    /// A call's network requests, summed up.
+    EgressSummary,
+    /// A reply a channel accepted.
+    MessageSent,
+    /// Secrets withheld from a reply.
+    ReplyWithheld,
+    /// A task's slot began to run.
+    TaskRun,
+    /// A task run ended.
+    TaskRunFinished,
+}
+
+impl EventKind {
+    pub const ALL: &[EventKind] = &[
+        EventKind::ConfigLoaded,
+        EventKind::MessageReceived,
+        EventKind::Prompt,
+        EventKind::ModelResponse,
+        EventKind::ToolCall,
+        EventKind::ToolCallCanonical,
+        EventKind::PolicyDecision,
+        EventKind::ApprovalRequested,
+        EventKind::ApprovalAnswered,
+        EventKind::ApprovalIgnored,
+        EventKind::ApprovalExpired,
+        EventKind::ApprovalUsed,
+        EventKind::ToolResult,
+        EventKind::Egress,
+        EventKind::EgressSummary,
+        EventKind::MessageSent,
+        EventKind::ReplyWithheld,
+        EventKind::TaskRun,
+        EventKind::TaskRunFinished,
+    ];
+
+    /// The kind's name in the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::ConfigLoaded => "config_loaded",
+            EventKind::MessageReceived => "message_received",
+            EventKind::Prompt => "prompt",
+            EventKind::ModelResponse => "model_response",
+            EventKind::ToolCall => "tool_call",
+            EventKind::ToolCallCanonical => "tool_call_canonical",
+            EventKind::PolicyDecision => "policy_decision",
+            EventKind::ApprovalRequested => "approval_requested",
+            EventKind::ApprovalAnswered => "approval_answered",
+            EventKind::ApprovalIgnored => "approval_ignored",
+            EventKind::ApprovalExpired => "approval_expired",
+            EventKind::ApprovalUsed => "approval_used",
+            EventKind::ToolResult => "tool_result",
+            EventKind::Egress => "egress",
+            EventKind::EgressSummary => "egress_summary",
+            EventKind::MessageSent => "message_sent",
+            EventKind::ReplyWithheld => "reply_withheld",
+            EventKind::TaskRun => "task_run",
+            EventKind::TaskRunFinished => "task_run_finished",
+        }
+    }
+
+    pub fn named(name: &str) -> Option<EventKind> {
+        EventKind::ALL.iter().copied().find(|k| k.as_str() == name)
+    }
+}
+
+/// An event could not be made durable: what must wait for it does not happen.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuditError {
+    #[error("the audit log could not be written: {0}")]
+    NotWritten(String),
+    #[error("the audit writer has stopped")]
+    Stopped,
+}
 
 enum Msg {
     Event {
         at: i64,
-        kind: String,
+        kind: EventKind,
         group: Option<String>,
         data: Value,
+        /// Told once the event is committed, or why it was not.
+        durable: Option<tokio::sync::oneshot::Sender<Result<(), AuditError>>>,
     },
     Flush(Sender<()>),
 }
-
-/// Every kind of event the daemon records.
-pub const KINDS: &[&str] = &[
-    "config_loaded",
-    "message_received",
-    "prompt",
-    "model_response",
-    "tool_call",
-    "tool_call_canonical",
-    "policy_decision",
-    "approval_requested",
-    "approval_answered",
-    "approval_ignored",
-    "approval_expired",
-    "approval_used",
-    "tool_result",
-    "egress",
-    "egress_summary",
-    "message_sent",
-    "reply_withheld",
-    "task_run",
-    "task_run_finished",
-];
 
 /// The process's audit writer.
 pub struct Audit {
     tx: Mutex<Option<Sender<Msg>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     redactor: Replacer,
+    /// Set by the writer while it cannot write; shared with it.
+    failing: std::sync::Arc<Mutex<Option<String>>>,
 }
 
 impl Audit {
@@ -81,36 +168,70 @@ impl Audit {
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
         let (tx, rx) = channel();
         let anchors = anchors_path(db);
+        let failing = std::sync::Arc::new(Mutex::new(None));
+        let writer_failing = std::sync::Arc::clone(&failing);
         let thread = std::thread::Builder::new()
             .name("audit".into())
-            .spawn(move || writer(conn, rx, &anchors))
+            .spawn(move || writer(conn, rx, &anchors, &writer_failing))
             .context("starting the audit writer")?;
         Ok(Audit {
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
             redactor,
+            failing,
         })
     }
 
-    /// Record an event. Never blocks on the disk.
-    pub fn record(&self, kind: &str, group: Option<&str>, mut data: Value) {
-        // Every kind is listed, so `audit show --kind` can tell a typo from a quiet log.
-        debug_assert!(
-            KINDS.contains(&kind) || cfg!(test),
-            "audit kind {kind:?} is missing from audit::KINDS"
-        );
+    /// Record an event. Never blocks on the disk: for what may go on without the event being
+    /// durable yet (what was seen, said and returned). A decision that lets something run uses
+    /// [`Audit::durable`].
+    pub fn record(&self, kind: EventKind, group: Option<&str>, data: Value) {
+        if let Err(e) = self.send(kind, group, data, None) {
+            tracing::error!(kind = kind.as_str(), error = %e, "audit event lost");
+        }
+    }
+
+    /// Record an event and wait until it is committed. `Err` means it is not in the log, and
+    /// what it would vouch for must not happen.
+    pub async fn durable(
+        &self,
+        kind: EventKind,
+        group: Option<&str>,
+        data: Value,
+    ) -> Result<(), AuditError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(kind, group, data, Some(tx))?;
+        rx.await.unwrap_or(Err(AuditError::Stopped))
+    }
+
+    /// Why the last batch could not be written, while the writer cannot write (it tries the
+    /// events again with every later batch).
+    pub fn failing(&self) -> Option<String> {
+        self.failing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn send(
+        &self,
+        kind: EventKind,
+        group: Option<&str>,
+        mut data: Value,
+        durable: Option<tokio::sync::oneshot::Sender<Result<(), AuditError>>>,
+    ) -> Result<(), AuditError> {
         redact(&self.redactor, &mut data);
         let msg = Msg::Event {
             at: now_ms(),
-            kind: kind.to_owned(),
+            kind,
             group: group.map(str::to_owned),
             data,
+            durable,
         };
         let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(tx) = tx.as_ref()
-            && tx.send(msg).is_err()
-        {
-            tracing::error!(kind, "the audit writer has stopped; event lost");
+        match tx.as_ref() {
+            Some(tx) => tx.send(msg).map_err(|_| AuditError::Stopped),
+            None => Err(AuditError::Stopped),
         }
     }
 
@@ -194,15 +315,33 @@ fn write_anchor(head: &Anchor, anchors: &Path, last: &mut Option<u64>) {
     }
 }
 
-fn writer(conn: Connection, rx: Receiver<Msg>, anchors: &Path) {
+type Pending = (i64, EventKind, Option<String>, Value);
+
+fn writer(conn: Connection, rx: Receiver<Msg>, anchors: &Path, failing: &Mutex<Option<String>>) {
     // The newest event this writer appended, and the last one written to the anchors file.
     let mut head: Option<Anchor> = None;
     let mut anchored = None;
     let mut anchored_at = std::time::Instant::now();
-    while let Ok(first) = rx.recv() {
-        let mut events = Vec::new();
+    // Events a failed batch could not write: tried again, first, with the next batch, so
+    // nothing recorded is dropped while the disk refuses.
+    let mut backlog: Vec<Pending> = Vec::new();
+    loop {
+        let first = if backlog.is_empty() {
+            match rx.recv() {
+                Ok(msg) => Some(msg),
+                Err(_) => break,
+            }
+        } else {
+            match rx.recv_timeout(RETRY_AFTER) {
+                Ok(msg) => Some(msg),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        };
+        let mut events = std::mem::take(&mut backlog);
+        let mut durable = Vec::new();
         let mut waiting = Vec::new();
-        let mut next = Some(first);
+        let mut next = first;
         while let Some(msg) = next {
             match msg {
                 Msg::Event {
@@ -210,7 +349,11 @@ fn writer(conn: Connection, rx: Receiver<Msg>, anchors: &Path) {
                     kind,
                     group,
                     data,
-                } => events.push((at, kind, group, data)),
+                    durable: tell,
+                } => {
+                    events.push((at, kind, group, data));
+                    durable.extend(tell);
+                }
                 Msg::Flush(done) => waiting.push(done),
             }
             next = if events.len() < BATCH {
@@ -220,9 +363,23 @@ fn writer(conn: Connection, rx: Receiver<Msg>, anchors: &Path) {
             };
         }
         if !events.is_empty() {
-            match append(&conn, events) {
-                Ok(appended) => head = Some(appended),
-                Err(e) => tracing::error!(error = %e, "audit events could not be written"),
+            match append(&conn, &events) {
+                Ok(appended) => {
+                    head = Some(appended);
+                    *failing.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    for tell in durable {
+                        let _ = tell.send(Ok(()));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, events = events.len(), "audit events could not be written; trying again");
+                    let why = e.to_string();
+                    *failing.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.clone());
+                    for tell in durable {
+                        let _ = tell.send(Err(AuditError::NotWritten(why.clone())));
+                    }
+                    backlog = events;
+                }
             }
         }
         if let Some(head) = &head
@@ -235,16 +392,19 @@ fn writer(conn: Connection, rx: Receiver<Msg>, anchors: &Path) {
             let _ = done.send(());
         }
     }
+    if !backlog.is_empty() && append(&conn, &backlog).is_err() {
+        tracing::error!(
+            events = backlog.len(),
+            "audit events could not be written before the writer stopped"
+        );
+    }
     if let Some(head) = &head {
         write_anchor(head, anchors, &mut anchored);
     }
 }
 
 /// Append a batch to the chain in one transaction; returns the chain's new head.
-fn append(
-    conn: &Connection,
-    events: Vec<(i64, String, Option<String>, Value)>,
-) -> rusqlite::Result<Anchor> {
+fn append(conn: &Connection, events: &[Pending]) -> rusqlite::Result<Anchor> {
     let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
     let head: Option<(i64, Vec<u8>)> = tx
         .query_row(
@@ -271,10 +431,10 @@ fn append(
             seq += 1;
             let event = Event {
                 seq,
-                at,
-                kind,
-                group,
-                data,
+                at: *at,
+                kind: kind.as_str().to_owned(),
+                group: group.clone(),
+                data: data.clone(),
             };
             let body = event.body();
             let hash = audit::hash(&prev, &body);

@@ -50,7 +50,7 @@ fn events_chain_redact_and_verify() {
     let a = Audit::open(&db, redactor).unwrap();
     for i in 0..100 {
         a.record(
-            "tool_call",
+            crate::audit::EventKind::ToolCall,
             Some("main"),
             json!({"i": i, "arg": "pw=hunter2-secret"}),
         );
@@ -77,8 +77,8 @@ fn two_writers_share_one_chain() {
     let a = Audit::open(&db, Replacer::default()).unwrap();
     let b = Audit::open(&db, Replacer::default()).unwrap();
     for i in 0..200 {
-        a.record("x", None, json!(i));
-        b.record("y", None, json!(i));
+        a.record(EventKind::Prompt, None, json!(i));
+        b.record(EventKind::ToolResult, None, json!(i));
     }
     a.close();
     b.close();
@@ -89,7 +89,7 @@ fn two_writers_share_one_chain() {
 fn the_table_refuses_updates_and_deletes() {
     let (_dir, db) = open();
     let a = Audit::open(&db, Replacer::default()).unwrap();
-    a.record("x", None, json!(1));
+    a.record(EventKind::Prompt, None, json!(1));
     a.close();
     let conn = Connection::open(&db).unwrap();
     assert!(conn.execute("UPDATE audit SET kind = 'y'", []).is_err());
@@ -123,7 +123,7 @@ fn an_anchor_finds_a_cut_and_a_recomputed_chain() {
     let (_dir, db) = open();
     let a = Audit::open(&db, Replacer::default()).unwrap();
     for i in 0..10 {
-        a.record("x", None, json!(i));
+        a.record(EventKind::Prompt, None, json!(i));
     }
     a.close();
     let verified = verify(&db, None).unwrap().unwrap();
@@ -195,4 +195,42 @@ fn an_anchor_finds_a_cut_and_a_recomputed_chain() {
     assert_eq!(verify(&db, None).unwrap().unwrap().events, 8);
     let rewritten = verify(&db, Some(&early)).unwrap().unwrap_err();
     assert!(matches!(rewritten, Unverified::Rewritten(3)), "{rewritten}");
+}
+
+#[tokio::test]
+async fn a_durable_event_the_log_refuses_is_an_error_and_is_written_once_it_can_be() {
+    let (_dir, db) = open();
+    let a = Audit::open(&db, Replacer::default()).unwrap();
+    a.record(EventKind::Prompt, None, json!("before"));
+    a.flush();
+    let conn = Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "CREATE TRIGGER refuse BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'no space'); END;",
+    )
+    .unwrap();
+    let refused = a
+        .durable(EventKind::PolicyDecision, None, json!("decision"))
+        .await;
+    assert!(
+        matches!(&refused, Err(AuditError::NotWritten(why)) if why.contains("no space")),
+        "{refused:?}"
+    );
+    assert!(a.failing().is_some_and(|why| why.contains("no space")));
+    // The disk frees up: what was refused is written with the next batch, in order.
+    conn.execute_batch("DROP TRIGGER refuse;").unwrap();
+    a.durable(EventKind::ToolResult, None, json!("after"))
+        .await
+        .unwrap();
+    assert!(a.failing().is_none());
+    a.close();
+    let verified = verify(&db, None).unwrap().unwrap();
+    assert_eq!(verified.events, 3);
+    let kinds: Vec<String> = conn
+        .prepare("SELECT kind FROM audit ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(kinds, ["prompt", "policy_decision", "tool_result"]);
 }

@@ -3,7 +3,6 @@
 //! Admission is an approval of the call `admit_sender {channel, sender}`; once approved, the
 //! sender routes like a known one (still outside content: never the owner).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use nanoclaw_core::policy::{ApprovalSpec, Scope};
@@ -36,7 +35,7 @@ pub fn admitted(agent: &Agent, channel: &str, sender: &str) -> bool {
 }
 
 /// Ask the approvers to admit `sender`, whose message waits in `group`.
-pub fn ask(agent: &Arc<Agent>, channel: &str, sender: &str, group: &GroupId, text: &str) {
+pub fn ask(agent: &Agent, channel: &str, sender: &str, group: &GroupId, text: &str) {
     let approvers: Vec<String> = agent
         .tools
         .policy()

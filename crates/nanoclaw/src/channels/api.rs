@@ -60,8 +60,13 @@ pub struct Api {
 #[serde(deny_unknown_fields)]
 struct PostMessage {
     text: String,
+    /// Who wrote it, for the prompt and the log (default: the owner, as "api").
     #[serde(default = "default_sender")]
     sender: String,
+    /// The writer's role, as the token holder (the owner) vouches for it [default: owner when
+    /// no sender is named, else other]. Never taken from the sender's name.
+    #[serde(default)]
+    role: Option<nanoclaw_core::policy::SenderRole>,
 }
 
 fn default_sender() -> String {
@@ -158,7 +163,7 @@ impl Api {
         let signature = one_header(&req, crate::channels::webhook::SIGNATURE_HEADER)?
             .map(|v| v.to_str().map(str::to_owned).unwrap_or_default());
         let body = read_body(req).await?;
-        match hook.receive(&self.store, &self.queue, &body, signature.as_deref()) {
+        match hook.receive(&self.queue, &body, signature.as_deref()) {
             Ok(answer) => Ok(reply(StatusCode::OK, answer)),
             Err((status, message)) => Err(error(
                 StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
@@ -214,18 +219,15 @@ impl Api {
         // never queue behind the turn that is waiting for them.
         if let Some((code, vote)) = crate::agent::approvals::parse_command(&msg.text) {
             let named = (msg.sender != default_sender()).then_some(msg.sender.as_str());
-            let request = crate::agent::approvals::find(&self.store, &code)
-                .ok()
-                .flatten();
-            let approver =
-                crate::agent::approvals::terminal_approver(&self.policy, named, request.as_ref())
-                    .map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
             let result = crate::agent::approvals::answer(
                 &self.store,
                 &self.audit,
+                &self.policy,
                 &code,
-                &approver,
-                CHANNEL,
+                &crate::agent::approvals::Answerer::AtTerminal {
+                    channel: CHANNEL,
+                    named,
+                },
                 vote,
             );
             return match result {
@@ -236,6 +238,9 @@ impl Api {
                 Err(e) => {
                     let status = match e {
                         crate::agent::approvals::AnswerError::NotFound(_) => StatusCode::NOT_FOUND,
+                        crate::agent::approvals::AnswerError::WhichApprover(_) => {
+                            StatusCode::BAD_REQUEST
+                        }
                         crate::agent::approvals::AnswerError::Decided { .. } => {
                             StatusCode::CONFLICT
                         }
@@ -245,18 +250,39 @@ impl Api {
                 }
             };
         }
+        let role = msg.role.unwrap_or(if msg.sender == default_sender() {
+            nanoclaw_core::policy::SenderRole::Owner
+        } else {
+            nanoclaw_core::policy::SenderRole::Other
+        });
+        let inbound = crate::channels::Inbound {
+            channel: CHANNEL,
+            text: &msg.text,
+            external_id: None,
+            from: crate::channels::From::Authenticated {
+                group,
+                sender: &msg.sender,
+                role,
+            },
+        };
         // INVARIANT: committed before acknowledged.
-        let id = self
-            .store
-            .accept_inbound(&group, CHANNEL, &msg.sender, &msg.text)
-            .map_err(|e| {
-                error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("could not store the message: {e}"),
-                )
-            })?;
-        self.queue.kick(group);
-        Ok(reply(StatusCode::ACCEPTED, json!({"id": id})))
+        let accepted =
+            crate::channels::accept(self.queue.agent(), Some(&self.queue), &inbound, |_| Ok(()))
+                .map_err(|e| {
+                    error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("could not store the message: {e}"),
+                    )
+                })?;
+        match accepted {
+            crate::channels::Accepted::Stored { id: Some(id), .. } => {
+                Ok(reply(StatusCode::ACCEPTED, json!({"id": id})))
+            }
+            other => Err(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the message was not stored: {other:?}"),
+            )),
+        }
     }
 
     fn get_replies(&self, group: GroupId, after: i64) -> Result<Reply, ApiError> {
@@ -268,12 +294,9 @@ impl Api {
             .map_err(internal)?;
         // Every reply of the group is shown; only the API's own are delivered by showing them.
         // Another channel's stay unsent for that channel's delivery loop.
-        let ids: Vec<i64> = rows
-            .iter()
-            .filter(|r| r.channel == CHANNEL)
-            .map(|r| r.id)
-            .collect();
-        self.store.mark_sent(&ids).map_err(internal)?;
+        let ours: Vec<&crate::store::Outbound> =
+            rows.iter().filter(|r| r.channel == CHANNEL).collect();
+        crate::channels::outbox::delivered(&self.store, &self.audit, &ours).map_err(internal)?;
         Ok(reply(StatusCode::OK, json!({"replies": rows})))
     }
 }

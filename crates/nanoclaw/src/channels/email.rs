@@ -24,8 +24,8 @@ use mail_parser::{MessageParser, MimeHeaders};
 use rusqlite::{OptionalExtension, params};
 
 use crate::agent::queue::Queue;
-use crate::channels::router::{self, Route, Rules};
-use crate::store::{Routed, Store};
+use crate::channels::router::Rules;
+use crate::store::Store;
 
 pub const CHANNEL: &str = "email";
 
@@ -446,41 +446,48 @@ impl Email {
                 return false;
             }
         };
-        let known = match self.store.group_of_chat(CHANNEL, &chat) {
-            Ok(known) => known,
-            Err(e) => {
-                tracing::error!(channel = CHANNEL, error = %e, "could not read the thread's group");
-                return false;
-            }
+        let msg = crate::channels::Inbound {
+            channel: CHANNEL,
+            text: &mail.text,
+            external_id: Some(&mail.message_id),
+            from: crate::channels::From::Chat {
+                rules: &self.config.rules,
+                chat: &chat,
+                sender: &from,
+                named: &mail.from,
+                addressed: false,
+            },
         };
-        let route = router::route(
-            &self.config.rules,
-            &chat,
-            &from,
-            &mail.text,
-            || crate::channels::admission::admitted(queue.agent(), CHANNEL, &from),
-            known.as_ref(),
-        );
-        let (group, role, held) = match route {
-            Route::Ignore { why } => {
+        let accepted = crate::channels::accept(queue.agent(), Some(queue), &msg, |routed| {
+            self.remember_thread(mail, &chat, &from, routed.held)
+        });
+        match accepted {
+            Ok(crate::channels::Accepted::Ignored { why }) => {
                 // Debug-quoted: a sender's words must not forge log lines.
                 tracing::info!(channel = CHANNEL, from = ?mail.from, why = ?why, "mail ignored");
-                return true;
+                true
             }
-            Route::Deliver { group, role, .. } => (group, role, false),
-            Route::Hold { group } => (group, nanoclaw_core::policy::SenderRole::Other, true),
-        };
-        let sender = if role == nanoclaw_core::policy::SenderRole::Owner {
-            "owner".to_owned()
-        } else {
-            format!("email:{}", mail.from)
-        };
+            Ok(crate::channels::Accepted::Stored { .. }) => true,
+            Err(e) => {
+                tracing::error!(channel = CHANNEL, error = %e, "could not store mail");
+                false
+            }
+        }
+    }
+
+    /// The thread a mail belongs to, for replies: they go to the thread's last sender. A held
+    /// mail (a sender not yet admitted) may start a thread but never take over one: the thread
+    /// names its own root, so anyone could otherwise point the next reply in someone else's
+    /// thread at themselves. (`root` holds the conversation's key.)
+    fn remember_thread(
+        &self,
+        mail: &Parsed,
+        chat: &str,
+        from: &str,
+        held: bool,
+    ) -> Result<(), crate::store::StoreError> {
         let mut refs = mail.references.clone();
         refs.push(mail.message_id.clone());
-        // Replies go to the thread's last sender. A held mail (a sender not yet admitted) may
-        // start a thread but never take over one: the thread names its own root, so anyone
-        // could otherwise point the next reply in someone else's thread at themselves.
-        // (`root` holds the conversation's key.)
         let upsert = if held {
             "INSERT INTO mail_threads (root, subject, reply_to, last_message_id, refs, starter) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT (root) DO NOTHING"
@@ -488,7 +495,7 @@ impl Email {
             "INSERT INTO mail_threads (root, subject, reply_to, last_message_id, refs, starter) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT (root) DO UPDATE SET reply_to = excluded.reply_to, last_message_id = excluded.last_message_id, refs = excluded.refs"
         };
-        let thread = self.store.with_conn(|c| {
+        self.store.with_conn(|c| {
             c.execute(
                 upsert,
                 params![
@@ -501,40 +508,7 @@ impl Email {
                 ],
             )?;
             Ok(())
-        });
-        let stored = thread.and_then(|()| {
-            self.store.accept_routed(
-                &group,
-                &Routed {
-                    channel: CHANNEL,
-                    chat: &chat,
-                    sender: &sender,
-                    text: &mail.text,
-                    triggered: !held,
-                    external_id: Some(&mail.message_id),
-                },
-            )
-        });
-        match stored {
-            Ok(_) => {
-                if held {
-                    crate::channels::admission::ask(
-                        queue.agent(),
-                        CHANNEL,
-                        &mail.from,
-                        &group,
-                        &mail.text,
-                    );
-                } else {
-                    queue.kick(group);
-                }
-                true
-            }
-            Err(e) => {
-                tracing::error!(channel = CHANNEL, error = %e, "could not store mail");
-                false
-            }
-        }
+        })
     }
 
     fn transport(&self) -> anyhow::Result<AsyncSmtpTransport<Tokio1Executor>> {
@@ -561,7 +535,7 @@ impl Email {
     }
 
     /// Deliver the outbox's email replies until the process ends.
-    pub async fn deliver(self: Arc<Self>) {
+    pub async fn deliver(self: Arc<Self>, audit: Arc<crate::audit::Audit>) {
         let transport = match self.transport() {
             Ok(t) => t,
             Err(e) => {
@@ -570,7 +544,7 @@ impl Email {
             }
         };
         let (me, transport) = (&*self, &transport);
-        crate::channels::outbox::deliver(&me.store, CHANNEL, |reply| async move {
+        crate::channels::outbox::deliver(&me.store, &audit, CHANNEL, |reply| async move {
             me.send(transport, &reply.group, &reply.text)
                 .await
                 .map_err(|e| format!("{e:#}"))

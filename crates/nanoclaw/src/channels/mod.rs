@@ -17,3 +17,161 @@ pub mod router;
 pub mod telegram;
 pub mod terminal;
 pub mod webhook;
+
+use std::sync::Arc;
+
+use nanoclaw_core::GroupId;
+use nanoclaw_core::policy::SenderRole;
+
+use crate::agent::Agent;
+use crate::agent::queue::Queue;
+use crate::store::{InboxId, Routed, StoreError};
+use router::{Route, Rules};
+
+/// One inbound message as an adapter read it off the wire, before any decision.
+pub struct Inbound<'a> {
+    /// The channel's name (`telegram`, `email`, `webhook`, `api`, `terminal`).
+    pub channel: &'a str,
+    pub text: &'a str,
+    /// The channel's own id for the message, so a redelivery is stored once.
+    pub external_id: Option<&'a str>,
+    pub from: From<'a>,
+}
+
+/// Who a message is from and how it is addressed.
+pub enum From<'a> {
+    /// A chat on a platform: the router decides the sender's role and the group.
+    Chat {
+        rules: &'a Rules,
+        chat: &'a str,
+        /// The sender as the channel vouches for them (what owners, senders and admissions
+        /// are matched against).
+        sender: &'a str,
+        /// The sender as they are named to the approvers and in the prompt (the same, but for
+        /// a mail whose From the receiving server did not vouch for).
+        named: &'a str,
+        /// The platform marks it as addressed to the agent (a reply to the bot).
+        addressed: bool,
+    },
+    /// A channel that authenticates its user itself (the terminal: the local user at the data
+    /// dir; the HTTP API: the bearer token), speaking to a group it names.
+    Authenticated {
+        group: GroupId,
+        sender: &'a str,
+        role: SenderRole,
+    },
+}
+
+/// What became of a message.
+#[derive(Debug)]
+pub enum Accepted {
+    /// Not stored; `why` is for the log.
+    Ignored { why: String },
+    /// Committed (`id` is `None` for a redelivery, stored before). `held`: an unknown sender's,
+    /// kept while the approvers are asked to admit them.
+    Stored {
+        group: GroupId,
+        id: Option<InboxId>,
+        triggered: bool,
+        held: bool,
+    },
+}
+
+/// The one way in for every channel: route the message (sender role, group, trigger), let
+/// `before_store` record what the channel keeps beside it (a mail thread), commit it, then ask
+/// to admit a held sender or wake the group's queue. Only after this returns `Ok` may the
+/// channel acknowledge the message.
+pub fn accept(
+    agent: &Agent,
+    queue: Option<&Arc<Queue>>,
+    msg: &Inbound<'_>,
+    before_store: impl FnOnce(&Accepting) -> Result<(), StoreError>,
+) -> Result<Accepted, StoreError> {
+    let store = &agent.store;
+    // 1. Decide: the group, the sender's role, whether it starts a turn.
+    let (group, chat, label, role, triggered, held) = match &msg.from {
+        From::Authenticated {
+            group,
+            sender,
+            role,
+        } => (
+            group.clone(),
+            None,
+            (*sender).to_owned(),
+            *role,
+            true,
+            false,
+        ),
+        From::Chat {
+            rules,
+            chat,
+            sender,
+            named,
+            addressed,
+        } => {
+            let known = store.group_of_chat(msg.channel, chat)?;
+            let route = router::route(
+                rules,
+                chat,
+                sender,
+                msg.text,
+                || admission::admitted(agent, msg.channel, sender),
+                known.as_ref(),
+            );
+            let (group, role, triggered, held) = match route {
+                Route::Ignore { why } => return Ok(Accepted::Ignored { why }),
+                Route::Deliver {
+                    group,
+                    triggered,
+                    role,
+                } => (group, role, triggered || *addressed, false),
+                Route::Hold { group } => (group, SenderRole::Other, false, true),
+            };
+            // The prompt names the sender by channel; the owner is "owner" on every channel.
+            let label = match role {
+                SenderRole::Owner => "owner".to_owned(),
+                _ => format!("{}:{named}", msg.channel),
+            };
+            (group, Some(*chat), label, role, triggered, held)
+        }
+    };
+    before_store(&Accepting { held })?;
+    // 2. Commit. INVARIANT: nothing is acknowledged before this.
+    let id = match chat {
+        Some(chat) => store.accept_routed(
+            &group,
+            &Routed {
+                channel: msg.channel,
+                chat,
+                sender: &label,
+                role,
+                text: msg.text,
+                triggered,
+                external_id: msg.external_id,
+            },
+        )?,
+        None => Some(store.accept_inbound(&group, msg.channel, &label, role, msg.text)?),
+    };
+    // 3. Act: ask to admit a held sender (once: a redelivery asks nothing), or wake the queue.
+    if held
+        && id.is_some()
+        && let From::Chat { named, .. } = &msg.from
+    {
+        admission::ask(agent, msg.channel, named, &group, msg.text);
+    }
+    if triggered && let Some(queue) = queue {
+        queue.kick(group.clone());
+    }
+    Ok(Accepted::Stored {
+        group,
+        id,
+        triggered,
+        held,
+    })
+}
+
+/// What `accept` decided, for the channel's own bookkeeping before the commit.
+pub struct Accepting {
+    /// An unknown sender's message, kept while the approvers are asked to admit them.
+    pub held: bool,
+}

@@ -6,7 +6,10 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crate::store::{Outbound, Store};
+use serde_json::json;
+
+use crate::audit::{Audit, EventKind};
+use crate::store::{Outbound, Store, StoreError};
 
 /// Replies read per round.
 const BATCH: usize = 20;
@@ -22,8 +25,24 @@ pub enum Sent {
     Undeliverable(String),
 }
 
+/// The channel accepted `replies`: they are marked sent and each is a `message_sent` event
+/// (recorded here, when the channel took it, not when the turn queued it). Every channel's
+/// delivery ends here.
+pub fn delivered(store: &Store, audit: &Audit, replies: &[&Outbound]) -> Result<(), StoreError> {
+    let ids: Vec<i64> = replies.iter().map(|r| r.id).collect();
+    let marked = store.mark_sent(&ids)?;
+    for r in replies.iter().filter(|r| marked.contains(&r.id)) {
+        audit.record(
+            EventKind::MessageSent,
+            Some(&r.group),
+            json!({"turn": r.turn_id, "outbox_id": r.id, "channel": r.channel, "text": r.text}),
+        );
+    }
+    Ok(())
+}
+
 /// Deliver `channel`'s replies with `send` until the process ends.
-pub async fn deliver<F, Fut>(store: &Store, channel: &str, mut send: F)
+pub async fn deliver<F, Fut>(store: &Store, audit: &Audit, channel: &str, mut send: F)
 where
     F: FnMut(Outbound) -> Fut,
     Fut: Future<Output = Result<Sent, String>>,
@@ -40,14 +59,17 @@ where
         let mut failed = false;
         let idle = pending.is_empty();
         for reply in pending {
-            let (id, group) = (reply.id, reply.group.clone());
-            match send(reply).await {
+            match send(reply.clone()).await {
                 Ok(Sent::Delivered) => {
-                    let _ = store.mark_sent(&[id]);
+                    if let Err(e) = delivered(store, audit, &[&reply]) {
+                        tracing::error!(channel, error = %e, "could not mark a reply sent");
+                    }
                 }
                 Ok(Sent::Undeliverable(why)) => {
-                    tracing::warn!(channel, %group, %why, "reply cannot be delivered; dropped");
-                    let _ = store.mark_sent(&[id]);
+                    tracing::warn!(channel, group = %reply.group, %why, "reply cannot be delivered; dropped");
+                    if let Err(e) = store.mark_sent(&[reply.id]) {
+                        tracing::error!(channel, error = %e, "could not mark a reply dropped");
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(channel, error = %e, ?backoff, "sending failed; will retry");

@@ -15,14 +15,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use nanoclaw_core::approval::Vote;
+use nanoclaw_core::approval::{Tally, Vote};
+
+use crate::agent::approvals::{AnswerError, Answerer};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::agent::approvals::{Presenter, Request};
 use crate::agent::queue::Queue;
-use crate::channels::router::{self, Route, Rules};
-use crate::store::{Routed, Store};
+use crate::channels::router::Rules;
+use crate::store::Store;
 
 pub const CHANNEL: &str = "telegram";
 /// Telegram's limit on one message's text, in UTF-16 code units (an emoji outside the Basic
@@ -328,60 +330,25 @@ impl Telegram {
             self.answer(&sender, &code, vote, &chat).await;
             return true;
         }
-        let known = match self.store.group_of_chat(CHANNEL, &chat) {
-            Ok(known) => known,
-            Err(e) => {
-                tracing::error!(channel = CHANNEL, error = %e, "could not read the chat's group");
-                return false;
-            }
-        };
-        let route = router::route(
-            &self.rules,
-            &chat,
-            &sender,
-            text,
-            || crate::channels::admission::admitted(queue.agent(), CHANNEL, &sender),
-            known.as_ref(),
-        );
-        let (group, triggered, role, held) = match route {
-            Route::Ignore { why } => {
-                tracing::info!(channel = CHANNEL, chat = ?chat, sender = ?sender, why = ?why, "message ignored");
-                return true;
-            }
-            Route::Deliver {
-                group,
-                triggered,
-                role,
-            } => (group, triggered || replying, role, false),
-            Route::Hold { group } => (group, false, nanoclaw_core::policy::SenderRole::Other, true),
-        };
-        let label = if role == nanoclaw_core::policy::SenderRole::Owner {
-            "owner".to_owned()
-        } else {
-            format!("telegram:{sender}")
-        };
         let external = update.update_id.to_string();
-        let stored = self.store.accept_routed(
-            &group,
-            &Routed {
-                channel: CHANNEL,
+        let msg = crate::channels::Inbound {
+            channel: CHANNEL,
+            text,
+            external_id: Some(&external),
+            from: crate::channels::From::Chat {
+                rules: &self.rules,
                 chat: &chat,
-                sender: &label,
-                text,
-                triggered,
-                external_id: Some(&external),
+                sender: &sender,
+                named: &sender,
+                addressed: replying,
             },
-        );
-        match stored {
-            Ok(_) => {
-                if held {
-                    crate::channels::admission::ask(queue.agent(), CHANNEL, &sender, &group, text);
-                }
-                if triggered {
-                    queue.kick(group);
-                }
+        };
+        match crate::channels::accept(queue.agent(), Some(queue), &msg, |_| Ok(())) {
+            Ok(crate::channels::Accepted::Ignored { why }) => {
+                tracing::info!(channel = CHANNEL, chat = ?chat, sender = ?sender, why = ?why, "message ignored");
                 true
             }
+            Ok(crate::channels::Accepted::Stored { .. }) => true,
             Err(e) => {
                 tracing::error!(channel = CHANNEL, error = %e, "could not store an update; will retry");
                 false
@@ -389,41 +356,36 @@ impl Telegram {
         }
     }
 
-    /// The approver a Telegram user is, if any.
-    fn approver_of(&self, user: &str) -> Option<String> {
-        self.policy
-            .approvers()
-            .iter()
-            .find(|a| {
-                a.ids
-                    .get(CHANNEL)
-                    .is_some_and(|ids| ids.iter().any(|i| i == user))
-            })
-            .map(|a| a.name.clone())
-    }
-
     /// `/approve` or `/deny` typed in a chat. From anyone who is not an approver it is ignored:
     /// no vote is stored and nothing is said, so strangers can neither fill the store nor learn
     /// which requests are open.
     async fn answer(&self, user: &str, key: &str, vote: Vote, chat: &str) {
-        let Some(approver) = self.approver_of(user) else {
-            tracing::info!(channel = CHANNEL, user = ?user, chat = ?chat, "an approval command from someone who is not an approver; ignored");
-            return;
-        };
-        let text = match crate::agent::approvals::answer(
-            &self.store,
-            &self.audit,
-            key,
-            &approver,
-            CHANNEL,
-            vote,
-        ) {
+        let text = match self.vote(user, key, vote) {
+            Err(AnswerError::Stranger) => {
+                tracing::info!(channel = CHANNEL, user = ?user, chat = ?chat, "an approval command from someone who is not an approver; ignored");
+                return;
+            }
             Ok(t) => crate::agent::approvals::describe_tally(&t),
             Err(e) => e.to_string(),
         };
         let _ = self
             .call("sendMessage", json!({"chat_id": chat, "text": text}))
             .await;
+    }
+
+    /// `user`'s vote, through the one answer path.
+    fn vote(&self, user: &str, key: &str, vote: Vote) -> Result<Tally, AnswerError> {
+        crate::agent::approvals::answer(
+            &self.store,
+            &self.audit,
+            &self.policy,
+            key,
+            &Answerer::InChat {
+                channel: CHANNEL,
+                user,
+            },
+            vote,
+        )
     }
 
     /// An inline button: `approve:ID:CODE`, `always:ID:CODE` or `deny:ID:CODE`.
@@ -444,26 +406,15 @@ impl Telegram {
                             "deny" => Some(Vote::Deny),
                             _ => None,
                         };
-                        match (vote, self.approver_of(&user)) {
+                        match vote.map(|v| self.vote(&user, id, v)) {
                             // Nothing stored for a stranger's press, whatever they press.
-                            (_, None) => {
+                            Some(Err(AnswerError::Stranger)) => {
                                 "you are not an approver; only approvers answer approval requests"
                                     .into()
                             }
-                            (Some(v), Some(approver)) => {
-                                match crate::agent::approvals::answer(
-                                    &self.store,
-                                    &self.audit,
-                                    id,
-                                    &approver,
-                                    CHANNEL,
-                                    v,
-                                ) {
-                                    Ok(t) => crate::agent::approvals::describe_tally(&t),
-                                    Err(e) => e.to_string(),
-                                }
-                            }
-                            (None, Some(_)) => "unknown button".into(),
+                            Some(Ok(t)) => crate::agent::approvals::describe_tally(&t),
+                            Some(Err(e)) => e.to_string(),
+                            None => "unknown button".into(),
                         }
                     }
                     _ => "this button does not match a pending request".into(),
@@ -513,7 +464,7 @@ impl Telegram {
     /// Deliver the outbox's Telegram replies until the process ends.
     pub async fn deliver(self: Arc<Self>) {
         let me = &*self;
-        crate::channels::outbox::deliver(&me.store, CHANNEL, |reply| async move {
+        crate::channels::outbox::deliver(&me.store, &me.audit, CHANNEL, |reply| async move {
             let Some(chat) = me.store.chat_of(CHANNEL, &reply.group).ok().flatten() else {
                 return Ok(crate::channels::outbox::Sent::Undeliverable(
                     "no chat to answer in".into(),

@@ -131,22 +131,17 @@ async fn converse(agent: &Agent, group: &GroupId) -> anyhow::Result<()> {
 }
 
 fn answer(agent: &Agent, code: &str, vote: nanoclaw_core::approval::Vote) {
-    let policy = agent.tools.policy();
-    let request = crate::agent::approvals::find(&agent.store, code)
-        .ok()
-        .flatten();
-    let result = crate::agent::approvals::terminal_approver(policy, None, request.as_ref())
-        .and_then(|who| {
-            crate::agent::approvals::answer(
-                &agent.store,
-                agent.tools.audit(),
-                code,
-                &who,
-                CHANNEL,
-                vote,
-            )
-            .map_err(|e| e.to_string())
-        });
+    let result = crate::agent::approvals::answer(
+        &agent.store,
+        agent.tools.audit(),
+        agent.tools.policy(),
+        code,
+        &crate::agent::approvals::Answerer::AtTerminal {
+            channel: CHANNEL,
+            named: None,
+        },
+        vote,
+    );
     match result {
         Ok(tally) => eprintln!("({})", crate::agent::approvals::describe_tally(&tally)),
         Err(e) => eprintln!("nanoclaw: {e}"),
@@ -156,7 +151,18 @@ fn answer(agent: &Agent, code: &str, vote: nanoclaw_core::approval::Vote) {
 /// Commit one message, run the group's turns, print this channel's replies. Returns whether
 /// the last turn produced an answer (rather than a failure notice).
 async fn exchange(agent: &Agent, group: &GroupId, text: &str) -> anyhow::Result<bool> {
-    agent.store.accept_inbound(group, CHANNEL, OWNER, text)?;
+    // The local user at the data dir is the owner.
+    let inbound = crate::channels::Inbound {
+        channel: CHANNEL,
+        text,
+        external_id: None,
+        from: crate::channels::From::Authenticated {
+            group: group.clone(),
+            sender: OWNER,
+            role: nanoclaw_core::policy::SenderRole::Owner,
+        },
+    };
+    crate::channels::accept(agent, None, &inbound, |_| Ok(()))?;
     let results = agent.drain_group(group).await?;
     for reply in agent.store.unsent(group, CHANNEL)? {
         let failed = results
@@ -170,7 +176,7 @@ async fn exchange(agent: &Agent, group: &GroupId, text: &str) -> anyhow::Result<
             writeln!(out, "{text}")?;
             out.flush()?;
         }
-        agent.store.mark_sent(&[reply.id])?;
+        crate::channels::outbox::delivered(&agent.store, agent.tools.audit(), &[&reply])?;
     }
     Ok(!matches!(results.last(), Some((_, TurnResult::Failed(_)))))
 }

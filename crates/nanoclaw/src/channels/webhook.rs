@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::agent::queue::Queue;
-use crate::channels::router::{self, Route, Rules};
+use crate::channels::router::Rules;
 use crate::store::Store;
 
 pub const CHANNEL: &str = "webhook";
@@ -78,7 +78,6 @@ impl Webhook {
     /// Check, route and commit one inbound request. Returns the JSON answer.
     pub fn receive(
         &self,
-        store: &Store,
         queue: &Arc<Queue>,
         body: &[u8],
         signature: Option<&str>,
@@ -111,67 +110,47 @@ impl Webhook {
         if msg.text.trim().is_empty() || msg.text.len() > MAX_TEXT {
             return Err((400, format!("text must be 1 to {MAX_TEXT} bytes")));
         }
-        let known = store
-            .group_of_chat(CHANNEL, &msg.chat)
-            .map_err(|e| (500, format!("could not read the chat's group: {e}")))?;
-        let route = router::route(
-            &self.rules,
-            &msg.chat,
-            &msg.sender,
-            &msg.text,
-            || crate::channels::admission::admitted(queue.agent(), CHANNEL, &msg.sender),
-            known.as_ref(),
-        );
-        let (group, triggered, role, held) = match route {
-            Route::Ignore { why } => {
+        let inbound = crate::channels::Inbound {
+            channel: CHANNEL,
+            text: &msg.text,
+            external_id: Some(&msg.id),
+            from: crate::channels::From::Chat {
+                rules: &self.rules,
+                chat: &msg.chat,
+                sender: &msg.sender,
+                named: &msg.sender,
+                addressed: false,
+            },
+        };
+        let accepted = crate::channels::accept(queue.agent(), Some(queue), &inbound, |_| Ok(()))
+            .map_err(|e| (500, format!("could not store the message: {e}")))?;
+        Ok(match accepted {
+            crate::channels::Accepted::Ignored { why } => {
                 // Debug-quoted: a sender's words must not forge log lines.
                 tracing::info!(channel = CHANNEL, chat = ?msg.chat, sender = ?msg.sender, why = ?why, "message ignored");
-                return Ok(json!({"ignored": why}));
+                json!({"ignored": why})
             }
-            Route::Deliver {
+            crate::channels::Accepted::Stored {
+                group, held: true, ..
+            } => {
+                json!({"held": "the sender is not known here; the owner is asked to admit them", "group": group.as_str()})
+            }
+            crate::channels::Accepted::Stored {
                 group,
+                id: Some(id),
                 triggered,
-                role,
-            } => (group, triggered, role, false),
-            Route::Hold { group } => (group, false, nanoclaw_core::policy::SenderRole::Other, true),
-        };
-        // Named by channel, as Telegram and email do: a sender calling itself "owner", "api"
-        // or an approver's name must not be taken for them.
-        let sender = if role == nanoclaw_core::policy::SenderRole::Owner {
-            "owner".to_owned()
-        } else {
-            format!("webhook:{}", msg.sender)
-        };
-        let stored = store
-            .accept_routed(
-                &group,
-                &crate::store::Routed {
-                    channel: CHANNEL,
-                    chat: &msg.chat,
-                    sender: &sender,
-                    text: &msg.text,
-                    triggered,
-                    external_id: Some(&msg.id),
-                },
-            )
-            .map_err(|e| (500, format!("could not store the message: {e}")))?;
-        if triggered {
-            queue.kick(group.clone());
-        }
-        if held {
-            crate::channels::admission::ask(queue.agent(), CHANNEL, &msg.sender, &group, &msg.text);
-            return Ok(
-                json!({"held": "the sender is not known here; the owner is asked to admit them", "group": group.as_str()}),
-            );
-        }
-        Ok(match stored {
-            Some(id) => json!({"id": id, "group": group.as_str(), "triggered": triggered}),
-            None => json!({"duplicate": true, "group": group.as_str()}),
+                ..
+            } => json!({"id": id, "group": group.as_str(), "triggered": triggered}),
+            crate::channels::Accepted::Stored {
+                group, id: None, ..
+            } => {
+                json!({"duplicate": true, "group": group.as_str()})
+            }
         })
     }
 
     /// Deliver replies to the callback URL until the process ends.
-    pub async fn deliver(self: Arc<Self>, store: Arc<Store>) {
+    pub async fn deliver(self: Arc<Self>, store: Arc<Store>, audit: Arc<crate::audit::Audit>) {
         let Some(url) = self.callback_url.clone() else {
             return;
         };
@@ -187,7 +166,7 @@ impl Webhook {
             }
         };
         let (me, http, url, store_ref) = (&*self, &http, url.as_str(), &*store);
-        crate::channels::outbox::deliver(store_ref, CHANNEL, |reply| async move {
+        crate::channels::outbox::deliver(store_ref, &audit, CHANNEL, |reply| async move {
             let chat = store_ref.chat_of(CHANNEL, &reply.group).ok().flatten();
             let body = json!({"chat": chat, "group": reply.group, "text": reply.text, "reply_id": reply.id}).to_string();
             let sent = http

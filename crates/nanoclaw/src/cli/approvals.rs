@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::agent::approvals::{self, describe_tally, terminal_approver};
+use crate::agent::approvals::{self, describe_tally};
 use crate::audit;
 use crate::cli::display;
 use crate::cli::*;
@@ -57,18 +57,27 @@ pub fn approvals_command(home: &Home, command: ApprovalsCommand) -> anyhow::Resu
         } => (id, approver, Vote::Approve { always }),
         ApprovalsCommand::Deny { id, approver } => (id, approver, Vote::Deny),
     };
-    let request = approvals::find(&store, &key)?;
-    let who =
-        terminal_approver(&policy, approver.as_deref(), request.as_ref()).map_err(UsageError)?;
     let audit = audit::Audit::open(&home.db_path(), nanoclaw_core::secret::Replacer::default())?;
-    let result = approvals::answer(&store, &audit, &key, &who, "cli", vote);
+    let result = approvals::answer(
+        &store,
+        &audit,
+        &policy,
+        &key,
+        &approvals::Answerer::AtTerminal {
+            channel: "cli",
+            named: approver.as_deref(),
+        },
+        vote,
+    );
     audit.close();
     match result {
         Ok(tally) => {
             println!("{}", describe_tally(&tally));
             Ok(ExitCode::SUCCESS)
         }
-        Err(e @ approvals::AnswerError::NotFound(_)) => Err(UsageError(e.to_string()).into()),
+        Err(
+            e @ (approvals::AnswerError::NotFound(_) | approvals::AnswerError::WhichApprover(_)),
+        ) => Err(UsageError(e.to_string()).into()),
         Err(e) => Err(e.into()),
     }
 }

@@ -69,11 +69,12 @@ pub fn audit_command(home: &Home, command: AuditCommand) -> anyhow::Result<ExitC
                 None => None,
             };
             if let Some(k) = &kind
-                && !audit::KINDS.contains(&k.as_str())
+                && audit::EventKind::named(k).is_none()
             {
+                let all: Vec<&str> = audit::EventKind::ALL.iter().map(|k| k.as_str()).collect();
                 return Err(UsageError(format!(
                     "--kind {k:?} is no event kind (kinds: {})",
-                    audit::KINDS.join(", ")
+                    all.join(", ")
                 ))
                 .into());
             }

@@ -175,8 +175,8 @@ pub struct TurnArgs {
     #[arg(long, default_value = "terminal")]
     pub channel: String,
     /// Who sent the message: owner, approver or other.
-    #[arg(long, default_value = "owner", value_parser = ["owner", "approver", "other"])]
-    pub sender: String,
+    #[arg(long, default_value = "owner")]
+    pub sender: nanoclaw_core::policy::SenderRole,
     /// The turn has read outside content.
     #[arg(long)]
     pub tainted: bool,

@@ -7,16 +7,6 @@ use crate::cli::*;
 use crate::config::home::Home;
 use crate::config::policy_file;
 
-/// The role `--sender` names (clap has checked it is one of the three).
-pub fn sender_role_named(sender: &str) -> nanoclaw_core::policy::SenderRole {
-    use nanoclaw_core::policy::SenderRole;
-    match sender {
-        "approver" => SenderRole::Approver,
-        "other" => SenderRole::Other,
-        _ => SenderRole::Owner,
-    }
-}
-
 pub fn policy_check(
     home: &Home,
     tool: &str,
@@ -43,7 +33,7 @@ pub fn policy_check(
         args: &call.arguments,
         group: turn.group.as_str(),
         channel: &turn.channel,
-        sender: sender_role_named(&turn.sender),
+        sender: turn.sender,
         tainted: turn.tainted,
         effect: tools::effect_of(tool),
     });
@@ -67,7 +57,7 @@ pub fn check_egress(
     let turn = policy_file::TurnOf {
         group: &turn.group,
         channel: &turn.channel,
-        sender: sender_role_named(&turn.sender),
+        sender: turn.sender,
         tainted: turn.tainted,
         tool,
     };

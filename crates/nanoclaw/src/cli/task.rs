@@ -55,6 +55,9 @@ pub fn task_command(home: &Home, command: TaskCommand) -> anyhow::Result<ExitCod
                 isolated,
                 post: !silent,
                 catch_up: !skip_missed,
+                // Added at this machine, by the owner.
+                role: nanoclaw_core::policy::SenderRole::Owner,
+                tainted: false,
             };
             let task = tasks::add(&store, &new, now).map_err(usage)?;
             println!(

@@ -240,7 +240,7 @@ pub fn audit_recorder(audit: Arc<crate::audit::Audit>) -> Recorder {
     use nanoclaw_egress::proxy::Event;
     Arc::new(move |event: &Event<'_>| match event {
         Event::Request(r) => audit.record(
-            "egress",
+            crate::audit::EventKind::Egress,
             Some(r.group),
             serde_json::json!({
                 "call": r.call.map(|c| c.tag.as_str()),
@@ -259,7 +259,7 @@ pub fn audit_recorder(audit: Arc<crate::audit::Audit>) -> Recorder {
                 })
                 .collect();
             audit.record(
-                "egress_summary",
+ crate::audit::EventKind::EgressSummary,
                 Some(group),
                 serde_json::json!({
                     "call": s.call, "requests": s.requests, "in_full": nanoclaw_egress::calls::RECORDS_IN_FULL,

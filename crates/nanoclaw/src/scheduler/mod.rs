@@ -138,7 +138,7 @@ impl Scheduler {
         };
         let started = self.clock.now_ms();
         audit.record(
-            "task_run",
+ crate::audit::EventKind::TaskRun,
             Some(group.as_str()),
             json!({"task": claim.task.id, "name": claim.task.name, "run": claim.run_id, "slot": claim.slot, "attempt": claim.attempt, "late_ms": started - claim.slot}),
         );
@@ -146,15 +146,7 @@ impl Scheduler {
             let Some(_turn) = self.queue.turn_slot(&group).await else {
                 return;
             };
-            agent
-                .run_task_turn(
-                    &group,
-                    &claim.task.name,
-                    &claim.task.prompt,
-                    claim.task.isolated,
-                    claim.task.post,
-                )
-                .await
+            agent.run_task_turn(&group, &claim.task).await
         };
         let outcome = match outcome {
             Ok(result) => result,
@@ -178,7 +170,7 @@ impl Scheduler {
             tracing::error!(task = claim.task.id, error = %e, "could not record how a task run ended");
         }
         audit.record(
-            "task_run_finished",
+ crate::audit::EventKind::TaskRunFinished,
             Some(group.as_str()),
             json!({"task": claim.task.id, "run": claim.run_id, "ok": outcome.is_ok(), "duration_ms": finished - started, "error": outcome.as_ref().err()}),
         );

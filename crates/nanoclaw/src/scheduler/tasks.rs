@@ -8,6 +8,7 @@
 //! with attempts left records when to try again (`retry_at`); the retry is claimed like a due
 //! slot, so it survives a restart. Pausing or removing a task drops its pending retry.
 
+use nanoclaw_core::policy::SenderRole;
 use rusqlite::{OptionalExtension, params};
 
 use crate::scheduler::schedule::{self, Schedule, ScheduleError};
@@ -38,6 +39,10 @@ pub struct NewTask {
     pub post: bool,
     /// Run a missed slot once on catch-up (else skip it).
     pub catch_up: bool,
+    /// Who created it: its runs speak with this role.
+    pub role: SenderRole,
+    /// It was written by a turn that had read outside content: its prompt is outside content.
+    pub tainted: bool,
 }
 
 /// A task as stored.
@@ -56,6 +61,10 @@ pub struct Task {
     pub status: String,
     pub next_due: Option<i64>,
     pub created_at: i64,
+    /// The creator's role.
+    pub role: SenderRole,
+    /// The prompt is outside content (written by a tainted turn).
+    pub tainted: bool,
 }
 
 impl Task {
@@ -101,7 +110,7 @@ pub enum TaskError {
     Store(#[from] StoreError),
 }
 
-const COLUMNS: &str = "id, group_id, name, kind, spec, tz, prompt, isolated, post, catch_up, status, next_due, created_at";
+const COLUMNS: &str = "id, group_id, name, kind, spec, tz, prompt, isolated, post, catch_up, status, next_due, created_at, role, tainted";
 
 fn read_task(r: &rusqlite::Row<'_>) -> rusqlite::Result<Task> {
     Ok(Task {
@@ -118,6 +127,8 @@ fn read_task(r: &rusqlite::Row<'_>) -> rusqlite::Result<Task> {
         status: r.get(10)?,
         next_due: r.get(11)?,
         created_at: r.get(12)?,
+        role: crate::store::role_column(r, 13)?,
+        tainted: r.get(14)?,
     })
 }
 
@@ -162,9 +173,9 @@ pub fn add(store: &Store, new: &NewTask, now: i64) -> Result<Task, TaskError> {
     .ok_or(TaskError::NeverDue)?;
     let id = store.with_conn(|c| {
         c.execute(
-            "INSERT INTO tasks (group_id, name, kind, spec, tz, prompt, isolated, post, catch_up, status, next_due, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'active', ?10, ?11)",
-            params![new.group, new.name, kind, spec, tz, new.prompt, new.isolated, new.post, new.catch_up, next_due, now],
+            "INSERT INTO tasks (group_id, name, kind, spec, tz, prompt, isolated, post, catch_up, status, next_due, created_at, role, tainted)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'active', ?10, ?11, ?12, ?13)",
+            params![new.group, new.name, kind, spec, tz, new.prompt, new.isolated, new.post, new.catch_up, next_due, now, new.role.as_str(), new.tainted],
         )?;
         Ok(c.last_insert_rowid())
     })?;
@@ -452,6 +463,8 @@ mod tests {
             isolated: false,
             post: true,
             catch_up,
+            role: SenderRole::Owner,
+            tainted: false,
         }
     }
 

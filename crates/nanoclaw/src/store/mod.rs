@@ -14,6 +14,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use nanoclaw_core::GroupId;
+use nanoclaw_core::policy::SenderRole;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use crate::model::{Message, Usage};
@@ -206,6 +207,18 @@ UPDATE mail_threads SET starter = COALESCE(
       ORDER BY i.id LIMIT 1),
     reply_to);
 "#,
+    // Each message carries the role its channel decided for its sender, and whether its text is
+    // outside content; a task carries its creator's role and whether the turn that wrote it had
+    // read outside content. Rows so far: the labels the channels wrote ("owner" and the API's
+    // "api" for the owner) become the owner's role, everything else another's; tasks stored
+    // so far run as they did (as another's, outside content).
+    r#"
+ALTER TABLE inbox ADD COLUMN role TEXT NOT NULL DEFAULT 'other' CHECK (role IN ('owner', 'approver', 'other'));
+ALTER TABLE inbox ADD COLUMN outside INTEGER NOT NULL DEFAULT 1;
+UPDATE inbox SET role = 'owner', outside = 0 WHERE sender IN ('owner', 'api');
+ALTER TABLE tasks ADD COLUMN role TEXT NOT NULL DEFAULT 'other' CHECK (role IN ('owner', 'approver', 'other'));
+ALTER TABLE tasks ADD COLUMN tainted INTEGER NOT NULL DEFAULT 1;
+"#,
 ];
 
 /// Store errors carry SQLite's message; the caller adds what it was doing.
@@ -240,8 +253,24 @@ pub type TurnId = i64;
 pub struct Inbound {
     pub id: InboxId,
     pub channel: String,
+    /// The sender as the channel names them, for the prompt and the log only: never for a
+    /// decision.
     pub sender: String,
+    /// The sender's role, as the channel decided it when the message came in.
+    pub role: SenderRole,
+    /// The text is outside content (from someone other than the owner, or a task prompt a
+    /// tainted turn wrote): the turn that reads it is tainted.
+    pub outside: bool,
     pub text: String,
+}
+
+/// A role as the store holds it: the column's CHECK admits only the three names.
+pub fn role_column(r: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<SenderRole> {
+    let name: String = r.get(idx)?;
+    name.parse()
+        .map_err(|e: nanoclaw_core::policy::UnknownRole| {
+            rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+        })
 }
 
 /// A message a channel routed to a group.
@@ -251,11 +280,25 @@ pub struct Routed<'a> {
     /// The chat it came from, where the group's replies go.
     pub chat: &'a str,
     pub sender: &'a str,
+    /// Decided by the router.
+    pub role: SenderRole,
     pub text: &'a str,
     /// It starts a turn (else it waits as context for the next one).
     pub triggered: bool,
     /// The channel's own id for it, to store a redelivery once.
     pub external_id: Option<&'a str>,
+}
+
+/// A task's prompt, as a run of it enters the inbox.
+pub struct TaskPrompt<'a> {
+    /// `task:NAME`, for the prompt and the log.
+    pub sender: &'a str,
+    /// The role of whoever created the task.
+    pub role: SenderRole,
+    /// The prompt is outside content.
+    pub outside: bool,
+    pub prompt: &'a str,
+    pub isolated: bool,
 }
 
 /// A turn claimed for processing, with the messages it answers.
@@ -355,15 +398,16 @@ impl Store {
         group: &GroupId,
         channel: &str,
         sender: &str,
+        role: SenderRole,
         text: &str,
     ) -> Result<InboxId> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         Self::ensure_group(&tx, group)?;
         tx.execute(
-            "INSERT INTO inbox (group_id, channel, sender, text, status, received_at)
-             VALUES (?1, ?2, ?3, ?4, 'pending', ?5)",
-            params![group.as_str(), channel, sender, text, now()],
+            "INSERT INTO inbox (group_id, channel, sender, text, status, received_at, role, outside)
+             VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?7)",
+            params![group.as_str(), channel, sender, text, now(), role.as_str(), role == SenderRole::Other],
         )?;
         let id = tx.last_insert_rowid();
         tx.commit()?;
@@ -379,6 +423,7 @@ impl Store {
             channel,
             chat,
             sender,
+            role,
             text,
             triggered,
             external_id,
@@ -387,9 +432,9 @@ impl Store {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         Self::ensure_group(&tx, group)?;
         let n = tx.execute(
-            "INSERT OR IGNORE INTO inbox (group_id, channel, sender, text, status, received_at, triggered, external_id)
-             VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?7)",
-            params![group.as_str(), channel, sender, text, now(), triggered, external_id],
+            "INSERT OR IGNORE INTO inbox (group_id, channel, sender, text, status, received_at, triggered, external_id, role, outside)
+             VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?7, ?8, ?9)",
+            params![group.as_str(), channel, sender, text, now(), triggered, external_id, role.as_str(), role == SenderRole::Other],
         )?;
         if n == 0 {
             return Ok(None);
@@ -503,7 +548,7 @@ impl Store {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let pending: Vec<(Inbound, bool)> = {
             let mut stmt = tx.prepare(
-                "SELECT id, channel, sender, text, triggered FROM inbox
+                "SELECT id, channel, sender, text, triggered, role, outside FROM inbox
                  WHERE group_id = ?1 AND status = 'pending' ORDER BY id",
             )?;
             stmt.query_map([group.as_str()], |r| {
@@ -513,6 +558,8 @@ impl Store {
                         channel: r.get(1)?,
                         sender: r.get(2)?,
                         text: r.get(3)?,
+                        role: role_column(r, 5)?,
+                        outside: r.get(6)?,
                     },
                     r.get(4)?,
                 ))
@@ -747,14 +794,9 @@ impl Store {
     /// Finish a turn in one transaction: its reply (or failure notice) into the outbox, its
     /// messages marked done. Either all of this happens or none of it.
     /// Start a turn for a task run: its prompt enters the inbox already claimed, on the `task`
-    /// channel, so no chat turn picks it up.
-    pub fn start_task_turn(
-        &self,
-        group: &GroupId,
-        sender: &str,
-        prompt: &str,
-        isolated: bool,
-    ) -> Result<ClaimedTurn> {
+    /// channel, so no chat turn picks it up. It speaks with its creator's `role`, and is
+    /// outside content only when `outside` (a tainted turn wrote it, or another did).
+    pub fn start_task_turn(&self, group: &GroupId, run: &TaskPrompt<'_>) -> Result<ClaimedTurn> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         Self::ensure_group(&tx, group)?;
@@ -765,9 +807,9 @@ impl Store {
         )?;
         let turn = tx.last_insert_rowid();
         tx.execute(
-            "INSERT INTO inbox (group_id, channel, sender, text, status, turn_id, received_at)
-             VALUES (?1, 'task', ?2, ?3, 'processing', ?4, ?5)",
-            params![group.as_str(), sender, prompt, turn, now()],
+            "INSERT INTO inbox (group_id, channel, sender, text, status, turn_id, received_at, role, outside)
+             VALUES (?1, 'task', ?2, ?3, 'processing', ?4, ?5, ?6, ?7)",
+            params![group.as_str(), run.sender, run.prompt, turn, now(), run.role.as_str(), run.outside],
         )?;
         let id = tx.last_insert_rowid();
         tx.commit()?;
@@ -778,11 +820,13 @@ impl Store {
             messages: vec![Inbound {
                 id,
                 channel: "task".into(),
-                sender: sender.into(),
-                text: prompt.into(),
+                sender: run.sender.into(),
+                role: run.role,
+                outside: run.outside,
+                text: run.prompt.into(),
             }],
             left_out: 0,
-            isolated,
+            isolated: run.isolated,
         })
     }
 
@@ -874,18 +918,23 @@ impl Store {
         Ok(rows)
     }
 
-    /// Mark outbox rows as accepted by their channel.
-    pub fn mark_sent(&self, ids: &[i64]) -> Result<()> {
+    /// Mark outbox rows as accepted by their channel. Returns the ids that were not marked
+    /// before (a reply shown twice is sent once).
+    pub fn mark_sent(&self, ids: &[i64]) -> Result<Vec<i64>> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut marked = Vec::new();
         for id in ids {
-            tx.execute(
+            let n = tx.execute(
                 "UPDATE outbox SET sent_at = ?1 WHERE id = ?2 AND sent_at IS NULL",
                 params![now(), id],
             )?;
+            if n == 1 {
+                marked.push(*id);
+            }
         }
         tx.commit()?;
-        Ok(())
+        Ok(marked)
     }
 }
 
@@ -1021,7 +1070,8 @@ mod tests {
     #[test]
     fn interrupted_turn_requeues_its_messages_and_answers_once() {
         let (_d, s) = store();
-        s.accept_inbound(&g("a"), "api", "u", "hello").unwrap();
+        s.accept_inbound(&g("a"), "api", "u", SenderRole::Owner, "hello")
+            .unwrap();
         let turn = s.claim_turn(&g("a")).unwrap().unwrap();
         assert!(
             s.claim_turn(&g("a")).unwrap().is_none(),
@@ -1042,7 +1092,7 @@ mod tests {
     fn history_is_per_session_and_whole_turns_within_budget() {
         let (_d, s) = store();
         for i in 0..3 {
-            s.accept_inbound(&g("a"), "api", "u", &format!("m{i}"))
+            s.accept_inbound(&g("a"), "api", "u", SenderRole::Owner, &format!("m{i}"))
                 .unwrap();
             let t = s.claim_turn(&g("a")).unwrap().unwrap();
             s.append_step(
@@ -1067,7 +1117,8 @@ mod tests {
             s.finish_turn(&t, "api", TurnEnd::Done { reply: "ok" })
                 .unwrap();
         }
-        s.accept_inbound(&g("a"), "api", "u", "now").unwrap();
+        s.accept_inbound(&g("a"), "api", "u", SenderRole::Owner, "now")
+            .unwrap();
         let t = s.claim_turn(&g("a")).unwrap().unwrap();
         let all = s.history(t.session_id, t.id, 100_000).unwrap().messages;
         assert_eq!(all.len(), 6);
@@ -1076,7 +1127,8 @@ mod tests {
         assert_eq!(some.len(), 2, "only the newest whole turn fits");
         assert_eq!(some[0], Message::User { text: "m2".into() });
         // Another group's history is invisible.
-        s.accept_inbound(&g("b"), "api", "u", "x").unwrap();
+        s.accept_inbound(&g("b"), "api", "u", SenderRole::Owner, "x")
+            .unwrap();
         let tb = s.claim_turn(&g("b")).unwrap().unwrap();
         assert!(
             s.history(tb.session_id, tb.id, 100_000)
@@ -1088,7 +1140,8 @@ mod tests {
         s.new_session(&g("a")).unwrap();
         s.finish_turn(&t, "api", TurnEnd::Done { reply: "ok" })
             .unwrap();
-        s.accept_inbound(&g("a"), "api", "u", "fresh").unwrap();
+        s.accept_inbound(&g("a"), "api", "u", SenderRole::Owner, "fresh")
+            .unwrap();
         let t2 = s.claim_turn(&g("a")).unwrap().unwrap();
         assert!(
             s.history(t2.session_id, t2.id, 100_000)
@@ -1108,6 +1161,7 @@ mod tests {
                     channel: "webhook",
                     chat: "room",
                     sender: "webhook:bob",
+                    role: SenderRole::Other,
                     text,
                     triggered,
                     external_id: None,
@@ -1141,7 +1195,8 @@ mod tests {
         // Each step: a turn begins with this memory; was it outside content? Then the turn is
         // tainted (or not) and the memory may change before the next.
         let turn = |text: &str| {
-            s.accept_inbound(&a, "api", "owner", text).unwrap();
+            s.accept_inbound(&a, "api", "owner", SenderRole::Owner, text)
+                .unwrap();
             let t = s.claim_turn(&a).unwrap().unwrap();
             let judged = s.judge_memory(&a, t.id, text).unwrap();
             (t, judged)

@@ -36,6 +36,26 @@ pub fn api_replies(port: u16, token: &str, group: &str) -> String {
     text(&out.stdout)
 }
 
+/// `POST /v1/groups/{group}/messages` with `body` (JSON) to a daemon's API: the response body.
+pub fn api_post(port: u16, token: &str, group: &str, body: &str) -> String {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-H",
+            &format!("authorization: Bearer {}", token.trim()),
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            body,
+        ])
+        .arg(format!(
+            "http://127.0.0.1:{port}/v1/groups/{group}/messages"
+        ))
+        .output()
+        .unwrap();
+    text(&out.stdout)
+}
+
 /// A plain-HTTP origin on the host's loopback that answers every request with `body`.
 pub async fn http_origin(body: String) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
