@@ -305,6 +305,7 @@ impl Backend for BwrapBackend {
             };
             let mut out = result?;
             out.cgroup_limits = true;
+            out.cgroup_unenforced = cgroup.unenforced();
             if out.limit.is_none() {
                 out.limit = before.limit_hit_since(cgroup.counters());
             }

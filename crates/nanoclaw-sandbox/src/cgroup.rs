@@ -48,6 +48,8 @@ pub struct GroupCgroup {
     procs: Vec<File>,
     /// The limits last written, so unchanged ones are not written again.
     written: Mutex<Option<Limits>>,
+    /// The limits the host's cgroups did not offer when they were last written.
+    unenforced: Mutex<Vec<&'static str>>,
 }
 
 /// This process's cgroup path in the hierarchy holding `controller` (v1), or the unified one.
@@ -151,6 +153,7 @@ impl CgroupRoot {
             dirs: Vec::new(),
             procs: Vec::new(),
             written: Mutex::new(None),
+            unenforced: Mutex::new(Vec::new()),
         };
         for parent in self.parents() {
             let dir = parent.join(&name);
@@ -180,6 +183,26 @@ impl CgroupRoot {
 fn write(dir: &Path, file: &str, value: impl std::fmt::Display) -> std::io::Result<()> {
     fs::write(dir.join(file), value.to_string())
         .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.join(file).display())))
+}
+
+/// Write a limit the host may not offer: a missing control file is noted under the limit's
+/// name; any other failure is an error.
+fn optional(
+    dir: &Path,
+    file: &'static str,
+    value: impl std::fmt::Display,
+    unenforced: &mut Vec<&'static str>,
+) -> std::io::Result<()> {
+    match write(dir, file, value) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            unenforced.push(match file {
+                "cpu.max" => "cpu",
+                _ => "swap",
+            });
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 fn read_counter(dir: &Path, file: &str, key: &str) -> u64 {
@@ -250,38 +273,60 @@ impl Counters {
 }
 
 impl GroupCgroup {
-    /// Write `limits` if they differ from what the cgroup holds.
+    /// Write `limits` if they differ from what the cgroup holds. A limit whose control file
+    /// is missing (the host offers no such controller) is noted in [`Self::unenforced`]; any
+    /// other failure to write a limit fails the command.
     pub fn apply(&self, limits: &Limits) -> std::io::Result<()> {
         let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
         if written.as_ref() == Some(limits) {
             return Ok(());
         }
+        let mut unenforced = Vec::new();
         let quota = (limits.cpu_millis as u64 * CPU_PERIOD_US / 1000).max(1000);
         match &self.root {
             CgroupRoot::V2 { .. } => {
                 let dir = &self.dirs[0];
                 write(dir, "memory.max", limits.memory_bytes)?;
                 // Swap would let a balloon outgrow the memory limit.
-                let _ = write(dir, "memory.swap.max", 0);
+                optional(dir, "memory.swap.max", 0, &mut unenforced)?;
                 write(dir, "pids.max", limits.max_processes)?;
-                let _ = fs::write(dir.join("cpu.max"), format!("{quota} {CPU_PERIOD_US}"));
+                optional(
+                    dir,
+                    "cpu.max",
+                    format!("{quota} {CPU_PERIOD_US}"),
+                    &mut unenforced,
+                )?;
             }
             CgroupRoot::V1 { .. } => {
                 write(&self.dirs[0], "memory.limit_in_bytes", limits.memory_bytes)?;
-                let _ = write(
+                optional(
                     &self.dirs[0],
                     "memory.memsw.limit_in_bytes",
                     limits.memory_bytes,
-                );
+                    &mut unenforced,
+                )?;
                 write(&self.dirs[1], "pids.max", limits.max_processes)?;
-                if let Some(cpu) = self.dirs.get(2) {
-                    write(cpu, "cpu.cfs_period_us", CPU_PERIOD_US)?;
-                    write(cpu, "cpu.cfs_quota_us", quota)?;
+                match self.dirs.get(2) {
+                    Some(cpu) => {
+                        write(cpu, "cpu.cfs_period_us", CPU_PERIOD_US)?;
+                        write(cpu, "cpu.cfs_quota_us", quota)?;
+                    }
+                    None => unenforced.push("cpu"),
                 }
             }
         }
         *written = Some(*limits);
+        *self.unenforced.lock().unwrap_or_else(|p| p.into_inner()) = unenforced;
         Ok(())
+    }
+
+    /// The limits this host's cgroups do not offer (no swap accounting, no cpu controller):
+    /// the others hold; these are reported, as `doctor` shows.
+    pub fn unenforced(&self) -> Vec<&'static str> {
+        self.unenforced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The `cgroup.procs` descriptors a child writes itself into before exec.

@@ -113,6 +113,8 @@ pub struct ExecOutput {
     pub hardening: Option<Hardening>,
     /// Whether the backend's cgroup limits held this command.
     pub cgroup_limits: bool,
+    /// Limits the host's cgroups do not offer ("swap", "cpu"): rlimits alone stand for them.
+    pub cgroup_unenforced: Vec<&'static str>,
 }
 
 /// Why a command could not be run (as opposed to a command that ran and failed).

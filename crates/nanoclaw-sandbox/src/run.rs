@@ -182,6 +182,7 @@ pub fn assemble(
                 file_reply: None,
                 hardening: None,
                 cgroup_limits: false,
+                cgroup_unenforced: Vec::new(),
             });
         }
         let detail = launcher_err.text_lossy().trim().to_owned();
@@ -211,6 +212,7 @@ pub fn assemble(
         file_reply: report.file_reply,
         hardening: report.hardening,
         cgroup_limits: false,
+        cgroup_unenforced: Vec::new(),
     })
 }
 

@@ -69,7 +69,9 @@ pub fn model_client(
     let name = m.provider.key_env();
     let stored = secrets.iter().find(|s| s.meta.name == name);
     if let Some(secret) = stored {
-        check_binding(&secret.meta, "model.base_url", &host_of_url(&m.base_url))?;
+        secret
+            .meta
+            .may_go_to("model.base_url", &host_of_url(&m.base_url))?;
     }
     let key = stored
         .map(|s| s.value.clone())
@@ -186,37 +188,12 @@ pub fn channel_secret<'a>(
         .into());
     };
     for (config_key, host) in sends_to {
-        check_binding(&secret.meta, config_key, host).map_err(UsageError)?;
+        secret
+            .meta
+            .may_go_to(config_key, host)
+            .map_err(UsageError)?;
     }
     Ok(&secret.value)
-}
-
-/// Whether `secret` may go to `host`, which the setting `config_key` names; the refusal says
-/// how to bind it.
-pub fn check_binding(
-    secret: &secrets::StoredSecret,
-    config_key: &str,
-    host: &str,
-) -> Result<(), String> {
-    let host = nanoclaw_egress::policy::normalize_host(host);
-    let bound = secret.hosts.iter().any(|h| {
-        nanoclaw_egress::Rule::parse(h, None, false).is_ok_and(|r| r.pattern.matches(&host))
-    });
-    if bound {
-        return Ok(());
-    }
-    Err(format!(
-        "secret {} is bound to {}, but {config_key} would send it to {host}: store it again with \
-         --host {host} (nanoclaw secret set {} --host {host} ...), or change {config_key}",
-        secret.name,
-        secret.hosts.join(", "),
-        secret.name
-    ))
-}
-
-/// The host of a `host:port` setting (brackets kept around an IPv6 address, as rules write it).
-pub fn host_of_address(address: &str) -> &str {
-    address.rsplit_once(':').map_or(address, |(host, _)| host)
 }
 
 /// The host a URL setting sends to, as the HTTP client reads it (empty when it has none: then
@@ -308,8 +285,8 @@ pub async fn daemon(home: Home) -> anyhow::Result<ExitCode> {
             &e.password_secret,
             "<the mail server>",
             &[
-                ("channels.email.imap", host_of_address(&e.imap)),
-                ("channels.email.smtp", host_of_address(&e.smtp)),
+                ("channels.email.imap", &e.imap.host),
+                ("channels.email.smtp", &e.smtp.host),
             ],
         )?;
         let mail = Arc::new(email::Email::new(

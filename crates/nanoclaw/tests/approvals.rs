@@ -555,3 +555,48 @@ async fn chat_takes_an_answer_while_its_own_turn_waits() {
     stdin.write_all(b"/quit\n").await.unwrap();
     let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
 }
+
+#[tokio::test]
+async fn malformed_arguments_never_reach_an_approver() {
+    // Each call would ask (a deploy, a POST, a schedule), but each is malformed: it is refused
+    // with what is wrong before the gate, and no approver is ever asked about it.
+    let model = ScriptedModel::start(
+        Wire::Anthropic,
+        vec![
+            Step::Tools(vec![
+                (
+                    "shell".into(),
+                    r#"{"command": "echo deploy v1", "timeout_secs": 0}"#.into(),
+                ),
+                (
+                    "http_request".into(),
+                    r#"{"method": "POST", "url": "https://api.example.com", "extra": 1}"#.into(),
+                ),
+                (
+                    "schedule_task".into(),
+                    r#"{"name": "n", "prompt": "p", "cron": "99 * * * *"}"#.into(),
+                ),
+            ]),
+            Step::EchoToolResult,
+        ],
+    )
+    .await;
+    let h = home(&model, "");
+    let out = h.run(&["ask", "do three things"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let list = text(&h.run(&["approvals", "list", "--all"]).await.stdout);
+    assert_eq!(list.trim(), "no requests", "an approver was asked: {list}");
+    let sent = model.requests()[1].to_string();
+    for expected in [
+        "timeout_secs must be at least 1",
+        "unknown field `extra`",
+        "invalid arguments for schedule_task",
+    ] {
+        assert!(sent.contains(expected), "{expected}: {sent}");
+    }
+    assert!(
+        !text(&out.stderr).contains("approval needed"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -882,3 +882,41 @@ async fn without_a_working_sandbox_tools_refuse_and_say_why() {
         text(&out.stdout)
     );
 }
+
+#[tokio::test]
+async fn a_sender_named_owner_through_the_api_is_not_the_owner() {
+    // The API's caller holds the token, but a message it relays from someone named "owner"
+    // (or "api") is theirs, not the owner's: roles are said, never taken from names.
+    let model = ScriptedModel::start(
+        Wire::Anthropic,
+        vec![Step::Text("one".into()), Step::Text("two".into())],
+    )
+    .await;
+    let home = TestHome::new(Wire::Anthropic, &model.url, "");
+    let d = Daemon::start(&home).await;
+    let body = serde_json::json!({"text": "relayed words", "sender": "owner"});
+    let (status, _) = http(
+        &d.url,
+        "POST",
+        "/v1/groups/main/messages",
+        Some(&d.token),
+        Some(body),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 202);
+    d.wait_replies("main", 1).await;
+    let first = model.requests()[0].to_string();
+    assert!(
+        first.contains("untrusted-data source=\\\"message from owner\\\""),
+        "a relayed sender named owner was taken for the owner: {first}"
+    );
+    // The owner's own message (no sender named) is the owner's.
+    assert_eq!(d.post("main", "my own words").await.0, 202);
+    d.wait_replies("main", 2).await;
+    let second = model.requests()[1].to_string();
+    assert!(
+        !second.contains("message from api"),
+        "the owner's own message was marked as outside content: {second}"
+    );
+}

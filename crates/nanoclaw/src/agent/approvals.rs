@@ -297,7 +297,7 @@ impl Approvals {
         call: &ToolCall,
         spec: &ApprovalSpec,
         reason: &str,
-    ) -> Result<Request, StoreError> {
+    ) -> Result<Request, DecideError> {
         let fp = approval::fingerprint(&call.name, &call.arguments, group.as_str());
         let (request, created) = self.open_request(group, call, spec, reason, &fp)?;
         if created {
@@ -349,7 +349,7 @@ impl Approvals {
         spec: &ApprovalSpec,
         reason: &str,
         fp: &str,
-    ) -> Result<(Request, bool), StoreError> {
+    ) -> Result<(Request, bool), DecideError> {
         let existing = self.store.with_conn(|c| {
             Ok(c.query_row(
                 &format!("SELECT {COLUMNS} FROM approvals WHERE fingerprint = ?1 AND status = 'pending' AND expires_at > ?2 ORDER BY id LIMIT 1"),
@@ -361,8 +361,9 @@ impl Approvals {
         if let Some(r) = existing {
             return Ok((r, false));
         }
+        // A code from a failed randomness source would be guessable: no request without one.
         let mut random = [0u8; 8];
-        let _ = getrandom::fill(&mut random);
+        getrandom::fill(&mut random).map_err(|e| DecideError::NoRandomness(e.to_string()))?;
         let code = approval::code(&random);
         let expires_at = now() + spec.timeout.as_millis() as i64;
         let scope = match spec.scope {
@@ -459,6 +460,8 @@ pub enum DecideError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
+    #[error("no OS randomness for an approval code: {0}")]
+    NoRandomness(String),
 }
 
 /// Why an answer did not count.

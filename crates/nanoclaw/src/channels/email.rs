@@ -24,26 +24,10 @@ use mail_parser::{MessageParser, MimeHeaders};
 use rusqlite::{OptionalExtension, params};
 
 use crate::agent::queue::Queue;
-use crate::channels::router::Rules;
+use crate::config::channels::{EmailConfig, SmtpSecurity};
 use crate::store::Store;
 
 pub const CHANNEL: &str = "email";
-
-#[derive(Clone, Debug)]
-pub struct EmailConfig {
-    pub imap: String,
-    pub imap_tls: bool,
-    pub smtp: String,
-    pub smtp_security: String,
-    pub username: String,
-    pub password_secret: String,
-    pub address: String,
-    pub poll_secs: u64,
-    /// The receiving server's Authentication-Results id. When set, a mail's From counts only
-    /// when the topmost Authentication-Results header, under this id, says `dmarc=pass`.
-    pub authserv_id: Option<String>,
-    pub rules: Rules,
-}
 
 pub struct Email {
     config: EmailConfig,
@@ -265,7 +249,8 @@ impl Email {
     }
 
     async fn connect(&self) -> anyhow::Result<ImapSession> {
-        let tcp = tokio::net::TcpStream::connect(&self.config.imap).await?;
+        let imap = &self.config.imap;
+        let tcp = tokio::net::TcpStream::connect((imap.host.as_str(), imap.port)).await?;
         let stream: Box<dyn ImapStream> = if self.config.imap_tls {
             let _ = rustls::crypto::ring::default_provider().install_default();
             let mut roots = rustls::RootCertStore::empty();
@@ -273,13 +258,7 @@ impl Email {
             let tls = rustls::ClientConfig::builder()
                 .with_root_certificates(roots)
                 .with_no_client_auth();
-            let host = self
-                .config
-                .imap
-                .rsplit_once(':')
-                .map_or(self.config.imap.as_str(), |(h, _)| h)
-                .to_owned();
-            let name = rustls::pki_types::ServerName::try_from(host)?;
+            let name = rustls::pki_types::ServerName::try_from(imap.host.clone())?;
             Box::new(
                 tokio_rustls::TlsConnector::from(Arc::new(tls))
                     .connect(name, tcp)
@@ -512,19 +491,18 @@ impl Email {
     }
 
     fn transport(&self) -> anyhow::Result<AsyncSmtpTransport<Tokio1Executor>> {
-        let (host, port) = self
-            .config
-            .smtp
-            .rsplit_once(':')
-            .and_then(|(h, p)| Some((h.to_owned(), p.parse::<u16>().ok()?)))
-            .ok_or_else(|| anyhow::anyhow!("smtp must be host:port"))?;
-        let builder = match self.config.smtp_security.as_str() {
-            "none" => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&host),
-            "tls" => AsyncSmtpTransport::<Tokio1Executor>::relay(&host)?,
-            _ => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&host)?,
+        let smtp = &self.config.smtp;
+        let builder = match self.config.smtp_security {
+            SmtpSecurity::None => {
+                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host)
+            }
+            SmtpSecurity::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&smtp.host)?,
+            SmtpSecurity::StartTls => {
+                AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&smtp.host)?
+            }
         };
-        let mut builder = builder.port(port);
-        if self.config.smtp_security != "none" {
+        let mut builder = builder.port(smtp.port);
+        if self.config.smtp_security != SmtpSecurity::None {
             builder =
                 builder.credentials(lettre::transport::smtp::authentication::Credentials::new(
                     self.config.username.clone(),

@@ -31,14 +31,6 @@ pub const CHANNEL: &str = "telegram";
 /// Multilingual Plane counts two).
 pub const MAX_MESSAGE: usize = 4096;
 
-#[derive(Clone, Debug)]
-pub struct TelegramConfig {
-    pub token_secret: String,
-    pub api_base: String,
-    pub poll_timeout_secs: u64,
-    pub rules: Rules,
-}
-
 pub struct Telegram {
     base: String,
     http: reqwest::Client,
@@ -161,7 +153,7 @@ pub fn split(text: &str, max: usize) -> Vec<String> {
 
 impl Telegram {
     pub fn new(
-        config: &TelegramConfig,
+        config: &crate::config::channels::TelegramConfig,
         token: &str,
         store: Arc<Store>,
         policy: Arc<nanoclaw_core::Policy>,

@@ -296,12 +296,21 @@ async fn probe_sandbox(
         name: "cgroup limits (memory, pids, cpu)",
         active: out.cgroup_limits,
         required: config.cgroups == Enforcement::Required,
-        detail: (!out.cgroup_limits).then(|| {
+        detail: if !out.cgroup_limits {
             let why = nanoclaw_sandbox::cgroup::CgroupRoot::detect()
                 .err()
                 .unwrap_or_default();
-            format!("rlimits only (RLIMIT_AS and RLIMIT_NPROC stand in): {why}")
-        }),
+            Some(format!(
+                "rlimits only (RLIMIT_AS and RLIMIT_NPROC stand in): {why}"
+            ))
+        } else if !out.cgroup_unenforced.is_empty() {
+            Some(format!(
+                "not enforced: {} (this host's cgroups offer no such control)",
+                out.cgroup_unenforced.join(", ")
+            ))
+        } else {
+            None
+        },
     });
     features.push(Feature {
         name: "init out of the command's reach",

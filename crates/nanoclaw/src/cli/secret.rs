@@ -27,56 +27,21 @@ pub fn secret_command(home: &Home, command: SecretCommand) -> anyhow::Result<Exi
             in_body,
         } => {
             nanoclaw_core::secret::check_name(&name).map_err(|e| UsageError(e.to_string()))?;
-            for h in &hosts {
-                let rule = nanoclaw_egress::Rule::parse(h, None, false)
-                    .map_err(|e| UsageError(format!("--host {h:?}: {e}")))?;
-                if rule.ports != nanoclaw_egress::policy::DEFAULT_PORTS {
-                    return Err(UsageError(format!(
-                        "--host {h:?}: a secret is bound to host names, not ports"
-                    ))
-                    .into());
-                }
-            }
-            if let Some(h) = &header {
-                if h.parse::<hyper::header::HeaderName>().is_err() {
-                    return Err(
-                        UsageError(format!("--header {h:?} is not a valid header name")).into(),
-                    );
-                }
-                // The proxy owns these: they frame the request or steer where it goes.
-                const FRAMING: &[&str] = &[
-                    "host",
-                    "content-length",
-                    "transfer-encoding",
-                    "connection",
-                    "keep-alive",
-                    "upgrade",
-                    "te",
-                    "trailer",
-                    "proxy-authorization",
-                    "proxy-connection",
-                ];
-                if FRAMING.contains(&h.to_ascii_lowercase().as_str()) {
-                    return Err(UsageError(format!(
-                        "--header {h:?}: the proxy sets that header itself; a secret cannot"
-                    ))
-                    .into());
-                }
-            }
-            if let Some(f) = &format {
-                if f.matches("{}").count() != 1 {
-                    return Err(UsageError(format!(
-                        "--format {f:?} must hold {{}} exactly once, where the value goes"
-                    ))
-                    .into());
-                }
-                if f.chars().any(char::is_control) {
-                    return Err(UsageError(format!(
-                        "--format {f:?} holds a control character (a line break would end the header)"
-                    ))
-                    .into());
-                }
-            }
+            let binding = secrets::Binding {
+                hosts: hosts
+                    .iter()
+                    .map(|h| nanoclaw_egress::policy::normalize_host(h))
+                    .collect(),
+                groups: Vec::new(),
+                header,
+                format,
+                in_query,
+                in_body,
+            };
+            // The binding is checked before the value is asked for.
+            binding
+                .check()
+                .map_err(|e| UsageError(format!("{name}: {e}")))?;
             // A group named twice is granted once.
             let groups: Vec<GroupId> = groups.into_iter().fold(Vec::new(), |mut kept, g| {
                 if !kept.contains(&g) {
@@ -100,20 +65,11 @@ pub fn secret_command(home: &Home, command: SecretCommand) -> anyhow::Result<Exi
             if value.is_empty() {
                 return Err(UsageError(format!("no value for {name} on stdin")).into());
             }
+            let binding = secrets::Binding { groups, ..binding };
             let key = secrets::SecretsKey::locate(home, store.is_empty())?;
             // Opening the others first proves the key is the one they were sealed with.
             store.open_all(&key)?;
-            let binding = secrets::Binding {
-                hosts: hosts
-                    .iter()
-                    .map(|h| nanoclaw_egress::policy::normalize_host(h))
-                    .collect(),
-                groups,
-                header,
-                format,
-                in_query,
-                in_body,
-            };
+
             store
                 .set(&key, &name, value, binding)
                 .map_err(|e| UsageError(format!("{e:#}")))?;

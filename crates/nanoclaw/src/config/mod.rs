@@ -4,6 +4,7 @@
 //! Raw TOML becomes [`Config`] once, here; nothing downstream sees raw values. Unknown keys and
 //! bad values stop startup with an error that names the file, the key and what was expected.
 
+pub mod channels;
 pub mod home;
 pub mod policy_file;
 
@@ -86,11 +87,11 @@ pub struct Config {
     /// `[scheduler]`: task runs at once, attempts per slot, backoff before the second.
     pub scheduler: crate::scheduler::Limits,
     /// `[channels.webhook]`, when configured.
-    pub webhook: Option<WebhookConfig>,
+    pub webhook: Option<channels::WebhookConfig>,
     /// `[channels.telegram]`, when configured.
-    pub telegram: Option<crate::channels::telegram::TelegramConfig>,
+    pub telegram: Option<channels::TelegramConfig>,
     /// `[channels.email]`, when configured.
-    pub email: Option<crate::channels::email::EmailConfig>,
+    pub email: Option<channels::EmailConfig>,
     pub api_listen: SocketAddr,
     /// Hosts every group's sandbox may reach through the egress proxy.
     pub egress: Policy,
@@ -114,7 +115,7 @@ struct RawConfig {
     #[serde(default)]
     scheduler: RawScheduler,
     #[serde(default)]
-    channels: RawChannels,
+    channels: channels::RawChannels,
     #[serde(default)]
     api: RawApi,
     #[serde(default)]
@@ -272,109 +273,6 @@ impl Default for RawDaemon {
     }
 }
 
-/// The webhook channel's settings; its key is a stored secret, named here.
-#[derive(Clone, Debug)]
-pub struct WebhookConfig {
-    pub key_secret: String,
-    pub callback_url: Option<String>,
-    pub rules: crate::channels::router::Rules,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawChannels {
-    webhook: Option<RawWebhook>,
-    telegram: Option<RawTelegram>,
-    email: Option<RawEmail>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawEmail {
-    imap: String,
-    #[serde(default = "default_true")]
-    imap_tls: bool,
-    smtp: String,
-    #[serde(default = "default_smtp_security")]
-    smtp_security: String,
-    username: String,
-    password_secret: String,
-    address: String,
-    #[serde(default)]
-    owners: Vec<String>,
-    #[serde(default)]
-    senders: Vec<String>,
-    #[serde(default = "default_unknown")]
-    unknown_senders: String,
-    #[serde(default = "default_poll_secs")]
-    poll_secs: i64,
-    #[serde(default)]
-    authserv_id: Option<String>,
-}
-
-fn default_true() -> bool {
-    true
-}
-
-fn default_smtp_security() -> String {
-    "starttls".into()
-}
-
-fn default_poll_secs() -> i64 {
-    60
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTelegram {
-    token_secret: String,
-    #[serde(default = "default_telegram_api")]
-    api_base: String,
-    #[serde(default = "default_poll_timeout")]
-    poll_timeout_secs: i64,
-    main_chat: Option<String>,
-    #[serde(default)]
-    owners: Vec<String>,
-    #[serde(default)]
-    senders: Vec<String>,
-    #[serde(default = "default_unknown")]
-    unknown_senders: String,
-    #[serde(default = "default_trigger")]
-    trigger: String,
-}
-
-fn default_telegram_api() -> String {
-    "https://api.telegram.org".into()
-}
-
-fn default_poll_timeout() -> i64 {
-    30
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawWebhook {
-    key_secret: String,
-    callback_url: Option<String>,
-    main_chat: Option<String>,
-    #[serde(default)]
-    owners: Vec<String>,
-    #[serde(default)]
-    senders: Vec<String>,
-    #[serde(default = "default_unknown")]
-    unknown_senders: String,
-    #[serde(default = "default_trigger")]
-    trigger: String,
-}
-
-fn default_unknown() -> String {
-    "ignore".into()
-}
-
-fn default_trigger() -> String {
-    "@nanoclaw".into()
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawScheduler {
@@ -491,6 +389,7 @@ impl Config {
                 group_triggers.insert(group, t.clone());
             }
         }
+        let channels = channels::parse(&v, &raw.channels, &group_triggers)?;
         Ok(Config {
             model,
             system_prompt: match raw.agent.system_prompt {
@@ -539,164 +438,9 @@ impl Config {
                 }
                 map
             },
-            webhook: match &raw.channels.webhook {
-                None => None,
-                Some(w) => {
-                    let unknown =
-                        v.unknown_senders("channels.webhook.unknown_senders", &w.unknown_senders)?;
-                    v.filled("channels.webhook.key_secret", &[&w.key_secret])?;
-                    v.people("webhook", w.main_chat.as_ref(), &w.owners, &w.senders)?;
-                    // Replies are private: over the network only encrypted.
-                    let callback_url = match &w.callback_url {
-                        Some(url) => Some(v.url("channels.webhook.callback_url", url.clone())?),
-                        None => None,
-                    };
-                    Some(WebhookConfig {
-                        key_secret: w.key_secret.clone(),
-                        callback_url,
-                        rules: crate::channels::router::Rules {
-                            prefix: "wh".into(),
-                            main_chat: w.main_chat.clone(),
-                            owners: w.owners.clone(),
-                            senders: w.senders.clone(),
-                            unknown,
-                            trigger: w.trigger.clone(),
-                            group_triggers: group_triggers.clone(),
-                        },
-                    })
-                }
-            },
-            telegram: match &raw.channels.telegram {
-                None => None,
-                Some(t) => {
-                    let unknown =
-                        v.unknown_senders("channels.telegram.unknown_senders", &t.unknown_senders)?;
-                    v.filled("channels.telegram.token_secret", &[&t.token_secret])?;
-                    v.people("telegram", t.main_chat.as_ref(), &t.owners, &t.senders)?;
-                    // The bot token is part of every request's URL.
-                    let api_base = v.url("channels.telegram.api_base", t.api_base.clone())?;
-                    Some(crate::channels::telegram::TelegramConfig {
-                        token_secret: t.token_secret.clone(),
-                        api_base,
-                        // At least 1: with 0, getUpdates returns at once and polling spins.
-                        poll_timeout_secs: v.range(
-                            "channels.telegram.poll_timeout_secs",
-                            t.poll_timeout_secs,
-                            1,
-                            50,
-                        )? as u64,
-                        rules: crate::channels::router::Rules {
-                            prefix: "tg".into(),
-                            main_chat: t.main_chat.clone(),
-                            owners: t.owners.clone(),
-                            senders: t.senders.clone(),
-                            unknown,
-                            trigger: t.trigger.clone(),
-                            group_triggers: group_triggers.clone(),
-                        },
-                    })
-                }
-            },
-            email: match &raw.channels.email {
-                None => None,
-                Some(e) => {
-                    let unknown =
-                        v.unknown_senders("channels.email.unknown_senders", &e.unknown_senders)?;
-                    v.filled("channels.email.password_secret", &[&e.password_secret])?;
-                    v.filled("channels.email.username", &[&e.username])?;
-                    v.people("email", None, &e.owners, &e.senders)?;
-                    for (key, addresses) in [
-                        ("channels.email.address", std::slice::from_ref(&e.address)),
-                        ("channels.email.owners", e.owners.as_slice()),
-                        ("channels.email.senders", e.senders.as_slice()),
-                    ] {
-                        if let Some(bad) = addresses.iter().find(|a| {
-                            let parts = a.rsplit_once('@');
-                            parts.is_none_or(|(local, domain)| {
-                                local.is_empty()
-                                    || domain.is_empty()
-                                    || a.contains(char::is_whitespace)
-                            })
-                        }) {
-                            return Err(v.invalid(
-                                key,
-                                "a mail address such as \"you@example.com\"",
-                                format!("{bad:?}"),
-                            ));
-                        }
-                    }
-                    if !["none", "starttls", "tls"].contains(&e.smtp_security.as_str()) {
-                        return Err(v.invalid(
-                            "channels.email.smtp_security",
-                            "\"starttls\", \"tls\" or \"none\" (loopback only)",
-                            format!("{:?}", e.smtp_security),
-                        ));
-                    }
-                    for (key, addr) in [
-                        ("channels.email.imap", &e.imap),
-                        ("channels.email.smtp", &e.smtp),
-                    ] {
-                        let ok = addr.rsplit_once(':').is_some_and(|(h, p)| {
-                            !h.is_empty()
-                                && !h.contains(char::is_whitespace)
-                                && p.parse::<u16>().is_ok_and(|p| p != 0)
-                        });
-                        if !ok {
-                            return Err(v.invalid(key, "host:port", format!("{addr:?}")));
-                        }
-                    }
-                    // The password goes over these connections: in the clear only to this
-                    // machine.
-                    let host_of =
-                        |addr: &str| addr.rsplit_once(':').map_or("", |(h, _)| h).to_owned();
-                    if !e.imap_tls && !is_loopback_host(&host_of(&e.imap)) {
-                        return Err(v.invalid(
-                            "channels.email.imap_tls",
-                            "true for a server that is not on loopback (the password would go in the clear)",
-                            "false",
-                        ));
-                    }
-                    if e.smtp_security == "none" && !is_loopback_host(&host_of(&e.smtp)) {
-                        return Err(v.invalid(
-                            "channels.email.smtp_security",
-                            "\"starttls\" or \"tls\" for a server that is not on loopback (the password would go in the clear)",
-                            "\"none\"",
-                        ));
-                    }
-                    let owners: Vec<String> =
-                        e.owners.iter().map(|o| o.to_ascii_lowercase()).collect();
-                    Some(crate::channels::email::EmailConfig {
-                        imap: e.imap.clone(),
-                        imap_tls: e.imap_tls,
-                        smtp: e.smtp.clone(),
-                        smtp_security: e.smtp_security.clone(),
-                        username: e.username.clone(),
-                        password_secret: e.password_secret.clone(),
-                        address: e.address.clone(),
-                        poll_secs: v.range("channels.email.poll_secs", e.poll_secs, 1, 3600)?
-                            as u64,
-                        authserv_id: match e.authserv_id.as_deref().map(str::trim) {
-                            Some("") => {
-                                return Err(v.invalid(
-                                    "channels.email.authserv_id",
-                                    "the receiving server's Authentication-Results id, such as \"mx.example.com\"",
-                                    "\"\"",
-                                ));
-                            }
-                            other => other.map(str::to_owned),
-                        },
-                        rules: crate::channels::router::Rules {
-                            prefix: "mail".into(),
-                            main_chat: None,
-                            owners,
-                            senders: e.senders.iter().map(|s| s.to_ascii_lowercase()).collect(),
-                            unknown,
-                            trigger: String::new(),
-                            group_triggers: group_triggers.clone(),
-                        },
-                    })
-                }
-            },
+            webhook: channels.webhook,
+            telegram: channels.telegram,
+            email: channels.email,
             scheduler: crate::scheduler::Limits {
                 max_concurrent_runs: v.range(
                     "scheduler.max_concurrent_runs",
@@ -772,13 +516,13 @@ fn secs(n: i64) -> Duration {
     Duration::from_secs(n as u64)
 }
 
-struct Validator<'a> {
+pub(crate) struct Validator<'a> {
     path: &'a Path,
 }
 
 impl Validator<'_> {
     /// A channel's `unknown_senders`.
-    fn unknown_senders(
+    pub(super) fn unknown_senders(
         &self,
         key: &str,
         text: &str,
@@ -795,7 +539,7 @@ impl Validator<'_> {
         }
     }
 
-    fn invalid(
+    pub(super) fn invalid(
         &self,
         key: impl Into<String>,
         expected: impl Into<String>,
@@ -886,7 +630,13 @@ impl Validator<'_> {
         })
     }
 
-    fn range(&self, key: &'static str, n: i64, min: i64, max: i64) -> Result<i64, ConfigError> {
+    pub(super) fn range(
+        &self,
+        key: &'static str,
+        n: i64,
+        min: i64,
+        max: i64,
+    ) -> Result<i64, ConfigError> {
         if (min..=max).contains(&n) {
             Ok(n)
         } else {
@@ -894,7 +644,7 @@ impl Validator<'_> {
         }
     }
 
-    fn non_empty(&self, key: &'static str, s: String) -> Result<String, ConfigError> {
+    pub(super) fn non_empty(&self, key: &'static str, s: String) -> Result<String, ConfigError> {
         if s.trim().is_empty() {
             Err(self.invalid(key, "expected a non-empty string", "\"\""))
         } else {
@@ -903,7 +653,7 @@ impl Validator<'_> {
     }
 
     /// An https:// URL, or http:// to this machine only (credentials go with the requests).
-    fn url(&self, key: &'static str, s: String) -> Result<String, ConfigError> {
+    pub(super) fn url(&self, key: &'static str, s: String) -> Result<String, ConfigError> {
         match reqwest::Url::parse(&s) {
             Ok(u)
                 if u.scheme() == "https"
@@ -924,7 +674,7 @@ impl Validator<'_> {
 
     /// Refuse an empty (or blank) name: an owner `""` or a secret `""` is a mistake, never a
     /// meaning.
-    fn filled(&self, key: &str, values: &[&String]) -> Result<(), ConfigError> {
+    pub(super) fn filled(&self, key: &str, values: &[&String]) -> Result<(), ConfigError> {
         match values.iter().find(|v| v.trim().is_empty()) {
             Some(v) => Err(self.invalid(key.to_owned(), "a non-empty value", format!("{v:?}"))),
             None => Ok(()),
@@ -932,7 +682,7 @@ impl Validator<'_> {
     }
 
     /// The senders and chat settings every channel has.
-    fn people(
+    pub(super) fn people(
         &self,
         channel: &str,
         main_chat: Option<&String>,
@@ -953,7 +703,7 @@ impl Validator<'_> {
         )
     }
 
-    fn loopback(&self, key: &'static str, s: String) -> Result<SocketAddr, ConfigError> {
+    pub(super) fn loopback(&self, key: &'static str, s: String) -> Result<SocketAddr, ConfigError> {
         match s.parse::<SocketAddr>() {
             Ok(addr) if addr.ip().is_loopback() && addr.port() != 0 => Ok(addr),
             _ => Err(self.invalid(
@@ -1129,7 +879,7 @@ listen = "127.0.0.1:7878"
 "#;
 
 /// `localhost` or a loopback address: a connection that never leaves this machine.
-fn is_loopback_host(host: &str) -> bool {
+pub(super) fn is_loopback_host(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost")
         || host

@@ -274,6 +274,10 @@ pub fn audit_recorder(audit: Arc<crate::audit::Audit>) -> Recorder {
 /// a file edited by hand is checked again here.
 fn credential(s: &OpenSecret) -> anyhow::Result<Credential> {
     let m = &s.meta;
+    // The same check `secret set` makes: a hand-edited file gets no further than it would.
+    m.binding()
+        .check()
+        .map_err(|e| anyhow::anyhow!("secret {}: {e}", m.name))?;
     let hosts = m
         .hosts
         .iter()

@@ -57,7 +57,8 @@ struct SecretsFile {
     secrets: Vec<StoredSecret>,
 }
 
-/// How a secret is bound, from `secret set`.
+/// How a secret is bound: from `secret set`, or as the file holds it.
+#[derive(Clone, Debug)]
 pub struct Binding {
     pub hosts: Vec<String>,
     pub groups: Vec<GroupId>,
@@ -65,6 +66,100 @@ pub struct Binding {
     pub format: Option<String>,
     pub in_query: bool,
     pub in_body: bool,
+}
+
+/// Headers the proxy owns: they frame the request or steer where it goes, so no secret may
+/// set them.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-authorization",
+    "proxy-connection",
+];
+
+impl Binding {
+    /// The one check of a binding, for `secret set`, for a file loaded (edited by hand, or
+    /// written by an older version) and for the egress setup: hosts that are host rules
+    /// without ports, a header that is a header name the proxy does not own, a format with
+    /// one `{}` and no control character. The error names the part at fault.
+    pub fn check(&self) -> Result<(), String> {
+        if self.hosts.is_empty() {
+            return Err("it is bound to no host".into());
+        }
+        for h in &self.hosts {
+            let rule = nanoclaw_egress::Rule::parse(h, None, false)
+                .map_err(|e| format!("host {h:?}: {e}"))?;
+            if rule.ports != nanoclaw_egress::policy::DEFAULT_PORTS {
+                return Err(format!(
+                    "host {h:?}: a secret is bound to host names, not ports"
+                ));
+            }
+        }
+        if let Some(h) = &self.header {
+            if h.parse::<hyper::header::HeaderName>().is_err() {
+                return Err(format!("header {h:?} is not a valid header name"));
+            }
+            if RESERVED_HEADERS.contains(&h.to_ascii_lowercase().as_str()) {
+                return Err(format!(
+                    "header {h:?}: the proxy sets that header itself; a secret cannot"
+                ));
+            }
+        }
+        if let Some(f) = &self.format {
+            if self.header.is_none() {
+                return Err(format!("format {f:?} is given without a header"));
+            }
+            if f.matches("{}").count() != 1 {
+                return Err(format!(
+                    "format {f:?} must hold {{}} exactly once, where the value goes"
+                ));
+            }
+            if f.chars().any(char::is_control) {
+                return Err(format!(
+                    "format {f:?} holds a control character (a line break would end the header)"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl StoredSecret {
+    /// Whether this secret may go to `host`, which the setting `config_key` names (nanoclaw's
+    /// own clients: the model, Telegram, mail); the refusal says how to bind it.
+    pub fn may_go_to(&self, config_key: &str, host: &str) -> Result<(), String> {
+        let host = nanoclaw_egress::policy::normalize_host(host);
+        let bound = self.hosts.iter().any(|h| {
+            nanoclaw_egress::Rule::parse(h, None, false).is_ok_and(|r| r.pattern.matches(&host))
+        });
+        if bound {
+            return Ok(());
+        }
+        Err(format!(
+            "secret {} is bound to {}, but {config_key} would send it to {host}: store it again with \
+             --host {host} (nanoclaw secret set {} --host {host} ...), or change {config_key}",
+            self.name,
+            self.hosts.join(", "),
+            self.name
+        ))
+    }
+
+    pub fn binding(&self) -> Binding {
+        Binding {
+            hosts: self.hosts.clone(),
+            groups: self.groups.clone(),
+            header: self.header.clone(),
+            format: self.format.clone(),
+            in_query: self.in_query,
+            in_body: self.in_body,
+        }
+    }
 }
 
 /// The sealing key. Never printed.
@@ -230,20 +325,16 @@ impl Secrets {
     }
 
     /// Hold every stored secret to what `secret set` accepts today (a file edited by hand, or
-    /// written by an older version): a name the sandbox needs, or a host that is no host rule.
+    /// written by an older version): its name, and its binding ([`Binding::check`]).
     /// The error names the secret and how to replace it.
     pub fn check(&self) -> anyhow::Result<()> {
         for s in &self.file.secrets {
             let fix = format!("remove it (nanoclaw secret rm {}) and set it again", s.name);
             let at = self.path.display();
             core_secret::check_name(&s.name).map_err(|e| anyhow::anyhow!("{at}: {e}; {fix}"))?;
-            if s.hosts.is_empty() {
-                bail!("{at}: secret {} is bound to no host; {fix}", s.name);
-            }
-            for h in &s.hosts {
-                nanoclaw_egress::Rule::parse(h, None, false)
-                    .map_err(|e| anyhow::anyhow!("{at}: secret {}: {e}; {fix}", s.name))?;
-            }
+            s.binding()
+                .check()
+                .map_err(|e| anyhow::anyhow!("{at}: secret {}: {e}; {fix}", s.name))?;
         }
         Ok(())
     }
@@ -262,6 +353,9 @@ impl Secrets {
         binding: Binding,
     ) -> anyhow::Result<()> {
         core_secret::check_name(name)?;
+        binding
+            .check()
+            .map_err(|e| anyhow::anyhow!("secret {name}: {e}"))?;
         if value.len() < MIN_VALUE_LEN {
             bail!(
                 "the value of {name} is {} bytes; at least {MIN_VALUE_LEN} are needed so leaks can be recognized",
@@ -517,6 +611,46 @@ mod tests {
                 Ok(loaded) => format!("{:#}", loaded.check().unwrap_err()),
             };
             assert!(e.contains(expected), "{e}");
+        }
+    }
+
+    #[test]
+    fn hand_edited_secret_with_reserved_header_is_refused() {
+        // `secret set` refuses `--header Host`; a file edited to say so is refused the same way
+        // when it is loaded for use.
+        let (_dir, mut s) = store();
+        s.set(&key(), "TOKEN", "first-value-123", binding())
+            .unwrap();
+        s.save().unwrap();
+        let home = Home {
+            dir: s.path.parent().unwrap().to_owned(),
+        };
+        for (header, format, expected) in [
+            ("host", None, "the proxy sets that header itself"),
+            (
+                "Transfer-Encoding",
+                None,
+                "the proxy sets that header itself",
+            ),
+            ("x-token", Some("{} and {}"), "exactly once"),
+            ("bad header", None, "not a valid header name"),
+        ] {
+            let text = fs::read_to_string(&s.path).unwrap();
+            let mut file: serde_json::Value = serde_json::from_str(&text).unwrap();
+            file["secrets"][0]["header"] = serde_json::json!(header);
+            file["secrets"][0]["format"] = serde_json::json!(format);
+            fs::write(&s.path, file.to_string()).unwrap();
+            let e = format!("{:#}", Secrets::load(&home).unwrap().check().unwrap_err());
+            assert!(e.contains(expected) && e.contains("secret TOKEN"), "{e}");
+            let mut bad = binding();
+            bad.header = Some(header.into());
+            bad.format = format.map(Into::into);
+            let set = format!(
+                "{:#}",
+                s.set(&key(), "OTHER", "other-value-123", bad).unwrap_err()
+            );
+            assert!(set.contains(expected), "{set}");
+            s = Secrets::load(&home).unwrap();
         }
     }
 
