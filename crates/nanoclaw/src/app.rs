@@ -11,9 +11,9 @@ use nanoclaw_sandbox::Backend;
 use crate::agent::{Agent, approvals, queue, tools};
 use crate::audit;
 use crate::channels::{api, email, telegram, webhook};
-use crate::cli::UsageError;
 use crate::config::home::Home;
 use crate::config::{Config, policy_file};
+use crate::exit::UsageError;
 use crate::model::ModelClient;
 use crate::sandbox::{backend, egress};
 use crate::scheduler;
@@ -112,7 +112,7 @@ pub async fn build_agent(home: Home, long_lived: bool) -> anyhow::Result<(Agent,
         }
     };
     let secrets = open_secrets(&home)?;
-    let policy = Arc::new(policy_file::load(&home)?);
+    let policy = Arc::new(policy_file::load(&home, &vocabulary())?);
     let model = model_client(&home, &config, &secrets);
     if let (Err(hint), true) = (&model, long_lived) {
         eprintln!("nanoclaw: {hint}");
@@ -250,10 +250,11 @@ pub async fn daemon(home: Home) -> anyhow::Result<ExitCode> {
         tasks_changed: Arc::clone(agent.tools.tasks_changed()),
         webhook: webhook.clone(),
     });
-    let delivery = webhook.map(|w| {
-        tokio::spawn(w.deliver(Arc::clone(&agent.store), Arc::clone(agent.tools.audit())))
-    });
-    let mut channel_tasks = Vec::new();
+    // Every platform channel, behind the one trait.
+    let mut channels: Vec<Arc<dyn crate::channels::Channel>> = Vec::new();
+    if let Some(w) = webhook {
+        channels.push(w);
+    }
     if let Some(t) = &agent.config.telegram {
         let token = channel_secret(
             &secrets,
@@ -269,14 +270,7 @@ pub async fn daemon(home: Home) -> anyhow::Result<ExitCode> {
             Arc::clone(agent.tools.policy()),
             Arc::clone(agent.tools.audit()),
         )?);
-        agent
-            .tools
-            .approvals()
-            .add_presenter(Arc::new(telegram::TelegramPresenter {
-                telegram: Arc::clone(&bot),
-            }));
-        channel_tasks.push(tokio::spawn(Arc::clone(&bot).poll(Arc::clone(&queue))));
-        channel_tasks.push(tokio::spawn(bot.deliver()));
+        channels.push(bot);
     }
     if let Some(e) = &agent.config.email {
         let password = channel_secret(
@@ -294,8 +288,20 @@ pub async fn daemon(home: Home) -> anyhow::Result<ExitCode> {
             password.to_owned(),
             Arc::clone(&agent.store),
         ));
-        channel_tasks.push(tokio::spawn(Arc::clone(&mail).receive(Arc::clone(&queue))));
-        channel_tasks.push(tokio::spawn(mail.deliver(Arc::clone(agent.tools.audit()))));
+        channels.push(mail);
+    }
+    let mut channel_tasks = Vec::new();
+    for channel in channels {
+        tracing::info!(channel = channel.name(), "channel started");
+        if let Some(presenter) = Arc::clone(&channel).presenter() {
+            agent.tools.approvals().add_presenter(presenter);
+        }
+        channel_tasks.push(tokio::spawn(
+            Arc::clone(&channel).receive(Arc::clone(&queue)),
+        ));
+        channel_tasks.push(tokio::spawn(
+            channel.deliver(Arc::clone(&agent.store), Arc::clone(agent.tools.audit())),
+        ));
     }
     let scheduler = scheduler::Scheduler::new(
         Arc::clone(&queue),
@@ -317,9 +323,6 @@ pub async fn daemon(home: Home) -> anyhow::Result<ExitCode> {
     shutdown_signal().await;
     server.abort();
     runner.abort();
-    if let Some(d) = delivery {
-        d.abort();
-    }
     for t in channel_tasks {
         t.abort();
     }
@@ -341,5 +344,55 @@ pub async fn shutdown_signal() {
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+/// `nanoclaw chat`, in this process.
+pub async fn chat(home: Home, group: nanoclaw_core::GroupId) -> anyhow::Result<ExitCode> {
+    let (agent, _lock) = build_agent(home, true).await?;
+    crate::channels::terminal::chat(agent, group).await
+}
+
+/// `nanoclaw ask`, in this process.
+pub async fn ask(
+    home: Home,
+    group: nanoclaw_core::GroupId,
+    text: String,
+) -> anyhow::Result<ExitCode> {
+    let (agent, _lock) = build_agent(home, false).await?;
+    crate::channels::terminal::ask(agent, group, text).await
+}
+
+/// The channels messages arrive on (a scheduled task's turn comes from `task`).
+const CHANNELS: &[&str] = &[
+    crate::channels::terminal::CHANNEL,
+    crate::channels::api::CHANNEL,
+    crate::channels::telegram::CHANNEL,
+    crate::channels::email::CHANNEL,
+    crate::channels::webhook::CHANNEL,
+    "task",
+];
+
+/// What rules may name: the tools offered to the model with their arguments, the channels, and
+/// the channels that present approval requests to approvers by id.
+pub fn vocabulary() -> nanoclaw_core::policy::Vocabulary {
+    let tools = crate::agent::tools::specs()
+        .into_iter()
+        .map(|spec| {
+            let args = spec.schema["properties"]
+                .as_object()
+                .map(|props| props.keys().cloned().collect())
+                .unwrap_or_default();
+            (spec.name.to_owned(), args)
+        })
+        .collect();
+    nanoclaw_core::policy::Vocabulary {
+        tools,
+        network_tools: crate::agent::tools::NETWORK_TOOLS
+            .iter()
+            .map(|t| (*t).to_owned())
+            .collect(),
+        channels: CHANNELS.iter().map(|c| (*c).to_owned()).collect(),
+        approver_channels: vec![crate::channels::telegram::CHANNEL.to_owned()],
     }
 }

@@ -32,6 +32,8 @@ mod audit;
 mod channels;
 mod cli;
 mod config;
+mod display;
+mod exit;
 mod model;
 mod sandbox;
 mod scheduler;
@@ -94,28 +96,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     app::init_logging(default_log);
     match cli.command {
-        Command::Init => {
-            use std::io::Write;
-            let mut out = std::io::stdout().lock();
-            for line in home.init()? {
-                writeln!(out, "{line}")?;
-            }
-            writeln!(
-                out,
-                "next: store your model key with `nanoclaw secret set ANTHROPIC_API_KEY --host api.anthropic.com` (value on stdin), or configure [model] in the file above; then `nanoclaw run` or `nanoclaw chat`"
-            )?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Init => cli::init::init(&home),
         Command::Run => app::runtime(true)?.block_on(app::daemon(home)),
-        Command::Chat { group } => {
-            app::runtime(false)?.block_on(channels::terminal::chat(home, group))
-        }
+        Command::Chat { group } => app::runtime(false)?.block_on(app::chat(home, group)),
         Command::Ask { group, text } => {
             let text = text.join(" ");
             if text.trim().is_empty() {
                 return Err(UsageError("the message is empty".into()).into());
             }
-            app::runtime(false)?.block_on(channels::terminal::ask(home, group, text))
+            app::runtime(false)?.block_on(app::ask(home, group, text))
         }
         Command::Doctor => app::runtime(false)?.block_on(cli::doctor::run(home)),
         Command::Sandbox {

@@ -101,8 +101,8 @@ impl Request {
             id = self.id,
             group = self.group,
             tool = self.tool,
-            args = crate::cli::display::for_terminal(&self.arguments.to_string()),
-            reason = crate::cli::display::for_terminal(&self.reason),
+            args = crate::display::for_terminal(&self.arguments.to_string()),
+            reason = crate::display::for_terminal(&self.reason),
             approvers = self.approvers.join(", "),
             quorum = self.quorum,
         )

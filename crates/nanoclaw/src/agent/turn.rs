@@ -95,7 +95,7 @@ impl Agent {
     pub async fn run_task_turn(
         &self,
         group: &nanoclaw_core::GroupId,
-        task: &crate::scheduler::tasks::Task,
+        task: &crate::store::tasks::Task,
     ) -> anyhow::Result<Result<String, String>> {
         let task_name = &task.name;
         let post = task.post;

@@ -300,7 +300,7 @@ impl Email {
     }
 
     /// Receive until the process ends, reconnecting with backoff.
-    pub async fn receive(self: Arc<Self>, queue: Arc<Queue>) {
+    async fn receive_mail(self: Arc<Self>, queue: Arc<Queue>) {
         let mut backoff = Duration::from_secs(1);
         loop {
             match self.session(&queue).await {
@@ -513,7 +513,7 @@ impl Email {
     }
 
     /// Deliver the outbox's email replies until the process ends.
-    pub async fn deliver(self: Arc<Self>, audit: Arc<crate::audit::Audit>) {
+    async fn deliver_mail(self: Arc<Self>, audit: Arc<crate::audit::Audit>) {
         let transport = match self.transport() {
             Ok(t) => t,
             Err(e) => {
@@ -759,5 +759,21 @@ mod tests {
                 );
             }
         }
+    }
+}
+
+impl crate::channels::Channel for Email {
+    fn name(&self) -> &'static str {
+        CHANNEL
+    }
+    fn receive(self: Arc<Self>, queue: Arc<Queue>) -> crate::channels::Running {
+        Box::pin(self.receive_mail(queue))
+    }
+    fn deliver(
+        self: Arc<Self>,
+        _store: Arc<Store>,
+        audit: Arc<crate::audit::Audit>,
+    ) -> crate::channels::Running {
+        Box::pin(self.deliver_mail(audit))
     }
 }

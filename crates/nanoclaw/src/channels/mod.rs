@@ -24,8 +24,10 @@ use nanoclaw_core::GroupId;
 use nanoclaw_core::policy::SenderRole;
 
 use crate::agent::Agent;
+use crate::agent::approvals::Presenter;
 use crate::agent::queue::Queue;
-use crate::store::{InboxId, Routed, StoreError};
+use crate::audit::Audit;
+use crate::store::{InboxId, Routed, Store, StoreError};
 use router::{Route, Rules};
 
 /// One inbound message as an adapter read it off the wire, before any decision.
@@ -174,4 +176,25 @@ pub fn accept(
 pub struct Accepting {
     /// An unknown sender's message, kept while the approvers are asked to admit them.
     pub held: bool,
+}
+
+/// A channel's long-running work, spawned by the daemon.
+pub type Running = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// What every platform adapter is to the daemon: it receives (each message through
+/// [`accept`], committed before it is acknowledged), delivers its replies from the outbox
+/// (through [`outbox::deliver`], which marks each sent and records it once the platform took
+/// it), and may put approval requests in front of approvers. The terminal and the HTTP API,
+/// which are not long-running adapters, go through `accept` and `outbox::delivered` directly.
+pub trait Channel: Send + Sync + 'static {
+    /// The channel's name, as messages, policy rules and the audit log name it.
+    fn name(&self) -> &'static str;
+    /// Receive until the process ends.
+    fn receive(self: Arc<Self>, queue: Arc<Queue>) -> Running;
+    /// Deliver the outbox's replies on this channel until the process ends.
+    fn deliver(self: Arc<Self>, store: Arc<Store>, audit: Arc<Audit>) -> Running;
+    /// What shows approval requests to this channel's approvers, if it does.
+    fn presenter(self: Arc<Self>) -> Option<Arc<dyn Presenter>> {
+        None
+    }
 }

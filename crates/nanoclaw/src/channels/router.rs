@@ -15,28 +15,7 @@
 use nanoclaw_core::GroupId;
 use nanoclaw_core::policy::SenderRole;
 
-/// What to do with senders nobody configured.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Unknown {
-    Ignore,
-    Allow,
-    /// Keep the message, ask the approvers to admit the sender.
-    Ask,
-}
-
-/// One channel's routing rules, from the config.
-#[derive(Clone, Debug)]
-pub struct Rules {
-    /// Short prefix for group names from this channel (`wh`, `tg`, `mail`).
-    pub prefix: String,
-    pub main_chat: Option<String>,
-    pub owners: Vec<String>,
-    pub senders: Vec<String>,
-    pub unknown: Unknown,
-    pub trigger: String,
-    /// A group's own trigger (`[groups.NAME] trigger`), instead of the channel's.
-    pub group_triggers: std::collections::BTreeMap<GroupId, String>,
-}
+pub use crate::config::channels::{Rules, Unknown};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Route {

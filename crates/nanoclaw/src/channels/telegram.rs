@@ -243,7 +243,7 @@ impl Telegram {
     }
 
     /// Poll for updates until the process ends, reconnecting with backoff.
-    pub async fn poll(self: Arc<Self>, queue: Arc<Queue>) {
+    async fn poll(self: Arc<Self>, queue: Arc<Queue>) {
         let mut backoff = Duration::from_secs(1);
         loop {
             let offset = self.offset();
@@ -454,7 +454,7 @@ impl Telegram {
     }
 
     /// Deliver the outbox's Telegram replies until the process ends.
-    pub async fn deliver(self: Arc<Self>) {
+    async fn deliver_replies(self: Arc<Self>) {
         let me = &*self;
         crate::channels::outbox::deliver(&me.store, &me.audit, CHANNEL, |reply| async move {
             let Some(chat) = me.store.chat_of(CHANNEL, &reply.group).ok().flatten() else {
@@ -480,6 +480,26 @@ impl Telegram {
 /// Approval requests to each approver's Telegram ids, with buttons.
 pub struct TelegramPresenter {
     pub telegram: Arc<Telegram>,
+}
+
+impl crate::channels::Channel for Telegram {
+    fn name(&self) -> &'static str {
+        CHANNEL
+    }
+    fn receive(self: Arc<Self>, queue: Arc<Queue>) -> crate::channels::Running {
+        Box::pin(self.poll(queue))
+    }
+    /// Telegram's client holds the store and the audit log already.
+    fn deliver(
+        self: Arc<Self>,
+        _store: Arc<Store>,
+        _audit: Arc<crate::audit::Audit>,
+    ) -> crate::channels::Running {
+        Box::pin(self.deliver_replies())
+    }
+    fn presenter(self: Arc<Self>) -> Option<Arc<dyn crate::agent::approvals::Presenter>> {
+        Some(Arc::new(TelegramPresenter { telegram: self }))
+    }
 }
 
 impl Presenter for TelegramPresenter {

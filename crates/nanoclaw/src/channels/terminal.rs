@@ -9,15 +9,14 @@ use nanoclaw_core::GroupId;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::agent::{Agent, TurnResult};
-use crate::config::home::Home;
 
 /// The channel name stored with messages from the terminal.
 pub const CHANNEL: &str = "terminal";
 /// The sender name for the person at the terminal: the owner.
 const OWNER: &str = "owner";
 
-pub async fn ask(home: Home, group: GroupId, text: String) -> anyhow::Result<ExitCode> {
-    let (agent, _lock) = crate::app::build_agent(home, false).await?;
+/// `nanoclaw ask`: one message to `group`, its reply on stdout.
+pub async fn ask(agent: Agent, group: GroupId, text: String) -> anyhow::Result<ExitCode> {
     let ok = exchange(&agent, &group, &text).await;
     agent.tools.shutdown().await;
     agent.tools.audit().flush();
@@ -28,8 +27,8 @@ pub async fn ask(home: Home, group: GroupId, text: String) -> anyhow::Result<Exi
     })
 }
 
-pub async fn chat(home: Home, group: GroupId) -> anyhow::Result<ExitCode> {
-    let (agent, _lock) = crate::app::build_agent(home, true).await?;
+/// `nanoclaw chat`: a conversation with `group` until /quit or the end of input.
+pub async fn chat(agent: Agent, group: GroupId) -> anyhow::Result<ExitCode> {
     eprintln!("nanoclaw chat, group {group}. /new starts a fresh session, /quit or Ctrl-D leaves.");
     let result = converse(&agent, &group).await;
     agent.tools.shutdown().await;
@@ -168,7 +167,7 @@ async fn exchange(agent: &Agent, group: &GroupId, text: &str) -> anyhow::Result<
         let failed = results
             .iter()
             .any(|(turn, r)| *turn == reply.turn_id && matches!(r, TurnResult::Failed(_)));
-        let text = crate::cli::display::for_terminal(&reply.text);
+        let text = crate::display::for_terminal(&reply.text);
         if failed {
             eprintln!("nanoclaw: {text}");
         } else {

@@ -150,7 +150,7 @@ impl Webhook {
     }
 
     /// Deliver replies to the callback URL until the process ends.
-    pub async fn deliver(self: Arc<Self>, store: Arc<Store>, audit: Arc<crate::audit::Audit>) {
+    async fn deliver_replies(self: Arc<Self>, store: Arc<Store>, audit: Arc<crate::audit::Audit>) {
         let Some(url) = self.callback_url.clone() else {
             return;
         };
@@ -213,5 +213,23 @@ mod tests {
                 .contains("must be sha256=")
         );
         assert!(verify(&key, body, Some("md5=00")).is_err());
+    }
+}
+
+impl crate::channels::Channel for Webhook {
+    fn name(&self) -> &'static str {
+        CHANNEL
+    }
+    /// Inbound requests arrive on the HTTP API's listener ([`Webhook::receive`]); there is
+    /// nothing to run here.
+    fn receive(self: Arc<Self>, _queue: Arc<Queue>) -> crate::channels::Running {
+        Box::pin(async {})
+    }
+    fn deliver(
+        self: Arc<Self>,
+        store: Arc<Store>,
+        audit: Arc<crate::audit::Audit>,
+    ) -> crate::channels::Running {
+        Box::pin(self.deliver_replies(store, audit))
     }
 }

@@ -6,17 +6,17 @@ use anyhow::Context;
 
 use crate::agent::approvals::{self, describe_tally};
 use crate::audit;
-use crate::cli::display;
 use crate::cli::*;
 use crate::config::home::Home;
 use crate::config::policy_file;
+use crate::display;
 use crate::store::Store;
 
 pub fn approvals_command(home: &Home, command: ApprovalsCommand) -> anyhow::Result<ExitCode> {
     use nanoclaw_core::approval::Vote;
     home.require_initialized()
         .map_err(|e| UsageError(e.to_string()))?;
-    let policy = policy_file::load(home)?;
+    let policy = policy_file::load(home, &crate::app::vocabulary())?;
     let store = Store::open(&home.db_path())
         .with_context(|| format!("opening {}", home.db_path().display()))?;
     let (key, approver, vote) = match command {

@@ -5,9 +5,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::audit;
-use crate::cli::display;
 use crate::cli::*;
 use crate::config::home::Home;
+use crate::display;
 use crate::store::{self, Store};
 
 pub fn audit_command(home: &Home, command: AuditCommand) -> anyhow::Result<ExitCode> {

@@ -143,7 +143,7 @@ pub async fn run(home: Home) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    match crate::config::policy_file::load(&home) {
+    match crate::config::policy_file::load(&home, &crate::app::vocabulary()) {
         Ok(p) => println!("policy: {} approver(s)", p.approvers().len()),
         Err(e) => {
             healthy = false;

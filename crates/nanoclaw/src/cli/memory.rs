@@ -4,9 +4,9 @@ use std::process::ExitCode;
 
 use crate::agent::memory;
 use crate::app::load_config;
-use crate::cli::display;
 use crate::cli::*;
 use crate::config::home::Home;
+use crate::display;
 use crate::sandbox::backend;
 use crate::store::Store;
 

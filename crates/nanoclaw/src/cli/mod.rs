@@ -4,8 +4,8 @@
 
 pub mod approvals;
 pub mod audit;
-pub mod display;
 pub mod doctor;
+pub mod init;
 pub mod memory;
 pub mod policy;
 pub mod sandbox;
@@ -325,7 +325,4 @@ pub enum SandboxCommand {
     },
 }
 
-/// A failure that is the caller's fault: exit status 2.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
+pub use crate::exit::UsageError;

@@ -16,7 +16,7 @@ pub fn policy_check(
     use nanoclaw_core::policy::Context;
     home.require_initialized()
         .map_err(|e| UsageError(e.to_string()))?;
-    let policy = policy_file::load(home)?;
+    let policy = policy_file::load(home, &crate::app::vocabulary())?;
     let args: serde_json::Value = serde_json::from_str(args)
         .map_err(|e| UsageError(format!("--args is not valid JSON: {e}")))?;
     if !args.is_object() {
@@ -37,7 +37,7 @@ pub fn policy_check(
         tainted: turn.tainted,
         effect: tools::effect_of(tool),
     });
-    policy_file::print_verdict(None, &verdict);
+    print_verdict(None, &verdict);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -53,14 +53,142 @@ pub fn check_egress(
 ) -> anyhow::Result<ExitCode> {
     home.require_initialized()
         .map_err(|e| UsageError(e.to_string()))?;
-    let policy = policy_file::load(home)?;
-    let turn = policy_file::TurnOf {
+    let policy = policy_file::load(home, &crate::app::vocabulary())?;
+    let turn = TurnOf {
         group: &turn.group,
         channel: &turn.channel,
         sender: turn.sender,
         tainted: turn.tainted,
         tool,
     };
-    policy_file::check_egress(&policy, &turn, url, method, body, header).map_err(UsageError)?;
+    check_egress_of(&policy, &turn, url, method, body, header).map_err(UsageError)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The turn and tool a request is checked for by `policy check-egress`.
+pub struct TurnOf<'a> {
+    pub group: &'a nanoclaw_core::GroupId,
+    pub channel: &'a str,
+    pub sender: nanoclaw_core::policy::SenderRole,
+    pub tainted: bool,
+    pub tool: &'a str,
+}
+
+/// Print what the proxy's gate would decide for `method url` (and its tunnel, for https) in
+/// `turn`. `Err` names the bad argument.
+fn check_egress_of(
+    policy: &nanoclaw_core::Policy,
+    turn: &TurnOf<'_>,
+    url: &str,
+    method: &str,
+    body: bool,
+    headers: &[String],
+) -> Result<(), String> {
+    use nanoclaw_core::egress_rules::{EgressContext, TunnelVerdict};
+    use nanoclaw_egress::gate::Facts;
+    if !crate::agent::tools::NETWORK_TOOLS.contains(&turn.tool) {
+        return Err(format!(
+            "--tool {:?} never reaches the network (those that do: {})",
+            turn.tool,
+            crate::agent::tools::NETWORK_TOOLS.join(", ")
+        ));
+    }
+    let uri: hyper::Uri = url
+        .parse()
+        .map_err(|e| format!("the URL {url:?} is not a URL: {e}"))?;
+    let scheme = match uri.scheme_str() {
+        Some(s @ ("http" | "https")) => s,
+        _ => {
+            return Err(format!(
+                "the URL {url:?} must start with http:// or https://"
+            ));
+        }
+    };
+    let host = uri
+        .host()
+        .map(nanoclaw_egress::policy::normalize_host)
+        .ok_or_else(|| format!("the URL {url:?} has no host"))?;
+    let port = uri
+        .port_u16()
+        .unwrap_or(if scheme == "https" { 443 } else { 80 });
+    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return Err(format!("--method {method:?} is not a method"));
+    }
+    let mut map = hyper::HeaderMap::new();
+    for h in headers {
+        let (name, value) = h
+            .split_once(':')
+            .ok_or_else(|| format!("--header {h:?}: give \"Name: value\""))?;
+        let name = hyper::header::HeaderName::from_bytes(name.trim().as_bytes())
+            .map_err(|e| format!("--header {h:?}: bad name: {e}"))?;
+        let value = hyper::header::HeaderValue::from_str(value.trim())
+            .map_err(|e| format!("--header {h:?}: bad value: {e}"))?;
+        map.append(name, value);
+    }
+    let facts = Facts::from_parts(
+        scheme,
+        &host,
+        port,
+        method,
+        &uri,
+        &map,
+        body,
+        &nanoclaw_egress::Credentials::default(),
+    );
+    let ctx = EgressContext {
+        group: turn.group.as_str(),
+        channel: turn.channel,
+        sender: turn.sender,
+        tainted: turn.tainted,
+        tool: turn.tool,
+    };
+    if scheme == "https" {
+        match policy.decide_tunnel(&ctx, &host, port) {
+            TunnelVerdict::Inspect => {
+                println!("tunnel {host}:{port}: opened, so that each request inside is decided")
+            }
+            TunnelVerdict::Decided(v) => {
+                print_verdict(Some(&format!("tunnel {host}:{port}")), &v);
+                if v.decision == nanoclaw_core::Decision::Allow {
+                    println!(
+                        "  (relayed unopened: the request below is not seen unless a secret is bound to the host)"
+                    );
+                }
+            }
+        }
+    }
+    println!("sends data: {}", if facts.sends { "yes" } else { "no" });
+    print_verdict(
+        Some(&format!("{method} {}", facts.url)),
+        &policy.decide_egress(&ctx, &facts.request()),
+    );
+    Ok(())
+}
+
+/// `what: decision: reason` (`decision: reason` without `what`), and for an `ask` who may
+/// answer and how long it waits.
+pub fn print_verdict(what: Option<&str>, verdict: &nanoclaw_core::Verdict) {
+    let decision = match verdict.decision {
+        nanoclaw_core::Decision::Allow => "allow",
+        nanoclaw_core::Decision::Ask => "ask",
+        nanoclaw_core::Decision::Deny => "deny",
+    };
+    let (prefix, indent) = match what {
+        Some(what) => (format!("{what}: "), "  "),
+        None => (String::new(), ""),
+    };
+    println!("{prefix}{decision}: {}", verdict.reason.describe());
+    if let Some(a) = &verdict.approval {
+        println!(
+            "{indent}approvers: {} ({} needed), timeout {}s, scope {:?}",
+            if a.approvers.is_empty() {
+                "none configured (so it is refused)".to_owned()
+            } else {
+                a.approvers.join(", ")
+            },
+            a.quorum,
+            a.timeout.as_secs(),
+            a.scope
+        );
+    }
 }

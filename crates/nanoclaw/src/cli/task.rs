@@ -6,11 +6,11 @@ use anyhow::Context;
 
 use crate::app::load_config;
 use crate::audit;
-use crate::cli::display;
 use crate::cli::*;
 use crate::config::Config;
 use crate::config::home::Home;
-use crate::scheduler::tasks;
+use crate::display;
+use crate::store::tasks;
 use crate::store::{self, Store};
 
 pub fn task_command(home: &Home, command: TaskCommand) -> anyhow::Result<ExitCode> {

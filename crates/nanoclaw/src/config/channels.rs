@@ -8,7 +8,29 @@ use nanoclaw_core::GroupId;
 use serde::Deserialize;
 
 use super::{ConfigError, Validator, is_loopback_host};
-use crate::channels::router::{Rules, Unknown};
+
+/// What to do with senders nobody configured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unknown {
+    Ignore,
+    Allow,
+    /// Keep the message, ask the approvers to admit the sender.
+    Ask,
+}
+
+/// One channel's routing rules, from the config.
+#[derive(Clone, Debug)]
+pub struct Rules {
+    /// Short prefix for group names from this channel (`wh`, `tg`, `mail`).
+    pub prefix: String,
+    pub main_chat: Option<String>,
+    pub owners: Vec<String>,
+    pub senders: Vec<String>,
+    pub unknown: Unknown,
+    pub trigger: String,
+    /// A group's own trigger (`[groups.NAME] trigger`), instead of the channel's.
+    pub group_triggers: std::collections::BTreeMap<GroupId, String>,
+}
 
 /// A `host:port` setting, split once.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -136,16 +136,6 @@ impl Home {
             "local CA for TLS interception in {} (its key never enters a sandbox)",
             self.ca_dir().display()
         ));
-        if std::env::var_os(crate::store::secrets::KEY_ENV).is_none() {
-            // A new key only while no secret is sealed: stored secrets need the key they were
-            // sealed with, and a fresh one would silently split them from the next.
-            let sealed = !crate::store::secrets::Secrets::load(self)?.is_empty();
-            crate::store::secrets::SecretsKey::locate(self, !sealed)?;
-            done.push(format!(
-                "secrets key in {} (outside the data dir; back it up)",
-                crate::store::secrets::key_file_path()?.display()
-            ));
-        }
         Ok(done)
     }
 

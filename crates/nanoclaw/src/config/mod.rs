@@ -85,7 +85,7 @@ pub struct Config {
     pub group_limits: BTreeMap<GroupId, Limits>,
     pub max_concurrent_turns: usize,
     /// `[scheduler]`: task runs at once, attempts per slot, backoff before the second.
-    pub scheduler: crate::scheduler::Limits,
+    pub scheduler: SchedulerLimits,
     /// `[channels.webhook]`, when configured.
     pub webhook: Option<channels::WebhookConfig>,
     /// `[channels.telegram]`, when configured.
@@ -311,6 +311,14 @@ shell commands and read and write files with your tools; they run in a sandbox w
 directory, /workspace, persists between conversations. Keep notes worth remembering in \
 /workspace/MEMORY.md. Answer concisely.";
 
+/// The task runner's bounds (`[scheduler]`).
+#[derive(Clone, Copy, Debug)]
+pub struct SchedulerLimits {
+    pub max_concurrent_runs: usize,
+    pub max_attempts: u32,
+    pub retry_backoff: Duration,
+}
+
 /// A config error: which file, which key, what was wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -321,6 +329,8 @@ pub enum ConfigError {
     },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
+    #[error("{path} is missing: {hint}")]
+    Missing { path: PathBuf, hint: String },
     #[error("{path}: key `{key}`: {expected}, got {got}")]
     Invalid {
         path: PathBuf,
@@ -441,7 +451,7 @@ impl Config {
             webhook: channels.webhook,
             telegram: channels.telegram,
             email: channels.email,
-            scheduler: crate::scheduler::Limits {
+            scheduler: SchedulerLimits {
                 max_concurrent_runs: v.range(
                     "scheduler.max_concurrent_runs",
                     raw.scheduler.max_concurrent_runs,
@@ -526,11 +536,11 @@ impl Validator<'_> {
         &self,
         key: &str,
         text: &str,
-    ) -> Result<crate::channels::router::Unknown, ConfigError> {
+    ) -> Result<channels::Unknown, ConfigError> {
         match text {
-            "ignore" => Ok(crate::channels::router::Unknown::Ignore),
-            "allow" => Ok(crate::channels::router::Unknown::Allow),
-            "ask" => Ok(crate::channels::router::Unknown::Ask),
+            "ignore" => Ok(channels::Unknown::Ignore),
+            "allow" => Ok(channels::Unknown::Allow),
+            "ask" => Ok(channels::Unknown::Ask),
             other => Err(self.invalid(
                 key,
                 "\"ignore\", \"ask\" or \"allow\"",

@@ -6,9 +6,6 @@
 //! like a due slot, so a restart in between does not lose it. Every run is audited and logged
 //! in the task's run log.
 
-pub mod schedule;
-pub mod tasks;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +14,7 @@ use serde_json::json;
 use tokio::sync::{Notify, Semaphore};
 
 use crate::agent::queue::Queue;
-use tasks::Claim;
+use crate::store::tasks::{self, Claim};
 
 /// The longest the runner sleeps without looking (tasks added by another process, such as
 /// `nanoclaw task add` while the daemon runs and cannot reach it, are seen by then).
@@ -38,12 +35,7 @@ impl Clock for SystemClock {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-pub struct Limits {
-    pub max_concurrent_runs: usize,
-    pub max_attempts: u32,
-    pub retry_backoff: Duration,
-}
+pub use crate::config::SchedulerLimits as Limits;
 
 pub struct Scheduler {
     queue: Arc<Queue>,

@@ -7,7 +7,9 @@
 //! messages for a turn; finishing a turn with its reply) is one transaction, which is what makes
 //! "nothing accepted is lost, nothing answered twice" hold across `kill -9`.
 
+pub mod schedule;
 pub mod secrets;
+pub mod tasks;
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};

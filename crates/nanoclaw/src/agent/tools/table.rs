@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::model::ToolSpec;
-use crate::scheduler::tasks::When;
+use crate::store::tasks::When;
 
 /// Characters of a page `web_fetch` returns at most.
 pub const WEB_FETCH_MAX_CHARS: usize = 200_000;
@@ -396,7 +396,7 @@ fn parse_http_request(v: &Value) -> Result<Args, String> {
 }
 
 fn parse_schedule(v: &Value) -> Result<Args, String> {
-    use crate::scheduler::schedule;
+    use crate::store::schedule;
     let a: ScheduleArgs = from_json("schedule_task", v)?;
     let when = match (a.cron, a.every, a.at) {
         (Some(expr), None, None) => When::Cron {

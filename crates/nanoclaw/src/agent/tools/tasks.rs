@@ -4,7 +4,7 @@
 use nanoclaw_core::GroupId;
 
 use super::{CallContext, ToolOutcome, Tools};
-use crate::scheduler::tasks::When;
+use crate::store::tasks::When;
 
 impl Tools {
     /// A task made here runs with this turn's sender role, and its prompt counts as outside
@@ -19,7 +19,7 @@ impl Tools {
         isolated: bool,
         silent: bool,
     ) -> ToolOutcome {
-        use crate::scheduler::tasks::NewTask;
+        use crate::store::tasks::NewTask;
         let group = ctx.group;
         let new = NewTask {
             group: group.to_string(),
@@ -32,7 +32,7 @@ impl Tools {
             role: ctx.sender,
             tainted: ctx.tainted,
         };
-        match crate::scheduler::tasks::add(&self.store, &new, crate::store::now()) {
+        match crate::store::tasks::add(&self.store, &new, crate::store::now()) {
             Ok(task) => {
                 self.tasks_changed.notify_one();
                 ToolOutcome::ok(format!(
@@ -49,7 +49,7 @@ impl Tools {
     }
 
     pub(super) fn list_tasks(&self, group: &GroupId) -> ToolOutcome {
-        match crate::scheduler::tasks::list(&self.store, Some(group.as_str())) {
+        match crate::store::tasks::list(&self.store, Some(group.as_str())) {
             Ok(tasks) if tasks.is_empty() => ToolOutcome::ok("no tasks"),
             Ok(tasks) => ToolOutcome::ok(
                 tasks
@@ -76,7 +76,7 @@ impl Tools {
     }
 
     pub(super) fn cancel_task(&self, group: &GroupId, id: i64) -> ToolOutcome {
-        match crate::scheduler::tasks::set_status(
+        match crate::store::tasks::set_status(
             &self.store,
             id,
             "removed",

@@ -11,7 +11,7 @@
 use nanoclaw_core::policy::SenderRole;
 use rusqlite::{OptionalExtension, params};
 
-use crate::scheduler::schedule::{self, Schedule, ScheduleError};
+use crate::store::schedule::{self, Schedule, ScheduleError};
 use crate::store::{Store, StoreError};
 
 /// A missed slot this late or later counts as missed (for tasks that skip missed slots); an
