@@ -602,6 +602,22 @@ impl Email {
     }
 }
 
+impl crate::channels::Channel for Email {
+    fn name(&self) -> &'static str {
+        CHANNEL
+    }
+    fn receive(self: Arc<Self>, queue: Arc<Queue>) -> crate::channels::Running {
+        Box::pin(self.receive_mail(queue))
+    }
+    fn deliver(
+        self: Arc<Self>,
+        _store: Arc<Store>,
+        audit: Arc<crate::audit::Audit>,
+    ) -> crate::channels::Running {
+        Box::pin(self.deliver_mail(audit))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -759,21 +775,5 @@ mod tests {
                 );
             }
         }
-    }
-}
-
-impl crate::channels::Channel for Email {
-    fn name(&self) -> &'static str {
-        CHANNEL
-    }
-    fn receive(self: Arc<Self>, queue: Arc<Queue>) -> crate::channels::Running {
-        Box::pin(self.receive_mail(queue))
-    }
-    fn deliver(
-        self: Arc<Self>,
-        _store: Arc<Store>,
-        audit: Arc<crate::audit::Audit>,
-    ) -> crate::channels::Running {
-        Box::pin(self.deliver_mail(audit))
     }
 }

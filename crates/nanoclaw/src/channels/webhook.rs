@@ -187,6 +187,24 @@ impl Webhook {
     }
 }
 
+impl crate::channels::Channel for Webhook {
+    fn name(&self) -> &'static str {
+        CHANNEL
+    }
+    /// Inbound requests arrive on the HTTP API's listener ([`Webhook::receive`]); there is
+    /// nothing to run here.
+    fn receive(self: Arc<Self>, _queue: Arc<Queue>) -> crate::channels::Running {
+        Box::pin(async {})
+    }
+    fn deliver(
+        self: Arc<Self>,
+        store: Arc<Store>,
+        audit: Arc<crate::audit::Audit>,
+    ) -> crate::channels::Running {
+        Box::pin(self.deliver_replies(store, audit))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,23 +231,5 @@ mod tests {
                 .contains("must be sha256=")
         );
         assert!(verify(&key, body, Some("md5=00")).is_err());
-    }
-}
-
-impl crate::channels::Channel for Webhook {
-    fn name(&self) -> &'static str {
-        CHANNEL
-    }
-    /// Inbound requests arrive on the HTTP API's listener ([`Webhook::receive`]); there is
-    /// nothing to run here.
-    fn receive(self: Arc<Self>, _queue: Arc<Queue>) -> crate::channels::Running {
-        Box::pin(async {})
-    }
-    fn deliver(
-        self: Arc<Self>,
-        store: Arc<Store>,
-        audit: Arc<crate::audit::Audit>,
-    ) -> crate::channels::Running {
-        Box::pin(self.deliver_replies(store, audit))
     }
 }
