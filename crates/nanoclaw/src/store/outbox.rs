@@ -1,0 +1,94 @@
+//! The outbox: replies waiting for their channel, and marking them sent once it took them.
+
+use nanoclaw_core::GroupId;
+use rusqlite::{TransactionBehavior, params};
+
+use super::{Result, Store, TurnId, now};
+
+/// A reply waiting in (or delivered from) the outbox.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Outbound {
+    pub id: i64,
+    pub group: String,
+    pub channel: String,
+    pub turn_id: TurnId,
+    pub text: String,
+    pub created_at: i64,
+}
+
+fn row_to_outbound(r: &rusqlite::Row<'_>) -> rusqlite::Result<Outbound> {
+    Ok(Outbound {
+        id: r.get(0)?,
+        group: r.get(1)?,
+        channel: r.get(2)?,
+        turn_id: r.get(3)?,
+        text: r.get(4)?,
+        created_at: r.get(5)?,
+    })
+}
+
+impl Store {
+    /// Replies not yet delivered on `channel`, any group, oldest first.
+    pub fn unsent_on(&self, channel: &str, limit: usize) -> Result<Vec<Outbound>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, group_id, channel, turn_id, text, created_at FROM outbox
+             WHERE channel = ?1 AND sent_at IS NULL ORDER BY id LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![channel, limit as i64], row_to_outbound)?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// Outbox rows of a group with id greater than `after`, oldest first (sent or not).
+    pub fn replies_after(
+        &self,
+        group: &GroupId,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<Outbound>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, group_id, channel, turn_id, text, created_at FROM outbox
+             WHERE group_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+        )?;
+        let rows = stmt
+            .query_map(
+                params![group.as_str(), after, limit as i64],
+                row_to_outbound,
+            )?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// Unsent outbox rows of a group for a channel, oldest first.
+    pub fn unsent(&self, group: &GroupId, channel: &str) -> Result<Vec<Outbound>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, group_id, channel, turn_id, text, created_at FROM outbox
+             WHERE group_id = ?1 AND channel = ?2 AND sent_at IS NULL ORDER BY id",
+        )?;
+        let rows = stmt
+            .query_map(params![group.as_str(), channel], row_to_outbound)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// Mark outbox rows as accepted by their channel. Returns the ids that were not marked
+    /// before (a reply shown twice is sent once).
+    pub fn mark_sent(&self, ids: &[i64]) -> Result<Vec<i64>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut marked = Vec::new();
+        for id in ids {
+            let n = tx.execute(
+                "UPDATE outbox SET sent_at = ?1 WHERE id = ?2 AND sent_at IS NULL",
+                params![now(), id],
+            )?;
+            if n == 1 {
+                marked.push(*id);
+            }
+        }
+        tx.commit()?;
+        Ok(marked)
+    }
+}
