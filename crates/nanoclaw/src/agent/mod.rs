@@ -9,7 +9,8 @@
 //! - [`approvals`]: approval requests, their votes, and [`approvals::answer`], which every
 //!   surface (CLI, API, chat) calls.
 //! - [`egress_gate`]: the policy's word on each network request a call makes.
-//! - [`memory`]: the group's MEMORY.md, read through the sandbox.
+//! - [`memory`]: the group's MEMORY.md, read through the sandbox; `prompt`: what the model
+//!   is shown, with outside content marked.
 //!
 //! It must never run a tool without the gate, never take a sender's role from a name, and never
 //! let model output be anything but data.
@@ -17,6 +18,7 @@
 pub mod approvals;
 pub mod egress_gate;
 pub mod memory;
+mod prompt;
 pub mod queue;
 pub mod tools;
 pub mod turn;
