@@ -7,17 +7,25 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The daemon's modules on the trust path: a message's way in (accept, router, admission), the
-# agent (turn, queue, gate, tools, approvals), the host side of sandbox and egress (backend
-# choice, proxies and credentials, the web tools' client), the audit chain and the store (with
-# the secrets file).
+# agent (turn, prompt, queue, the tool table and call path, approvals, the egress gate, memory),
+# the host side of sandbox and egress (backend choice, proxies and credentials, the web tools'
+# client), the audit writer and verifier, and the store (its tables, the secrets file). Outside
+# it: the channel adapters, the CLI, the scheduler's runner and time math, the config, the model
+# clients, and the audit log's readers (show, export), which only read.
 DAEMON_TRUST=(
   crates/nanoclaw/src/channels/mod.rs
   crates/nanoclaw/src/channels/router.rs
   crates/nanoclaw/src/channels/admission.rs
   crates/nanoclaw/src/agent
   crates/nanoclaw/src/sandbox
-  crates/nanoclaw/src/audit
-  crates/nanoclaw/src/store
+  crates/nanoclaw/src/audit/log.rs
+  crates/nanoclaw/src/store/mod.rs
+  crates/nanoclaw/src/store/inbox.rs
+  crates/nanoclaw/src/store/turns.rs
+  crates/nanoclaw/src/store/outbox.rs
+  crates/nanoclaw/src/store/migrations.rs
+  crates/nanoclaw/src/store/tasks.rs
+  crates/nanoclaw/src/store/secrets.rs
 )
 
 count() {

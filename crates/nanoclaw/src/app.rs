@@ -147,7 +147,7 @@ pub async fn build_agent(home: Home, long_lived: bool) -> anyhow::Result<(Agent,
     let approvals = approvals::Approvals::new(
         Arc::clone(&store),
         Arc::clone(&audit),
-        vec![Arc::new(approvals::StderrPresenter)],
+        vec![Arc::new(crate::channels::approval_text::StderrPresenter)],
     );
     let tools = tools::Tools::new(
         backend,

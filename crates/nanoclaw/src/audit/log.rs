@@ -1,6 +1,6 @@
 //! The audit log: one writer thread per process appends events to the hash chain in the store
-//! (`nanoclaw_core::audit`), in batches, so recording never waits on the disk; and the readers
-//! behind `nanoclaw audit verify | show | export`.
+//! (`nanoclaw_core::audit`), in batches, so recording never waits on the disk (but a decision
+//! waits until it is durable, [`Audit::durable`]); and `nanoclaw audit verify`.
 //!
 //! Every string in an event has secret values replaced by `[redacted secret NAME]` before the
 //! event is hashed or written. Appends from several processes (the daemon, the CLI answering an
@@ -35,97 +35,70 @@ const ANCHOR_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// How long the writer waits before trying a failed batch again when nothing new comes.
 const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Every kind of event the daemon records: `audit show --kind` takes these names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EventKind {
+/// Defines [`EventKind`] from one list: each variant with its name in the log.
+macro_rules! event_kinds {
+    ($($(#[$doc:meta])* $kind:ident = $name:literal,)*) => {
+        /// Every kind of event the daemon records: `audit show --kind` takes these names.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum EventKind {
+            $($(#[$doc])* $kind,)*
+        }
+
+        impl EventKind {
+            pub const ALL: &[EventKind] = &[$(EventKind::$kind,)*];
+
+            /// The kind's name in the log.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(EventKind::$kind => $name,)*
+                }
+            }
+        }
+    };
+}
+
+event_kinds! {
     /// The configuration in force when a process started.
-    ConfigLoaded,
+    ConfigLoaded = "config_loaded",
     /// A message a turn took in.
-    MessageReceived,
+    MessageReceived = "message_received",
     /// The prompt sent to the model, in full.
-    Prompt,
+    Prompt = "prompt",
     /// One model step's response.
-    ModelResponse,
+    ModelResponse = "model_response",
     /// A tool call as the model made it.
-    ToolCall,
+    ToolCall = "tool_call",
     /// The call in the form its tool reads it, when that differs.
-    ToolCallCanonical,
+    ToolCallCanonical = "tool_call_canonical",
     /// The gate's decision on a call, with every rule that matched.
-    PolicyDecision,
+    PolicyDecision = "policy_decision",
     /// An approval request was opened.
-    ApprovalRequested,
+    ApprovalRequested = "approval_requested",
     /// An approver's vote that counted.
-    ApprovalAnswered,
+    ApprovalAnswered = "approval_answered",
     /// A vote that did not count (not an approver of the request).
-    ApprovalIgnored,
+    ApprovalIgnored = "approval_ignored",
     /// A request nobody answered in time (a denial).
-    ApprovalExpired,
+    ApprovalExpired = "approval_expired",
     /// An approval let a call run.
-    ApprovalUsed,
+    ApprovalUsed = "approval_used",
     /// What a call returned to the model.
-    ToolResult,
+    ToolResult = "tool_result",
     /// One network request a sandbox or a tool made.
-    Egress,
+    Egress = "egress",
     /// A call's network requests, summed up.
-    EgressSummary,
+    EgressSummary = "egress_summary",
     /// A reply a channel accepted.
-    MessageSent,
+    MessageSent = "message_sent",
     /// Secrets withheld from a reply.
-    ReplyWithheld,
+    ReplyWithheld = "reply_withheld",
     /// A task's slot began to run.
-    TaskRun,
+    TaskRun = "task_run",
     /// A task run ended.
-    TaskRunFinished,
+    TaskRunFinished = "task_run_finished",
 }
 
 impl EventKind {
-    pub const ALL: &[EventKind] = &[
-        EventKind::ConfigLoaded,
-        EventKind::MessageReceived,
-        EventKind::Prompt,
-        EventKind::ModelResponse,
-        EventKind::ToolCall,
-        EventKind::ToolCallCanonical,
-        EventKind::PolicyDecision,
-        EventKind::ApprovalRequested,
-        EventKind::ApprovalAnswered,
-        EventKind::ApprovalIgnored,
-        EventKind::ApprovalExpired,
-        EventKind::ApprovalUsed,
-        EventKind::ToolResult,
-        EventKind::Egress,
-        EventKind::EgressSummary,
-        EventKind::MessageSent,
-        EventKind::ReplyWithheld,
-        EventKind::TaskRun,
-        EventKind::TaskRunFinished,
-    ];
-
-    /// The kind's name in the log.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::ConfigLoaded => "config_loaded",
-            EventKind::MessageReceived => "message_received",
-            EventKind::Prompt => "prompt",
-            EventKind::ModelResponse => "model_response",
-            EventKind::ToolCall => "tool_call",
-            EventKind::ToolCallCanonical => "tool_call_canonical",
-            EventKind::PolicyDecision => "policy_decision",
-            EventKind::ApprovalRequested => "approval_requested",
-            EventKind::ApprovalAnswered => "approval_answered",
-            EventKind::ApprovalIgnored => "approval_ignored",
-            EventKind::ApprovalExpired => "approval_expired",
-            EventKind::ApprovalUsed => "approval_used",
-            EventKind::ToolResult => "tool_result",
-            EventKind::Egress => "egress",
-            EventKind::EgressSummary => "egress_summary",
-            EventKind::MessageSent => "message_sent",
-            EventKind::ReplyWithheld => "reply_withheld",
-            EventKind::TaskRun => "task_run",
-            EventKind::TaskRunFinished => "task_run_finished",
-        }
-    }
-
     pub fn named(name: &str) -> Option<EventKind> {
         EventKind::ALL.iter().copied().find(|k| k.as_str() == name)
     }
@@ -457,16 +430,7 @@ fn append(conn: &Connection, events: &[Pending]) -> rusqlite::Result<Anchor> {
     })
 }
 
-/// Filters for `audit show`.
-#[derive(Default)]
-pub struct Filter {
-    pub group: Option<String>,
-    pub kind: Option<String>,
-    /// Milliseconds since the epoch.
-    pub since: Option<i64>,
-}
-
-fn read_stored(r: &rusqlite::Row<'_>) -> rusqlite::Result<Stored> {
+pub fn read_stored(r: &rusqlite::Row<'_>) -> rusqlite::Result<Stored> {
     Ok(Stored {
         seq: r.get::<_, i64>(0)? as u64,
         at: r.get(1)?,
@@ -669,65 +633,4 @@ pub fn verify(db: &Path, anchor: Option<&Anchor>) -> anyhow::Result<Result<Verif
         head,
         anchors: kept,
     }))
-}
-
-/// Each matching event's body (canonical JSON), in order, to `out`.
-pub fn export(
-    db: &Path,
-    filter: &Filter,
-    mut out: impl FnMut(&Stored) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    let conn = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .with_context(|| format!("opening {}", db.display()))?;
-    let mut stmt = conn.prepare(
-        "SELECT seq, at, kind, group_id, body, prev_hash, hash FROM audit
-         WHERE (?1 IS NULL OR group_id = ?1) AND (?2 IS NULL OR kind = ?2) AND (?3 IS NULL OR at >= ?3)
-         ORDER BY seq",
-    )?;
-    let rows = stmt.query_map(
-        params![filter.group, filter.kind, filter.since],
-        read_stored,
-    )?;
-    for row in rows {
-        out(&row?)?;
-    }
-    Ok(())
-}
-
-/// `at` (milliseconds since the epoch) as `YYYY-MM-DDTHH:MM:SSZ`.
-pub fn format_time(at: i64) -> String {
-    match jiff::Timestamp::from_millisecond(at) {
-        Ok(t) => t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
-        // Beyond the years jiff represents (±9999): no stored time is, but say something.
-        Err(_) => format!("{at} ms since the epoch"),
-    }
-}
-
-/// `--since`: unix seconds, a date (`YYYY-MM-DD`, UTC midnight), an RFC 3339 time
-/// (`2026-11-18T11:06:40Z`; a zone offset is required), or an age (`30m`, `2h`, `7d`, `45s`)
-/// before `now_ms`. Milliseconds since the epoch.
-pub fn parse_since(text: &str, now_ms: i64) -> Option<i64> {
-    let t = text.trim();
-    if let Ok(secs) = t.parse::<i64>() {
-        return secs.checked_mul(1000);
-    }
-    if let Some(unit) = t.chars().last().filter(|c| "smhd".contains(*c)) {
-        let n: i64 = t[..t.len() - 1].parse().ok()?;
-        let secs = match unit {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            _ => 86_400,
-        };
-        return now_ms.checked_sub(n.checked_mul(secs * 1000)?);
-    }
-    // Only a bare date is read as a date: jiff would also take the date out of a longer
-    // string and drop its time.
-    let at = if t.len() == "YYYY-MM-DD".len() {
-        let date = t.parse::<jiff::civil::Date>().ok()?;
-        date.to_zoned(jiff::tz::TimeZone::UTC).ok()?.timestamp()
-    } else {
-        t.parse::<jiff::Timestamp>().ok()?
-    };
-    Some(at.as_millisecond())
 }

@@ -1,9 +1,12 @@
-//! The audit log ([`log`]): the hash-chained record of what the agent saw, decided and
-//! attempted. `log.rs` stands alone (it uses nothing else of the crate) so that the audit
-//! benchmark builds it on its own.
+//! The audit log: the hash-chained record of what the agent saw, decided and attempted.
+//! [`log`] writes it and verifies it (on the trust path; it stands alone, using nothing else of
+//! the crate, so the audit benchmark builds it on its own); [`read`] shows and exports it for
+//! people.
 
 mod log;
+mod read;
 #[cfg(test)]
 mod tests;
 
 pub use log::*;
+pub use read::*;

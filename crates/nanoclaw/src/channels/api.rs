@@ -209,7 +209,7 @@ impl Api {
                 "sender must be a non-empty name without control characters",
             ));
         }
-        if crate::agent::approvals::malformed_command(&msg.text) {
+        if crate::channels::approval_text::malformed_command(&msg.text) {
             return Err(error(
                 StatusCode::BAD_REQUEST,
                 "approval answers are /approve CODE [always] and /deny CODE",
@@ -217,7 +217,7 @@ impl Api {
         }
         // `/approve CODE [always]` and `/deny CODE` answer an approval request at once: they
         // never queue behind the turn that is waiting for them.
-        if let Some((code, vote)) = crate::agent::approvals::parse_command(&msg.text) {
+        if let Some((code, vote)) = crate::channels::approval_text::parse_command(&msg.text) {
             let named = (msg.sender != default_sender()).then_some(msg.sender.as_str());
             let result = crate::agent::approvals::answer(
                 &self.store,
@@ -233,7 +233,7 @@ impl Api {
             return match result {
                 Ok(tally) => Ok(reply(
                     StatusCode::OK,
-                    json!({"approval": crate::agent::approvals::describe_tally(&tally)}),
+                    json!({"approval": crate::channels::approval_text::describe_tally(&tally)}),
                 )),
                 Err(e) => {
                     let status = match e {

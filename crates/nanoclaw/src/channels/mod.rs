@@ -11,6 +11,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod approval_text;
 pub mod email;
 pub mod outbox;
 pub mod router;

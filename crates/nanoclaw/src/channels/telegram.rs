@@ -318,7 +318,7 @@ impl Telegram {
             .as_ref()
             .and_then(|m| m.from.as_ref())
             .is_some_and(|u| u.is_bot);
-        if let Some((code, vote)) = crate::agent::approvals::parse_command(text) {
+        if let Some((code, vote)) = crate::channels::approval_text::parse_command(text) {
             self.answer(&sender, &code, vote, &chat).await;
             return true;
         }
@@ -357,7 +357,7 @@ impl Telegram {
                 tracing::info!(channel = CHANNEL, user = ?user, chat = ?chat, "an approval command from someone who is not an approver; ignored");
                 return;
             }
-            Ok(t) => crate::agent::approvals::describe_tally(&t),
+            Ok(t) => crate::channels::approval_text::describe_tally(&t),
             Err(e) => e.to_string(),
         };
         let _ = self
@@ -404,7 +404,7 @@ impl Telegram {
                                 "you are not an approver; only approvers answer approval requests"
                                     .into()
                             }
-                            Some(Ok(t)) => crate::agent::approvals::describe_tally(&t),
+                            Some(Ok(t)) => crate::channels::approval_text::describe_tally(&t),
                             Some(Err(e)) => e.to_string(),
                             None => "unknown button".into(),
                         }
@@ -512,7 +512,7 @@ impl Presenter for TelegramPresenter {
             .filter(|a| request.approvers.contains(&a.name))
             .flat_map(|a| a.ids.get(CHANNEL).cloned().unwrap_or_default())
             .collect();
-        let text = request.describe();
+        let text = crate::channels::approval_text::describe(request);
         let id = request.id;
         let code = request.code.clone();
         let telegram = Arc::clone(&self.telegram);

@@ -65,8 +65,8 @@ fn unknown_command(line: &str) -> bool {
         && first.starts_with('/')
         && first[1..].chars().all(|c| c.is_ascii_lowercase())
         && words.next().is_none();
-    crate::agent::approvals::malformed_command(line)
-        || (lone_command_word && crate::agent::approvals::parse_command(line).is_none())
+    crate::channels::approval_text::malformed_command(line)
+        || (lone_command_word && crate::channels::approval_text::parse_command(line).is_none())
 }
 
 /// Read lines until /quit or end of input; answer each.
@@ -99,8 +99,8 @@ async fn converse(agent: &Agent, group: &GroupId) -> anyhow::Result<()> {
                 "nanoclaw: commands are /new, /quit, /approve CODE [always] and /deny CODE; nothing was sent"
             ),
             // An answer to an approval request.
-            line if crate::agent::approvals::parse_command(line).is_some() => {
-                if let Some((code, vote)) = crate::agent::approvals::parse_command(line) {
+            line if crate::channels::approval_text::parse_command(line).is_some() => {
+                if let Some((code, vote)) = crate::channels::approval_text::parse_command(line) {
                     answer(agent, &code, vote);
                 }
             }
@@ -117,7 +117,7 @@ async fn converse(agent: &Agent, group: &GroupId) -> anyhow::Result<()> {
                         }
                         line = read_line(&mut lines), if input_open => match line? {
                             None => input_open = false,
-                            Some(l) => match crate::agent::approvals::parse_command(&l) {
+                            Some(l) => match crate::channels::approval_text::parse_command(&l) {
                                 Some((code, vote)) => answer(agent, &code, vote),
                                 None => typed_ahead.push_back(l),
                             },
@@ -142,7 +142,10 @@ fn answer(agent: &Agent, code: &str, vote: nanoclaw_core::approval::Vote) {
         vote,
     );
     match result {
-        Ok(tally) => eprintln!("({})", crate::agent::approvals::describe_tally(&tally)),
+        Ok(tally) => eprintln!(
+            "({})",
+            crate::channels::approval_text::describe_tally(&tally)
+        ),
         Err(e) => eprintln!("nanoclaw: {e}"),
     }
 }

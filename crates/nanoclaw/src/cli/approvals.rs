@@ -4,8 +4,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::agent::approvals::{self, describe_tally};
+use crate::agent::approvals;
 use crate::audit;
+use crate::channels::approval_text::describe_tally;
 use crate::cli::*;
 use crate::config::home::Home;
 use crate::config::policy_file;
