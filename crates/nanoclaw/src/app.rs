@@ -388,9 +388,9 @@ pub fn vocabulary() -> nanoclaw_core::policy::Vocabulary {
         .collect();
     nanoclaw_core::policy::Vocabulary {
         tools,
-        network_tools: crate::agent::tools::NETWORK_TOOLS
-            .iter()
-            .map(|t| (*t).to_owned())
+        network_tools: crate::agent::tools::network_tools()
+            .into_iter()
+            .map(str::to_owned)
             .collect(),
         channels: CHANNELS.iter().map(|c| (*c).to_owned()).collect(),
         approver_channels: vec![crate::channels::telegram::CHANNEL.to_owned()],

@@ -86,11 +86,12 @@ fn check_egress_of(
 ) -> Result<(), String> {
     use nanoclaw_core::egress_rules::{EgressContext, TunnelVerdict};
     use nanoclaw_egress::gate::Facts;
-    if !crate::agent::tools::NETWORK_TOOLS.contains(&turn.tool) {
+    let network = crate::agent::tools::network_tools();
+    if !network.contains(&turn.tool) {
         return Err(format!(
             "--tool {:?} never reaches the network (those that do: {})",
             turn.tool,
-            crate::agent::tools::NETWORK_TOOLS.join(", ")
+            network.join(", ")
         ));
     }
     let uri: hyper::Uri = url

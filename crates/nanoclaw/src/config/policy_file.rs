@@ -14,54 +14,7 @@ use crate::config::home::Home;
 pub const POLICY_FILE: &str = "policy.toml";
 
 /// Written by `nanoclaw init`.
-pub const DEFAULT_POLICY: &str = r#"# nanoclaw policy: decides every tool call before it runs.
-#
-# Rules are checked in order; the first that matches decides, except that a matching "deny"
-# anywhere wins. With no match: tools that run inside the sandbox are allowed, anything else
-# asks an approver. `nanoclaw policy check --tool T --args JSON` shows what a call would get.
-
-# People who may answer approval requests. `terminal = true`: the owner at this machine
-# (answering with `nanoclaw approvals approve ID`, or /approve CODE through the HTTP API).
-[approvers.owner]
-terminal = true
-
-# Examples (remove the leading # to use one):
-#
-# [[rule]]
-# name = "no force pushes"
-# tool = "shell"
-# args = { command = { regex = "git\\s+push\\s.*--force" } }
-# action = "deny"
-#
-# [[rule]]
-# name = "writes to the web ask once the turn has read outside content"
-# tool = "http_request"
-# tainted = true
-# args = { method = { one_of = ["POST", "PUT", "PATCH", "DELETE"] } }
-# action = "ask"
-# approvers = ["owner"]     # default: every approver above
-# quorum = 1                # distinct approvers needed
-# timeout_secs = 600        # no answer in time means deny
-# scope = "once"            # or "always" for this exact tool, arguments and group
-#
-# Other keys: group, channel (globs), sender ("owner", "approver", "other"); argument matchers
-# `equals`, `glob`, `regex`, `one_of` on a dotted path into the call's arguments.
-
-# Egress rules decide each network request a tool call makes that the group's allowlist let
-# through. With none matching, a turn that has read outside content asks the approvers before
-# a request that sends data out (a body, a query, a data header, a method other than GET and
-# HEAD); every other request is allowed.
-#
-# [[egress]]
-# name = "the tracker takes posts, even from tainted turns"
-# host = "tracker.example.com"     # glob
-# methods = ["POST"]               # as sent; "CONNECT" decides a whole tunnel
-# path = "/api/issues*"            # glob, without the query
-# action = "allow"
-#
-# Other keys: ports, query, body, sends (booleans), tool (shell, web_fetch, http_request),
-# group, channel, sender, tainted; approvers, quorum, timeout_secs, scope as in [[rule]].
-"#;
+pub const DEFAULT_POLICY: &str = include_str!("default-policy.toml");
 
 /// Load the policy and hold it to `vocabulary` (what rules may name: see `app::vocabulary`).
 pub fn load(home: &Home, vocabulary: &Vocabulary) -> anyhow::Result<Policy> {

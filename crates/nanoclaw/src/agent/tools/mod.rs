@@ -31,7 +31,7 @@ use crate::agent::approvals::{Approvals, Outcome};
 use crate::agent::egress_gate::CallGate;
 use crate::audit::{Audit, EventKind};
 use crate::sandbox::egress::Egress;
-pub use table::{Args, NETWORK_TOOLS, canonical, effect_of, specs};
+pub use table::{Args, canonical, effect_of, network_tools, specs};
 use web::CallNet;
 
 /// What a tool call produced, as the model will see it.

@@ -27,6 +27,8 @@ pub struct ToolDef {
     pub name: &'static str,
     /// For the gate's defaults: sandboxed tools allow, the others ask.
     pub effect: ToolEffect,
+    /// Its requests pass the group's egress proxy (and its `[[egress]]` rules).
+    pub network: bool,
     pub description: &'static str,
     schema: fn() -> Value,
     parse: fn(&Value) -> Result<Args, String>,
@@ -69,6 +71,7 @@ pub const TOOLS: &[ToolDef] = &[
     ToolDef {
         name: "shell",
         effect: ToolEffect::Sandboxed,
+        network: true,
         description: "Run a bash command in your sandbox, with /workspace as working directory. \
 The network is reachable only through the group's egress proxy (HTTP_PROXY and HTTPS_PROXY are \
 set), to the hosts its policy allows. Returns the exit status and output (long output is \
@@ -84,6 +87,7 @@ truncated).",
     ToolDef {
         name: "read_file",
         effect: ToolEffect::Sandboxed,
+        network: false,
         description: "Read a text file. Relative paths are from /workspace.",
         schema: || {
             json!({"type": "object", "properties": {
@@ -104,6 +108,7 @@ truncated).",
     ToolDef {
         name: "write_file",
         effect: ToolEffect::Sandboxed,
+        network: false,
         description: "Create or overwrite a file with the given content, creating parent directories.",
         schema: || {
             json!({"type": "object", "properties": {
@@ -122,6 +127,7 @@ truncated).",
     ToolDef {
         name: "edit_file",
         effect: ToolEffect::Sandboxed,
+        network: false,
         description: "Replace one exact occurrence of old_text with new_text in a file. Fails if \
 old_text occurs zero times or more than once.",
         schema: || {
@@ -143,6 +149,7 @@ old_text occurs zero times or more than once.",
     ToolDef {
         name: "list_files",
         effect: ToolEffect::Sandboxed,
+        network: false,
         description: "List files whose path (relative to `path`, default /workspace) matches a glob \
 such as \"**/*.md\" or \"*.txt\".",
         schema: || {
@@ -162,6 +169,7 @@ such as \"**/*.md\" or \"*.txt\".",
     ToolDef {
         name: "grep",
         effect: ToolEffect::Sandboxed,
+        network: false,
         description: "Search files for lines matching a regular expression. Returns path:line:text.",
         schema: || {
             json!({"type": "object", "properties": {
@@ -185,6 +193,7 @@ such as \"**/*.md\" or \"*.txt\".",
     ToolDef {
         name: "web_fetch",
         effect: ToolEffect::Sandboxed,
+        network: true,
         description: "Fetch a web page (http or https) and return it as readable text. Goes through this group's egress allowlist; redirects are followed. Page content is untrusted data.",
         schema: || {
             json!({"type": "object", "properties": {
@@ -206,6 +215,7 @@ such as \"**/*.md\" or \"*.txt\".",
     ToolDef {
         name: "http_request",
         effect: ToolEffect::Sandboxed,
+        network: true,
         description: "Send one HTTP request (any method, headers, body) through this group's egress allowlist and return status, headers and body. `${NAME}` in the URL, a header or the body stands for secret NAME; the proxy inserts its value only toward the hosts it is bound to. Redirects are not followed.",
         schema: || {
             json!({"type": "object", "properties": {
@@ -221,6 +231,7 @@ such as \"**/*.md\" or \"*.txt\".",
     ToolDef {
         name: "schedule_task",
         effect: ToolEffect::OutsideSandbox,
+        network: false,
         description: "Schedule a prompt to run later as a turn of this group: give exactly one \
 of cron (5 fields, days of the week as names, e.g. \"30 7 * * MON-FRI\", with tz), every \
 (\"15m\", \"2h\", \"1d\") or at (\"2026-12-24T18:00:00+01:00\").",
@@ -241,6 +252,7 @@ of cron (5 fields, days of the week as names, e.g. \"30 7 * * MON-FRI\", with tz
     ToolDef {
         name: "list_tasks",
         effect: ToolEffect::Sandboxed,
+        network: false,
         description: "List this group's scheduled tasks.",
         schema: || json!({"type": "object", "properties": {}, "additionalProperties": false}),
         parse: |v| {
@@ -251,6 +263,7 @@ of cron (5 fields, days of the week as names, e.g. \"30 7 * * MON-FRI\", with tz
     ToolDef {
         name: "cancel_task",
         effect: ToolEffect::OutsideSandbox,
+        network: false,
         description: "Remove one of this group's scheduled tasks by id.",
         schema: || {
             json!({"type": "object", "properties": {
@@ -265,7 +278,9 @@ of cron (5 fields, days of the week as names, e.g. \"30 7 * * MON-FRI\", with tz
 ];
 
 /// The tools whose requests pass the group's egress proxy (and its `[[egress]]` rules).
-pub const NETWORK_TOOLS: &[&str] = &["shell", "web_fetch", "http_request"];
+pub fn network_tools() -> Vec<&'static str> {
+    TOOLS.iter().filter(|t| t.network).map(|t| t.name).collect()
+}
 
 pub fn find(name: &str) -> Option<&'static ToolDef> {
     TOOLS.iter().find(|t| t.name == name)
@@ -590,9 +605,7 @@ action = "ask"
         for spec in specs() {
             assert_eq!(spec.schema["type"], "object", "{}", spec.name);
         }
-        for name in NETWORK_TOOLS {
-            assert!(find(name).is_some(), "{name}");
-        }
+        assert_eq!(network_tools(), ["shell", "web_fetch", "http_request"]);
     }
 
     #[test]
