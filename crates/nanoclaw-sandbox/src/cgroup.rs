@@ -185,24 +185,23 @@ fn write(dir: &Path, file: &str, value: impl std::fmt::Display) -> std::io::Resu
         .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.join(file).display())))
 }
 
-/// Write a limit the host may not offer: a missing control file is noted under the limit's
-/// name; any other failure is an error.
+/// Write a limit the host may not offer: a control file that is not there (cgroupfs never
+/// creates one) is noted under the limit's name; any failure to write one that is there is an
+/// error.
 fn optional(
     dir: &Path,
     file: &'static str,
     value: impl std::fmt::Display,
     unenforced: &mut Vec<&'static str>,
 ) -> std::io::Result<()> {
-    match write(dir, file, value) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            unenforced.push(match file {
-                "cpu.max" => "cpu",
-                _ => "swap",
-            });
-            Ok(())
-        }
-        other => other,
+    if !dir.join(file).exists() {
+        unenforced.push(match file {
+            "cpu.max" => "cpu",
+            _ => "swap",
+        });
+        return Ok(());
     }
+    write(dir, file, value)
 }
 
 fn read_counter(dir: &Path, file: &str, key: &str) -> u64 {
@@ -374,6 +373,21 @@ pub fn join_from_pre_exec(fds: &[RawFd]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_limit_the_host_does_not_offer_is_noted_and_a_failed_write_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut unenforced = Vec::new();
+        // No control file: the controller is not there; noted, not an error.
+        optional(dir.path(), "cpu.max", "100000 100000", &mut unenforced).unwrap();
+        optional(dir.path(), "memory.swap.max", 0, &mut unenforced).unwrap();
+        assert_eq!(unenforced, ["cpu", "swap"]);
+        // A control file that cannot be written (here: a directory) fails the command.
+        std::fs::create_dir(dir.path().join("cpu.max")).unwrap();
+        let mut unenforced = Vec::new();
+        assert!(optional(dir.path(), "cpu.max", "100000 100000", &mut unenforced).is_err());
+        assert!(unenforced.is_empty());
+    }
 
     #[test]
     fn detect_reports_a_root_or_a_reason() {

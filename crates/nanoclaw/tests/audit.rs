@@ -68,6 +68,25 @@ async fn a_turn_is_recorded_in_full_and_verifies() {
         );
     }
     assert!(shown.contains("please audit this") && shown.contains("all done"));
+    // The decision names its rule and every rule that matched; the message its sender's role.
+    let decision = text(
+        &h.run(&["audit", "show", "--kind", "policy_decision"])
+            .await
+            .stdout,
+    );
+    assert!(
+        decision.contains("\"matched\":[]") && decision.contains("\"sender\":\"owner\""),
+        "{decision}"
+    );
+    let received = text(
+        &h.run(&["audit", "show", "--kind", "message_received"])
+            .await
+            .stdout,
+    );
+    assert!(
+        received.contains("\"role\":\"owner\"") && received.contains("\"outside\":false"),
+        "{received}"
+    );
     // Filters.
     let tools = text(
         &h.run(&["audit", "show", "--kind", "tool_result"])

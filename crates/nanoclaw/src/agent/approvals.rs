@@ -647,6 +647,61 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_strangers_answer_in_chat_is_not_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db");
+        let store = Store::open(&db).unwrap();
+        let audit = Audit::open(&db, Default::default()).unwrap();
+        store
+            .with_conn(|c| {
+                c.execute(
+                    "INSERT INTO approvals (code, fingerprint, group_id, tool, arguments, reason, approvers, quorum, scope, status, created_at, expires_at)
+                     VALUES ('OPEN0001', 'f', 'main', 'shell', '{}', 'r', '[\"remote\"]', 1, 'once', 'pending', ?1, ?2)",
+                    params![now(), now() + 60_000],
+                )?;
+                Ok(())
+            })
+            .unwrap();
+        let policy =
+            nanoclaw_core::Policy::parse("[approvers.remote]\nids = { telegram = [\"42\"] }\n")
+                .unwrap();
+        let vote = |user: &str| {
+            answer(
+                &store,
+                &audit,
+                &policy,
+                "OPEN0001",
+                &Answerer::InChat {
+                    channel: "telegram",
+                    user,
+                },
+                Vote::Approve { always: false },
+            )
+        };
+        // Someone else on the channel, or the approver's id on another channel: not stored.
+        assert!(matches!(vote("7"), Err(AnswerError::Stranger)));
+        let votes = |store: &Store| -> i64 {
+            store
+                .with_conn(|c| {
+                    Ok(c.query_row("SELECT count(*) FROM approval_votes", [], |r| r.get(0))?)
+                })
+                .unwrap()
+        };
+        assert_eq!(votes(&store), 0);
+        // The approver's own id counts, once.
+        assert!(matches!(vote("42"), Ok(Tally::Approved { .. })));
+        assert_eq!(votes(&store), 1);
+        assert!(matches!(
+            vote("42"),
+            Err(AnswerError::Decided {
+                status: Status::Approved,
+                ..
+            })
+        ));
+        audit.close();
+    }
+
+    #[test]
     fn an_answer_after_the_deadline_finds_the_request_expired() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("db");

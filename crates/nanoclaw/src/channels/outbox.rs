@@ -89,3 +89,47 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nanoclaw_core::GroupId;
+    use nanoclaw_core::policy::SenderRole;
+
+    #[test]
+    fn a_reply_is_recorded_as_sent_once_when_the_channel_took_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db");
+        let store = Store::open(&db).unwrap();
+        let audit = Audit::open(&db, Default::default()).unwrap();
+        let group = GroupId::main();
+        store
+            .accept_inbound(&group, "api", "api", SenderRole::Owner, "hi")
+            .unwrap();
+        let turn = store.claim_turn(&group).unwrap().unwrap();
+        store
+            .finish_turn(&turn, "api", crate::store::TurnEnd::Done { reply: "hello" })
+            .unwrap();
+        let sent = |audit: &Audit| -> i64 {
+            audit.flush();
+            store
+                .with_conn(|c| {
+                    Ok(c.query_row(
+                        "SELECT count(*) FROM audit WHERE kind = 'message_sent'",
+                        [],
+                        |r| r.get(0),
+                    )?)
+                })
+                .unwrap()
+        };
+        // Queued is not sent.
+        assert_eq!(sent(&audit), 0);
+        let replies = store.unsent(&group, "api").unwrap();
+        delivered(&store, &audit, &replies.iter().collect::<Vec<_>>()).unwrap();
+        assert_eq!(sent(&audit), 1);
+        // Shown again (a second GET): still sent once.
+        delivered(&store, &audit, &replies.iter().collect::<Vec<_>>()).unwrap();
+        assert_eq!(sent(&audit), 1);
+        audit.close();
+    }
+}
