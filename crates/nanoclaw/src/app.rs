@@ -238,6 +238,8 @@ pub async fn daemon(home: Home) -> anyhow::Result<ExitCode> {
     let agent = Arc::new(agent);
     let listen = agent.config.api_listen;
     let queue = queue::Queue::new(Arc::clone(&agent), agent.config.max_concurrent_turns);
+    // Bound before the API listens: a client that sees the API up finds the control socket too.
+    let control_listener = crate::channels::control::bind(&agent.home)?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
@@ -290,6 +292,7 @@ pub async fn daemon(home: Home) -> anyhow::Result<ExitCode> {
         ));
         channels.push(mail);
     }
+    let channel_names: Vec<&'static str> = channels.iter().map(|c| c.name()).collect();
     let mut channel_tasks = Vec::new();
     for channel in channels {
         tracing::info!(channel = channel.name(), "channel started");
@@ -320,8 +323,25 @@ pub async fn daemon(home: Home) -> anyhow::Result<ExitCode> {
         queue.kick(group);
     }
     let server = tokio::spawn(api::serve(api, listener));
+    // The CLI's way in while this process owns the data dir.
+    let control = {
+        let channel_names: Vec<&'static str> = channel_names.clone();
+        Arc::new(crate::channels::control::Control::new(
+            Arc::clone(&queue),
+            Box::new(move |c| status(c, &channel_names)),
+        ))
+    };
+    agent
+        .tools
+        .approvals()
+        .add_presenter(Arc::new(crate::channels::control::ControlPresenter(
+            control.approvals.clone(),
+        )));
+    let control_server = tokio::spawn(crate::channels::control::serve(control, control_listener));
     shutdown_signal().await;
     server.abort();
+    control_server.abort();
+    let _ = std::fs::remove_file(agent.home.dir.join(crate::channels::control::SOCKET));
     runner.abort();
     for t in channel_tasks {
         t.abort();
@@ -347,20 +367,34 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// `nanoclaw chat`, in this process.
+/// `nanoclaw chat`: through the running daemon, or in this process when none runs.
 pub async fn chat(home: Home, group: nanoclaw_core::GroupId) -> anyhow::Result<ExitCode> {
+    use crate::channels::terminal::{self, Via};
+    if crate::channels::control_client::daemon_running(&home).await {
+        return terminal::chat(Via::Daemon(&home), group).await;
+    }
     let (agent, _lock) = build_agent(home, true).await?;
-    crate::channels::terminal::chat(agent, group).await
+    let result = terminal::chat(Via::Agent(&agent), group).await;
+    agent.tools.shutdown().await;
+    agent.tools.audit().flush();
+    result
 }
 
-/// `nanoclaw ask`, in this process.
+/// `nanoclaw ask`: through the running daemon, or in this process when none runs.
 pub async fn ask(
     home: Home,
     group: nanoclaw_core::GroupId,
     text: String,
 ) -> anyhow::Result<ExitCode> {
+    use crate::channels::terminal::{self, Via};
+    if crate::channels::control_client::daemon_running(&home).await {
+        return terminal::ask(Via::Daemon(&home), group, text).await;
+    }
     let (agent, _lock) = build_agent(home, false).await?;
-    crate::channels::terminal::ask(agent, group, text).await
+    let result = terminal::ask(Via::Agent(&agent), group, text).await;
+    agent.tools.shutdown().await;
+    agent.tools.audit().flush();
+    result
 }
 
 /// The channels messages arrive on (a scheduled task's turn comes from `task`).
@@ -395,4 +429,57 @@ pub fn vocabulary() -> nanoclaw_core::policy::Vocabulary {
         channels: CHANNELS.iter().map(|c| (*c).to_owned()).collect(),
         approver_channels: vec![crate::channels::telegram::CHANNEL.to_owned()],
     }
+}
+
+/// What `nanoclaw status` shows of a running daemon: its version and uptime, the sandbox
+/// backend, the channels, the groups at work, pending approvals, the next tasks, the secrets'
+/// count and whether the audit log is being written. `healthy` is false with the reasons.
+fn status(control: &crate::channels::control::Control, channels: &[&str]) -> serde_json::Value {
+    use serde_json::json;
+    let agent = control.queue.agent();
+    let mut problems = Vec::new();
+    let backend = agent.tools.backend().name();
+    if backend == "none" {
+        problems
+            .push("no sandbox backend works: no tool can run (see `nanoclaw doctor`)".to_owned());
+    }
+    if let Some(why) = agent.tools.audit().failing() {
+        problems.push(format!("the audit log cannot be written: {why}"));
+    }
+    if let Err(e) = &agent.model {
+        problems.push(e.clone());
+    }
+    let running = control.queue.running();
+    let pending = agent.store.pending_counts().unwrap_or_else(|e| {
+        problems.push(format!("the store cannot be read: {e}"));
+        Vec::new()
+    });
+    let mut groups: std::collections::BTreeMap<String, (bool, i64)> = Default::default();
+    for g in &running {
+        groups.entry(g.to_string()).or_default().0 = true;
+    }
+    for (g, n) in pending {
+        groups.entry(g).or_default().1 = n;
+    }
+    let approvals = approvals::list(&agent.store, false).unwrap_or_default();
+    let mut tasks = crate::store::tasks::list(&agent.store, None).unwrap_or_default();
+    tasks.retain(|t| t.status == "active" && t.next_due.is_some());
+    tasks.sort_by_key(|t| t.next_due);
+    let secrets = secrets::Secrets::load(&agent.home)
+        .map(|s| s.list().len())
+        .unwrap_or(0);
+    json!({
+        "daemon": true,
+        "healthy": problems.is_empty(),
+        "problems": problems,
+        "version": env!("CARGO_PKG_VERSION"),
+        "pid": std::process::id(),
+        "uptime_secs": control.started.elapsed().as_secs(),
+        "sandbox": backend,
+        "channels": channels,
+        "groups": groups.iter().map(|(g, (running, queued))| json!({"group": g, "running": running, "queued": queued})).collect::<Vec<_>>(),
+        "approvals": approvals.iter().map(|r| json!({"id": r.id, "code": r.code, "group": r.group, "tool": r.tool, "expires_at": crate::audit::format_time(r.expires_at)})).collect::<Vec<_>>(),
+        "next_tasks": tasks.iter().take(5).map(|t| json!({"id": t.id, "name": t.name, "group": t.group, "next_due": t.next_due.map(crate::audit::format_time)})).collect::<Vec<_>>(),
+        "secrets": secrets,
+    })
 }

@@ -107,6 +107,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             app::runtime(false)?.block_on(app::ask(home, group, text))
         }
         Command::Doctor => app::runtime(false)?.block_on(cli::doctor::run(home)),
+        Command::Status { json } => app::runtime(false)?.block_on(cli::status::status(&home, json)),
         Command::Sandbox {
             command: SandboxCommand::Exec { group, command },
         } => app::runtime(false)?.block_on(cli::sandbox::sandbox_exec(home, group, command)),

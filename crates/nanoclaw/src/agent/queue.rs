@@ -62,6 +62,18 @@ impl Queue {
         })
     }
 
+    /// The groups a worker is answering now.
+    pub fn running(&self) -> Vec<GroupId> {
+        let groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        let mut running: Vec<GroupId> = groups
+            .iter()
+            .filter(|(_, s)| s.running)
+            .map(|(g, _)| g.clone())
+            .collect();
+        running.sort();
+        running
+    }
+
     /// Make sure the group's pending messages get answered.
     pub fn kick(self: &Arc<Self>, group: GroupId) {
         {

@@ -12,6 +12,8 @@
 pub mod admission;
 pub mod api;
 pub mod approval_text;
+pub mod control;
+pub mod control_client;
 pub mod email;
 pub mod outbox;
 pub mod router;

@@ -1,6 +1,8 @@
 //! The terminal channel: `nanoclaw chat` (a conversation on stdin/stdout) and `nanoclaw ask`
 //! (one message, the reply on stdout). Each line is committed to the inbox before the turn runs,
-//! and a reply is marked sent once it has been printed.
+//! and a reply is marked sent once it has been printed. With a daemon running, the same
+//! conversation goes through it ([`Via::Daemon`], the control socket); without one, the turn
+//! runs in this process ([`Via::Agent`]). The person at the terminal sees no difference.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -9,6 +11,16 @@ use nanoclaw_core::GroupId;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::agent::{Agent, TurnResult};
+use crate::config::home::Home;
+
+/// Where the terminal's turns run.
+#[derive(Clone, Copy)]
+pub enum Via<'a> {
+    /// In this process (no daemon runs; this process holds the data dir).
+    Agent(&'a Agent),
+    /// In the running daemon, through its control socket.
+    Daemon(&'a Home),
+}
 
 /// The channel name stored with messages from the terminal.
 pub const CHANNEL: &str = "terminal";
@@ -16,11 +28,8 @@ pub const CHANNEL: &str = "terminal";
 const OWNER: &str = "owner";
 
 /// `nanoclaw ask`: one message to `group`, its reply on stdout.
-pub async fn ask(agent: Agent, group: GroupId, text: String) -> anyhow::Result<ExitCode> {
-    let ok = exchange(&agent, &group, &text).await;
-    agent.tools.shutdown().await;
-    agent.tools.audit().flush();
-    Ok(if ok? {
+pub async fn ask(via: Via<'_>, group: GroupId, text: String) -> anyhow::Result<ExitCode> {
+    Ok(if exchange(via, &group, &text).await? {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -28,12 +37,15 @@ pub async fn ask(agent: Agent, group: GroupId, text: String) -> anyhow::Result<E
 }
 
 /// `nanoclaw chat`: a conversation with `group` until /quit or the end of input.
-pub async fn chat(agent: Agent, group: GroupId) -> anyhow::Result<ExitCode> {
-    eprintln!("nanoclaw chat, group {group}. /new starts a fresh session, /quit or Ctrl-D leaves.");
-    let result = converse(&agent, &group).await;
-    agent.tools.shutdown().await;
-    agent.tools.audit().flush();
-    result.map(|()| ExitCode::SUCCESS)
+pub async fn chat(via: Via<'_>, group: GroupId) -> anyhow::Result<ExitCode> {
+    let where_ = match via {
+        Via::Agent(_) => "",
+        Via::Daemon(_) => " (through the running daemon)",
+    };
+    eprintln!(
+        "nanoclaw chat, group {group}{where_}. /new starts a fresh session, /quit or Ctrl-D leaves."
+    );
+    converse(via, &group).await.map(|()| ExitCode::SUCCESS)
 }
 
 /// The next line typed, `None` at the end of input. A line that is not UTF-8 is refused with a
@@ -70,7 +82,7 @@ fn unknown_command(line: &str) -> bool {
 }
 
 /// Read lines until /quit or end of input; answer each.
-async fn converse(agent: &Agent, group: &GroupId) -> anyhow::Result<()> {
+async fn converse(via: Via<'_>, group: &GroupId) -> anyhow::Result<()> {
     let mut lines = BufReader::new(tokio::io::stdin()).split(b'\n');
     // Lines typed while a turn ran, other than approval answers: taken in order afterwards.
     let mut typed_ahead: std::collections::VecDeque<String> = std::collections::VecDeque::new();
@@ -92,7 +104,10 @@ async fn converse(agent: &Agent, group: &GroupId) -> anyhow::Result<()> {
             "" => continue,
             "/quit" | "/exit" => return Ok(()),
             "/new" => {
-                agent.store.new_session(group)?;
+                match via {
+                    Via::Agent(agent) => agent.store.new_session(group)?,
+                    Via::Daemon(home) => super::control_client::new_session(home, group).await?,
+                }
                 eprintln!("(new session: earlier history is no longer in the prompt)");
             }
             line if unknown_command(line) => eprintln!(
@@ -101,13 +116,13 @@ async fn converse(agent: &Agent, group: &GroupId) -> anyhow::Result<()> {
             // An answer to an approval request.
             line if crate::channels::approval_text::parse_command(line).is_some() => {
                 if let Some((code, vote)) = crate::channels::approval_text::parse_command(line) {
-                    answer(agent, &code, vote);
+                    answer(via, &code, vote).await;
                 }
             }
             text => {
                 // While the turn runs (perhaps waiting for an approval), keep reading: an
                 // answer is recorded at once; anything else waits its turn.
-                let turn = exchange(agent, group, text);
+                let turn = exchange(via, group, text);
                 tokio::pin!(turn);
                 loop {
                     tokio::select! {
@@ -118,7 +133,7 @@ async fn converse(agent: &Agent, group: &GroupId) -> anyhow::Result<()> {
                         line = read_line(&mut lines), if input_open => match line? {
                             None => input_open = false,
                             Some(l) => match crate::channels::approval_text::parse_command(&l) {
-                                Some((code, vote)) => answer(agent, &code, vote),
+                                Some((code, vote)) => answer(via, &code, vote).await,
                                 None => typed_ahead.push_back(l),
                             },
                         },
@@ -129,30 +144,36 @@ async fn converse(agent: &Agent, group: &GroupId) -> anyhow::Result<()> {
     }
 }
 
-fn answer(agent: &Agent, code: &str, vote: nanoclaw_core::approval::Vote) {
-    let result = crate::agent::approvals::answer(
-        &agent.store,
-        agent.tools.audit(),
-        agent.tools.policy(),
-        code,
-        &crate::agent::approvals::Answerer::AtTerminal {
-            channel: CHANNEL,
-            named: None,
-        },
-        vote,
-    );
+async fn answer(via: Via<'_>, code: &str, vote: nanoclaw_core::approval::Vote) {
+    let result = match via {
+        Via::Agent(agent) => crate::agent::approvals::answer(
+            &agent.store,
+            agent.tools.audit(),
+            agent.tools.policy(),
+            code,
+            &crate::agent::approvals::Answerer::AtTerminal {
+                channel: CHANNEL,
+                named: None,
+            },
+            vote,
+        )
+        .map(|tally| crate::channels::approval_text::describe_tally(&tally))
+        .map_err(anyhow::Error::from),
+        Via::Daemon(home) => super::control_client::answer(home, code, vote, None).await,
+    };
     match result {
-        Ok(tally) => eprintln!(
-            "({})",
-            crate::channels::approval_text::describe_tally(&tally)
-        ),
-        Err(e) => eprintln!("nanoclaw: {e}"),
+        Ok(tally) => eprintln!("({tally})"),
+        Err(e) => eprintln!("nanoclaw: {e:#}"),
     }
 }
 
-/// Commit one message, run the group's turns, print this channel's replies. Returns whether
-/// the last turn produced an answer (rather than a failure notice).
-async fn exchange(agent: &Agent, group: &GroupId, text: &str) -> anyhow::Result<bool> {
+/// Commit one message, run the group's turns (here or in the daemon), print this channel's
+/// replies. Returns whether the last turn produced an answer (rather than a failure notice).
+async fn exchange(via: Via<'_>, group: &GroupId, text: &str) -> anyhow::Result<bool> {
+    let agent = match via {
+        Via::Agent(agent) => agent,
+        Via::Daemon(home) => return super::control_client::ask(home, group, text).await,
+    };
     // The local user at the data dir is the owner.
     let inbound = crate::channels::Inbound {
         channel: CHANNEL,

@@ -10,6 +10,7 @@ pub mod memory;
 pub mod policy;
 pub mod sandbox;
 pub mod secret;
+pub mod status;
 pub mod task;
 
 use std::path::PathBuf;
@@ -56,6 +57,14 @@ pub enum Command {
     },
     /// Check the sandbox, the model and the API token; say what is wrong.
     Doctor,
+    /// Whether the daemon runs and what it is doing: version, uptime, sandbox, channels,
+    /// groups at work, pending approvals, next tasks, secrets. Exit 0 when it runs healthy,
+    /// 1 with the reasons otherwise.
+    Status {
+        /// The status as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run commands in a group's sandbox.
     Sandbox {
         #[command(subcommand)]

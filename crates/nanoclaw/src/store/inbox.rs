@@ -49,6 +49,18 @@ pub struct Routed<'a> {
 }
 
 impl Store {
+    /// Messages waiting for a turn, by group.
+    pub fn pending_counts(&self) -> Result<Vec<(String, i64)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT group_id, count(*) FROM inbox WHERE status = 'pending' GROUP BY group_id ORDER BY group_id",
+        )?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
     /// Commit an inbound message. Only after this returns may the channel acknowledge it.
     pub fn accept_inbound(
         &self,

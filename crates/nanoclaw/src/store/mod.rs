@@ -24,7 +24,7 @@ mod turns;
 
 pub use inbox::{Inbound, Routed, role_column};
 use migrations::MIGRATIONS;
-pub use outbox::Outbound;
+pub use outbox::{Outbound, ReplyTo};
 pub use turns::{ClaimedTurn, TaskPrompt, TurnEnd};
 
 use std::path::Path;

@@ -1,9 +1,9 @@
 //! The outbox: replies waiting for their channel, and marking them sent once it took them.
 
 use nanoclaw_core::GroupId;
-use rusqlite::{TransactionBehavior, params};
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
-use super::{Result, Store, TurnId, now};
+use super::{InboxId, Result, Store, TurnId, now};
 
 /// A reply waiting in (or delivered from) the outbox.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -27,7 +27,56 @@ fn row_to_outbound(r: &rusqlite::Row<'_>) -> rusqlite::Result<Outbound> {
     })
 }
 
+/// Where the reply to one inbound message stands.
+pub enum ReplyTo {
+    /// Its turn has not finished (or not started).
+    Waiting,
+    /// The reply, not yet handed over; `failed` when the turn failed.
+    Here { reply: Outbound, failed: bool },
+    /// Its turn finished and replied on another channel.
+    Elsewhere { channel: String },
+}
+
 impl Store {
+    /// The reply, on `channel`, to the turn that took inbox message `inbox_id`.
+    pub fn reply_to(&self, inbox_id: InboxId, channel: &str) -> Result<ReplyTo> {
+        let conn = self.conn();
+        let turn: Option<(i64, String)> = conn
+            .query_row(
+                "SELECT t.id, t.status FROM inbox i JOIN turns t ON t.id = i.turn_id WHERE i.id = ?1",
+                [inbox_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((turn, status)) = turn else {
+            return Ok(ReplyTo::Waiting);
+        };
+        if status != "done" && status != "failed" {
+            return Ok(ReplyTo::Waiting);
+        }
+        let reply: Option<(Outbound, bool)> = conn
+            .query_row(
+                "SELECT id, group_id, channel, turn_id, text, created_at, sent_at IS NOT NULL FROM outbox
+                 WHERE turn_id = ?1 ORDER BY id LIMIT 1",
+                [turn],
+                |r| Ok((row_to_outbound(r)?, r.get(6)?)),
+            )
+            .optional()?;
+        Ok(match reply {
+            Some((reply, false)) if reply.channel == channel => ReplyTo::Here {
+                reply,
+                failed: status == "failed",
+            },
+            Some((reply, _)) if reply.channel != channel => ReplyTo::Elsewhere {
+                channel: reply.channel,
+            },
+            // Handed over already, or no reply at all: nothing more will come.
+            _ => ReplyTo::Elsewhere {
+                channel: channel.to_owned(),
+            },
+        })
+    }
+
     /// Replies not yet delivered on `channel`, any group, oldest first.
     pub fn unsent_on(&self, channel: &str, limit: usize) -> Result<Vec<Outbound>> {
         let conn = self.conn();

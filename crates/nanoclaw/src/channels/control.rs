@@ -1,0 +1,354 @@
+//! The control socket: how the CLI reaches a running daemon, so that `chat`, `ask` and
+//! `status` work while `nanoclaw run` owns the data dir. A Unix socket at `run/control.sock` in
+//! the data dir, mode 0600, serving only peers with the daemon's own uid (`SO_PEERCRED`); the
+//! sandboxes never see it (the data dir is not mounted into them, and the proxy sockets beside
+//! it are bound in one by one).
+//!
+//! Why a Unix socket and not the HTTP API: the peer's uid comes from the kernel, so no token
+//! file has to be read or can leak, and nothing listens on the network.
+//!
+//! The protocol is JSON lines. A client sends one request line (at most [`MAX_LINE`] bytes,
+//! within [`READ_TIMEOUT`]); the daemon answers with event lines and closes. Every request
+//! carries the client's version; a mismatch is refused naming both. A message goes in through
+//! [`super::accept`] on the `terminal` channel, as the owner's, like a line typed in `chat`.
+//! This adapter decides nothing: the agent's turn, gate and approvals are the same.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nanoclaw_core::GroupId;
+use nanoclaw_core::approval::Vote;
+use nanoclaw_core::policy::SenderRole;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{Semaphore, broadcast};
+
+use crate::agent::approvals::{Presenter, Request as ApprovalRequest};
+use crate::agent::queue::Queue;
+
+/// The socket, under the data dir.
+pub const SOCKET: &str = "run/control.sock";
+/// The longest request line read.
+pub const MAX_LINE: usize = 1024 * 1024;
+/// How long a client may take to send its request.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; more wait to be accepted.
+const MAX_CONNECTIONS: usize = 32;
+/// How often a waiting `ask` looks for its reply in the store.
+const REPLY_POLL: Duration = Duration::from_millis(20);
+/// Approval requests kept for clients that are slow to read them.
+const EVENT_BACKLOG: usize = 64;
+
+/// What a client asks for.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Op {
+    /// The daemon's health and what it is doing.
+    Status {},
+    /// One message from the owner at this machine; the answer streams back.
+    Ask { group: GroupId, text: String },
+    /// Start a fresh session in a group (`/new` in `chat`).
+    NewSession { group: GroupId },
+    /// Answer an approval request as the terminal approver (or `as_approver`).
+    Answer {
+        code: String,
+        approve: bool,
+        always: bool,
+        as_approver: Option<String>,
+    },
+}
+
+/// One request line. (Unknown fields are refused by [`Op`]: serde cannot refuse them on a struct
+/// that flattens another.)
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Line {
+    pub version: String,
+    #[serde(flatten)]
+    pub op: Op,
+}
+
+/// One answer line.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// An approval request of the asked group, as its approvers see it.
+    Approval { text: String },
+    /// The reply to an `ask`; `failed` when the turn failed (the text says why).
+    Reply { text: String, failed: bool },
+    /// The answer to `status`, `new_session` or `answer`.
+    Done { result: Value },
+    /// The request was refused: the message says why.
+    Error { message: String },
+}
+
+/// The daemon's side.
+pub struct Control {
+    pub queue: Arc<Queue>,
+    pub started: Instant,
+    /// Approval requests as they are opened, for the clients waiting on their group.
+    pub approvals: broadcast::Sender<ApprovalRequest>,
+    /// The daemon's status, assembled by the composition root.
+    pub status: Box<dyn Fn(&Control) -> Value + Send + Sync>,
+}
+
+/// Shows approval requests to the control socket's clients.
+pub struct ControlPresenter(pub broadcast::Sender<ApprovalRequest>);
+
+impl Presenter for ControlPresenter {
+    fn present(&self, request: &ApprovalRequest) {
+        // No client listening is fine: the request stays open for every other surface.
+        let _ = self.0.send(request.clone());
+    }
+}
+
+impl Control {
+    pub fn new(queue: Arc<Queue>, status: Box<dyn Fn(&Control) -> Value + Send + Sync>) -> Control {
+        Control {
+            queue,
+            started: Instant::now(),
+            approvals: broadcast::channel(EVENT_BACKLOG).0,
+            status,
+        }
+    }
+}
+
+/// Bind the socket in the data dir: any old file there is a dead daemon's (the agent lock is
+/// held), so it is replaced; the socket is made 0600 before anything is accepted.
+pub fn bind(home: &crate::config::home::Home) -> anyhow::Result<UnixListener> {
+    use anyhow::Context;
+    use std::os::unix::fs::PermissionsExt;
+    let path = home.dir.join(SOCKET);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
+    }
+    let listener =
+        UnixListener::bind(&path).with_context(|| format!("listening on {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("making {} private", path.display()))?;
+    Ok(listener)
+}
+
+/// Serve clients until the process ends.
+pub async fn serve(control: Arc<Control>, listener: UnixListener) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    loop {
+        let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "control socket accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        // INVARIANT: only this uid's processes reach the daemon through here.
+        match stream.peer_cred() {
+            Ok(cred) if cred.uid() == me => {}
+            Ok(cred) => {
+                tracing::warn!(
+                    uid = cred.uid(),
+                    "control socket: a peer of another uid refused"
+                );
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "control socket: the peer's uid is unknown; refused");
+                continue;
+            }
+        }
+        let control = Arc::clone(&control);
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(e) = connection(&control, stream).await {
+                tracing::debug!(error = %e, "control connection ended");
+            }
+        });
+    }
+}
+
+async fn send(out: &mut tokio::net::unix::OwnedWriteHalf, event: &Event) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(event).unwrap_or_default();
+    line.push(b'\n');
+    out.write_all(&line).await
+}
+
+async fn connection(control: &Control, stream: UnixStream) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read.take(MAX_LINE as u64 + 1));
+    let mut raw = Vec::new();
+    let read = tokio::time::timeout(READ_TIMEOUT, reader.read_until(b'\n', &mut raw)).await;
+    let refuse = |message: String| Event::Error { message };
+    let line: Line = match read {
+        Err(_) => {
+            return send(&mut write, &refuse("no request within 10 s".into())).await;
+        }
+        Ok(Err(e)) => return Err(e),
+        Ok(Ok(_)) if raw.len() > MAX_LINE || !raw.ends_with(b"\n") => {
+            return send(
+                &mut write,
+                &refuse(format!(
+                    "a request is one line of at most {MAX_LINE} bytes, ending in a newline"
+                )),
+            )
+            .await;
+        }
+        Ok(Ok(_)) => match serde_json::from_slice(&raw) {
+            Ok(line) => line,
+            Err(e) => {
+                return send(&mut write, &refuse(format!("malformed request: {e}"))).await;
+            }
+        },
+    };
+    let ours = env!("CARGO_PKG_VERSION");
+    if line.version != ours {
+        return send(
+            &mut write,
+            &refuse(format!(
+                "this daemon is nanoclaw {ours}; the command is nanoclaw {}: use the same version for both",
+                line.version
+            )),
+        )
+        .await;
+    }
+    let agent = control.queue.agent();
+    match line.op {
+        Op::Status {} => {
+            let result = (control.status)(control);
+            send(&mut write, &Event::Done { result }).await
+        }
+        Op::NewSession { group } => {
+            let event = match agent.store.new_session(&group) {
+                Ok(()) => Event::Done {
+                    result: json!({"group": group.as_str()}),
+                },
+                Err(e) => refuse(format!("could not start a new session: {e}")),
+            };
+            send(&mut write, &event).await
+        }
+        Op::Answer {
+            code,
+            approve,
+            always,
+            as_approver,
+        } => {
+            let vote = if approve {
+                Vote::Approve { always }
+            } else {
+                Vote::Deny
+            };
+            let result = crate::agent::approvals::answer(
+                &agent.store,
+                agent.tools.audit(),
+                agent.tools.policy(),
+                &code,
+                &crate::agent::approvals::Answerer::AtTerminal {
+                    channel: super::terminal::CHANNEL,
+                    named: as_approver.as_deref(),
+                },
+                vote,
+            );
+            let event = match result {
+                Ok(tally) => Event::Done {
+                    result: json!(super::approval_text::describe_tally(&tally)),
+                },
+                Err(e) => refuse(e.to_string()),
+            };
+            send(&mut write, &event).await
+        }
+        Op::Ask { group, text } => ask(control, &mut write, group, &text).await,
+    }
+}
+
+/// Commit the owner's message, wake the group, and stream its group's approval requests until
+/// the reply to it is in the outbox; then hand the reply over (marking it sent).
+async fn ask(
+    control: &Control,
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    group: GroupId,
+    text: &str,
+) -> std::io::Result<()> {
+    let agent = control.queue.agent();
+    if text.trim().is_empty() {
+        return send(
+            write,
+            &Event::Error {
+                message: "the message is empty".into(),
+            },
+        )
+        .await;
+    }
+    // Subscribed before the message goes in, so no request of this turn is missed.
+    let mut approvals = control.approvals.subscribe();
+    let inbound = super::Inbound {
+        channel: super::terminal::CHANNEL,
+        text,
+        external_id: None,
+        from: super::From::Authenticated {
+            group: group.clone(),
+            sender: "owner",
+            role: SenderRole::Owner,
+        },
+    };
+    let id = match super::accept(agent, Some(&control.queue), &inbound, |_| Ok(())) {
+        Ok(super::Accepted::Stored { id: Some(id), .. }) => id,
+        Ok(other) => {
+            let message = format!("the message was not stored: {other:?}");
+            return send(write, &Event::Error { message }).await;
+        }
+        Err(e) => {
+            let message = format!("could not store the message: {e}");
+            return send(write, &Event::Error { message }).await;
+        }
+    };
+    loop {
+        tokio::select! {
+            request = approvals.recv() => match request {
+                Ok(r) if r.group == group.as_str() => {
+                    let text = super::approval_text::describe(&r);
+                    send(write, &Event::Approval { text }).await?;
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return Ok(()),
+            },
+            _ = tokio::time::sleep(REPLY_POLL) => {
+                let reply = match agent.store.reply_to(id, super::terminal::CHANNEL) {
+                    Ok(reply) => reply,
+                    Err(e) => {
+                        let message = format!("could not read the reply: {e}");
+                        return send(write, &Event::Error { message }).await;
+                    }
+                };
+                match reply {
+                    crate::store::ReplyTo::Waiting => {}
+                    crate::store::ReplyTo::Here { reply, failed } => {
+                        let event = Event::Reply { text: reply.text.clone(), failed };
+                        send(write, &event).await?;
+                        // Handed over: sent.
+                        if let Err(e) =
+                            super::outbox::delivered(&agent.store, agent.tools.audit(), &[&reply])
+                        {
+                            tracing::error!(error = %e, "could not mark a reply sent");
+                        }
+                        return Ok(());
+                    }
+                    crate::store::ReplyTo::Elsewhere { channel } => {
+                        // A later message of another channel joined the turn: it answers there.
+                        let message = format!("the turn that took this message answered on {channel}");
+                        return send(write, &Event::Error { message }).await;
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! The running daemon as the CLI's control plane: `ask`, `chat` and `status` work while
+//! `nanoclaw run` owns the data dir (they go through its control socket), approvals asked by
+//! such a turn reach the asking terminal, and the socket serves only its owner: not another
+//! uid, not a sandbox, not a malformed or mismatched request.
+
+mod support;
+
+use std::time::Duration;
+
+use support::model_server::{ScriptedModel, Step, shell};
+use support::{TestHome, Wire, text};
+
+fn home(model: &ScriptedModel) -> (TestHome, u16) {
+    let port = support::free_port();
+    let h = TestHome::new(
+        Wire::Anthropic,
+        &model.url,
+        &format!("[sandbox]\nbackend = \"bwrap\"\n[api]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    (h, port)
+}
+
+/// Send one raw line to the control socket; the answer.
+fn raw_request(h: &TestHome, line: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(h.path().join("run/control.sock"))
+        .expect("connect to the control socket");
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    s.write_all(line.as_bytes()).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[tokio::test]
+async fn ask_chat_and_status_work_while_the_daemon_runs() {
+    let model = ScriptedModel::start(
+        Wire::Anthropic,
+        vec![
+            shell("echo through-the-daemon"),
+            Step::EchoToolResult,
+            Step::Text("hello from chat".into()),
+        ],
+    )
+    .await;
+    let (h, port) = home(&model);
+    // No daemon: status says so and fails.
+    let out = h.run(&["status"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("not running"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let mut daemon = h.daemon(port).await;
+    let out = h.run(&["ask", "run it"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("through-the-daemon"),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    // The turn ran in the daemon, as the owner's message on the terminal channel.
+    let shown = text(
+        &h.run(&["audit", "show", "--kind", "message_received"])
+            .await
+            .stdout,
+    );
+    assert!(
+        shown.contains("\"channel\":\"terminal\"") && shown.contains("\"role\":\"owner\""),
+        "{shown}"
+    );
+    let sent = text(
+        &h.run(&["audit", "show", "--kind", "message_sent"])
+            .await
+            .stdout,
+    );
+    assert!(sent.contains("\"channel\":\"terminal\""), "{sent}");
+
+    // chat: a line in, the reply out, /quit.
+    let mut chat = h.command();
+    chat.args(["chat"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = chat.spawn().unwrap();
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"hi there\n/new\n/quit\n").await.unwrap();
+    }
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("hello from chat"),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(text(&out.stderr).contains("through the running daemon"));
+
+    let out = h.run(&["status"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    let shown = text(&out.stdout);
+    for expected in [
+        "daemon: running",
+        "sandbox: bwrap",
+        "approvals pending: 0",
+        "secrets: 0",
+    ] {
+        assert!(shown.contains(expected), "{expected}: {shown}");
+    }
+    let json = text(&h.run(&["status", "--json"]).await.stdout);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["healthy"], true, "{json}");
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+
+    daemon.start_kill().unwrap();
+    daemon.wait().await.unwrap();
+    // A daemon that is gone (its socket file may be left) is not running.
+    let out = h.run(&["status"]).await;
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[tokio::test]
+async fn an_approval_asked_by_a_turn_through_the_daemon_reaches_the_asking_terminal() {
+    let model = ScriptedModel::start(
+        Wire::Anthropic,
+        vec![shell("echo deploy now"), Step::EchoToolResult],
+    )
+    .await;
+    let (h, port) = home(&model);
+    std::fs::write(
+        h.path().join("policy.toml"),
+        "[approvers.owner]\nterminal = true\n[[rule]]\ntool = \"shell\"\naction = \"ask\"\ntimeout_secs = 60\n",
+    )
+    .unwrap();
+    let mut daemon = h.daemon(port).await;
+    let mut ask = h.command();
+    ask.args(["ask", "deploy"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = ask.spawn().unwrap();
+    // The request is pending; the owner approves it from another terminal.
+    let mut id = None;
+    for _ in 0..300 {
+        let list = text(&h.run(&["approvals", "list"]).await.stdout);
+        if let Some(first) = list.lines().next().filter(|l| !l.starts_with("no pending")) {
+            id = first.split_whitespace().next().map(str::to_owned);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let id = id.expect("an approval request");
+    let out = h.run(&["approvals", "approve", &id]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("approval needed"),
+        "the asking terminal was not shown the request: {}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("deploy now"),
+        "{}",
+        text(&out.stdout)
+    );
+    daemon.start_kill().unwrap();
+    daemon.wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_control_socket_serves_only_its_owner() {
+    let model = ScriptedModel::start(Wire::Anthropic, vec![]).await;
+    let (h, port) = home(&model);
+    let mut daemon = h.daemon(port).await;
+    let socket = h.path().join("run/control.sock");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the control socket is {mode:o}");
+
+    // Malformed, oversized and mismatched requests are refused with the reason.
+    let answer = raw_request(&h, "not json\n");
+    assert!(answer.contains("malformed request"), "{answer}");
+    let answer = raw_request(&h, "{\"version\": \"0.0.1\", \"op\": \"status\"}\n");
+    assert!(
+        answer.contains("this daemon is nanoclaw") && answer.contains("0.0.1"),
+        "{answer}"
+    );
+    let answer = raw_request(
+        &h,
+        &format!(
+            "{{\"version\": \"{}\", \"op\": \"status\", \"extra\": 1}}\n",
+            env!("CARGO_PKG_VERSION")
+        ),
+    );
+    assert!(answer.contains("malformed request"), "{answer}");
+    let answer = raw_request(&h, &format!("{}\n", "x".repeat(1024 * 1024 + 10)));
+    assert!(answer.contains("one line of at most"), "{answer}");
+
+    // A sandboxed command cannot reach it: the data dir is not in the sandbox.
+    let probe = format!(
+        "import socket\ns = socket.socket(socket.AF_UNIX)\ntry:\n    s.connect({:?})\n    print('CONNECTED')\nexcept OSError as e:\n    print('REFUSED', e)\n",
+        socket.display().to_string()
+    );
+    let out = h
+        .run(&["sandbox", "exec", "--", "python3", "-c", &probe])
+        .await;
+    assert!(
+        text(&out.stdout).contains("REFUSED") && !text(&out.stdout).contains("CONNECTED"),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+
+    // Another uid is refused (by the file's mode, and by the peer check behind it).
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let out = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(format!(
+                "import os, socket\nos.setgid(65534)\nos.setuid(65534)\ns = socket.socket(socket.AF_UNIX)\ntry:\n    s.connect({:?})\n    s.sendall(b'{{\"version\": \"{}\", \"op\": \"status\"}}\\n')\n    print('ANSWER', s.recv(100))\nexcept OSError as e:\n    print('REFUSED', e)\n",
+                socket.display().to_string(),
+                env!("CARGO_PKG_VERSION")
+            ))
+            .output()
+            .unwrap();
+        let seen = text(&out.stdout);
+        assert!(
+            seen.contains("REFUSED") || seen.contains("ANSWER b''"),
+            "another uid reached the daemon: {seen}{}",
+            text(&out.stderr)
+        );
+    } else {
+        support::skip("another uid's connection: needs root to switch uid");
+    }
+    daemon.start_kill().unwrap();
+    daemon.wait().await.unwrap();
+}
