@@ -69,6 +69,15 @@ pub fn placeholder(name: &str, random: &[u8; 16]) -> String {
     format!("NANOCLAW_SECRET_{name}_{}", crate::hex::encode(random))
 }
 
+/// Whether `text` is a placeholder [`placeholder`] could have made for `name` (a hand-edited
+/// secrets file is held to it: a short one would match everywhere).
+pub fn is_placeholder_of(name: &str, text: &str) -> bool {
+    text.strip_prefix("NANOCLAW_SECRET_")
+        .and_then(|rest| rest.strip_prefix(name))
+        .and_then(|rest| rest.strip_prefix('_'))
+        .is_some_and(|hex| hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// The forms of a secret's value a script reaches for first, besides the value itself:
 /// ASCII case changes, hex (either case), percent-encoding (of every byte, and of the bytes
 /// `quote` would encode, in either case), and base64 and base64url at each of the three

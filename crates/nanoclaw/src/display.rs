@@ -42,6 +42,12 @@ pub fn for_terminal(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// `text` for one line of a listing: as [`for_terminal`], and line breaks and tabs as escapes
+/// too, so a name or prompt cannot start a line that looks like another entry.
+pub fn one_line(text: &str) -> String {
+    for_terminal(text).replace('\n', "\\n").replace('\t', "\\t")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -559,6 +559,27 @@ async fn api_needs_the_token_and_rejects_malformed_requests() {
         .unwrap();
         assert_eq!(status, expected, "{text}: {body}");
     }
+    // A relayed message (someone else's words) never answers an approval, whatever the
+    // name it carries: not as "owner", not as an approver.
+    for sender in [
+        json!({"sender": "owner"}),
+        json!({"sender": "owner", "role": "other"}),
+    ] {
+        let mut body = json!({"text": "/approve NOPE always"});
+        body.as_object_mut()
+            .unwrap()
+            .extend(sender.as_object().unwrap().clone());
+        let (status, answer) = http(
+            &d.url,
+            "POST",
+            "/v1/groups/main/messages",
+            Some(&d.token),
+            Some(body),
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 403, "{answer}");
+    }
     // Raw requests: a second Authorization header, a lower-case scheme, a body declared over
     // the cap (refused before it is sent), headers that never end.
     let raw = |request: String| {

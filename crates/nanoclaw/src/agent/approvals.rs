@@ -486,11 +486,17 @@ pub fn answer(
 ) -> Result<Tally, AnswerError> {
     let request = find(store, key)?;
     let (approver, channel) = match answerer {
-        Answerer::AtTerminal { channel, named } => (
-            terminal_approver(policy, *named, request.as_ref())
-                .map_err(AnswerError::WhichApprover)?,
-            *channel,
-        ),
+        Answerer::AtTerminal { channel, named } => {
+            // At this machine, an unknown code is said first (no secret is kept from the owner).
+            let Some(found) = request.as_ref() else {
+                return Err(AnswerError::NotFound(key.trim().to_owned()));
+            };
+            (
+                terminal_approver(policy, *named, Some(found))
+                    .map_err(AnswerError::WhichApprover)?,
+                *channel,
+            )
+        }
         Answerer::InChat { channel, user } => {
             // Nothing is stored for a stranger: they can neither fill the store nor learn which
             // requests are open.

@@ -208,7 +208,18 @@ impl Agent {
         // Outside content in the new messages (another's words, a prompt a tainted turn wrote)
         // taints the turn; each message's role and outside mark were decided when it came in.
         let mut tainted = turn.messages.iter().any(|m| m.outside);
-        let sender = roles.last().copied().unwrap_or(SenderRole::Other);
+        // The gate sees the least trusted sender among the turn's messages: an owner's message
+        // after someone else's does not make the turn the owner's.
+        let rank = |r: &SenderRole| match r {
+            SenderRole::Other => 0,
+            SenderRole::Approver => 1,
+            SenderRole::Owner => 2,
+        };
+        let sender = roles
+            .iter()
+            .copied()
+            .min_by_key(rank)
+            .unwrap_or(SenderRole::Other);
 
         // 2. The prompt: system prompt and memory, history, then the new messages.
         let limits = self.config.limits_for(&turn.group);
@@ -311,10 +322,7 @@ impl Agent {
                             .mark_tainted(turn.id)
                             .map_err(|e| format!("could not save the turn: {e}"))?;
                     }
-                    format!(
-                        "<untrusted-data source=\"{}\">\n{}\n</untrusted-data>",
-                        call.name, outcome.content
-                    )
+                    super::prompt::untrusted(&call.name, &outcome.content)
                 } else {
                     outcome.content
                 };

@@ -376,6 +376,12 @@ fn writer(conn: Connection, rx: Receiver<Msg>, anchors: &Path, failing: &Mutex<O
     }
 }
 
+fn not_stored(seq: u64) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(
+        format!("audit event {seq} was not stored (the database dropped the row)").into(),
+    )
+}
+
 /// Append a batch to the chain in one transaction; returns the chain's new head.
 fn append(conn: &Connection, events: &[Pending]) -> rusqlite::Result<Anchor> {
     let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
@@ -411,7 +417,7 @@ fn append(conn: &Connection, events: &[Pending]) -> rusqlite::Result<Anchor> {
             };
             let body = event.body();
             let hash = audit::hash(&prev, &body);
-            insert.execute(params![
+            let stored = insert.execute(params![
                 seq as i64,
                 event.at,
                 event.kind,
@@ -420,8 +426,23 @@ fn append(conn: &Connection, events: &[Pending]) -> rusqlite::Result<Anchor> {
                 &prev[..],
                 &hash[..]
             ])?;
+            // A trigger that drops a row quietly (`RAISE(IGNORE)`) must not pass for a write.
+            if stored != 1 {
+                return Err(not_stored(seq));
+            }
             prev = hash;
         }
+    }
+    // And the head is what was just written, read back in the same transaction.
+    let head: Option<(i64, Vec<u8>)> = tx
+        .query_row(
+            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    if head != Some((seq as i64, prev.to_vec())) {
+        return Err(not_stored(seq));
     }
     tx.commit()?;
     Ok(Anchor {

@@ -234,3 +234,28 @@ async fn a_durable_event_the_log_refuses_is_an_error_and_is_written_once_it_can_
         .collect();
     assert_eq!(kinds, ["prompt", "policy_decision", "tool_result"]);
 }
+
+#[tokio::test]
+async fn a_row_dropped_quietly_is_not_durable() {
+    let (_dir, db) = open();
+    let a = Audit::open(&db, Replacer::default()).unwrap();
+    let conn = Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "CREATE TRIGGER drop_decisions BEFORE INSERT ON audit WHEN NEW.kind = 'policy_decision'
+         BEGIN SELECT RAISE(IGNORE); END;",
+    )
+    .unwrap();
+    let dropped = a
+        .durable(EventKind::PolicyDecision, None, json!("decision"))
+        .await;
+    assert!(
+        matches!(&dropped, Err(AuditError::NotWritten(why)) if why.contains("was not stored")),
+        "{dropped:?}"
+    );
+    conn.execute_batch("DROP TRIGGER drop_decisions;").unwrap();
+    a.durable(EventKind::ToolResult, None, json!("after"))
+        .await
+        .unwrap();
+    a.close();
+    assert_eq!(verify(&db, None).unwrap().unwrap().events, 2);
+}

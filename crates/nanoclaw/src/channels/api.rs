@@ -197,7 +197,9 @@ impl Api {
         let msg: PostMessage = serde_json::from_slice(&body).map_err(|e| {
             error(
                 StatusCode::BAD_REQUEST,
-                format!("body must be {{\"text\": \"...\"}}: {e}"),
+                format!(
+                    "body must be {{\"text\": \"...\", \"sender\": \"...\" (optional), \"role\": \"owner\" | \"approver\" | \"other\" (optional)}}: {e}"
+                ),
             )
         })?;
         if msg.text.trim().is_empty() {
@@ -209,6 +211,13 @@ impl Api {
                 "sender must be a non-empty name without control characters",
             ));
         }
+        // The role is decided here, once: the token holder is the owner; a named sender is
+        // someone else unless the token holder says otherwise.
+        let role = msg.role.unwrap_or(if msg.sender == default_sender() {
+            nanoclaw_core::policy::SenderRole::Owner
+        } else {
+            nanoclaw_core::policy::SenderRole::Other
+        });
         if crate::channels::approval_text::malformed_command(&msg.text) {
             return Err(error(
                 StatusCode::BAD_REQUEST,
@@ -218,6 +227,13 @@ impl Api {
         // `/approve CODE [always]` and `/deny CODE` answer an approval request at once: they
         // never queue behind the turn that is waiting for them.
         if let Some((code, vote)) = crate::channels::approval_text::parse_command(&msg.text) {
+            // Someone else's relayed words never answer an approval, whatever they are named.
+            if role == nanoclaw_core::policy::SenderRole::Other {
+                return Err(error(
+                    StatusCode::FORBIDDEN,
+                    "a message relayed from someone other than the owner (role other) cannot answer an approval request",
+                ));
+            }
             let named = (msg.sender != default_sender()).then_some(msg.sender.as_str());
             let result = crate::agent::approvals::answer(
                 &self.store,
@@ -250,11 +266,6 @@ impl Api {
                 }
             };
         }
-        let role = msg.role.unwrap_or(if msg.sender == default_sender() {
-            nanoclaw_core::policy::SenderRole::Owner
-        } else {
-            nanoclaw_core::policy::SenderRole::Other
-        });
         let inbound = crate::channels::Inbound {
             channel: CHANNEL,
             text: &msg.text,

@@ -28,6 +28,15 @@ pub fn policy_check(
         name: tool.to_owned(),
         arguments: args,
     });
+    let vocabulary = crate::app::vocabulary();
+    if !vocabulary.channels.iter().any(|c| c == &turn.channel) {
+        return Err(UsageError(format!(
+            "--channel {:?} is no channel (channels: {})",
+            turn.channel,
+            vocabulary.channels.join(", ")
+        ))
+        .into());
+    }
     let verdict = policy.decide(&Context {
         tool,
         args: &call.arguments,
@@ -38,6 +47,12 @@ pub fn policy_check(
         effect: tools::effect_of(tool),
     });
     print_verdict(None, &verdict);
+    // The real call path parses first: say when these arguments would never get this far.
+    if let Err(e) = tools::table::parse(&call)
+        && tools::table::find(tool).is_some()
+    {
+        println!("but these arguments are refused before the gate: {e}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -38,6 +38,9 @@ pub fn task_command(home: &Home, command: TaskCommand) -> anyhow::Result<ExitCod
             silent,
             skip_missed,
         } => {
+            if tz.is_some() && cron.is_none() {
+                return Err(UsageError("--tz goes with --cron only".into()).into());
+            }
             let when = match (cron, every, at) {
                 (Some(expr), _, _) => tasks::When::Cron {
                     expr,
@@ -76,7 +79,7 @@ pub fn task_command(home: &Home, command: TaskCommand) -> anyhow::Result<ExitCod
                 println!(
                     "{} {} [{}] group {}: {} {}{}; next {}{}{}\n  prompt: {}",
                     t.id,
-                    display::for_terminal(&t.name),
+                    display::one_line(&t.name),
                     t.status,
                     t.group,
                     t.kind,
@@ -89,7 +92,7 @@ pub fn task_command(home: &Home, command: TaskCommand) -> anyhow::Result<ExitCod
                     time(t.next_due),
                     if t.isolated { "; isolated" } else { "" },
                     if t.post { "" } else { "; silent" },
-                    display::for_terminal(&t.prompt)
+                    display::one_line(&t.prompt)
                 );
             }
             false

@@ -114,6 +114,11 @@ async fn within_time<T>(
     }
 }
 
+/// Whether `url` is one the web tools can send.
+pub fn check_url(url: &str) -> Result<(), WebError> {
+    parse(url).map(drop)
+}
+
 fn parse(url: &str) -> Result<(Uri, String, String, u16, bool), WebError> {
     let bad = |why: &str| WebError::BadUrl {
         url: url.to_owned(),

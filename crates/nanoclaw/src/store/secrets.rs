@@ -335,6 +335,13 @@ impl Secrets {
             s.binding()
                 .check()
                 .map_err(|e| anyhow::anyhow!("{at}: secret {}: {e}; {fix}", s.name))?;
+            if !core_secret::is_placeholder_of(&s.name, &s.placeholder) {
+                bail!(
+                    "{at}: secret {}: its placeholder {:?} is not one nanoclaw made; {fix}",
+                    s.name,
+                    s.placeholder
+                );
+            }
         }
         Ok(())
     }
@@ -625,6 +632,16 @@ mod tests {
         let home = Home {
             dir: s.path.parent().unwrap().to_owned(),
         };
+        // A placeholder edited to something short would match everywhere.
+        {
+            let text = fs::read_to_string(&s.path).unwrap();
+            let mut file: serde_json::Value = serde_json::from_str(&text).unwrap();
+            file["secrets"][0]["placeholder"] = serde_json::json!("a");
+            fs::write(&s.path, file.to_string()).unwrap();
+            let e = format!("{:#}", Secrets::load(&home).unwrap().check().unwrap_err());
+            assert!(e.contains("not one nanoclaw made"), "{e}");
+            fs::write(&s.path, text).unwrap();
+        }
         for (header, format, expected) in [
             ("host", None, "the proxy sets that header itself"),
             (

@@ -138,18 +138,30 @@ pub const MAX_NAME_CHARS: usize = 200;
 /// How far in the past a one-shot time may be when it is added (a clock a little behind).
 const AT_GRACE_MS: i64 = 60_000;
 
-pub fn add(store: &Store, new: &NewTask, now: i64) -> Result<Task, TaskError> {
-    if new.prompt.trim().is_empty() {
+/// A task's schedule as stored: (kind, spec, time zone, first due time).
+pub struct Checked {
+    kind: &'static str,
+    spec: String,
+    tz: String,
+    next_due: i64,
+}
+
+/// Everything that makes a task unable to run, found before it is stored (or, for the
+/// agent's `schedule_task`, before anyone is asked to approve it): an empty name or prompt, a
+/// name too long, a schedule that does not parse, a one-shot time in the past, a schedule that
+/// never comes due.
+pub fn check(name: &str, prompt: &str, when: &When, now: i64) -> Result<Checked, TaskError> {
+    if prompt.trim().is_empty() {
         return Err(TaskError::EmptyPrompt);
     }
-    if new.name.trim().is_empty() {
+    if name.trim().is_empty() {
         return Err(TaskError::EmptyName);
     }
-    let name_chars = new.name.chars().count();
+    let name_chars = name.chars().count();
     if name_chars > MAX_NAME_CHARS {
         return Err(TaskError::LongName(name_chars));
     }
-    let (kind, spec, tz, schedule) = match &new.when {
+    let (kind, spec, tz, schedule) = match when {
         When::Cron { expr, tz } => ("cron", expr.clone(), tz.clone(), schedule::cron(expr, tz)?),
         When::Every(text) => (
             "every",
@@ -161,7 +173,7 @@ pub fn add(store: &Store, new: &NewTask, now: i64) -> Result<Task, TaskError> {
     };
     // A one-shot time must lie ahead when it is added (a typo in the year would otherwise run
     // at once); one that passes while the daemon is down still runs, as a catch-up.
-    if let (Schedule::Once { at }, When::At(text)) = (&schedule, &new.when)
+    if let (Schedule::Once { at }, When::At(text)) = (&schedule, when)
         && *at < now - AT_GRACE_MS
     {
         return Err(TaskError::Past(text.clone()));
@@ -171,6 +183,21 @@ pub fn add(store: &Store, new: &NewTask, now: i64) -> Result<Task, TaskError> {
         s => s.next_after(now),
     }
     .ok_or(TaskError::NeverDue)?;
+    Ok(Checked {
+        kind,
+        spec,
+        tz,
+        next_due,
+    })
+}
+
+pub fn add(store: &Store, new: &NewTask, now: i64) -> Result<Task, TaskError> {
+    let Checked {
+        kind,
+        spec,
+        tz,
+        next_due,
+    } = check(&new.name, &new.prompt, &new.when, now)?;
     let id = store.with_conn(|c| {
         c.execute(
             "INSERT INTO tasks (group_id, name, kind, spec, tz, prompt, isolated, post, catch_up, status, next_due, created_at, role, tainted)

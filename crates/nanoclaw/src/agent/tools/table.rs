@@ -98,6 +98,9 @@ truncated).",
         },
         parse: |v| {
             let a: ReadArgs = from_json("read_file", v)?;
+            if a.offset == Some(0) || a.limit == Some(0) {
+                return Err("invalid arguments for read_file: offset and limit start at 1".into());
+            }
             Ok(Args::File(FileRequest::Read {
                 path: a.path,
                 offset: a.offset,
@@ -203,6 +206,7 @@ such as \"**/*.md\" or \"*.txt\".",
         },
         parse: |v| {
             let a: WebFetchArgs = from_json("web_fetch", v)?;
+            check_url("web_fetch", &a.url)?;
             Ok(Args::WebFetch {
                 url: a.url,
                 max_chars: a
@@ -343,6 +347,11 @@ pub fn canonical(call: &ToolCall) -> ToolCall {
     call
 }
 
+/// A URL normalized as RFC 3986 (6.2.2) says leaves it the same URL: scheme and host in lower
+/// case, a host's trailing dot and a port's leading zeros dropped, escapes of unreserved
+/// characters decoded (the others' hex in capitals), dot segments resolved. So a rule on
+/// `http://h/deny*` also meets `http://h/./deny`, `/%64eny`, `/x/%2e%2e/deny` and `h.:080`.
+/// User info keeps its case; the query and fragment are left as written.
 fn canonical_url(url: &str) -> String {
     let url = url.trim();
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -350,16 +359,82 @@ fn canonical_url(url: &str) -> String {
     };
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(end);
-    // User info keeps its case; only the host is case-insensitive.
-    let (userinfo, host) = match authority.rsplit_once('@') {
+    let (userinfo, hostport) = match authority.rsplit_once('@') {
         Some((user, host)) => (format!("{user}@"), host),
         None => (String::new(), authority),
     };
+    // The port is what follows the last colon outside an IPv6 literal's brackets.
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) if !p.contains(']') && p.bytes().all(|b| b.is_ascii_digit()) => (h, Some(p)),
+        _ => (hostport, None),
+    };
+    let host = host.to_ascii_lowercase();
+    let host = host.strip_suffix('.').unwrap_or(&host);
+    let port = match port {
+        Some(p) => match p.trim_start_matches('0') {
+            "" if !p.is_empty() => ":0".to_owned(),
+            digits => format!(":{digits}"),
+        },
+        None => String::new(),
+    };
+    let split = tail.find(['?', '#']).unwrap_or(tail.len());
+    let (path, after) = tail.split_at(split);
     format!(
-        "{}://{userinfo}{}{tail}",
+        "{}://{userinfo}{host}{port}{}{after}",
         scheme.to_ascii_lowercase(),
-        host.to_ascii_lowercase()
+        normalize_path(path)
     )
+}
+
+/// Decode escapes of unreserved characters, put the others' hex in capitals, and resolve dot
+/// segments (RFC 3986, 5.2.4) in a path.
+fn normalize_path(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut decoded = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                let c = (hi * 16 + lo) as u8;
+                if c.is_ascii_alphanumeric() || b"-._~".contains(&c) {
+                    decoded.push(c as char);
+                } else {
+                    decoded.push_str(&format!("%{c:02X}"));
+                }
+                i += 3;
+            }
+            _ => {
+                // Not an escape: the character as it is (a multi-byte one whole).
+                let ch = path[i..].chars().next().unwrap_or('\u{fffd}');
+                decoded.push(ch);
+                i += ch.len_utf8().max(1);
+            }
+        }
+    }
+    if !decoded.starts_with('/') {
+        return decoded;
+    }
+    let mut out: Vec<&str> = Vec::new();
+    for segment in decoded.split('/').skip(1) {
+        match segment {
+            "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    let trailing = decoded.ends_with("/.") || decoded.ends_with("/..");
+    let mut normal = format!("/{}", out.join("/"));
+    if trailing && normal.len() > 1 {
+        normal.push('/');
+    }
+    normal
 }
 
 fn from_json<T: serde::de::DeserializeOwned>(tool: &str, v: &Value) -> Result<T, String> {
@@ -373,6 +448,14 @@ fn truncate_for_error(s: &str) -> String {
     } else {
         shown
     }
+}
+
+/// A URL the web client can send (http or https, a host, no credentials), or what is wrong.
+/// `${NAME}` stands for a secret and is replaced later, so it is checked as a placeholder
+/// would be.
+fn check_url(tool: &str, url: &str) -> Result<(), String> {
+    let url = url.replace("${", "x").replace('}', "x");
+    crate::sandbox::web::check_url(&url).map_err(|e| format!("invalid arguments for {tool}: {e}"))
 }
 
 fn parse_shell(v: &Value) -> Result<Args, String> {
@@ -402,6 +485,17 @@ fn parse_http_request(v: &Value) -> Result<Args, String> {
             ));
         }
     };
+    check_url("http_request", &a.url)?;
+    for (name, value) in &a.headers {
+        if name.parse::<hyper::header::HeaderName>().is_err()
+            || value.parse::<hyper::header::HeaderValue>().is_err()
+        {
+            return Err(format!(
+                "invalid arguments for http_request: header {:?} is not a valid header line",
+                truncate_for_error(name)
+            ));
+        }
+    }
     Ok(Args::HttpRequest {
         method,
         url: a.url,
@@ -411,8 +505,10 @@ fn parse_http_request(v: &Value) -> Result<Args, String> {
 }
 
 fn parse_schedule(v: &Value) -> Result<Args, String> {
-    use crate::store::schedule;
     let a: ScheduleArgs = from_json("schedule_task", v)?;
+    if a.tz.is_some() && a.cron.is_none() {
+        return Err("invalid arguments for schedule_task: tz goes with cron only".into());
+    }
     let when = match (a.cron, a.every, a.at) {
         (Some(expr), None, None) => When::Cron {
             expr,
@@ -426,13 +522,10 @@ fn parse_schedule(v: &Value) -> Result<Args, String> {
             );
         }
     };
-    // The schedule is checked now, so an approver is never asked about one that cannot run.
-    let checked = match &when {
-        When::Cron { expr, tz } => schedule::cron(expr, tz).map(drop),
-        When::Every(text) => schedule::every(text, 0).map(drop),
-        When::At(text) => schedule::once(text).map(drop),
-    };
-    checked.map_err(|e| format!("invalid arguments for schedule_task: {e}"))?;
+    // Checked now, as storing it would, so an approver is never asked about a task that
+    // cannot run.
+    crate::store::tasks::check(&a.name, &a.prompt, &when, crate::store::now())
+        .map_err(|e| format!("invalid arguments for schedule_task: {e}"))?;
     Ok(Args::ScheduleTask {
         name: a.name,
         prompt: a.prompt,
@@ -598,6 +691,32 @@ action = "ask"
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn equivalent_spellings_of_a_url_are_judged_as_one() {
+        let deny = "http://127.0.0.1:9318/deny";
+        for spelling in [
+            "http://127.0.0.1:9318/./deny",
+            "http://127.0.0.1:9318/%64eny",
+            "http://127.0.0.1:9318/x/../deny",
+            "http://127.0.0.1:9318/x/%2e%2e/deny",
+            "http://127.0.0.1:09318/deny",
+            "http://127.0.0.1.:9318/deny",
+            "HTTP://127.0.0.1:9318/deny",
+        ] {
+            assert_eq!(canonical_url(spelling), deny, "{spelling}");
+        }
+        // Escapes of reserved characters stay escapes; the query is left alone.
+        assert_eq!(
+            canonical_url("https://h/a%2fb?q=%2e%2e/x"),
+            "https://h/a%2Fb?q=%2e%2e/x"
+        );
+        assert_eq!(
+            canonical_url("https://u:P@[::1]:0443/"),
+            "https://u:P@[::1]:443/"
+        );
+        assert_eq!(canonical_url("https://h"), "https://h");
     }
 
     #[test]
