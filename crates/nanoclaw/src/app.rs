@@ -164,6 +164,7 @@ pub async fn build_agent(home: Home, long_lived: bool) -> anyhow::Result<(Agent,
             store,
             model,
             tools,
+            running: Default::default(),
         },
         lock,
     ))

@@ -107,6 +107,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             app::runtime(false)?.block_on(app::ask(home, group, text))
         }
         Command::Doctor => app::runtime(false)?.block_on(cli::doctor::run(home)),
+        Command::Stop { group } => app::runtime(false)?.block_on(cli::stop::stop(&home, &group)),
+        Command::Pause { group } => {
+            app::runtime(false)?.block_on(cli::stop::pause(&home, &group, true))
+        }
+        Command::Resume { group } => {
+            app::runtime(false)?.block_on(cli::stop::pause(&home, &group, false))
+        }
         Command::Status { json } => app::runtime(false)?.block_on(cli::status::status(&home, json)),
         Command::Sandbox {
             command: SandboxCommand::Exec { group, command },

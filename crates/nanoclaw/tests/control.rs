@@ -246,3 +246,172 @@ async fn the_control_socket_serves_only_its_owner() {
     daemon.start_kill().unwrap();
     daemon.wait().await.unwrap();
 }
+
+/// Start `ask TEXT` through the daemon in the background.
+fn ask_in_background(h: &TestHome, text: &str) -> tokio::process::Child {
+    let mut ask = h.command();
+    ask.args(["ask", text])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    ask.spawn().unwrap()
+}
+
+async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    for _ in 0..300 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+#[tokio::test]
+async fn stop_ends_a_turn_in_a_tool_run_an_approval_wait_and_a_model_stream() {
+    let model = ScriptedModel::start(
+        Wire::Anthropic,
+        vec![
+            // 1. A tool run: the sandboxed command must die with the stop.
+            // (A stopped turn asks the model nothing more: each next step is the next turn's.)
+            shell("touch /workspace/started; sleep 31.7; touch /workspace/late"),
+            // 2. An approval wait.
+            shell("echo deploy now"),
+            // 3. A model answer that takes long.
+            Step::SlowText(Duration::from_secs(30), "too late".into()),
+            // After the stops: the group answers again.
+            Step::Text("back again".into()),
+        ],
+    )
+    .await;
+    let (h, port) = home(&model);
+    std::fs::write(
+        h.path().join("policy.toml"),
+        "[approvers.owner]\nterminal = true\n[[rule]]\ntool = \"shell\"\nargs = { command = { glob = \"echo deploy*\" } }\naction = \"ask\"\ntimeout_secs = 120\n",
+    )
+    .unwrap();
+    let mut daemon = h.daemon(port).await;
+    let stop = async || {
+        let out = h.run(&["stop"]).await;
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stdout).contains("stopped the running turn"),
+            "{}",
+            text(&out.stdout)
+        );
+    };
+    let finished = async |child: tokio::process::Child| {
+        let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+            .await
+            .expect("the stopped ask did not end")
+            .unwrap();
+        assert!(
+            text(&out.stderr).contains("stopped"),
+            "{}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    };
+
+    // 1. During a tool run.
+    let ask = ask_in_background(&h, "one");
+    let started = h.workspace("main").join("started");
+    until("the command started", async || started.exists()).await;
+    stop().await;
+    finished(ask).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !h.workspace("main").join("late").exists(),
+        "the command survived the stop"
+    );
+    let ps = std::process::Command::new("ps")
+        .args(["-eo", "args"])
+        .output()
+        .unwrap();
+    assert!(
+        !text(&ps.stdout).contains("sleep 31.7"),
+        "a process survived the stop"
+    );
+
+    // 2. During an approval wait: the request is denied.
+    let ask = ask_in_background(&h, "two");
+    until("the approval is asked", async || {
+        !text(&h.run(&["approvals", "list"]).await.stdout).starts_with("no pending")
+    })
+    .await;
+    stop().await;
+    finished(ask).await;
+    let all = text(&h.run(&["approvals", "list", "--all"]).await.stdout);
+    assert!(all.contains("denied") && !all.contains("pending"), "{all}");
+
+    // 3. During a slow model answer.
+    let ask = ask_in_background(&h, "three");
+    until("the model is asked", async || model.requests().len() >= 3).await;
+    stop().await;
+    finished(ask).await;
+
+    // Nothing runs now; the next message is answered.
+    let out = h.run(&["stop"]).await;
+    assert!(
+        text(&out.stdout).contains("no turn running"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = h.run(&["ask", "four"]).await;
+    assert!(
+        text(&out.stdout).contains("back again"),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let stops = text(
+        &h.run(&["audit", "show", "--kind", "turn_stopped"])
+            .await
+            .stdout,
+    );
+    assert_eq!(stops.lines().count(), 3, "{stops}");
+    daemon.start_kill().unwrap();
+    daemon.wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_paused_group_starts_no_turn_until_resumed_and_the_owner_can_stop_from_chat() {
+    let model = ScriptedModel::start(
+        Wire::Anthropic,
+        vec![Step::Text("answered after resume".into())],
+    )
+    .await;
+    let (h, port) = home(&model);
+    let mut daemon = h.daemon(port).await;
+    let out = h.run(&["pause", "--group", "main"]).await;
+    assert!(
+        text(&out.stdout).contains("paused now"),
+        "{}",
+        text(&out.stdout)
+    );
+    let token = std::fs::read_to_string(h.path().join("api.token")).unwrap();
+    let posted = support::api_post(port, &token, "main", r#"{"text": "while paused"}"#);
+    assert!(posted.contains("\"id\""), "{posted}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(model.requests().is_empty(), "a paused group started a turn");
+    // The owner's /stop with nothing running says so and stores nothing.
+    let stopped = support::api_post(port, &token, "main", r#"{"text": "/stop"}"#);
+    assert!(stopped.contains("\"stopped\":false"), "{stopped}");
+    let out = h.run(&["resume", "--group", "main"]).await;
+    assert!(
+        text(&out.stdout).contains("running turns now"),
+        "{}",
+        text(&out.stdout)
+    );
+    until("the waiting message is answered", async || {
+        support::api_replies(port, &token, "main").contains("answered after resume")
+    })
+    .await;
+    let paused = text(
+        &h.run(&["audit", "show", "--kind", "group_paused"])
+            .await
+            .stdout,
+    );
+    assert_eq!(paused.lines().count(), 2, "{paused}");
+    daemon.start_kill().unwrap();
+    daemon.wait().await.unwrap();
+}

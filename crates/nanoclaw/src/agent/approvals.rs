@@ -436,6 +436,16 @@ pub enum DecideError {
     NoRandomness(String),
 }
 
+/// Deny every pending request of `group` (its turn was stopped). Returns how many.
+pub fn deny_pending(store: &Store, group: &GroupId) -> Result<usize, StoreError> {
+    store.with_conn(|c| {
+        Ok(c.execute(
+            "UPDATE approvals SET status = 'denied', decided_at = ?2 WHERE group_id = ?1 AND status = 'pending'",
+            params![group.as_str(), now()],
+        )?)
+    })
+}
+
 /// Why an answer did not count.
 #[derive(Debug, thiserror::Error)]
 pub enum AnswerError {

@@ -35,8 +35,8 @@ pub fn system(configured: &str, memory: &str, memory_untrusted: bool) -> String 
     system
 }
 
-/// Outside content as the model is shown it: inside `<untrusted-data source="...">`, with
-/// `&`, `<` and `>` in the content and also `"` in the source written as entities, so that
+/// Outside content as the model is shown it: inside `<untrusted-data source="...">`, with `<`
+/// and `>` in the content (and `&` and `"` in the source too) written as entities, so that
 /// nothing inside (a message, a page, a sender's or a task's name) can close the block or
 /// open another.
 pub fn untrusted(source: &str, content: &str) -> String {
@@ -51,7 +51,7 @@ fn escape(text: &str, attribute: bool) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
-            '&' => out.push_str("&amp;"),
+            '&' if attribute => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
             '"' if attribute => out.push_str("&quot;"),

@@ -25,6 +25,8 @@ pub struct Queue {
     turns: Arc<Semaphore>,
     /// Held by whatever runs a turn of the group (chat turns, task runs): one at a time.
     turn_locks: Mutex<HashMap<GroupId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Told when the owner stops a group's running turn.
+    stops: Mutex<HashMap<GroupId, Arc<tokio::sync::Notify>>>,
 }
 
 /// The right to run one turn of a group now.
@@ -40,6 +42,7 @@ impl Queue {
             groups: Mutex::new(HashMap::new()),
             turns: Arc::new(Semaphore::new(max_concurrent_turns)),
             turn_locks: Mutex::new(HashMap::new()),
+            stops: Mutex::new(HashMap::new()),
         })
     }
 
@@ -60,6 +63,47 @@ impl Queue {
             _group: group_guard,
             _permit: permit,
         })
+    }
+
+    fn stop_signal(&self, group: &GroupId) -> Arc<tokio::sync::Notify> {
+        let mut stops = self.stops.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(stops.entry(group.clone()).or_default())
+    }
+
+    /// Run `work` (a group's turn) unless the group is stopped first: then `work` is dropped
+    /// where it stands (its model request, its sandboxed command, its wait for an approval go
+    /// with it) and `None` comes back.
+    pub async fn stoppable<T>(
+        &self,
+        group: &GroupId,
+        work: impl std::future::Future<Output = T>,
+    ) -> Option<T> {
+        let stop = self.stop_signal(group);
+        let stopped = stop.notified();
+        tokio::pin!(stopped);
+        // Registered now, so a stop between here and the first poll is not missed.
+        stopped.as_mut().enable();
+        tokio::select! {
+            done = work => Some(done),
+            () = stopped => None,
+        }
+    }
+
+    /// Stop `group`'s running turn now, as `by`; queued messages stay queued. Returns once
+    /// the turn has ended, `false` when none was running.
+    pub async fn stop(&self, group: &GroupId, by: &str) -> bool {
+        if !self.agent.stopping(group, by) {
+            return false;
+        }
+        self.stop_signal(group).notify_waiters();
+        // The worker ends the turn as stopped (`Agent::stopped`); wait for it, a little.
+        for _ in 0..500 {
+            if !self.agent.is_running(group) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        true
     }
 
     /// The groups a worker is answering now.
@@ -93,13 +137,26 @@ impl Queue {
     async fn work(self: Arc<Self>, group: GroupId) {
         loop {
             match self.turn_slot(&group).await {
-                Some(_slot) => {
-                    if let Err(e) = self.agent.drain_group(&group).await {
+                Some(_slot) => match self.stoppable(&group, self.agent.drain_group(&group)).await {
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
                         // The messages stay pending in the store and are retried on the next kick
                         // or restart; nothing is lost.
                         tracing::error!(%group, error = %format!("{e:#}"), "could not process the group's messages");
                     }
-                }
+                    None => {
+                        if let Err(e) = self.agent.stopped(&group) {
+                            tracing::error!(%group, error = %format!("{e:#}"), "could not end a stopped turn");
+                        }
+                        // Queued messages wait for the next message or restart: a stop stops.
+                        let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+                        if let Some(state) = groups.get_mut(&group) {
+                            state.running = false;
+                            state.kicked_again = false;
+                        }
+                        return;
+                    }
+                },
                 None => return,
             }
             let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());

@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use nanoclaw_core::GroupId;
 use nanoclaw_core::policy::SenderRole;
 use serde_json::json;
 
@@ -15,7 +16,7 @@ use crate::agent::tools::{self, CallContext, Tools};
 use crate::config::Config;
 use crate::config::home::Home;
 use crate::model::{Message, ModelClient, Usage};
-use crate::store::{ClaimedTurn, Store, TurnEnd};
+use crate::store::{ClaimedTurn, Store, TurnEnd, TurnId};
 
 /// How a turn ended, for channels that report it directly (the terminal).
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +33,37 @@ pub struct Agent {
     /// `Err` holds the message that tells the user what to set.
     pub model: Result<ModelClient, String>,
     pub tools: Tools,
+    /// The turn each group is running now, with where its reply goes (`None`: a silent task),
+    /// so that a stop can end it. A std Mutex: held only to read or swap an entry.
+    pub running: std::sync::Mutex<std::collections::HashMap<GroupId, RunningTurn>>,
+}
+
+/// A turn in progress.
+pub struct RunningTurn {
+    turn: ClaimedTurn,
+    /// Where its reply goes; `None` for a silent task.
+    reply: Option<String>,
+    /// Who asked to stop it: the entry stays for [`Agent::stopped`] to end the turn.
+    stopping: Option<String>,
+}
+
+/// Marks a turn as running for as long as it lives.
+struct Running<'a> {
+    agent: &'a Agent,
+    group: GroupId,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        let mut running = self.agent.running.lock().unwrap_or_else(|p| p.into_inner());
+        // A stopped turn's future is dropped mid-way: its entry stays for `Agent::stopped`.
+        if running
+            .get(&self.group)
+            .is_some_and(|r| r.stopping.is_none())
+        {
+            running.remove(&self.group);
+        }
+    }
 }
 
 impl Agent {
@@ -56,6 +88,7 @@ impl Agent {
             .last()
             .map_or("api", |m| m.channel.as_str())
             .to_owned();
+        let _running = self.mark_running(turn, Some(reply_channel.clone()));
         let outcome = self.converse(turn).await;
         let result = match outcome {
             Ok(reply) => {
@@ -110,6 +143,7 @@ impl Agent {
         } else {
             None
         };
+        let _running = self.mark_running(&turn, channel.clone());
         let outcome = self.converse(&turn).await;
         match &outcome {
             Ok(reply) => {
@@ -130,6 +164,92 @@ impl Agent {
             }
         }
         Ok(outcome)
+    }
+
+    fn mark_running(&self, turn: &ClaimedTurn, reply: Option<String>) -> Running<'_> {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                turn.group.clone(),
+                RunningTurn {
+                    turn: turn.clone(),
+                    reply,
+                    stopping: None,
+                },
+            );
+        Running {
+            agent: self,
+            group: turn.group.clone(),
+        }
+    }
+
+    /// Mark `group`'s running turn as being stopped by `by`. Returns false when none runs.
+    pub fn stopping(&self, group: &GroupId, by: &str) -> bool {
+        match self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(group)
+        {
+            Some(r) => {
+                r.stopping = Some(by.to_owned());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether `group` has a turn running now.
+    pub fn is_running(&self, group: &GroupId) -> bool {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(group)
+    }
+
+    /// After a stop dropped `group`'s turn mid-way (its model request, sandboxed command or
+    /// approval wait with it): the turn ends as stopped, its reply channel is told, the group's
+    /// pending approval requests are denied, and the stop is audited. Returns the turn's id, or
+    /// `None` when no turn was running.
+    pub fn stopped(&self, group: &GroupId) -> anyhow::Result<Option<TurnId>> {
+        let entry = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(group);
+        let Some(RunningTurn {
+            turn,
+            reply,
+            stopping,
+        }) = entry
+        else {
+            return Ok(None);
+        };
+        let by = stopping.unwrap_or_else(|| "the owner".into());
+        let denied = crate::agent::approvals::deny_pending(&self.store, group)?;
+        let notice = format!(
+            "(stopped: {by} stopped this turn{})",
+            if denied > 0 {
+                format!("; {denied} approval request(s) denied")
+            } else {
+                String::new()
+            }
+        );
+        self.store.finish(
+            &turn,
+            reply.as_deref(),
+            TurnEnd::Failed {
+                error: "stopped",
+                notice: &notice,
+            },
+        )?;
+        self.tools.audit().record(
+            crate::audit::EventKind::TurnStopped,
+            Some(group.as_str()),
+            json!({"turn": turn.id, "by": by, "approvals_denied": denied}),
+        );
+        Ok(Some(turn.id))
     }
 
     /// The model ↔ tools loop, its reply (or error) held to the reply guard: a reply is an

@@ -96,6 +96,10 @@ event_kinds! {
     TaskRun = "task_run",
     /// A task run ended.
     TaskRunFinished = "task_run_finished",
+    /// The owner stopped a group's running turn.
+    TurnStopped = "turn_stopped",
+    /// A group was paused or resumed.
+    GroupPaused = "group_paused",
 }
 
 impl EventKind {

@@ -286,6 +286,9 @@ impl Api {
                     )
                 })?;
         match accepted {
+            crate::channels::Accepted::Stopped { was_running, .. } => {
+                Ok(reply(StatusCode::OK, json!({"stopped": was_running})))
+            }
             crate::channels::Accepted::Stored { id: Some(id), .. } => {
                 Ok(reply(StatusCode::ACCEPTED, json!({"id": id})))
             }

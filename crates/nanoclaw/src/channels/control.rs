@@ -51,6 +51,10 @@ pub enum Op {
     Ask { group: GroupId, text: String },
     /// Start a fresh session in a group (`/new` in `chat`).
     NewSession { group: GroupId },
+    /// End the group's running turn now.
+    Stop { group: GroupId },
+    /// Keep a group from starting turns, or let it again.
+    Pause { group: GroupId, paused: bool },
     /// Answer an approval request as the terminal approver (or `as_approver`).
     Answer {
         code: String,
@@ -267,6 +271,29 @@ async fn connection(control: &Control, stream: UnixStream) -> std::io::Result<()
             send(&mut write, &event).await
         }
         Op::Ask { group, text } => ask(control, &mut write, group, &text).await,
+        Op::Stop { group } => {
+            let was_running = control
+                .queue
+                .stop(&group, "the owner (nanoclaw stop)")
+                .await;
+            let result = json!({"group": group.as_str(), "stopped": was_running});
+            send(&mut write, &Event::Done { result }).await
+        }
+        Op::Pause { group, paused } => {
+            let event = match super::pause(agent, &group, paused) {
+                Ok(changed) => {
+                    if !paused {
+                        // What waited while paused is answered now.
+                        control.queue.kick(group.clone());
+                    }
+                    Event::Done {
+                        result: json!({"group": group.as_str(), "paused": paused, "changed": changed}),
+                    }
+                }
+                Err(e) => refuse(format!("could not change the group: {e}")),
+            };
+            send(&mut write, &event).await
+        }
     }
 }
 
@@ -302,6 +329,21 @@ async fn ask(
     };
     let id = match super::accept(agent, Some(&control.queue), &inbound, |_| Ok(())) {
         Ok(super::Accepted::Stored { id: Some(id), .. }) => id,
+        Ok(super::Accepted::Stopped { was_running, .. }) => {
+            let text = if was_running {
+                "(stopped the running turn; queued messages stay queued)"
+            } else {
+                "(nothing was running)"
+            };
+            return send(
+                write,
+                &Event::Reply {
+                    text: text.into(),
+                    failed: false,
+                },
+            )
+            .await;
+        }
         Ok(other) => {
             let message = format!("the message was not stored: {other:?}");
             return send(write, &Event::Error { message }).await;

@@ -167,6 +167,35 @@ pub async fn new_session(home: &Home, group: &GroupId) -> anyhow::Result<()> {
     .map(drop)
 }
 
+/// Stop `group`'s running turn; whether one was running.
+pub async fn stop(home: &Home, group: &GroupId) -> anyhow::Result<bool> {
+    let result = request(
+        home,
+        Op::Stop {
+            group: group.clone(),
+        },
+    )
+    .await?
+    .done()
+    .await?;
+    Ok(result["stopped"].as_bool().unwrap_or(false))
+}
+
+/// Pause or resume `group`; whether that changed anything.
+pub async fn pause(home: &Home, group: &GroupId, paused: bool) -> anyhow::Result<bool> {
+    let result = request(
+        home,
+        Op::Pause {
+            group: group.clone(),
+            paused,
+        },
+    )
+    .await?
+    .done()
+    .await?;
+    Ok(result["changed"].as_bool().unwrap_or(false))
+}
+
 /// The daemon's status, or `None` when no daemon runs.
 pub async fn status(home: &Home) -> anyhow::Result<Option<serde_json::Value>> {
     if !daemon_running(home).await {

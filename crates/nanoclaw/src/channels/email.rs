@@ -447,6 +447,10 @@ impl Email {
                 true
             }
             Ok(crate::channels::Accepted::Stored { .. }) => true,
+            Ok(crate::channels::Accepted::Stopped { group, was_running }) => {
+                tracing::info!(channel = CHANNEL, %group, was_running, "the owner stopped the group's turn by mail");
+                true
+            }
             Err(e) => {
                 tracing::error!(channel = CHANNEL, error = %e, "could not store mail");
                 false

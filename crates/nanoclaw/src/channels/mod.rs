@@ -72,6 +72,8 @@ pub enum From<'a> {
 pub enum Accepted {
     /// Not stored; `why` is for the log.
     Ignored { why: String },
+    /// The owner's `/stop`: the group's running turn (if any) was stopped, nothing stored.
+    Stopped { group: GroupId, was_running: bool },
     /// Committed (`id` is `None` for a redelivery, stored before). `held`: an unknown sender's,
     /// kept while the approvers are asked to admit them.
     Stored {
@@ -140,6 +142,14 @@ pub fn accept(
             (group, Some(*chat), label, role, triggered, held)
         }
     };
+    // The owner's `/stop` ends the group's running turn now; it is a command, not a message.
+    if role == SenderRole::Owner && msg.text.trim() == "/stop" {
+        let was_running = match queue {
+            Some(queue) => stop_soon(queue, &group),
+            None => false,
+        };
+        return Ok(Accepted::Stopped { group, was_running });
+    }
     before_store(&Accepting { held })?;
     // 2. Commit. INVARIANT: nothing is acknowledged before this.
     let id = match chat {
@@ -173,6 +183,32 @@ pub fn accept(
         triggered,
         held,
     })
+}
+
+/// Pause (`paused`) or resume a group, audited. Returns whether it changed.
+pub fn pause(agent: &Agent, group: &GroupId, paused: bool) -> Result<bool, StoreError> {
+    let changed = if paused {
+        agent.store.pause(group)?
+    } else {
+        agent.store.resume(group)?
+    };
+    agent.tools.audit().record(
+        crate::audit::EventKind::GroupPaused,
+        Some(group.as_str()),
+        serde_json::json!({"paused": paused, "changed": changed}),
+    );
+    Ok(changed)
+}
+
+/// Stop `group`'s running turn as the owner, without waiting for it to end (`accept` runs on
+/// an adapter's path and must not block it).
+fn stop_soon(queue: &Arc<Queue>, group: &GroupId) -> bool {
+    let running = queue.agent().is_running(group);
+    if running {
+        let (queue, group) = (Arc::clone(queue), group.clone());
+        tokio::spawn(async move { queue.stop(&group, "the owner").await });
+    }
+    running
 }
 
 /// What `accept` decided, for the channel's own bookkeeping before the commit.

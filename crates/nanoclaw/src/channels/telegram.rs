@@ -341,6 +341,17 @@ impl Telegram {
                 true
             }
             Ok(crate::channels::Accepted::Stored { .. }) => true,
+            Ok(crate::channels::Accepted::Stopped { was_running, .. }) => {
+                let text = if was_running {
+                    "stopped the running turn; queued messages stay queued"
+                } else {
+                    "nothing was running"
+                };
+                let _ = self
+                    .call("sendMessage", json!({"chat_id": chat, "text": text}))
+                    .await;
+                true
+            }
             Err(e) => {
                 tracing::error!(channel = CHANNEL, error = %e, "could not store an update; will retry");
                 false

@@ -125,6 +125,9 @@ impl Webhook {
         let accepted = crate::channels::accept(queue.agent(), Some(queue), &inbound, |_| Ok(()))
             .map_err(|e| (500, format!("could not store the message: {e}")))?;
         Ok(match accepted {
+            crate::channels::Accepted::Stopped { group, was_running } => {
+                json!({"stopped": was_running, "group": group.as_str()})
+            }
             crate::channels::Accepted::Ignored { why } => {
                 // Debug-quoted: a sender's words must not forge log lines.
                 tracing::info!(channel = CHANNEL, chat = ?msg.chat, sender = ?msg.sender, why = ?why, "message ignored");

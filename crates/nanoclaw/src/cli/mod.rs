@@ -11,6 +11,7 @@ pub mod policy;
 pub mod sandbox;
 pub mod secret;
 pub mod status;
+pub mod stop;
 pub mod task;
 
 use std::path::PathBuf;
@@ -57,6 +58,22 @@ pub enum Command {
     },
     /// Check the sandbox, the model and the API token; say what is wrong.
     Doctor,
+    /// End a group's running turn now (its sandboxed commands are killed, its pending approvals
+    /// denied); queued messages stay queued. Needs the daemon.
+    Stop {
+        #[arg(long, default_value = "main")]
+        group: GroupId,
+    },
+    /// Keep a group from starting turns (chat turns and task runs) until `resume`.
+    Pause {
+        #[arg(long)]
+        group: GroupId,
+    },
+    /// Let a paused group start turns again; what waited is answered.
+    Resume {
+        #[arg(long)]
+        group: GroupId,
+    },
     /// Whether the daemon runs and what it is doing: version, uptime, sandbox, channels,
     /// groups at work, pending approvals, next tasks, secrets. Exit 0 when it runs healthy,
     /// 1 with the reasons otherwise.

@@ -134,11 +134,29 @@ impl Scheduler {
             Some(group.as_str()),
             json!({"task": claim.task.id, "name": claim.task.name, "run": claim.run_id, "slot": claim.slot, "attempt": claim.attempt, "late_ms": started - claim.slot}),
         );
+        let mut stopped = false;
         let outcome = {
             let Some(_turn) = self.queue.turn_slot(&group).await else {
                 return;
             };
-            agent.run_task_turn(&group, &claim.task).await
+            if agent.store.is_paused(&group).unwrap_or(false) {
+                Ok(Err("not run: the group is paused".to_owned()))
+            } else {
+                match self
+                    .queue
+                    .stoppable(&group, agent.run_task_turn(&group, &claim.task))
+                    .await
+                {
+                    Some(outcome) => outcome,
+                    None => {
+                        stopped = true;
+                        if let Err(e) = agent.stopped(&group) {
+                            tracing::error!(%group, error = %format!("{e:#}"), "could not end a stopped task run");
+                        }
+                        Ok(Err("stopped by the owner".to_owned()))
+                    }
+                }
+            }
         };
         let outcome = match outcome {
             Ok(result) => result,
@@ -147,7 +165,11 @@ impl Scheduler {
         let finished = self.clock.now_ms();
         let recorded = match &outcome {
             Ok(result) => tasks::Outcome::Ok(result),
-            Err(error) if claim.attempt < self.limits.max_attempts => {
+            Err(error)
+                if claim.attempt < self.limits.max_attempts
+                    && !stopped
+                    && !error.starts_with("not run: the group is paused") =>
+            {
                 let backoff = self.limits.retry_backoff * 2u32.pow(claim.attempt - 1);
                 tracing::warn!(task = claim.task.id, attempt = claim.attempt, %error, ?backoff, "task run failed; trying again");
                 let backoff_ms = i64::try_from(backoff.as_millis()).unwrap_or(i64::MAX);

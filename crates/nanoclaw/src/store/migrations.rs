@@ -200,4 +200,11 @@ UPDATE inbox SET role = 'owner', outside = 0 WHERE sender IN ('owner', 'api');
 ALTER TABLE tasks ADD COLUMN role TEXT NOT NULL DEFAULT 'other' CHECK (role IN ('owner', 'approver', 'other'));
 ALTER TABLE tasks ADD COLUMN tainted INTEGER NOT NULL DEFAULT 1;
 "#,
+    // Groups kept from starting turns (`nanoclaw pause`) until resumed.
+    r#"
+CREATE TABLE group_pauses (
+    group_id    TEXT PRIMARY KEY,
+    paused_at   INTEGER NOT NULL
+);
+"#,
 ];

@@ -33,7 +33,7 @@ pub struct TaskPrompt<'a> {
 }
 
 /// A turn claimed for processing, with the messages it answers.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct ClaimedTurn {
     pub id: TurnId,
     pub group: GroupId,
@@ -78,11 +78,50 @@ impl Store {
         Ok(n)
     }
 
+    /// Keep `group` from starting turns (chat turns and task runs) until [`Store::resume`].
+    /// Returns false when it was paused already.
+    pub fn pause(&self, group: &GroupId) -> Result<bool> {
+        Ok(self.conn().execute(
+            "INSERT OR IGNORE INTO group_pauses (group_id, paused_at) VALUES (?1, ?2)",
+            params![group.as_str(), now()],
+        )? == 1)
+    }
+
+    /// Let a paused group start turns again. Returns false when it was not paused.
+    pub fn resume(&self, group: &GroupId) -> Result<bool> {
+        Ok(self.conn().execute(
+            "DELETE FROM group_pauses WHERE group_id = ?1",
+            [group.as_str()],
+        )? == 1)
+    }
+
+    pub fn is_paused(&self, group: &GroupId) -> Result<bool> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT 1 FROM group_pauses WHERE group_id = ?1",
+                [group.as_str()],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
     /// Claim every pending message of `group` for a new turn, in one transaction.
-    /// Returns `None` when nothing is pending.
+    /// Returns `None` when nothing is pending, or the group is paused.
     pub fn claim_turn(&self, group: &GroupId) -> Result<Option<ClaimedTurn>> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let paused: Option<i64> = tx
+            .query_row(
+                "SELECT paused_at FROM group_pauses WHERE group_id = ?1",
+                [group.as_str()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if paused.is_some() {
+            return Ok(None);
+        }
         let pending: Vec<(Inbound, bool)> = {
             let mut stmt = tx.prepare(
                 "SELECT id, channel, sender, text, triggered, role, outside FROM inbox
