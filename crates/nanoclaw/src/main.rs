@@ -19,6 +19,9 @@
 //! 6. ★[`store`]: the SQLite store (inbox, turns, history, outbox, approvals, tasks) and the
 //!    encrypted secrets file.
 //!
+//! The CLI reaches a running daemon through [`channels::control`] (its socket); without one,
+//! `chat` and `ask` run the turn in their own process.
+//!
 //! Beside the path: [`config`] (raw TOML becomes typed config once; the data dir; policy.toml),
 //! [`scheduler`] (tasks run as turns of their group), [`cli`] (the grammar and one handler per
 //! subcommand), and [`app`] (the composition root that wires the parts together).

@@ -415,3 +415,50 @@ async fn a_paused_group_starts_no_turn_until_resumed_and_the_owner_can_stop_from
     daemon.start_kill().unwrap();
     daemon.wait().await.unwrap();
 }
+
+#[tokio::test]
+async fn stop_typed_in_chat_ends_the_turn_without_a_daemon_too() {
+    use tokio::io::AsyncWriteExt;
+    let model = ScriptedModel::start(
+        Wire::Anthropic,
+        vec![
+            shell("touch /workspace/started; sleep 31.9; touch /workspace/late"),
+            Step::Text("next one".into()),
+        ],
+    )
+    .await;
+    let (h, _port) = home(&model);
+    let mut chat = h.command();
+    chat.args(["chat"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = chat.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"go\n").await.unwrap();
+    let started = h.workspace("main").join("started");
+    until("the command started", async || started.exists()).await;
+    stdin.write_all(b"/stop\nagain\n/quit\n").await.unwrap();
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .expect("chat did not end after /stop")
+        .unwrap();
+    assert!(
+        text(&out.stderr).contains("stopped turn"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("next one"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(!h.workspace("main").join("late").exists());
+    let stops = text(
+        &h.run(&["audit", "show", "--kind", "turn_stopped"])
+            .await
+            .stdout,
+    );
+    assert_eq!(stops.lines().count(), 1, "{stops}");
+}

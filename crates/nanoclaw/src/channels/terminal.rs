@@ -103,6 +103,7 @@ async fn converse(via: Via<'_>, group: &GroupId) -> anyhow::Result<()> {
         match line.trim() {
             "" => continue,
             "/quit" | "/exit" => return Ok(()),
+            "/stop" => eprintln!("(nothing is running)"),
             "/new" => {
                 match via {
                     Via::Agent(agent) => agent.store.new_session(group)?,
@@ -111,7 +112,7 @@ async fn converse(via: Via<'_>, group: &GroupId) -> anyhow::Result<()> {
                 eprintln!("(new session: earlier history is no longer in the prompt)");
             }
             line if unknown_command(line) => eprintln!(
-                "nanoclaw: commands are /new, /quit, /approve CODE [always] and /deny CODE; nothing was sent"
+                "nanoclaw: commands are /new, /stop, /quit, /approve CODE [always] and /deny CODE; nothing was sent"
             ),
             // An answer to an approval request.
             line if crate::channels::approval_text::parse_command(line).is_some() => {
@@ -122,8 +123,7 @@ async fn converse(via: Via<'_>, group: &GroupId) -> anyhow::Result<()> {
             text => {
                 // While the turn runs (perhaps waiting for an approval), keep reading: an
                 // answer is recorded at once; anything else waits its turn.
-                let turn = exchange(via, group, text);
-                tokio::pin!(turn);
+                let mut turn = Box::pin(exchange(via, group, text));
                 loop {
                     tokio::select! {
                         done = &mut turn => {
@@ -132,12 +132,32 @@ async fn converse(via: Via<'_>, group: &GroupId) -> anyhow::Result<()> {
                         }
                         line = read_line(&mut lines), if input_open => match line? {
                             None => input_open = false,
+                            Some(l) if l.trim() == "/stop" => match via {
+                                // The daemon ends the turn; its notice comes back as the reply.
+                                Via::Daemon(home) => {
+                                    if let Err(e) = super::control_client::stop(home, group).await {
+                                        eprintln!("nanoclaw: {e:#}");
+                                    }
+                                }
+                                // Here: the turn's future is dropped, then ended as stopped.
+                                Via::Agent(agent) => {
+                                    agent.stopping(group, "the owner");
+                                    break;
+                                }
+                            },
                             Some(l) => match crate::channels::approval_text::parse_command(&l) {
                                 Some((code, vote)) => answer(via, &code, vote).await,
                                 None => typed_ahead.push_back(l),
                             },
                         },
                     }
+                }
+                // A turn stopped here is dropped first (its sandboxed command dies with it).
+                drop(turn);
+                if let Via::Agent(agent) = via
+                    && let Some(turn) = agent.stopped(group)?
+                {
+                    eprintln!("nanoclaw: (stopped turn {turn}; queued messages stay queued)");
                 }
             }
         }
