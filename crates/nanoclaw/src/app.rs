@@ -249,7 +249,6 @@ pub async fn daemon(home: Home) -> anyhow::Result<ExitCode> {
         queue: Arc::clone(&queue),
         token,
         audit: Arc::clone(agent.tools.audit()),
-        policy: Arc::clone(agent.tools.policy()),
         tasks_changed: Arc::clone(agent.tools.tasks_changed()),
         webhook: webhook.clone(),
     });
@@ -270,7 +269,10 @@ pub async fn daemon(home: Home) -> anyhow::Result<ExitCode> {
             t,
             token,
             Arc::clone(&agent.store),
-            Arc::clone(agent.tools.policy()),
+            {
+                let agent = Arc::clone(&agent);
+                Arc::new(move || agent.tools.policy())
+            },
             Arc::clone(agent.tools.audit()),
         )?);
         channels.push(bot);
@@ -325,13 +327,29 @@ pub async fn daemon(home: Home) -> anyhow::Result<ExitCode> {
     }
     let server = tokio::spawn(api::serve(api, listener));
     // The CLI's way in while this process owns the data dir.
+    let reloader = Arc::new(Reloader::new(Arc::clone(&agent)));
     let control = {
         let channel_names: Vec<&'static str> = channel_names.clone();
+        let reloader = Arc::clone(&reloader);
         Arc::new(crate::channels::control::Control::new(
             Arc::clone(&queue),
             Box::new(move |c| status(c, &channel_names)),
+            Box::new(move || reloader.reload()),
         ))
     };
+    // SIGHUP reloads too, as daemons do.
+    let hangups = tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match reloader.reload() {
+                Ok(done) => tracing::info!(%done, "reloaded on SIGHUP"),
+                Err(e) => tracing::warn!(error = %e, "SIGHUP: nothing reloaded"),
+            }
+        }
+    });
     agent
         .tools
         .approvals()
@@ -342,6 +360,7 @@ pub async fn daemon(home: Home) -> anyhow::Result<ExitCode> {
     shutdown_signal().await;
     server.abort();
     control_server.abort();
+    hangups.abort();
     let _ = std::fs::remove_file(agent.home.dir.join(crate::channels::control::SOCKET));
     runner.abort();
     for t in channel_tasks {
@@ -483,4 +502,73 @@ fn status(control: &crate::channels::control::Control, channels: &[&str]) -> ser
         "next_tasks": tasks.iter().take(5).map(|t| json!({"id": t.id, "name": t.name, "group": t.group, "next_due": t.next_due.map(crate::audit::format_time)})).collect::<Vec<_>>(),
         "secrets": secrets,
     })
+}
+
+fn file_digest(path: &std::path::Path) -> Option<String> {
+    std::fs::read(path).ok().map(|b| {
+        nanoclaw_core::hex::encode(ring::digest::digest(&ring::digest::SHA256, &b).as_ref())
+    })
+}
+
+/// `nanoclaw reload` (and SIGHUP): `policy.toml` again, checked as at start; a policy that
+/// fails is refused and the one in force stays. `nanoclaw.toml` is checked too, and a change to
+/// it is reported as taking effect at the next start (its settings shape the proxies, limits
+/// and channels this process runs). Each change is audited with the files' digests.
+pub struct Reloader {
+    agent: Arc<Agent>,
+    /// The digests of (policy.toml, nanoclaw.toml) in force.
+    in_force: std::sync::Mutex<(Option<String>, Option<String>)>,
+}
+
+impl Reloader {
+    fn new(agent: Arc<Agent>) -> Reloader {
+        let home = &agent.home;
+        let in_force = (
+            file_digest(&home.dir.join(policy_file::POLICY_FILE)),
+            file_digest(&home.config_path()),
+        );
+        Reloader {
+            agent,
+            in_force: std::sync::Mutex::new(in_force),
+        }
+    }
+
+    fn reload(&self) -> Result<serde_json::Value, String> {
+        let home = &self.agent.home;
+        let policy_path = home.dir.join(policy_file::POLICY_FILE);
+        // Both files are checked before anything changes.
+        let policy = policy_file::load(home, &vocabulary())
+            .map_err(|e| format!("{e:#}; the policy in force stays"))?;
+        load_config(home).map_err(|e| format!("{e:#}; nothing was reloaded"))?;
+        let (policy_now, config_now) =
+            (file_digest(&policy_path), file_digest(&home.config_path()));
+        let mut in_force = self.in_force.lock().unwrap_or_else(|p| p.into_inner());
+        let mut done = Vec::new();
+        if policy_now != in_force.0 {
+            self.agent.tools.set_policy(Arc::new(policy));
+            self.agent.tools.audit().record(
+                audit::EventKind::ConfigChanged,
+                None,
+                serde_json::json!({"file": policy_file::POLICY_FILE, "from_sha256": in_force.0, "to_sha256": policy_now, "applied": true}),
+            );
+            in_force.0 = policy_now;
+            done.push(format!("{} is in force now", policy_file::POLICY_FILE));
+        }
+        if config_now != in_force.1 {
+            self.agent.tools.audit().record(
+                audit::EventKind::ConfigChanged,
+                None,
+                serde_json::json!({"file": crate::config::CONFIG_FILE, "from_sha256": in_force.1, "to_sha256": config_now, "applied": false}),
+            );
+            in_force.1 = config_now;
+            done.push(format!(
+                "{} changed and is valid; its changes take effect when the daemon restarts",
+                crate::config::CONFIG_FILE
+            ));
+        }
+        if done.is_empty() {
+            done.push("nothing changed".into());
+        }
+        Ok(serde_json::json!(done.join("; ")))
+    }
 }

@@ -110,6 +110,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             app::runtime(false)?.block_on(app::ask(home, group, text))
         }
         Command::Doctor => app::runtime(false)?.block_on(cli::doctor::run(home)),
+        Command::Reload => app::runtime(false)?.block_on(cli::stop::reload(&home)),
         Command::Stop { group } => app::runtime(false)?.block_on(cli::stop::stop(&home, &group)),
         Command::Pause { group } => {
             app::runtime(false)?.block_on(cli::stop::pause(&home, &group, true))

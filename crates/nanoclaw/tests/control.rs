@@ -462,3 +462,79 @@ async fn stop_typed_in_chat_ends_the_turn_without_a_daemon_too() {
     );
     assert_eq!(stops.lines().count(), 1, "{stops}");
 }
+
+#[tokio::test]
+async fn reload_puts_an_edited_policy_in_force_and_keeps_it_when_the_edit_is_bad() {
+    let model = ScriptedModel::start(
+        Wire::Anthropic,
+        vec![
+            shell("echo first-run"),
+            Step::EchoToolResult,
+            shell("echo second-run"),
+            Step::EchoToolResult,
+            shell("echo third-run"),
+            Step::EchoToolResult,
+            shell("echo fourth-run"),
+            Step::EchoToolResult,
+        ],
+    )
+    .await;
+    let (h, port) = home(&model);
+    let policy = h.path().join("policy.toml");
+    let allow = "[approvers.owner]\nterminal = true\n";
+    let deny = "[approvers.owner]\nterminal = true\n[[rule]]\nname = \"no shell now\"\ntool = \"shell\"\naction = \"deny\"\n";
+    std::fs::write(&policy, allow).unwrap();
+    let mut daemon = h.daemon(port).await;
+    let ask = async |text: &str| text_of(&h.run(&["ask", text]).await);
+    assert!(ask("one").await.contains("first-run"));
+
+    std::fs::write(&policy, deny).unwrap();
+    let out = h.run(&["reload"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("policy.toml is in force now"),
+        "{}",
+        text(&out.stdout)
+    );
+    let second = ask("two").await;
+    assert!(
+        second.contains("was refused") && second.contains("no shell now"),
+        "{second}"
+    );
+
+    // A bad edit is refused, naming the line; the policy in force stays.
+    std::fs::write(&policy, "[[rule]]\ntool = \"shell\"\naction = \"maybe\"\n").unwrap();
+    let out = h.run(&["reload"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("policy.toml: line 1: rule[1].action") && text(&out.stderr).contains("stays"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(ask("three").await.contains("no shell now"));
+
+    // SIGHUP reloads too.
+    std::fs::write(&policy, allow).unwrap();
+    // SAFETY: sending a signal to the child this test started.
+    unsafe { libc::kill(daemon.id().unwrap() as i32, libc::SIGHUP) };
+    let mut ran = String::new();
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let changes = text(
+            &h.run(&["audit", "show", "--kind", "config_changed"])
+                .await
+                .stdout,
+        );
+        if changes.lines().count() >= 2 {
+            ran = ask("four").await;
+            break;
+        }
+    }
+    assert!(ran.contains("fourth-run"), "{ran}");
+    daemon.start_kill().unwrap();
+    daemon.wait().await.unwrap();
+}
+
+fn text_of(out: &std::process::Output) -> String {
+    format!("{}{}", text(&out.stdout), text(&out.stderr))
+}

@@ -100,6 +100,8 @@ event_kinds! {
     TurnStopped = "turn_stopped",
     /// A group was paused or resumed.
     GroupPaused = "group_paused",
+    /// A reload put an edited file in force (digests, never contents of secrets).
+    ConfigChanged = "config_changed",
 }
 
 impl EventKind {

@@ -49,7 +49,6 @@ pub struct Api {
     pub queue: Arc<Queue>,
     pub token: String,
     pub audit: Arc<crate::audit::Audit>,
-    pub policy: Arc<nanoclaw_core::Policy>,
     /// Told when `POST /v1/tasks/wake` says the schedule changed (`nanoclaw task …`).
     pub tasks_changed: Arc<tokio::sync::Notify>,
     /// The webhook channel, when configured; it authenticates by signature, not the token.
@@ -238,7 +237,7 @@ impl Api {
             let result = crate::agent::approvals::answer(
                 &self.store,
                 &self.audit,
-                &self.policy,
+                &self.queue.agent().tools.policy(),
                 &code,
                 &crate::agent::approvals::Answerer::AtTerminal {
                     channel: CHANNEL,

@@ -53,6 +53,9 @@ pub enum Op {
     NewSession { group: GroupId },
     /// End the group's running turn now.
     Stop { group: GroupId },
+    /// Read `policy.toml` and `nanoclaw.toml` again; a file that fails validation changes
+    /// nothing.
+    Reload {},
     /// Keep a group from starting turns, or let it again.
     Pause { group: GroupId, paused: bool },
     /// Answer an approval request as the terminal approver (or `as_approver`).
@@ -95,6 +98,8 @@ pub struct Control {
     pub approvals: broadcast::Sender<ApprovalRequest>,
     /// The daemon's status, assembled by the composition root.
     pub status: Box<dyn Fn(&Control) -> Value + Send + Sync>,
+    /// Put edited files in force (the composition root knows how); `Err` says why not.
+    pub reload: Box<dyn Fn() -> Result<Value, String> + Send + Sync>,
 }
 
 /// Shows approval requests to the control socket's clients.
@@ -108,12 +113,17 @@ impl Presenter for ControlPresenter {
 }
 
 impl Control {
-    pub fn new(queue: Arc<Queue>, status: Box<dyn Fn(&Control) -> Value + Send + Sync>) -> Control {
+    pub fn new(
+        queue: Arc<Queue>,
+        status: Box<dyn Fn(&Control) -> Value + Send + Sync>,
+        reload: Box<dyn Fn() -> Result<Value, String> + Send + Sync>,
+    ) -> Control {
         Control {
             queue,
             started: Instant::now(),
             approvals: broadcast::channel(EVENT_BACKLOG).0,
             status,
+            reload,
         }
     }
 }
@@ -254,7 +264,7 @@ async fn connection(control: &Control, stream: UnixStream) -> std::io::Result<()
             let result = crate::agent::approvals::answer(
                 &agent.store,
                 agent.tools.audit(),
-                agent.tools.policy(),
+                &agent.tools.policy(),
                 &code,
                 &crate::agent::approvals::Answerer::AtTerminal {
                     channel: super::terminal::CHANNEL,
@@ -271,6 +281,13 @@ async fn connection(control: &Control, stream: UnixStream) -> std::io::Result<()
             send(&mut write, &event).await
         }
         Op::Ask { group, text } => ask(control, &mut write, group, &text).await,
+        Op::Reload {} => {
+            let event = match (control.reload)() {
+                Ok(result) => Event::Done { result },
+                Err(message) => refuse(message),
+            };
+            send(&mut write, &event).await
+        }
         Op::Stop { group } => {
             let was_running = control
                 .queue

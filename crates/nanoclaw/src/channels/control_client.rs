@@ -196,6 +196,11 @@ pub async fn pause(home: &Home, group: &GroupId, paused: bool) -> anyhow::Result
     Ok(result["changed"].as_bool().unwrap_or(false))
 }
 
+/// Have the daemon read its files again; what it did, in words.
+pub async fn reload(home: &Home) -> anyhow::Result<serde_json::Value> {
+    request(home, Op::Reload {}).await?.done().await
+}
+
 /// The daemon's status, or `None` when no daemon runs.
 pub async fn status(home: &Home) -> anyhow::Result<Option<serde_json::Value>> {
     if !daemon_running(home).await {

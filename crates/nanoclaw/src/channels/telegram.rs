@@ -37,7 +37,8 @@ pub struct Telegram {
     rules: Rules,
     poll_timeout: u64,
     store: Arc<Store>,
-    policy: Arc<nanoclaw_core::Policy>,
+    /// The policy in force now (who the approvers are), from the agent: it can be reloaded.
+    policy: Arc<dyn Fn() -> Arc<nanoclaw_core::Policy> + Send + Sync>,
     audit: Arc<crate::audit::Audit>,
     /// When each chat may next be sent to: Telegram asks for at most one message a second in
     /// a chat and twenty a minute in a group. A std Mutex: never held across an await.
@@ -152,11 +153,15 @@ pub fn split(text: &str, max: usize) -> Vec<String> {
 }
 
 impl Telegram {
+    fn policy_now(&self) -> Arc<nanoclaw_core::Policy> {
+        (self.policy)()
+    }
+
     pub fn new(
         config: &crate::config::channels::TelegramConfig,
         token: &str,
         store: Arc<Store>,
-        policy: Arc<nanoclaw_core::Policy>,
+        policy: Arc<dyn Fn() -> Arc<nanoclaw_core::Policy> + Send + Sync>,
         audit: Arc<crate::audit::Audit>,
     ) -> anyhow::Result<Telegram> {
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -381,7 +386,7 @@ impl Telegram {
         crate::agent::approvals::answer(
             &self.store,
             &self.audit,
-            &self.policy,
+            &(self.policy)(),
             key,
             &Answerer::InChat {
                 channel: CHANNEL,
@@ -517,7 +522,7 @@ impl Presenter for TelegramPresenter {
     fn present(&self, request: &Request) {
         let targets: Vec<String> = self
             .telegram
-            .policy
+            .policy_now()
             .approvers()
             .iter()
             .filter(|a| request.approvers.contains(&a.name))

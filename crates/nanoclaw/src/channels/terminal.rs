@@ -169,7 +169,7 @@ async fn answer(via: Via<'_>, code: &str, vote: nanoclaw_core::approval::Vote) {
         Via::Agent(agent) => crate::agent::approvals::answer(
             &agent.store,
             agent.tools.audit(),
-            agent.tools.policy(),
+            &agent.tools.policy(),
             code,
             &crate::agent::approvals::Answerer::AtTerminal {
                 channel: CHANNEL,

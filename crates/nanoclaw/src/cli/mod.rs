@@ -64,6 +64,10 @@ pub enum Command {
         #[arg(long, default_value = "main")]
         group: GroupId,
     },
+    /// Have the running daemon read policy.toml (in force at once) and nanoclaw.toml (checked;
+    /// in force at its next start) again; a file that fails validation changes nothing. SIGHUP
+    /// does the same.
+    Reload,
     /// Keep a group from starting turns (chat turns and task runs) until `resume`.
     Pause {
         #[arg(long)]

@@ -54,3 +54,15 @@ pub async fn pause(home: &Home, group: &GroupId, paused: bool) -> anyhow::Result
     }
     Ok(ExitCode::SUCCESS)
 }
+
+pub async fn reload(home: &Home) -> anyhow::Result<ExitCode> {
+    home.require_initialized()
+        .map_err(|e| crate::exit::UsageError(e.to_string()))?;
+    if !control_client::daemon_running(home).await {
+        println!("no daemon runs; the files are read when it starts");
+        return Ok(ExitCode::FAILURE);
+    }
+    let done = control_client::reload(home).await?;
+    println!("{}", done.as_str().unwrap_or_default());
+    Ok(ExitCode::SUCCESS)
+}

@@ -75,7 +75,9 @@ pub struct CallContext<'a> {
 pub struct Tools {
     backend: Arc<dyn Backend>,
     egress: Egress,
-    policy: Arc<Policy>,
+    /// The policy in force; `nanoclaw reload` swaps it. Each call reads it once, so one call
+    /// is judged under one policy. A std RwLock: held only to clone or swap the Arc.
+    policy: std::sync::RwLock<Arc<Policy>>,
     /// Shared with the egress gates of running calls.
     approvals: Arc<Approvals>,
     audit: Arc<Audit>,
@@ -96,7 +98,7 @@ impl Tools {
         Tools {
             backend,
             egress,
-            policy,
+            policy: std::sync::RwLock::new(policy),
             approvals: Arc::new(approvals),
             audit,
             store,
@@ -113,8 +115,14 @@ impl Tools {
         &self.audit
     }
 
-    pub fn policy(&self) -> &Arc<Policy> {
-        &self.policy
+    /// The policy in force now.
+    pub fn policy(&self) -> Arc<Policy> {
+        Arc::clone(&self.policy.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Put `policy` in force for every call from now on (calls already decided keep theirs).
+    pub fn set_policy(&self, policy: Arc<Policy>) {
+        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = policy;
     }
 
     /// The sandbox backend, for reading a workspace file the host must not open itself.
@@ -179,8 +187,9 @@ impl Tools {
             Ok(args) => args,
             Err(e) => return self.finish(ctx, call, ToolOutcome::error(e)),
         };
-        // 3. Decide.
-        let verdict = self.policy.decide(&Context {
+        // 3. Decide, under the policy in force as the call is decided (also its network gate's).
+        let policy = self.policy();
+        let verdict = policy.decide(&Context {
             tool: &call.name,
             args: &call.arguments,
             group,
@@ -214,7 +223,7 @@ impl Tools {
         }
         // 5. Ask when asked to; 6. run.
         let outcome = match (verdict.decision, &verdict.approval) {
-            (Decision::Allow, _) => self.run(ctx, workspace, limits, call, args).await,
+            (Decision::Allow, _) => self.run(ctx, workspace, limits, call, args, &policy).await,
             (Decision::Ask, Some(spec)) if spec.approvers.is_empty() => {
                 ToolOutcome::error(format!(
                     "{} was not run: it needs a human's approval ({reason}), and no approvers are configured in policy.toml",
@@ -224,7 +233,7 @@ impl Tools {
             (Decision::Ask, Some(spec)) => {
                 match self.approvals.decide(ctx.group, call, spec, &reason).await {
                     Ok(Outcome::Approved { .. }) => {
-                        self.run(ctx, workspace, limits, call, args).await
+                        self.run(ctx, workspace, limits, call, args, &policy).await
                     }
                     Ok(Outcome::Denied { by }) => ToolOutcome::error(format!(
                         "{} was not run: the approver {by} denied it",
@@ -273,13 +282,14 @@ impl Tools {
         limits: Limits,
         call: &ToolCall,
         args: Args,
+        policy: &Arc<Policy>,
     ) -> ToolOutcome {
         let group = ctx.group;
         // How the egress record names this call.
         let tag = format!("turn {} call {}", ctx.turn, call.id);
         // The policy's word on each network request the call makes, for this turn.
         let gate = Arc::new(CallGate::new(
-            Arc::clone(&self.policy),
+            Arc::clone(policy),
             Arc::clone(&self.approvals),
             group.clone(),
             ctx.channel.to_owned(),
