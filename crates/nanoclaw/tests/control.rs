@@ -507,7 +507,8 @@ async fn reload_puts_an_edited_policy_in_force_and_keeps_it_when_the_edit_is_bad
     let out = h.run(&["reload"]).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        text(&out.stderr).contains("policy.toml: line 1: rule[1].action") && text(&out.stderr).contains("stays"),
+        text(&out.stderr).contains("policy.toml: line 1: rule[1].action")
+            && text(&out.stderr).contains("stays"),
         "{}",
         text(&out.stderr)
     );
@@ -537,4 +538,41 @@ async fn reload_puts_an_edited_policy_in_force_and_keeps_it_when_the_edit_is_bad
 
 fn text_of(out: &std::process::Output) -> String {
     format!("{}{}", text(&out.stdout), text(&out.stderr))
+}
+
+#[tokio::test]
+async fn sandbox_exec_runs_through_the_daemon_and_leaves_the_groups_proxy_to_it() {
+    // Run in its own process, `sandbox exec` started a proxy on the group's socket path, took
+    // the path over from the daemon, and left the daemon's sandboxes without a way out.
+    let model = ScriptedModel::start(
+        Wire::Anthropic,
+        vec![
+            shell(
+                "curl -s -o /dev/null -w 'code=%{http_code}' --max-time 5 http://blocked.example/",
+            ),
+            Step::EchoToolResult,
+        ],
+    )
+    .await;
+    let (h, port) = home(&model);
+    let mut daemon = h.daemon(port).await;
+    let out = h
+        .run(&[
+            "sandbox",
+            "exec",
+            "--",
+            "sh",
+            "-c",
+            "echo from-the-sandbox; echo oops >&2; exit 3",
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "from-the-sandbox\n");
+    assert!(text(&out.stderr).contains("oops"));
+    // The daemon's proxy still answers the group's sandboxes (a refusal: the host is not
+    // allowed; a stolen socket would give no answer at all).
+    let reply = text(&h.run(&["ask", "reach out"]).await.stdout);
+    assert!(reply.contains("code=403"), "{reply}");
+    daemon.start_kill().unwrap();
+    daemon.wait().await.unwrap();
 }

@@ -51,6 +51,12 @@ pub enum Op {
     Ask { group: GroupId, text: String },
     /// Start a fresh session in a group (`/new` in `chat`).
     NewSession { group: GroupId },
+    /// `nanoclaw sandbox exec`: one command in the group's sandbox, through the daemon's own
+    /// proxy for the group (a second process must not take over the group's proxy socket).
+    SandboxExec {
+        group: GroupId,
+        command: Vec<String>,
+    },
     /// End the group's running turn now.
     Stop { group: GroupId },
     /// Read `policy.toml` and `nanoclaw.toml` again; a file that fails validation changes
@@ -281,6 +287,13 @@ async fn connection(control: &Control, stream: UnixStream) -> std::io::Result<()
             send(&mut write, &event).await
         }
         Op::Ask { group, text } => ask(control, &mut write, group, &text).await,
+        Op::SandboxExec { group, command } => {
+            let event = match sandbox_exec(agent, &group, command).await {
+                Ok(result) => Event::Done { result },
+                Err(e) => refuse(format!("{e:#}")),
+            };
+            send(&mut write, &event).await
+        }
         Op::Reload {} => {
             let event = match (control.reload)() {
                 Ok(result) => Event::Done { result },
@@ -410,4 +423,37 @@ async fn ask(
             }
         }
     }
+}
+
+/// Run the owner's command as `sandbox exec` does in its own process, with the daemon's backend
+/// and the group's proxy (held to the allowlist alone, as the owner's own command).
+async fn sandbox_exec(
+    agent: &crate::agent::Agent,
+    group: &GroupId,
+    command: Vec<String>,
+) -> anyhow::Result<Value> {
+    use nanoclaw_core::secret::base64_padded;
+    if command.is_empty() {
+        anyhow::bail!("no command to run");
+    }
+    let limits = agent.config.limits_for(group);
+    let workspace = agent.home.workspace(group)?;
+    let out = agent
+        .tools
+        .owner_exec(group, &workspace, limits, command)
+        .await?;
+    let (state, code) = match out.state {
+        nanoclaw_sandbox::ExitState::Exited(c) => ("exited", c),
+        nanoclaw_sandbox::ExitState::Signaled(s) => ("signaled", 128 + s),
+        nanoclaw_sandbox::ExitState::TimedOut => ("timed out", 124),
+    };
+    Ok(json!({
+        "stdout": base64_padded(&out.stdout.bytes),
+        "stderr": base64_padded(&out.stderr.bytes),
+        "stdout_dropped": out.stdout.dropped,
+        "stderr_dropped": out.stderr.dropped,
+        "state": state,
+        "code": code,
+        "limit": out.limit.map(|hit| hit.describe(&limits)),
+    }))
 }

@@ -201,6 +201,24 @@ pub async fn reload(home: &Home) -> anyhow::Result<serde_json::Value> {
     request(home, Op::Reload {}).await?.done().await
 }
 
+/// `sandbox exec` through the daemon: what the command wrote and how it ended.
+pub async fn sandbox_exec(
+    home: &Home,
+    group: &GroupId,
+    command: Vec<String>,
+) -> anyhow::Result<serde_json::Value> {
+    request(
+        home,
+        Op::SandboxExec {
+            group: group.clone(),
+            command,
+        },
+    )
+    .await?
+    .done()
+    .await
+}
+
 /// The daemon's status, or `None` when no daemon runs.
 pub async fn status(home: &Home) -> anyhow::Result<Option<serde_json::Value>> {
     if !daemon_running(home).await {

@@ -16,6 +16,10 @@ pub async fn sandbox_exec(
     command: Vec<String>,
 ) -> anyhow::Result<ExitCode> {
     use std::io::Write;
+    // With a daemon running, its proxy serves the group: run the command through it.
+    if crate::channels::control_client::daemon_running(&home).await {
+        return through_daemon(&home, &group, command).await;
+    }
     let config = load_config(&home)?;
     let backend = backend::choose(&home, &config, false)
         .await
@@ -57,5 +61,34 @@ pub async fn sandbox_exec(
         ExitState::Signaled(s) => 128 + s,
         ExitState::TimedOut => 124,
     };
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+async fn through_daemon(
+    home: &Home,
+    group: &GroupId,
+    command: Vec<String>,
+) -> anyhow::Result<ExitCode> {
+    use nanoclaw_core::secret::base64_decode;
+    use std::io::Write;
+    let out = crate::channels::control_client::sandbox_exec(home, group, command).await?;
+    let bytes = |key: &str| -> Vec<u8> {
+        out[key]
+            .as_str()
+            .and_then(|s| base64_decode(s.as_bytes()))
+            .unwrap_or_default()
+    };
+    std::io::stdout().write_all(&bytes("stdout"))?;
+    std::io::stderr().write_all(&bytes("stderr"))?;
+    for name in ["stdout", "stderr"] {
+        let dropped = out[format!("{name}_dropped")].as_u64().unwrap_or(0);
+        if dropped > 0 {
+            eprintln!("nanoclaw: [truncated: {dropped} more bytes of {name} were dropped]");
+        }
+    }
+    if let Some(hit) = out["limit"].as_str() {
+        eprintln!("nanoclaw: limit hit: {hit}");
+    }
+    let code = out["code"].as_i64().unwrap_or(1);
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }

@@ -151,6 +151,32 @@ impl Tools {
         }
     }
 
+    /// The owner's own command (`nanoclaw sandbox exec` through the daemon): in the group's
+    /// sandbox, with the group's proxy held to the allowlist alone, as a command of no turn.
+    pub async fn owner_exec(
+        &self,
+        group: &GroupId,
+        workspace: &Path,
+        limits: Limits,
+        command: Vec<String>,
+    ) -> anyhow::Result<nanoclaw_sandbox::ExecOutput> {
+        let net = self.egress.for_group(group)?;
+        self.backend.settle(workspace).await;
+        let req = nanoclaw_sandbox::ExecRequest {
+            workspace: workspace.to_path_buf(),
+            program: nanoclaw_sandbox::Program::Command(command),
+            stdin: Vec::new(),
+            limits,
+            proxy_socket: Some(net.proxy_socket.clone()),
+            trust_dir: Some(net.trust_dir.clone()),
+            env: net.env.clone(),
+        };
+        let call = net.open_call("sandbox exec".into(), None);
+        // As the shell tool: a command past its egress budget is stopped.
+        let out = call.bounded(self.backend.exec(&req)).await??;
+        Ok(out)
+    }
+
     /// Release the backend's long-lived sandboxes; call once, when the process is done.
     pub async fn shutdown(&self) {
         self.backend.shutdown().await;
