@@ -864,6 +864,17 @@ async fn doctor_reports_isolation_and_a_reachable_model() {
             "{feature} not active in:\n{report}"
         );
     }
+    assert!(report.contains("key accepted"), "{report}");
+    // A key the server refuses is said so, and is unhealthy.
+    let mut refused = home.command();
+    refused.arg("doctor").env("ANTHROPIC_API_KEY", "wrong-key");
+    let out = refused.output().await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("TOKEN REJECTED (HTTP 401"),
+        "{}",
+        text(&out.stdout)
+    );
     let port = support::free_port();
     let home = TestHome::new(Wire::Anthropic, &format!("http://127.0.0.1:{port}"), "");
     let out = home.run(&["doctor"]).await;

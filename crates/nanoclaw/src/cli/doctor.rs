@@ -11,9 +11,6 @@ use nanoclaw_sandbox::{Enforcement, ExecRequest, ExitState, LandlockStatus, Limi
 
 use crate::config::home::Home;
 
-/// How long doctor waits for the model server to answer at all.
-const MODEL_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
-
 pub async fn run(home: Home) -> anyhow::Result<ExitCode> {
     use std::fmt::Write as _;
     let config = crate::app::load_config(&home)?;
@@ -83,16 +80,18 @@ pub async fn run(home: Home) -> anyhow::Result<ExitCode> {
     };
     let m = &config.model;
     match crate::app::model_client(&home, &config, &secrets) {
-        Ok(_) => {
-            let reachable = probe_model(&m.base_url).await;
+        Ok(client) => {
+            let checked = client.check().await;
             println!(
                 "model: {:?} {} at {}: {}",
                 m.provider,
                 m.name,
                 without_credentials(&m.base_url),
-                reachable.as_deref().unwrap_or("reachable")
+                match &checked {
+                    Ok(s) | Err(s) => s,
+                }
             );
-            healthy &= reachable.is_none();
+            healthy &= checked.is_ok();
         }
         Err(hint) => {
             healthy = false;
@@ -177,17 +176,6 @@ fn without_credentials(url: &str) -> String {
             u.to_string()
         }
         _ => url.to_owned(),
-    }
-}
-
-async fn probe_model(base_url: &str) -> Option<String> {
-    let client = reqwest::Client::builder()
-        .timeout(MODEL_PROBE_TIMEOUT)
-        .build()
-        .ok()?;
-    match client.get(base_url).send().await {
-        Ok(_) => None,
-        Err(e) => Some(format!("UNREACHABLE ({e})")),
     }
 }
 

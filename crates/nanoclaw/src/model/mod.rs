@@ -139,6 +139,9 @@ enum Attempt {
     Fail(ModelError),
 }
 
+/// How long `check` waits for the model server.
+const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A configured model client.
 pub struct ModelClient {
     http: reqwest::Client,
@@ -166,6 +169,37 @@ impl ModelClient {
             api_key,
             url,
         })
+    }
+
+    /// Whether the server takes this client's key: its model list, asked with the key (no
+    /// tokens spent). `Ok` says what was found; `Err` why the key or the server fails.
+    pub async fn check(&self) -> Result<String, String> {
+        let base = self.cfg.base_url.trim_end_matches('/');
+        let url = match self.cfg.provider {
+            Provider::Anthropic => format!("{base}/v1/models"),
+            Provider::Openai => format!("{base}/models"),
+        };
+        let req = self.http.get(&url).timeout(CHECK_TIMEOUT);
+        let req = match self.cfg.provider {
+            Provider::Anthropic => anthropic::authorize(req, self.api_key.as_deref()),
+            Provider::Openai => openai::authorize(req, self.api_key.as_deref()),
+        };
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| format!("UNREACHABLE ({})", describe_reqwest(&e)))?;
+        match resp.status().as_u16() {
+            200..=299 => Ok("reachable, key accepted".into()),
+            401 | 403 => Err(format!(
+                "TOKEN REJECTED (HTTP {} from {url}): store the right key and restart",
+                resp.status().as_u16()
+            )),
+            // A server without a model list (many local ones) cannot say; it answered.
+            404 | 405 => Ok(
+                "reachable (it lists no models, so the key is checked at the first turn)".into(),
+            ),
+            status => Err(format!("the server answered HTTP {status} at {url}")),
+        }
     }
 
     /// One model step: send the conversation, return the complete response.

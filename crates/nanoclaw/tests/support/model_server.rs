@@ -166,6 +166,14 @@ async fn handle(
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
+    // The model list, as the real APIs answer it: only with the key.
+    if path == "/v1/models" {
+        return Ok(if auth_ok {
+            plain(200, r#"{"data": [{"id": "scripted"}]}"#)
+        } else {
+            plain(401, "missing or wrong credentials")
+        });
+    }
     if path != expected {
         return Ok(plain(404, &format!("no route {path}")));
     }
