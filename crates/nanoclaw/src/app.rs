@@ -501,6 +501,7 @@ fn status(control: &crate::channels::control::Control, channels: &[&str]) -> ser
         "approvals": approvals.iter().map(|r| json!({"id": r.id, "code": r.code, "group": r.group, "tool": r.tool, "expires_at": crate::audit::format_time(r.expires_at)})).collect::<Vec<_>>(),
         "next_tasks": tasks.iter().take(5).map(|t| json!({"id": t.id, "name": t.name, "group": t.group, "next_due": t.next_due.map(crate::audit::format_time)})).collect::<Vec<_>>(),
         "secrets": secrets,
+        "paused": agent.store.paused_groups().unwrap_or_default(),
     })
 }
 

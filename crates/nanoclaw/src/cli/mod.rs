@@ -56,7 +56,8 @@ pub enum Command {
         #[arg(required = true, num_args = 1.., value_name = "TEXT")]
         text: Vec<String>,
     },
-    /// Check the sandbox, the model and the API token; say what is wrong.
+    /// Check the sandbox, the secrets and the model (its key, by asking for the model list); say
+    /// what is wrong.
     Doctor,
     /// End a group's running turn now (its sandboxed commands are killed, its pending approvals
     /// denied); queued messages stay queued. Needs the daemon.

@@ -74,6 +74,13 @@ fn describe(s: &serde_json::Value) -> String {
             g["queued"]
         );
     }
+    for g in s["paused"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "group {}: paused (nanoclaw resume --group {0})",
+            g.as_str().unwrap_or("?")
+        );
+    }
     let approvals = s["approvals"].as_array().map_or(0, Vec::len);
     let _ = writeln!(out, "approvals pending: {approvals}");
     for a in s["approvals"].as_array().into_iter().flatten() {

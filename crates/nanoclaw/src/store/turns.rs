@@ -95,6 +95,16 @@ impl Store {
         )? == 1)
     }
 
+    /// The paused groups, by name.
+    pub fn paused_groups(&self) -> Result<Vec<String>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT group_id FROM group_pauses ORDER BY group_id")?;
+        let rows = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        Ok(rows)
+    }
+
     pub fn is_paused(&self, group: &GroupId) -> Result<bool> {
         Ok(self
             .conn()
