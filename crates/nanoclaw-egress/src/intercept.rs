@@ -158,6 +158,8 @@ async fn handle(
     let host = upstream.target.host.clone();
     let mut secrets = Vec::new();
     let mut bytes_out = 0;
+    // Read once: the whole request is served with the credentials in force as it came in.
+    let credentials = proxy.credentials();
     let result = async {
         call.within_budget()?;
         let authority = if upstream.target.port == 443 {
@@ -165,9 +167,7 @@ async fn handle(
         } else {
             format!("{host}:{}", upstream.target.port)
         };
-        proxy
-            .credentials
-            .check_target(method.as_str(), &authority)?;
+        credentials.check_target(method.as_str(), &authority)?;
         check_host(&host, upstream.target.port, &req)?;
         proxy
             .policy
@@ -177,7 +177,7 @@ async fn handle(
             &host,
             upstream.target.port,
             &req,
-            &proxy.credentials,
+            &credentials,
         ))
         .await?;
         let Some(tls) = proxy.tls.as_ref() else {
@@ -192,7 +192,7 @@ async fn handle(
     }
     .await;
     let (response, reason) = match result {
-        Ok(resp) => (inbound(&proxy.credentials, resp), None),
+        Ok(resp) => (inbound(&credentials, resp), None),
         Err(refusal) => (refused(&refusal), Some(refusal)),
     };
     proxy.record(&Record {

@@ -76,7 +76,12 @@ pub type Recorder = Arc<dyn Fn(&Event<'_>) + Send + Sync>;
 pub struct GroupProxy {
     pub group: String,
     pub policy: Policy,
-    pub credentials: Credentials,
+    /// The secrets in force; [`GroupProxy::replace_credentials`] swaps them. Each request reads
+    /// them once. A std RwLock: held only to clone or swap the Arc.
+    credentials: std::sync::RwLock<Arc<Credentials>>,
+    /// Bumped by every swap: connections that could carry a secret (plain HTTP, intercepted
+    /// tunnels) close when it moves, so none outlives the credentials it was served with.
+    revocations: tokio::sync::watch::Sender<u64>,
     /// `None` when no secret is in use; then nothing is intercepted.
     pub tls: Option<Interception>,
     pub recorder: Option<Recorder>,
@@ -134,6 +139,32 @@ impl Drop for ProxyCall {
 }
 
 impl GroupProxy {
+    /// The secrets in force now.
+    pub fn credentials(&self) -> Arc<Credentials> {
+        Arc::clone(&self.credentials.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Put `credentials` in force: no request from now on is served with the old ones, and
+    /// every open connection that could carry a secret (plain HTTP, intercepted tunnels) is
+    /// closed, streaming bodies included. Relayed tunnels carry no secret and stay.
+    pub fn replace_credentials(&self, credentials: Credentials) {
+        *self.credentials.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(credentials);
+        self.revocations.send_modify(|n| *n += 1);
+    }
+
+    /// Run `work` until it is done, the call ends, or the credentials are replaced.
+    pub(crate) async fn until_ended_or_revoked(
+        &self,
+        call: &CallState,
+        work: impl std::future::Future<Output = ()>,
+    ) {
+        let mut revoked = self.revocations.subscribe();
+        tokio::select! {
+            () = call.until_ended(work) => {}
+            _ = revoked.changed() => {}
+        }
+    }
+
     pub fn new(
         group: String,
         policy: Policy,
@@ -144,7 +175,8 @@ impl GroupProxy {
         GroupProxy {
             group,
             policy,
-            credentials,
+            credentials: std::sync::RwLock::new(Arc::new(credentials)),
+            revocations: tokio::sync::watch::Sender::new(0),
             tls,
             recorder,
             scans: tokio::sync::Semaphore::new(CONCURRENT_SCANS),
@@ -196,7 +228,8 @@ impl GroupProxy {
         }
         // Every field the sandbox chose may hold a value (the method, a Host header quoted in
         // a refusal's text).
-        let redactor = self.credentials.response_redactor();
+        let credentials = self.credentials();
+        let redactor = credentials.response_redactor();
         record.log(
             &redactor.replace_str(record.method),
             &redactor.replace_str(record.host),
@@ -333,6 +366,7 @@ pub async fn serve(listener: UnixListener, proxy: Arc<GroupProxy>) {
             call,
         });
         let proxy = Arc::clone(&proxy);
+        let proxy_for_cut = Arc::clone(&proxy);
         tokio::spawn(async move {
             let ended = Arc::clone(&slot.call);
             let served = async move {
@@ -344,8 +378,10 @@ pub async fn serve(listener: UnixListener, proxy: Arc<GroupProxy>) {
                     }
                 }
             };
-            // The call's end cuts the connection, whatever it is doing.
-            ended.until_ended(served).await;
+            // The call's end cuts the connection, whatever it is doing; so does a change of
+            // the secrets it could carry.
+            let p = Arc::clone(&proxy_for_cut);
+            p.until_ended_or_revoked(&ended, served).await;
         });
     }
 }
@@ -524,7 +560,8 @@ async fn tunnel(
         .map(|a| a.as_str().to_owned())
         .ok_or_else(|| Refusal::BadRequest("CONNECT without host:port".into()))?;
     // Before the name is looked up: a lookup of `<secret>.allowed.example` would carry it out.
-    proxy.credentials.check_target("CONNECT", &authority)?;
+    let credentials = proxy.credentials();
+    credentials.check_target("CONNECT", &authority)?;
     let (host, port) = host_port(&authority, 443)?;
     let host = normalize_host(&host);
     let rule = proxy.policy.allow(&host, port, "CONNECT")?;
@@ -537,7 +574,7 @@ async fn tunnel(
                 .boxed(),
         )
     };
-    if proxy.credentials.intercepts(&host) || mode == Tunnel::Inspect {
+    if credentials.intercepts(&host) || mode == Tunnel::Inspect {
         let tls = proxy.tls.as_ref().ok_or_else(|| {
             Refusal::BadRequest(format!(
                 "the proxy must open the tunnel to {host} (a secret is bound to it, or the policy decides each request) but has no CA to do it with"
@@ -553,6 +590,7 @@ async fn tunnel(
             port,
             addr,
         };
+        let cut = Arc::clone(&proxy);
         tokio::spawn(async move {
             let call = Arc::clone(&slot.call);
             let served = async move {
@@ -563,7 +601,7 @@ async fn tunnel(
                     Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
                 }
             };
-            call.until_ended(served).await;
+            cut.until_ended_or_revoked(&call, served).await;
         });
         return Ok(Forwarded {
             response: ok(),
@@ -722,14 +760,13 @@ async fn forward(
         .map(|a| a.as_str().to_owned())
         .ok_or_else(|| Refusal::BadRequest("no host in the URL".into()))?;
     // Before the name is looked up: a lookup of `<secret>.allowed.example` would carry it out.
-    proxy
-        .credentials
-        .check_target(req.method().as_str(), &authority)?;
+    let credentials = proxy.credentials();
+    credentials.check_target(req.method().as_str(), &authority)?;
     let (host, port) = host_port(&authority, 80)?;
     let host = normalize_host(&host);
     check_host(&host, port, &req)?;
     let rule = proxy.policy.allow(&host, port, req.method().as_str())?;
-    call.admit(&Facts::of("http", &host, port, &req, &proxy.credentials))
+    call.admit(&Facts::of("http", &host, port, &req, &credentials))
         .await?;
     let addr = resolve(rule, &host, port).await?;
     let (req, secrets, bytes_out) = outbound(proxy, &host, &authority, false, req).await?;
@@ -751,7 +788,7 @@ async fn forward(
             error: format!("upstream request failed: {e}"),
         })?;
     Ok(Forwarded {
-        response: inbound(&proxy.credentials, resp),
+        response: inbound(&credentials, resp),
         host,
         secrets,
         bytes_out,
@@ -795,7 +832,8 @@ pub(crate) async fn outbound(
     tls: bool,
     req: Request<Incoming>,
 ) -> Result<(Request<ProxyBody>, Vec<String>, usize), Refusal> {
-    let credentials = &proxy.credentials;
+    let credentials = proxy.credentials();
+    let credentials = &*credentials;
     let (mut parts, body) = req.into_parts();
     let path = parts
         .uri

@@ -334,7 +334,10 @@ pub async fn daemon(home: Home) -> anyhow::Result<ExitCode> {
         Arc::new(crate::channels::control::Control::new(
             Arc::clone(&queue),
             Box::new(move |c| status(c, &channel_names)),
-            Box::new(move || reloader.reload()),
+            Box::new(move |what| match what {
+                crate::channels::control::ReloadWhat::Files => reloader.reload(),
+                crate::channels::control::ReloadWhat::Secrets => reloader.reload_secrets(),
+            }),
         ))
     };
     // SIGHUP reloads too, as daemons do.
@@ -344,7 +347,10 @@ pub async fn daemon(home: Home) -> anyhow::Result<ExitCode> {
             return;
         };
         while hup.recv().await.is_some() {
-            match reloader.reload() {
+            match reloader
+                .reload()
+                .and_then(|files| reloader.reload_secrets().map(|s| json_pair(files, s)))
+            {
                 Ok(done) => tracing::info!(%done, "reloaded on SIGHUP"),
                 Err(e) => tracing::warn!(error = %e, "SIGHUP: nothing reloaded"),
             }
@@ -534,6 +540,35 @@ impl Reloader {
         }
     }
 
+    /// Open the secrets file again and put it in force: the proxies (connections that could
+    /// carry a removed or changed secret are closed), new sandboxes' placeholders, and every
+    /// redactor. A file that fails its checks changes nothing. The model client and the
+    /// channels keep the keys they started with until the next start.
+    fn reload_secrets(&self) -> Result<serde_json::Value, String> {
+        let secrets = open_secrets(&self.agent.home)
+            .map_err(|e| format!("{e:#}; the secrets in force stay"))?;
+        // The audit log redacts the new values before anything could record them.
+        self.agent
+            .tools
+            .audit()
+            .set_redactor(egress::redactor(&secrets));
+        self.agent
+            .tools
+            .replace_secrets(&secrets)
+            .map_err(|e| format!("{e:#}; the secrets in force stay"))?;
+        let names: Vec<&str> = secrets.iter().map(|s| s.meta.name.as_str()).collect();
+        self.agent.tools.audit().record(
+            audit::EventKind::ConfigChanged,
+            None,
+            serde_json::json!({"file": "secrets.json", "secrets": names, "applied": true}),
+        );
+        Ok(serde_json::json!(format!(
+            "the daemon now uses {} secret(s): {}",
+            names.len(),
+            names.join(", ")
+        )))
+    }
+
     fn reload(&self) -> Result<serde_json::Value, String> {
         let home = &self.agent.home;
         let policy_path = home.dir.join(policy_file::POLICY_FILE);
@@ -572,4 +607,8 @@ impl Reloader {
         }
         Ok(serde_json::json!(done.join("; ")))
     }
+}
+
+fn json_pair(a: serde_json::Value, b: serde_json::Value) -> serde_json::Value {
+    serde_json::json!([a, b])
 }

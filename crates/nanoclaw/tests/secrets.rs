@@ -6,6 +6,7 @@
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
 
 use support::https::{Origin, TestCa};
 use support::model_server::{ScriptedModel, Step};
@@ -852,4 +853,95 @@ async fn a_reply_carrying_a_placeholder_or_a_value_is_withheld_and_audited() {
         .await;
     let events = text(&events.stdout);
     assert_eq!(events.matches("reply_withheld").count(), 2, "{events}");
+}
+
+#[tokio::test]
+async fn secret_rm_revokes_at_once_closing_a_kept_alive_connection_that_carried_it() {
+    // A real client in a sandbox holds one intercepted connection open across the removal:
+    // after `secret rm` returns, that connection is closed, and a new request carries only
+    // the placeholder.
+    let s = setup("http://127.0.0.1:9", "").await;
+    let port = support::free_port();
+    let config = s.home.path().join("nanoclaw.toml");
+    let mut text_of_config = std::fs::read_to_string(&config).unwrap();
+    text_of_config.push_str(&format!("[api]\nlisten = \"127.0.0.1:{port}\"\n"));
+    std::fs::write(&config, text_of_config).unwrap();
+    let mut daemon = s.home.daemon(port).await;
+    let script = format!(
+        r#"import http.client, os, ssl, time
+c = http.client.HTTPSConnection("127.0.0.1", 3128, context=ssl.create_default_context(), timeout=10)
+c.set_tunnel("localhost", {port})
+h = {{"Authorization": "Bearer " + os.environ["TOKEN"]}}
+c.request("GET", "/echo?n=1", headers=h); r = c.getresponse(); r.read(); print("first", r.status, flush=True)
+open("/workspace/first", "w").close()
+for _ in range(300):
+    if os.path.exists("/workspace/go"):
+        break
+    time.sleep(0.1)
+try:
+    c.request("GET", "/echo?n=2", headers=h); r = c.getresponse(); r.read(); print("second", r.status)
+except Exception as e:
+    print("CLOSED", type(e).__name__)
+"#,
+        port = s.bound.port
+    );
+    let mut exec = s.home.command();
+    exec.args([
+        "sandbox", "exec", "--group", "work", "--", "python3", "-c", &script,
+    ])
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    let child = exec.spawn().unwrap();
+    let first = s.home.workspace("work").join("first");
+    for _ in 0..300 {
+        if first.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        first.exists(),
+        "the client's first request did not come back"
+    );
+    let started = std::time::Instant::now();
+    let out = s.home.run(&["secret", "rm", "TOKEN"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("in force in the running daemon now"),
+        "{}",
+        text(&out.stdout)
+    );
+    println!("secret rm returned in {:?}", started.elapsed());
+    std::fs::write(s.home.workspace("work").join("go"), "").unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let seen_by_client = text(&out.stdout);
+    assert!(
+        seen_by_client.contains("first 200") && seen_by_client.contains("CLOSED"),
+        "the kept-alive connection outlived the secret: {seen_by_client}{}",
+        text(&out.stderr)
+    );
+    // A new connection now carries only the placeholder.
+    let after = sh(
+        &s.home,
+        &format!(
+            "curl -sS --max-time 10 -H \"Authorization: Bearer $TOKEN\" https://localhost:{}/echo?n=3",
+            s.bound.port
+        ),
+    )
+    .await;
+    let seen = s.bound.seen();
+    let with_value = seen
+        .iter()
+        .filter(|r| r.header("authorization") == Some(format!("Bearer {TOKEN}").as_str()))
+        .count();
+    assert_eq!(
+        with_value, 1,
+        "the value went out after its removal: {after}"
+    );
+    assert!(seen.iter().any(|r| r.path.ends_with("n=3")), "{after}");
+    daemon.start_kill().unwrap();
+    daemon.wait().await.unwrap();
 }

@@ -135,7 +135,9 @@ enum Msg {
 pub struct Audit {
     tx: Mutex<Option<Sender<Msg>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-    redactor: Replacer,
+    /// Secret values to `[redacted secret NAME]`; swapped when the secrets change. A std
+    /// RwLock: held only to clone or swap the Arc.
+    redactor: std::sync::RwLock<std::sync::Arc<Replacer>>,
     /// Set by the writer while it cannot write; shared with it.
     failing: std::sync::Arc<Mutex<Option<String>>>,
 }
@@ -156,7 +158,7 @@ impl Audit {
         Ok(Audit {
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
-            redactor,
+            redactor: std::sync::RwLock::new(std::sync::Arc::new(redactor)),
             failing,
         })
     }
@@ -183,6 +185,11 @@ impl Audit {
         rx.await.unwrap_or(Err(AuditError::Stopped))
     }
 
+    /// Redact with `redactor` from now on (the secrets changed).
+    pub fn set_redactor(&self, redactor: Replacer) {
+        *self.redactor.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(redactor);
+    }
+
     /// Why the last batch could not be written, while the writer cannot write (it tries the
     /// events again with every later batch).
     pub fn failing(&self) -> Option<String> {
@@ -199,7 +206,9 @@ impl Audit {
         mut data: Value,
         durable: Option<tokio::sync::oneshot::Sender<Result<(), AuditError>>>,
     ) -> Result<(), AuditError> {
-        redact(&self.redactor, &mut data);
+        let redactor =
+            std::sync::Arc::clone(&self.redactor.read().unwrap_or_else(|p| p.into_inner()));
+        redact(&redactor, &mut data);
         let msg = Msg::Event {
             at: now_ms(),
             kind,

@@ -62,6 +62,8 @@ pub enum Op {
     /// Read `policy.toml` and `nanoclaw.toml` again; a file that fails validation changes
     /// nothing.
     Reload {},
+    /// Open the secrets file again (after `secret set`, `rm` or `rotate`): in force at once.
+    ReloadSecrets {},
     /// Keep a group from starting turns, or let it again.
     Pause { group: GroupId, paused: bool },
     /// Answer an approval request as the terminal approver (or `as_approver`).
@@ -96,6 +98,14 @@ pub enum Event {
     Error { message: String },
 }
 
+/// What a reload reads again.
+pub enum ReloadWhat {
+    /// `policy.toml` and `nanoclaw.toml`.
+    Files,
+    /// `secrets.json`.
+    Secrets,
+}
+
 /// The daemon's side.
 pub struct Control {
     pub queue: Arc<Queue>,
@@ -105,7 +115,7 @@ pub struct Control {
     /// The daemon's status, assembled by the composition root.
     pub status: Box<dyn Fn(&Control) -> Value + Send + Sync>,
     /// Put edited files in force (the composition root knows how); `Err` says why not.
-    pub reload: Box<dyn Fn() -> Result<Value, String> + Send + Sync>,
+    pub reload: Box<dyn Fn(ReloadWhat) -> Result<Value, String> + Send + Sync>,
 }
 
 /// Shows approval requests to the control socket's clients.
@@ -122,7 +132,7 @@ impl Control {
     pub fn new(
         queue: Arc<Queue>,
         status: Box<dyn Fn(&Control) -> Value + Send + Sync>,
-        reload: Box<dyn Fn() -> Result<Value, String> + Send + Sync>,
+        reload: Box<dyn Fn(ReloadWhat) -> Result<Value, String> + Send + Sync>,
     ) -> Control {
         Control {
             queue,
@@ -294,8 +304,15 @@ async fn connection(control: &Control, stream: UnixStream) -> std::io::Result<()
             };
             send(&mut write, &event).await
         }
+        Op::ReloadSecrets {} => {
+            let event = match (control.reload)(ReloadWhat::Secrets) {
+                Ok(result) => Event::Done { result },
+                Err(message) => refuse(message),
+            };
+            send(&mut write, &event).await
+        }
         Op::Reload {} => {
-            let event = match (control.reload)() {
+            let event = match (control.reload)(ReloadWhat::Files) {
                 Ok(result) => Event::Done { result },
                 Err(message) => refuse(message),
             };

@@ -219,6 +219,18 @@ pub async fn sandbox_exec(
     .await
 }
 
+/// Have a running daemon open the secrets file again. `None` when no daemon runs.
+pub async fn reload_secrets(home: &Home) -> anyhow::Result<Option<serde_json::Value>> {
+    if !daemon_running(home).await {
+        return Ok(None);
+    }
+    request(home, Op::ReloadSecrets {})
+        .await?
+        .done()
+        .await
+        .map(Some)
+}
+
 /// The daemon's status, or `None` when no daemon runs.
 pub async fn status(home: &Home) -> anyhow::Result<Option<serde_json::Value>> {
     if !daemon_running(home).await {

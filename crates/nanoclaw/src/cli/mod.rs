@@ -307,7 +307,7 @@ pub enum AuditCommand {
 #[derive(Subcommand)]
 pub enum SecretCommand {
     /// Store (or replace) a secret. The value is read from stdin: one line, at least 8 bytes.
-    /// Takes effect at the next start of the daemon.
+    /// A running daemon uses it from before this returns.
     Set {
         /// The secret's name; it becomes an environment variable in the granted groups'
         /// sandboxes, holding the placeholder (A-Z, 0-9, '_').
@@ -335,8 +335,15 @@ pub enum SecretCommand {
     },
     /// List secrets: names, hosts, groups and placeholders. Never values.
     List,
-    /// Remove a secret.
+    /// Remove a secret. A running daemon stops using it before this returns: no new request
+    /// carries it, and connections that could have carried it are closed.
     Rm {
+        /// The secret's name.
+        name: String,
+    },
+    /// Give a secret a new value (on stdin), keeping its bindings and placeholder; in force in
+    /// a running daemon before this returns.
+    Rotate {
         /// The secret's name.
         name: String,
     },

@@ -49,20 +49,53 @@ impl SandboxNet {
     }
 }
 
-pub struct Egress {
-    dir: PathBuf,
-    config: Arc<Config>,
+/// What the opened secrets give each part, swapped whole when the secrets change.
+struct SecretState {
     credentials: Vec<Credential>,
     /// Which groups may use each secret, by name.
     grants: Vec<(String, Vec<GroupId>)>,
+    /// Secret values to `[redacted secret NAME]`, for everything headed to the model.
+    redactor: Arc<Replacer>,
+    /// Secret values and placeholders to `[withheld secret NAME]`, for replies.
+    reply_guard: Arc<Replacer>,
+}
+
+impl SecretState {
+    fn of(secrets: &[OpenSecret]) -> anyhow::Result<SecretState> {
+        let mut credentials = Vec::new();
+        let mut grants = Vec::new();
+        for s in secrets {
+            credentials.push(credential(s)?);
+            grants.push((s.meta.name.clone(), s.meta.groups.clone()));
+        }
+        Ok(SecretState {
+            credentials,
+            grants,
+            redactor: Arc::new(redactor(secrets)),
+            reply_guard: Arc::new(reply_guard(secrets)),
+        })
+    }
+
+    /// Names of the secrets `group` may use.
+    fn granted(&self, group: &GroupId) -> Vec<String> {
+        self.grants
+            .iter()
+            .filter(|(_, groups)| groups.contains(group))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+}
+
+pub struct Egress {
+    dir: PathBuf,
+    config: Arc<Config>,
+    /// The secrets in force; [`Egress::replace_secrets`] swaps them. A std RwLock: held only
+    /// to clone or swap the Arc.
+    secrets: std::sync::RwLock<Arc<SecretState>>,
     interception: Interception,
     /// The roots the host's own web tools trust: the upstream roots plus the local CA.
     tool_tls: Arc<rustls::ClientConfig>,
     trust_dir: PathBuf,
-    /// Secret values to `[redacted secret NAME]`, for everything headed to the model.
-    redactor: Replacer,
-    /// Secret values and placeholders to `[withheld secret NAME]`, for replies.
-    reply_guard: Replacer,
     /// Where every egress record goes besides the log (the audit log).
     recorder: Option<Recorder>,
     /// Proxies already running, and their sockets. A std Mutex: nothing async happens under
@@ -93,56 +126,60 @@ impl Egress {
         extra.push(ca_pem.into_bytes());
         let tool_tls = upstream_config(&extra).context("setting up the web tools' TLS roots")?;
         let authority = Authority::load(&ca_key).context("loading the local CA")?;
-        let mut credentials = Vec::new();
-        let mut grants = Vec::new();
-        for s in secrets {
-            credentials.push(credential(s)?);
-            grants.push((s.meta.name.clone(), s.meta.groups.clone()));
-        }
         Ok(Egress {
             dir: home.dir.join("run"),
             config,
-            credentials,
-            grants,
+            secrets: std::sync::RwLock::new(Arc::new(SecretState::of(secrets)?)),
             interception: Interception {
                 authority: Arc::new(authority),
                 upstream,
             },
             tool_tls,
             trust_dir,
-            redactor: redactor(secrets),
-            reply_guard: reply_guard(secrets),
             recorder,
             running: Mutex::new(HashMap::new()),
         })
     }
 
-    /// Names of the secrets `group` may use.
-    fn granted(&self, group: &GroupId) -> Vec<String> {
-        self.grants
-            .iter()
-            .filter(|(_, groups)| groups.contains(group))
-            .map(|(name, _)| name.clone())
-            .collect()
+    fn state(&self) -> Arc<SecretState> {
+        Arc::clone(&self.secrets.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Put `secrets` in force: new requests of every group's proxy see only these, and every
+    /// connection that could carry one of the old ones is closed; new sandboxes get the new
+    /// placeholders. A secret that fails its checks changes nothing.
+    pub fn replace_secrets(&self, secrets: &[OpenSecret]) -> anyhow::Result<()> {
+        let state = Arc::new(SecretState::of(secrets)?);
+        *self.secrets.write().unwrap_or_else(|p| p.into_inner()) = Arc::clone(&state);
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        for (group, (_, proxy)) in running.iter() {
+            proxy.replace_credentials(Credentials::new(
+                state.credentials.clone(),
+                &state.granted(group),
+            ));
+        }
+        Ok(())
     }
 
     /// The placeholder of secret `name`, if `group` may use it.
-    pub fn placeholder(&self, group: &GroupId, name: &str) -> Option<&str> {
-        let granted = self.granted(group);
-        self.credentials
+    pub fn placeholder(&self, group: &GroupId, name: &str) -> Option<String> {
+        let state = self.state();
+        let granted = state.granted(group);
+        state
+            .credentials
             .iter()
             .find(|c| c.name == name && granted.contains(&c.name))
-            .map(|c| c.placeholder.as_str())
+            .map(|c| c.placeholder.clone())
     }
 
     /// Replaces secret values in text headed to the model or a log.
-    pub fn redactor(&self) -> &Replacer {
-        &self.redactor
+    pub fn redactor(&self) -> Arc<Replacer> {
+        Arc::clone(&self.state().redactor)
     }
 
     /// Withholds secret values and placeholders from a reply.
-    pub fn reply_guard(&self) -> &Replacer {
-        &self.reply_guard
+    pub fn reply_guard(&self) -> Arc<Replacer> {
+        Arc::clone(&self.state().reply_guard)
     }
 
     /// TLS roots for the host's web tools, which reach the web only through a group's proxy.
@@ -153,14 +190,15 @@ impl Egress {
     /// The group's network for its sandbox, starting its proxy if needed. Needs a tokio
     /// runtime.
     pub fn for_group(&self, group: &GroupId) -> anyhow::Result<SandboxNet> {
-        let granted = self.granted(group);
-        let env = self
+        let state = self.state();
+        let granted = state.granted(group);
+        let env = state
             .credentials
             .iter()
             .filter(|c| granted.contains(&c.name))
             .map(|c| (c.name.clone(), c.placeholder.clone()))
             .collect();
-        let (proxy_socket, proxy) = self.proxy_for(group, granted)?;
+        let (proxy_socket, proxy) = self.proxy_for(group, &state, granted)?;
         Ok(SandboxNet {
             proxy_socket,
             trust_dir: self.trust_dir.clone(),
@@ -172,6 +210,7 @@ impl Egress {
     fn proxy_for(
         &self,
         group: &GroupId,
+        state: &SecretState,
         granted: Vec<String>,
     ) -> anyhow::Result<(PathBuf, Arc<GroupProxy>)> {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
@@ -187,7 +226,7 @@ impl Egress {
         let proxy = Arc::new(GroupProxy::new(
             group.to_string(),
             self.config.egress_for(group),
-            Credentials::new(self.credentials.clone(), &granted),
+            Credentials::new(state.credentials.clone(), &granted),
             Some(self.interception.clone()),
             self.recorder.clone(),
         ));

@@ -131,8 +131,17 @@ impl Tools {
     }
 
     /// Withholds secret values and placeholders from replies.
-    pub fn reply_guard(&self) -> &nanoclaw_core::secret::Replacer {
+    pub fn reply_guard(&self) -> Arc<nanoclaw_core::secret::Replacer> {
         self.egress.reply_guard()
+    }
+
+    /// Put newly opened secrets in force: the proxies, the placeholders of new sandboxes, the
+    /// redaction of tool results and replies (the audit log's redaction is the caller's).
+    pub fn replace_secrets(
+        &self,
+        secrets: &[crate::store::secrets::OpenSecret],
+    ) -> anyhow::Result<()> {
+        self.egress.replace_secrets(secrets)
     }
 
     pub fn approvals(&self) -> &Approvals {

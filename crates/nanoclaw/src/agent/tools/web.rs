@@ -152,7 +152,7 @@ impl Tools {
             match after.find('}') {
                 Some(end) => match self.egress.placeholder(group, &after[..end]) {
                     Some(p) => {
-                        out.push_str(p);
+                        out.push_str(&p);
                         rest = &after[end + 1..];
                     }
                     None => {
