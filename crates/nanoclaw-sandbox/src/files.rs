@@ -273,6 +273,41 @@ fn edit(path: &str, old: &str, new: &str) -> Result<String, OpError> {
     }
 }
 
+/// What can be told about a request before it runs (its patterns compile, a write goes where
+/// writes can go), so a call that cannot run is refused before anyone approves it.
+pub fn check(req: &FileRequest) -> Result<(), String> {
+    let writable = |path: &str| {
+        let p = Path::new(path);
+        let inside = !p.is_absolute() || p.starts_with("/workspace") || p.starts_with("/tmp");
+        if inside && !path.trim().is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{path:?}: files are written under /workspace (or /tmp) only"
+            ))
+        }
+    };
+    let failed = |e: OpError| match e {
+        OpError::Failed(m) => m,
+        _ => "the pattern cannot be used".to_owned(),
+    };
+    match req {
+        FileRequest::Write { path, .. } | FileRequest::Edit { path, .. } => writable(path),
+        FileRequest::List { pattern, .. } => glob_matcher(pattern).map(drop).map_err(failed),
+        FileRequest::Grep { pattern, glob, .. } => {
+            regex::RegexBuilder::new(pattern)
+                .size_limit(1 << 20)
+                .build()
+                .map_err(|e| format!("bad regex {pattern:?}: {e}"))?;
+            match glob {
+                Some(g) => glob_matcher(g).map(drop).map_err(failed),
+                None => Ok(()),
+            }
+        }
+        FileRequest::Read { .. } => Ok(()),
+    }
+}
+
 fn glob_matcher(pattern: &str) -> Result<globset::GlobMatcher, OpError> {
     globset::GlobBuilder::new(pattern)
         .literal_separator(true)

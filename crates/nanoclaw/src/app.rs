@@ -475,7 +475,8 @@ fn status(control: &crate::channels::control::Control, channels: &[&str]) -> ser
     if let Err(e) = &agent.model {
         problems.push(e.clone());
     }
-    let running = control.queue.running();
+    let mut running = control.queue.running();
+    running.extend(agent.running_groups());
     let pending = agent.store.pending_counts().unwrap_or_else(|e| {
         problems.push(format!("the store cannot be read: {e}"));
         Vec::new()

@@ -576,3 +576,51 @@ async fn sandbox_exec_runs_through_the_daemon_and_leaves_the_groups_proxy_to_it(
     daemon.start_kill().unwrap();
     daemon.wait().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_approval_given_after_a_reload_never_runs_what_the_new_policy_refuses() {
+    let model = ScriptedModel::start(
+        Wire::Anthropic,
+        vec![shell("touch /workspace/ran"), Step::EchoToolResult],
+    )
+    .await;
+    let (h, port) = home(&model);
+    let policy = h.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[approvers.owner]\nterminal = true\n[[rule]]\ntool = \"shell\"\naction = \"ask\"\ntimeout_secs = 60\n",
+    )
+    .unwrap();
+    let mut daemon = h.daemon(port).await;
+    let child = ask_in_background(&h, "do it");
+    let mut id = None;
+    for _ in 0..300 {
+        let list = text(&h.run(&["approvals", "list"]).await.stdout);
+        if let Some(first) = list.lines().next().filter(|l| !l.starts_with("no pending")) {
+            id = first.split_whitespace().next().map(str::to_owned);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let id = id.expect("an approval request");
+    std::fs::write(
+        &policy,
+        "[approvers.owner]\nterminal = true\n[[rule]]\nname = \"no shell\"\ntool = \"shell\"\naction = \"deny\"\n",
+    )
+    .unwrap();
+    assert!(h.run(&["reload"]).await.status.success());
+    assert!(h.run(&["approvals", "approve", &id]).await.status.success());
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        text(&out.stdout).contains("the policy reloaded since refuses it"),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(!h.workspace("main").join("ran").exists());
+    daemon.start_kill().unwrap();
+    daemon.wait().await.unwrap();
+}

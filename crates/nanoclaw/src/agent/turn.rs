@@ -200,6 +200,19 @@ impl Agent {
         }
     }
 
+    /// The groups with a turn running now (chat turns and task runs).
+    pub fn running_groups(&self) -> Vec<GroupId> {
+        let mut groups: Vec<GroupId> = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        groups.sort();
+        groups
+    }
+
     /// Whether `group` has a turn running now.
     pub fn is_running(&self, group: &GroupId) -> bool {
         self.running

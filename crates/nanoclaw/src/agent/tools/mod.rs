@@ -268,7 +268,27 @@ impl Tools {
             (Decision::Ask, Some(spec)) => {
                 match self.approvals.decide(ctx.group, call, spec, &reason).await {
                     Ok(Outcome::Approved { .. }) => {
-                        self.run(ctx, workspace, limits, call, args, &policy).await
+                        // The policy may have been reloaded while the call waited: an approval
+                        // never runs what the policy in force now refuses.
+                        let now = self.policy();
+                        let again = now.decide(&Context {
+                            tool: &call.name,
+                            args: &call.arguments,
+                            group,
+                            channel: ctx.channel,
+                            sender: ctx.sender,
+                            tainted: ctx.tainted,
+                            effect: effect_of(&call.name),
+                        });
+                        if again.decision == Decision::Deny {
+                            ToolOutcome::error(format!(
+                                "{} was not run: approved, but the policy reloaded since refuses it ({})",
+                                call.name,
+                                again.reason.describe()
+                            ))
+                        } else {
+                            self.run(ctx, workspace, limits, call, args, &now).await
+                        }
                     }
                     Ok(Outcome::Denied { by }) => ToolOutcome::error(format!(
                         "{} was not run: the approver {by} denied it",

@@ -276,6 +276,9 @@ of cron (5 fields, days of the week as names, e.g. \"30 7 * * MON-FRI\", with tz
         },
         parse: |v| {
             let a: CancelArgs = from_json("cancel_task", v)?;
+            if a.id < 1 {
+                return Err("invalid arguments for cancel_task: ids start at 1".into());
+            }
             Ok(Args::CancelTask { id: a.id })
         },
     },
@@ -325,7 +328,12 @@ pub fn parse(call: &ToolCall) -> Result<Args, String> {
             truncate_for_error(&call.arguments.to_string())
         ));
     }
-    (tool.parse)(&call.arguments)
+    let args = (tool.parse)(&call.arguments)?;
+    if let Args::File(req) = &args {
+        nanoclaw_sandbox::files::check(req)
+            .map_err(|e| format!("invalid arguments for {}: {e}", call.name))?;
+    }
+    Ok(args)
 }
 
 /// A call's arguments in the form its tool reads them, so that a rule on `"POST"` or on
@@ -422,6 +430,8 @@ fn normalize_path(path: &str) -> String {
     let mut out: Vec<&str> = Vec::new();
     for segment in decoded.split('/').skip(1) {
         match segment {
+            // Empty segments merged, as servers that merge slashes route `//deny` to `/deny`.
+            "" => {}
             "." => {}
             ".." => {
                 out.pop();
@@ -429,7 +439,9 @@ fn normalize_path(path: &str) -> String {
             s => out.push(s),
         }
     }
-    let trailing = decoded.ends_with("/.") || decoded.ends_with("/..");
+    let trailing = decoded.ends_with("/.")
+        || decoded.ends_with("/..")
+        || (decoded.ends_with('/') && decoded.len() > 1);
     let mut normal = format!("/{}", out.join("/"));
     if trailing && normal.len() > 1 {
         normal.push('/');
@@ -455,11 +467,32 @@ fn truncate_for_error(s: &str) -> String {
 /// would be.
 fn check_url(tool: &str, url: &str) -> Result<(), String> {
     let url = url.replace("${", "x").replace('}', "x");
+    // A port is 1 to 65535 in plain digits (`+80`, `0`, `99999` are read differently, or not).
+    if let Some((_, rest)) = url.split_once("://") {
+        let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+        let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        if let Some((_, port)) = hostport.rsplit_once(':')
+            && !port.contains(']')
+            && !port.is_empty()
+            && port
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0 && port.bytes().all(|b| b.is_ascii_digit()))
+                .is_none()
+        {
+            return Err(format!(
+                "invalid arguments for {tool}: {port:?} is not a port (1 to 65535)"
+            ));
+        }
+    }
     crate::sandbox::web::check_url(&url).map_err(|e| format!("invalid arguments for {tool}: {e}"))
 }
 
 fn parse_shell(v: &Value) -> Result<Args, String> {
     let a: ShellArgs = from_json("shell", v)?;
+    if a.command.trim().is_empty() {
+        return Err("invalid arguments for shell: the command is empty".into());
+    }
     let timeout = match a.timeout_secs {
         Some(0) => {
             return Err("invalid arguments for shell: timeout_secs must be at least 1".into());
@@ -487,6 +520,22 @@ fn parse_http_request(v: &Value) -> Result<Args, String> {
     };
     check_url("http_request", &a.url)?;
     for (name, value) in &a.headers {
+        // The client and the proxy own these: they frame the request or say where it goes.
+        const OWNED: &[&str] = &[
+            "host",
+            "content-length",
+            "transfer-encoding",
+            "connection",
+            "te",
+            "upgrade",
+            "trailer",
+            "proxy-authorization",
+        ];
+        if OWNED.contains(&name.trim().to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "invalid arguments for http_request: the {name} header is set by the client, not by a call"
+            ));
+        }
         if name.parse::<hyper::header::HeaderName>().is_err()
             || value.parse::<hyper::header::HeaderValue>().is_err()
         {
@@ -703,6 +752,8 @@ action = "ask"
             "http://127.0.0.1:9318/x/%2e%2e/deny",
             "http://127.0.0.1:09318/deny",
             "http://127.0.0.1.:9318/deny",
+            "http://127.0.0.1:9318//deny",
+            "http://127.0.0.1:9318/x/..//deny",
             "HTTP://127.0.0.1:9318/deny",
         ] {
             assert_eq!(canonical_url(spelling), deny, "{spelling}");
@@ -754,5 +805,34 @@ action = "ask"
             .contains("invalid arguments for schedule_task")
         );
         assert!(err("no_such_tool", json!({})).contains("Available tools: shell"));
+        for (name, args, expected) in [
+            (
+                "http_request",
+                json!({"method": "GET", "url": "http://h:+80/x"}),
+                "not a port",
+            ),
+            (
+                "http_request",
+                json!({"method": "GET", "url": "http://h:99999/x"}),
+                "not a port",
+            ),
+            ("web_fetch", json!({"url": "http://h:0/"}), "not a port"),
+            (
+                "http_request",
+                json!({"method": "GET", "url": "http://h/", "headers": {"Host": "x"}}),
+                "set by the client",
+            ),
+            ("grep", json!({"pattern": "("}), "bad regex"),
+            ("list_files", json!({"pattern": "a[b"}), "bad glob"),
+            ("cancel_task", json!({"id": -1}), "ids start at 1"),
+            (
+                "write_file",
+                json!({"path": "/etc/x", "content": ""}),
+                "under /workspace",
+            ),
+            ("shell", json!({"command": " "}), "the command is empty"),
+        ] {
+            assert!(err(name, args.clone()).contains(expected), "{name} {args}");
+        }
     }
 }

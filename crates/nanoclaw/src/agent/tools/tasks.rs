@@ -51,26 +51,35 @@ impl Tools {
     pub(super) fn list_tasks(&self, group: &GroupId) -> ToolOutcome {
         match crate::store::tasks::list(&self.store, Some(group.as_str())) {
             Ok(tasks) if tasks.is_empty() => ToolOutcome::ok("no tasks"),
-            Ok(tasks) => ToolOutcome::ok(
-                tasks
+            Ok(tasks) => {
+                // A task a tainted turn (or someone else) wrote is outside content: listing it
+                // taints the turn that reads it, and its text is wrapped as such.
+                let outside = tasks
                     .iter()
-                    .map(|t| {
-                        format!(
-                            "{} {} [{}] {} {}: next {}: {}",
-                            t.id,
-                            t.name,
-                            t.status,
-                            t.kind,
-                            t.spec,
-                            t.next_due
-                                .map(crate::audit::format_time)
-                                .unwrap_or_else(|| "-".into()),
-                            t.prompt
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            ),
+                    .any(|t| t.tainted || t.role == nanoclaw_core::policy::SenderRole::Other);
+                let mut outcome = ToolOutcome::ok(
+                    tasks
+                        .iter()
+                        .map(|t| {
+                            format!(
+                                "{} {} [{}] {} {}: next {}: {}",
+                                t.id,
+                                t.name,
+                                t.status,
+                                t.kind,
+                                t.spec,
+                                t.next_due
+                                    .map(crate::audit::format_time)
+                                    .unwrap_or_else(|| "-".into()),
+                                t.prompt
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                );
+                outcome.outside = outside;
+                outcome
+            }
             Err(e) => ToolOutcome::error(format!("could not list tasks: {e}")),
         }
     }
