@@ -147,16 +147,7 @@ async fn an_approval_asked_by_a_turn_through_the_daemon_reaches_the_asking_termi
         .stderr(std::process::Stdio::piped());
     let child = ask.spawn().unwrap();
     // The request is pending; the owner approves it from another terminal.
-    let mut id = None;
-    for _ in 0..300 {
-        let list = text(&h.run(&["approvals", "list"]).await.stdout);
-        if let Some(first) = list.lines().next().filter(|l| !l.starts_with("no pending")) {
-            id = first.split_whitespace().next().map(str::to_owned);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let id = id.expect("an approval request");
+    let id = pending_id(&h).await;
     let out = h.run(&["approvals", "approve", &id]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
@@ -245,6 +236,22 @@ async fn the_control_socket_serves_only_its_owner() {
     }
     daemon.start_kill().unwrap();
     daemon.wait().await.unwrap();
+}
+
+/// The id of the first pending approval request, once there is one.
+async fn pending_id(h: &TestHome) -> String {
+    for _ in 0..300 {
+        let list = text(&h.run(&["approvals", "list"]).await.stdout);
+        if let Some(first) = list.lines().next().filter(|l| !l.starts_with("no pending")) {
+            return first
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no approval request was opened");
 }
 
 /// Start `ask TEXT` through the daemon in the background.
@@ -593,16 +600,7 @@ async fn an_approval_given_after_a_reload_never_runs_what_the_new_policy_refuses
     .unwrap();
     let mut daemon = h.daemon(port).await;
     let child = ask_in_background(&h, "do it");
-    let mut id = None;
-    for _ in 0..300 {
-        let list = text(&h.run(&["approvals", "list"]).await.stdout);
-        if let Some(first) = list.lines().next().filter(|l| !l.starts_with("no pending")) {
-            id = first.split_whitespace().next().map(str::to_owned);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let id = id.expect("an approval request");
+    let id = pending_id(&h).await;
     std::fs::write(
         &policy,
         "[approvers.owner]\nterminal = true\n[[rule]]\nname = \"no shell\"\ntool = \"shell\"\naction = \"deny\"\n",
