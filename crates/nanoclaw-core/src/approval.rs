@@ -7,8 +7,10 @@
 
 use serde_json::{Value, json};
 
-/// Letters and digits that cannot be mistaken for one another (no 0/O, 1/I/L).
-const CODE_ALPHABET: &[u8; 32] = b"23456789ABCDEFGHJKMNPQRSTUVWXYZ_";
+/// Crockford's base32: digits and capitals, without I, L, O and U, so a code read aloud or
+/// typed on a phone has no look-alikes and no punctuation ([`normalize_code`] maps the
+/// look-alikes back).
+const CODE_ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
 /// The fingerprint of a call, as lowercase hex.
 pub fn fingerprint(tool: &str, args: &Value, group: &str) -> String {
@@ -23,6 +25,19 @@ pub fn code(random: &[u8; 8]) -> String {
     random
         .iter()
         .map(|b| CODE_ALPHABET[(*b & 31) as usize] as char)
+        .collect()
+}
+
+/// A code as typed, in the form codes are stored: capitals, with O read as 0 and I or L as 1.
+pub fn normalize_code(typed: &str) -> String {
+    typed
+        .trim()
+        .chars()
+        .map(|c| match c.to_ascii_uppercase() {
+            'O' => '0',
+            'I' | 'L' => '1',
+            c => c,
+        })
         .collect()
 }
 
@@ -111,6 +126,10 @@ mod tests {
         let c = code(&[0, 1, 31, 32, 255, 7, 8, 9]);
         assert_eq!(c.len(), 8);
         assert!(c.chars().all(|ch| CODE_ALPHABET.contains(&(ch as u8))));
+        assert!(!c.contains('_'));
+        // Every code survives being typed in lower case or with look-alikes.
+        assert_eq!(normalize_code(&c.to_ascii_lowercase()), c);
+        assert_eq!(normalize_code(" o1l0 "), "0110");
     }
 
     #[test]

@@ -170,7 +170,7 @@ async fn handle(
         credentials.check_target(method.as_str(), &authority)?;
         check_host(&host, upstream.target.port, &req)?;
         proxy
-            .policy
+            .policy()
             .allow(&host, upstream.target.port, method.as_str())?;
         call.admit(&Facts::of(
             "https",

@@ -75,7 +75,9 @@ pub type Recorder = Arc<dyn Fn(&Event<'_>) + Send + Sync>;
 /// Everything one group's proxy works from.
 pub struct GroupProxy {
     pub group: String,
-    pub policy: Policy,
+    /// The allowlist in force; [`GroupProxy::replace_policy`] swaps it. Each request reads it
+    /// once. A std RwLock: held only to clone or swap the Arc.
+    policy: std::sync::RwLock<Arc<Policy>>,
     /// The secrets in force; [`GroupProxy::replace_credentials`] swaps them. Each request reads
     /// them once. A std RwLock: held only to clone or swap the Arc.
     credentials: std::sync::RwLock<Arc<Credentials>>,
@@ -147,6 +149,17 @@ impl GroupProxy {
     /// Put `credentials` in force: no request from now on is served with the old ones, and
     /// every open connection that could carry a secret (plain HTTP, intercepted tunnels) is
     /// closed, streaming bodies included. Relayed tunnels carry no secret and stay.
+    /// The allowlist in force now.
+    pub fn policy(&self) -> Arc<Policy> {
+        Arc::clone(&self.policy.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Put a new allowlist in force for every request from now on (a tunnel already open runs
+    /// to the end of its tool call).
+    pub fn replace_policy(&self, policy: Policy) {
+        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+    }
+
     pub fn replace_credentials(&self, credentials: Credentials) {
         *self.credentials.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(credentials);
         self.revocations.send_modify(|n| *n += 1);
@@ -174,7 +187,7 @@ impl GroupProxy {
     ) -> GroupProxy {
         GroupProxy {
             group,
-            policy,
+            policy: std::sync::RwLock::new(Arc::new(policy)),
             credentials: std::sync::RwLock::new(Arc::new(credentials)),
             revocations: tokio::sync::watch::Sender::new(0),
             tls,
@@ -564,7 +577,9 @@ async fn tunnel(
     credentials.check_target("CONNECT", &authority)?;
     let (host, port) = host_port(&authority, 443)?;
     let host = normalize_host(&host);
-    let rule = proxy.policy.allow(&host, port, "CONNECT")?;
+    // One allowlist for the whole request, whatever a reload does meanwhile.
+    let policy = proxy.policy();
+    let rule = policy.allow(&host, port, "CONNECT")?;
     let mode = slot.call.tunnel(&host, port).await?;
     let addr = resolve(rule, &host, port).await?;
     let ok = || {
@@ -765,7 +780,8 @@ async fn forward(
     let (host, port) = host_port(&authority, 80)?;
     let host = normalize_host(&host);
     check_host(&host, port, &req)?;
-    let rule = proxy.policy.allow(&host, port, req.method().as_str())?;
+    let policy = proxy.policy();
+    let rule = policy.allow(&host, port, req.method().as_str())?;
     call.admit(&Facts::of("http", &host, port, &req, &credentials))
         .await?;
     let addr = resolve(rule, &host, port).await?;

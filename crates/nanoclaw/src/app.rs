@@ -147,7 +147,11 @@ pub async fn build_agent(home: Home, long_lived: bool) -> anyhow::Result<(Agent,
     let approvals = approvals::Approvals::new(
         Arc::clone(&store),
         Arc::clone(&audit),
-        vec![Arc::new(crate::channels::approval_text::StderrPresenter)],
+        vec![(
+            "stderr",
+            Arc::new(crate::channels::approval_text::StderrPresenter)
+                as Arc<dyn approvals::Presenter>,
+        )],
     );
     let tools = tools::Tools::new(
         backend,
@@ -157,17 +161,7 @@ pub async fn build_agent(home: Home, long_lived: bool) -> anyhow::Result<(Agent,
         audit,
         Arc::clone(&store),
     );
-    Ok((
-        Agent {
-            home,
-            config,
-            store,
-            model,
-            tools,
-            running: Default::default(),
-        },
-        lock,
-    ))
+    Ok((Agent::new(home, config, store, model, tools), lock))
 }
 
 /// The value of the stored secret a channel's config names at `key`, or a usage error saying
@@ -207,23 +201,131 @@ pub fn host_of_url(url: &str) -> String {
 }
 
 pub async fn daemon(home: Home) -> anyhow::Result<ExitCode> {
+    home.require_initialized()
+        .map_err(|e| UsageError(e.to_string()))?;
     let token = home.api_token()?;
     let (agent, _lock) = build_agent(home, true).await?;
-    // The channels' keys, opened once.
-    let secrets = if agent.config.webhook.is_some()
-        || agent.config.telegram.is_some()
-        || agent.config.email.is_some()
-    {
-        open_secrets(&agent.home)?
-    } else {
-        Vec::new()
+    let agent = Arc::new(agent);
+    let config = agent.config();
+    // The channels' keys, opened once here and again on each reload.
+    let built = build_channels(&agent, &config, &open_secrets(&agent.home)?)?;
+    let listen = config.api_listen;
+    let queue = queue::Queue::new(Arc::clone(&agent), config.max_concurrent_turns);
+    // Bound before the API listens: a client that sees the API up finds the control socket too.
+    let control_listener = crate::channels::control::bind(&agent.home)?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    let health = crate::channels::health::Health::default();
+    let api = Arc::new(api::Api {
+        store: Arc::clone(&agent.store),
+        queue: Arc::clone(&queue),
+        token,
+        audit: Arc::clone(agent.tools.audit()),
+        tasks_changed: Arc::clone(agent.tools.tasks_changed()),
+        webhook: std::sync::RwLock::new(built.webhook.clone()),
+        status: std::sync::OnceLock::new(),
+    });
+    let channels = ChannelSet::start(built, &agent, &queue, &health);
+    let scheduler = scheduler::Scheduler::new(
+        Arc::clone(&queue),
+        Arc::new(scheduler::SystemClock),
+        config.scheduler,
+        Arc::clone(agent.tools.tasks_changed()),
+    );
+    let runner = tokio::spawn(scheduler.run());
+    eprintln!(
+        "nanoclaw is running: HTTP API on http://{} (bearer token in {})",
+        listener.local_addr()?,
+        agent.home.token_path().display()
+    );
+    // Messages accepted before a crash or restart are answered now.
+    for group in agent.store.groups_with_pending()? {
+        queue.kick(group);
+    }
+    // The CLI's way in while this process owns the data dir.
+    let reloader = Arc::new(Reloader::new(
+        Arc::clone(&agent),
+        Arc::clone(&queue),
+        Arc::clone(&api),
+        health.clone(),
+        channels,
+    ));
+    let control = {
+        let reloader = Arc::clone(&reloader);
+        let health = health.clone();
+        let names = Arc::clone(&reloader);
+        Arc::new(crate::channels::control::Control::new(
+            Arc::clone(&queue),
+            Box::new(move |c| status(c, &names.channel_names(), &health)),
+            Box::new(move |what| match what {
+                crate::channels::control::ReloadWhat::Files => reloader.reload(),
+                crate::channels::control::ReloadWhat::Secrets => reloader.reload_secrets(),
+            }),
+        ))
     };
-    let webhook = match &agent.config.webhook {
+    {
+        let control = Arc::clone(&control);
+        let _ = api.status.set(Box::new(move || (control.status)(&control)));
+    }
+    let server = tokio::spawn(api::serve(Arc::clone(&api), listener));
+    // SIGHUP reloads too, as daemons do.
+    let hangups = {
+        let reloader = Arc::clone(&reloader);
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                return;
+            };
+            while hup.recv().await.is_some() {
+                match reloader
+                    .reload()
+                    .and_then(|files| reloader.reload_secrets().map(|s| json_pair(files, s)))
+                {
+                    Ok(done) => tracing::info!(%done, "reloaded on SIGHUP"),
+                    Err(e) => tracing::warn!(error = %e, "SIGHUP: nothing reloaded"),
+                }
+            }
+        })
+    };
+    agent.tools.approvals().set_presenter(
+        "control",
+        Some(Arc::new(crate::channels::control::ControlPresenter(
+            control.approvals.clone(),
+        ))),
+    );
+    let control_server = tokio::spawn(crate::channels::control::serve(control, control_listener));
+    shutdown_signal().await;
+    server.abort();
+    control_server.abort();
+    hangups.abort();
+    let _ = std::fs::remove_file(agent.home.dir.join(crate::channels::control::SOCKET));
+    runner.abort();
+    reloader.stop_channels();
+    agent.tools.shutdown().await;
+    agent.tools.audit().close();
+    eprintln!("nanoclaw: stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The platform channels a config names, each holding its key from `secrets`.
+struct Built {
+    channels: Vec<Arc<dyn crate::channels::Channel>>,
+    /// Also served by the HTTP API's listener.
+    webhook: Option<Arc<webhook::Webhook>>,
+}
+
+fn build_channels(
+    agent: &Arc<Agent>,
+    config: &Config,
+    secrets: &[secrets::OpenSecret],
+) -> anyhow::Result<Built> {
+    let webhook = match &config.webhook {
         None => None,
         Some(w) => {
             // An HMAC key: it never leaves this machine, so no host is checked.
             let key = channel_secret(
-                &secrets,
+                secrets,
                 "channels.webhook.key_secret",
                 &w.key_secret,
                 "hooks.invalid",
@@ -236,30 +338,14 @@ pub async fn daemon(home: Home) -> anyhow::Result<ExitCode> {
             }))
         }
     };
-    let agent = Arc::new(agent);
-    let listen = agent.config.api_listen;
-    let queue = queue::Queue::new(Arc::clone(&agent), agent.config.max_concurrent_turns);
-    // Bound before the API listens: a client that sees the API up finds the control socket too.
-    let control_listener = crate::channels::control::bind(&agent.home)?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("listening on {listen}"))?;
-    let api = Arc::new(api::Api {
-        store: Arc::clone(&agent.store),
-        queue: Arc::clone(&queue),
-        token,
-        audit: Arc::clone(agent.tools.audit()),
-        tasks_changed: Arc::clone(agent.tools.tasks_changed()),
-        webhook: webhook.clone(),
-    });
     // Every platform channel, behind the one trait.
     let mut channels: Vec<Arc<dyn crate::channels::Channel>> = Vec::new();
-    if let Some(w) = webhook {
-        channels.push(w);
+    if let Some(w) = &webhook {
+        channels.push(Arc::clone(w) as Arc<dyn crate::channels::Channel>);
     }
-    if let Some(t) = &agent.config.telegram {
+    if let Some(t) = &config.telegram {
         let token = channel_secret(
-            &secrets,
+            secrets,
             "channels.telegram.token_secret",
             &t.token_secret,
             "api.telegram.org",
@@ -270,16 +356,16 @@ pub async fn daemon(home: Home) -> anyhow::Result<ExitCode> {
             token,
             Arc::clone(&agent.store),
             {
-                let agent = Arc::clone(&agent);
+                let agent = Arc::clone(agent);
                 Arc::new(move || agent.tools.policy())
             },
             Arc::clone(agent.tools.audit()),
         )?);
         channels.push(bot);
     }
-    if let Some(e) = &agent.config.email {
+    if let Some(e) = &config.email {
         let password = channel_secret(
-            &secrets,
+            secrets,
             "channels.email.password_secret",
             &e.password_secret,
             "<the mail server>",
@@ -295,87 +381,52 @@ pub async fn daemon(home: Home) -> anyhow::Result<ExitCode> {
         ));
         channels.push(mail);
     }
-    let channel_names: Vec<&'static str> = channels.iter().map(|c| c.name()).collect();
-    let mut channel_tasks = Vec::new();
-    for channel in channels {
-        tracing::info!(channel = channel.name(), "channel started");
-        if let Some(presenter) = Arc::clone(&channel).presenter() {
-            agent.tools.approvals().add_presenter(presenter);
+    Ok(Built { channels, webhook })
+}
+
+/// The platform channels running now; replaced whole when their config or keys change.
+struct ChannelSet {
+    names: Vec<&'static str>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl ChannelSet {
+    fn start(
+        built: Built,
+        agent: &Arc<Agent>,
+        queue: &Arc<queue::Queue>,
+        health: &crate::channels::health::Health,
+    ) -> ChannelSet {
+        let mut names = Vec::new();
+        let mut tasks = Vec::new();
+        for channel in built.channels {
+            tracing::info!(channel = channel.name(), "channel started");
+            names.push(channel.name());
+            agent
+                .tools
+                .approvals()
+                .set_presenter(channel.name(), Arc::clone(&channel).presenter());
+            tasks.push(tokio::spawn(
+                Arc::clone(&channel).receive(Arc::clone(queue), health.clone()),
+            ));
+            tasks.push(tokio::spawn(channel.deliver(
+                Arc::clone(&agent.store),
+                Arc::clone(agent.tools.audit()),
+            )));
         }
-        channel_tasks.push(tokio::spawn(
-            Arc::clone(&channel).receive(Arc::clone(&queue)),
-        ));
-        channel_tasks.push(tokio::spawn(
-            channel.deliver(Arc::clone(&agent.store), Arc::clone(agent.tools.audit())),
-        ));
+        ChannelSet { names, tasks }
     }
-    let scheduler = scheduler::Scheduler::new(
-        Arc::clone(&queue),
-        Arc::new(scheduler::SystemClock),
-        agent.config.scheduler,
-        Arc::clone(agent.tools.tasks_changed()),
-    );
-    let runner = tokio::spawn(scheduler.run());
-    eprintln!(
-        "nanoclaw is running: HTTP API on http://{} (bearer token in {})",
-        listener.local_addr()?,
-        agent.home.token_path().display()
-    );
-    // Messages accepted before a crash or restart are answered now.
-    for group in agent.store.groups_with_pending()? {
-        queue.kick(group);
-    }
-    let server = tokio::spawn(api::serve(api, listener));
-    // The CLI's way in while this process owns the data dir.
-    let reloader = Arc::new(Reloader::new(Arc::clone(&agent)));
-    let control = {
-        let channel_names: Vec<&'static str> = channel_names.clone();
-        let reloader = Arc::clone(&reloader);
-        Arc::new(crate::channels::control::Control::new(
-            Arc::clone(&queue),
-            Box::new(move |c| status(c, &channel_names)),
-            Box::new(move |what| match what {
-                crate::channels::control::ReloadWhat::Files => reloader.reload(),
-                crate::channels::control::ReloadWhat::Secrets => reloader.reload_secrets(),
-            }),
-        ))
-    };
-    // SIGHUP reloads too, as daemons do.
-    let hangups = tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hup) = signal(SignalKind::hangup()) else {
-            return;
-        };
-        while hup.recv().await.is_some() {
-            match reloader
-                .reload()
-                .and_then(|files| reloader.reload_secrets().map(|s| json_pair(files, s)))
-            {
-                Ok(done) => tracing::info!(%done, "reloaded on SIGHUP"),
-                Err(e) => tracing::warn!(error = %e, "SIGHUP: nothing reloaded"),
-            }
+
+    /// End every channel's work; their presenters go too.
+    fn stop(self, agent: &Agent, health: &crate::channels::health::Health) {
+        for t in self.tasks {
+            t.abort();
         }
-    });
-    agent
-        .tools
-        .approvals()
-        .add_presenter(Arc::new(crate::channels::control::ControlPresenter(
-            control.approvals.clone(),
-        )));
-    let control_server = tokio::spawn(crate::channels::control::serve(control, control_listener));
-    shutdown_signal().await;
-    server.abort();
-    control_server.abort();
-    hangups.abort();
-    let _ = std::fs::remove_file(agent.home.dir.join(crate::channels::control::SOCKET));
-    runner.abort();
-    for t in channel_tasks {
-        t.abort();
+        for name in self.names {
+            agent.tools.approvals().set_presenter(name, None);
+            health.forget(name);
+        }
     }
-    agent.tools.shutdown().await;
-    agent.tools.audit().close();
-    eprintln!("nanoclaw: stopped");
-    Ok(ExitCode::SUCCESS)
 }
 
 pub async fn shutdown_signal() {
@@ -460,10 +511,25 @@ pub fn vocabulary() -> nanoclaw_core::policy::Vocabulary {
 /// What `nanoclaw status` shows of a running daemon: its version and uptime, the sandbox
 /// backend, the channels, the groups at work, pending approvals, the next tasks, the secrets'
 /// count and whether the audit log is being written. `healthy` is false with the reasons.
-fn status(control: &crate::channels::control::Control, channels: &[&str]) -> serde_json::Value {
+fn status(
+    control: &crate::channels::control::Control,
+    channels: &[&'static str],
+    health: &crate::channels::health::Health,
+) -> serde_json::Value {
     use serde_json::json;
     let agent = control.queue.agent();
     let mut problems = Vec::new();
+    let states = health.snapshot();
+    let channels: Vec<serde_json::Value> = channels
+        .iter()
+        .map(|name| {
+            let state = states.get(name);
+            if let Some(state) = state.filter(|s| s.is_problem()) {
+                problems.push(format!("channel {name}: {}", state.describe()));
+            }
+            json!({"name": name, "connection": state})
+        })
+        .collect();
     let backend = agent.tools.backend().name();
     if backend == "none" {
         problems
@@ -472,7 +538,7 @@ fn status(control: &crate::channels::control::Control, channels: &[&str]) -> ser
     if let Some(why) = agent.tools.audit().failing() {
         problems.push(format!("the audit log cannot be written: {why}"));
     }
-    if let Err(e) = &agent.model {
+    if let Err(e) = agent.model().as_ref() {
         problems.push(e.clone());
     }
     let mut running = control.queue.running();
@@ -518,68 +584,229 @@ fn file_digest(path: &std::path::Path) -> Option<String> {
     })
 }
 
-/// `nanoclaw reload` (and SIGHUP): `policy.toml` again, checked as at start; a policy that
-/// fails is refused and the one in force stays. `nanoclaw.toml` is checked too, and a change to
-/// it is reported as taking effect at the next start (its settings shape the proxies, limits
-/// and channels this process runs). Each change is audited with the files' digests.
+/// `nanoclaw reload` (and SIGHUP): `policy.toml` and `nanoclaw.toml` again, each checked as
+/// at start; a file that fails is refused and what is in force stays. Of `nanoclaw.toml`, the
+/// model, agent, limits, groups, egress allowlists and channels take effect at once (channels
+/// by restarting them); the sections that shape what this process set up at start (the sandbox
+/// backend, the API's address, the scheduler, the turn cap, extra TLS roots) are named as
+/// needing a restart. Each change is audited with the files' digests and the sections changed.
 pub struct Reloader {
     agent: Arc<Agent>,
-    /// The digests of (policy.toml, nanoclaw.toml) in force.
-    in_force: std::sync::Mutex<(Option<String>, Option<String>)>,
+    queue: Arc<queue::Queue>,
+    api: Arc<api::Api>,
+    health: crate::channels::health::Health,
+    /// The channels running (`None` once stopped for good).
+    channels: std::sync::Mutex<Option<ChannelSet>>,
+    /// The digest of `policy.toml` and the text of `nanoclaw.toml` in force.
+    in_force: std::sync::Mutex<(Option<String>, String)>,
+    /// The digest of the channels' keys they run with.
+    channel_keys: std::sync::Mutex<String>,
+}
+
+/// Sections of `nanoclaw.toml` a running daemon cannot change: what it set up at start.
+const RESTART_SECTIONS: &[&str] = &[
+    "sandbox",
+    "daemon",
+    "scheduler",
+    "api",
+    "egress.extra_roots",
+];
+
+/// The sections (top-level tables, and `egress.KEY`) whose text differs between two configs.
+fn changed_sections(old: &str, new: &str) -> Vec<String> {
+    let table = |text: &str| text.parse::<toml::Table>().unwrap_or_default();
+    let (old, new) = (table(old), table(new));
+    let mut changed = Vec::new();
+    let keys: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    for key in keys {
+        let (a, b) = (old.get(key), new.get(key));
+        if a == b {
+            continue;
+        }
+        if key == "egress" {
+            let sub =
+                |v: Option<&toml::Value>| v.and_then(|v| v.as_table()).cloned().unwrap_or_default();
+            let (a, b) = (sub(a), sub(b));
+            let inner: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for k in inner {
+                if a.get(k) != b.get(k) {
+                    changed.push(format!("egress.{k}"));
+                }
+            }
+        } else {
+            changed.push(key.clone());
+        }
+    }
+    changed
+}
+
+/// A digest of the values of the secrets the config's channels hold.
+fn channel_keys(config: &Config, secrets: &[secrets::OpenSecret]) -> String {
+    let mut named: Vec<&str> = Vec::new();
+    if let Some(w) = &config.webhook {
+        named.push(&w.key_secret);
+    }
+    if let Some(t) = &config.telegram {
+        named.push(&t.token_secret);
+    }
+    if let Some(e) = &config.email {
+        named.push(&e.password_secret);
+    }
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for name in named {
+        ctx.update(name.as_bytes());
+        ctx.update(&[0]);
+        if let Some(s) = secrets.iter().find(|s| s.meta.name == name) {
+            ctx.update(s.value.as_bytes());
+        }
+        ctx.update(&[0]);
+    }
+    nanoclaw_core::hex::encode(ctx.finish().as_ref())
 }
 
 impl Reloader {
-    fn new(agent: Arc<Agent>) -> Reloader {
+    fn new(
+        agent: Arc<Agent>,
+        queue: Arc<queue::Queue>,
+        api: Arc<api::Api>,
+        health: crate::channels::health::Health,
+        channels: ChannelSet,
+    ) -> Reloader {
         let home = &agent.home;
         let in_force = (
             file_digest(&home.dir.join(policy_file::POLICY_FILE)),
-            file_digest(&home.config_path()),
+            std::fs::read_to_string(home.config_path()).unwrap_or_default(),
         );
+        let keys = open_secrets(home)
+            .map(|s| channel_keys(&agent.config(), &s))
+            .unwrap_or_default();
         Reloader {
             agent,
+            queue,
+            api,
+            health,
+            channels: std::sync::Mutex::new(Some(channels)),
             in_force: std::sync::Mutex::new(in_force),
+            channel_keys: std::sync::Mutex::new(keys),
         }
     }
 
+    /// The names of the channels running now.
+    fn channel_names(&self) -> Vec<&'static str> {
+        self.channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|c| c.names.clone())
+            .unwrap_or_default()
+    }
+
+    /// Stop the channels for good (the daemon is ending).
+    fn stop_channels(&self) {
+        if let Some(set) = self
+            .channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            set.stop(&self.agent, &self.health);
+        }
+    }
+
+    /// Replace the running channels with `built`.
+    fn restart_channels(&self, built: Built) {
+        let mut slot = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = slot.take() {
+            old.stop(&self.agent, &self.health);
+        }
+        *self.api.webhook.write().unwrap_or_else(|p| p.into_inner()) = built.webhook.clone();
+        *slot = Some(ChannelSet::start(
+            built,
+            &self.agent,
+            &self.queue,
+            &self.health,
+        ));
+    }
+
     /// Open the secrets file again and put it in force: the proxies (connections that could
-    /// carry a removed or changed secret are closed), new sandboxes' placeholders, and every
-    /// redactor. A file that fails its checks changes nothing. The model client and the
-    /// channels keep the keys they started with until the next start.
+    /// carry a removed or changed secret are closed), new sandboxes' placeholders, every
+    /// redactor, the model client's key, and the channels (restarted when a key they hold
+    /// changed). A file that fails its checks, or leaves a channel without its key, changes
+    /// nothing.
     fn reload_secrets(&self) -> Result<serde_json::Value, String> {
-        let secrets = open_secrets(&self.agent.home)
-            .map_err(|e| format!("{e:#}; the secrets in force stay"))?;
+        let keep = |e: anyhow::Error| format!("{e:#}; the secrets in force stay");
+        let secrets = open_secrets(&self.agent.home).map_err(keep)?;
+        let config = self.agent.config();
+        let keys = channel_keys(&config, &secrets);
+        let channels_changed = keys != *self.channel_keys.lock().unwrap_or_else(|p| p.into_inner());
+        let built = if channels_changed {
+            Some(build_channels(&self.agent, &config, &secrets).map_err(keep)?)
+        } else {
+            None
+        };
         // The audit log redacts the new values before anything could record them.
         self.agent
             .tools
             .audit()
             .set_redactor(egress::redactor(&secrets));
-        self.agent
-            .tools
-            .replace_secrets(&secrets)
-            .map_err(|e| format!("{e:#}; the secrets in force stay"))?;
+        self.agent.tools.replace_secrets(&secrets).map_err(keep)?;
+        let model = model_client(&self.agent.home, &config, &secrets);
+        self.agent.set_config(Arc::clone(&config), model);
+        if let Some(built) = built {
+            self.restart_channels(built);
+            *self.channel_keys.lock().unwrap_or_else(|p| p.into_inner()) = keys;
+        }
         let names: Vec<&str> = secrets.iter().map(|s| s.meta.name.as_str()).collect();
         self.agent.tools.audit().record(
             audit::EventKind::ConfigChanged,
             None,
-            serde_json::json!({"file": "secrets.json", "secrets": names, "applied": true}),
+            serde_json::json!({"file": "secrets.json", "secrets": names, "applied": true, "channels_restarted": channels_changed}),
         );
         Ok(serde_json::json!(format!(
-            "the daemon now uses {} secret(s): {}",
+            "the daemon now uses {} secret(s): {}{}",
             names.len(),
-            names.join(", ")
+            names.join(", "),
+            if channels_changed {
+                "; the channels restarted with their new keys"
+            } else {
+                ""
+            }
         )))
     }
 
     fn reload(&self) -> Result<serde_json::Value, String> {
         let home = &self.agent.home;
         let policy_path = home.dir.join(policy_file::POLICY_FILE);
-        // Both files are checked before anything changes.
+        // Both files are checked, and the channels of the new config built, before anything
+        // changes.
         let policy = policy_file::load(home, &vocabulary())
             .map_err(|e| format!("{e:#}; the policy in force stays"))?;
-        load_config(home).map_err(|e| format!("{e:#}; nothing was reloaded"))?;
-        let (policy_now, config_now) =
-            (file_digest(&policy_path), file_digest(&home.config_path()));
+        let config_text = std::fs::read_to_string(home.config_path()).unwrap_or_default();
+        let config =
+            Arc::new(load_config(home).map_err(|e| format!("{e:#}; nothing was reloaded"))?);
+        let policy_now = file_digest(&policy_path);
         let mut in_force = self.in_force.lock().unwrap_or_else(|p| p.into_inner());
+        let sections = changed_sections(&in_force.1, &config_text);
+        let (restart, live): (Vec<&String>, Vec<&String>) = sections
+            .iter()
+            .partition(|s| RESTART_SECTIONS.contains(&s.as_str()));
+        let mut prepared = None;
+        if !live.is_empty() {
+            let secrets = open_secrets(home).map_err(|e| format!("{e:#}; nothing was reloaded"))?;
+            let built = if live.iter().any(|s| *s == "channels") {
+                Some(
+                    build_channels(&self.agent, &config, &secrets)
+                        .map_err(|e| format!("{e:#}; nothing was reloaded"))?,
+                )
+            } else {
+                None
+            };
+            prepared = Some((
+                model_client(home, &config, &secrets),
+                built,
+                channel_keys(&config, &secrets),
+            ));
+        }
         let mut done = Vec::new();
         if policy_now != in_force.0 {
             self.agent.tools.set_policy(Arc::new(policy));
@@ -591,17 +818,41 @@ impl Reloader {
             in_force.0 = policy_now;
             done.push(format!("{} is in force now", policy_file::POLICY_FILE));
         }
-        if config_now != in_force.1 {
+        if !sections.is_empty() {
+            if let Some((model, built, keys)) = prepared {
+                self.agent.tools.replace_config(Arc::clone(&config));
+                self.agent.set_config(Arc::clone(&config), model);
+                if let Some(built) = built {
+                    self.restart_channels(built);
+                    *self.channel_keys.lock().unwrap_or_else(|p| p.into_inner()) = keys;
+                }
+            }
+            let digest = |text: &str| {
+                nanoclaw_core::hex::encode(
+                    ring::digest::digest(&ring::digest::SHA256, text.as_bytes()).as_ref(),
+                )
+            };
             self.agent.tools.audit().record(
                 audit::EventKind::ConfigChanged,
                 None,
-                serde_json::json!({"file": crate::config::CONFIG_FILE, "from_sha256": in_force.1, "to_sha256": config_now, "applied": false}),
+                serde_json::json!({"file": crate::config::CONFIG_FILE, "from_sha256": digest(&in_force.1), "to_sha256": digest(&config_text), "applied": !live.is_empty(), "sections": live, "needs_restart": restart}),
             );
-            in_force.1 = config_now;
-            done.push(format!(
-                "{} changed and is valid; its changes take effect when the daemon restarts",
-                crate::config::CONFIG_FILE
-            ));
+            in_force.1 = config_text;
+            let list = |v: &[&String]| v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
+            if !live.is_empty() {
+                done.push(format!(
+                    "{} is in force now (changed: {})",
+                    crate::config::CONFIG_FILE,
+                    list(&live)
+                ));
+            }
+            if !restart.is_empty() {
+                done.push(format!(
+                    "these changes of {} take effect when the daemon restarts: {}",
+                    crate::config::CONFIG_FILE,
+                    list(&restart)
+                ));
+            }
         }
         if done.is_empty() {
             done.push("nothing changed".into());

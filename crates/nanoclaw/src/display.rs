@@ -48,6 +48,35 @@ pub fn one_line(text: &str) -> String {
     for_terminal(text).replace('\n', "\\n").replace('\t', "\\t")
 }
 
+/// What a line on the terminal's stderr is, for its colour.
+#[derive(Clone, Copy)]
+pub enum Tone {
+    /// A tool call starting or ending: dim.
+    Progress,
+    /// An approval request or answer: bold yellow.
+    Approval,
+    /// A failure or refusal: red.
+    Problem,
+}
+
+/// Print one line (escaped with [`for_terminal`]) on stderr, in `tone`'s colour only when
+/// stderr is a terminal and `NO_COLOR` is not set.
+pub fn tell(tone: Tone, text: &str) {
+    use std::io::IsTerminal;
+    let text = for_terminal(text);
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let code = match tone {
+        Tone::Progress => "2",
+        Tone::Approval => "1;33",
+        Tone::Problem => "31",
+    };
+    if colour {
+        eprintln!("\u{1b}[{code}m{text}\u{1b}[0m");
+    } else {
+        eprintln!("{text}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

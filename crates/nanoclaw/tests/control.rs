@@ -622,3 +622,260 @@ async fn an_approval_given_after_a_reload_never_runs_what_the_new_policy_refuses
     daemon.start_kill().unwrap();
     daemon.wait().await.unwrap();
 }
+
+/// Send Ctrl-C (SIGINT) to a child process.
+fn interrupt(child: &tokio::process::Child) {
+    let pid = child.id().expect("the child runs") as i32;
+    // SAFETY: signalling a child of this test.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+}
+
+/// What a person at the terminal sees and does: a line per tool call as it starts and as it
+/// ends (in-process and through the daemon); Ctrl-C cancels a running turn (its command dies,
+/// exit 130) or withdraws a message no turn took yet (it is never answered later); `chat`
+/// through the daemon shows a task's result posted to the terminal between turns.
+#[tokio::test]
+async fn the_terminal_shows_each_tool_call_and_ctrl_c_cancels_the_turn() {
+    use tokio::io::AsyncWriteExt;
+    let model = ScriptedModel::start(
+        Wire::Anthropic,
+        vec![
+            shell("echo in-process"),
+            Step::EchoToolResult,
+            shell("touch /workspace/begun; sleep 32.1; touch /workspace/later"),
+            shell("echo via-daemon; exit 3"),
+            Step::EchoToolResult,
+            shell("touch /workspace/started; sleep 32.3; touch /workspace/late"),
+            Step::Text("task says hi".into()),
+        ],
+    )
+    .await;
+    let (h, port) = home(&model);
+    let shows_both = |out: &std::process::Output, command: &str, end: &str| {
+        let err = text(&out.stderr);
+        assert!(err.contains(&format!("▸ shell {command}")), "{err}");
+        assert!(err.contains(end), "{err}");
+    };
+    // In this process (no daemon).
+    let out = h.run(&["ask", "one"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    shows_both(&out, "echo in-process", "✓ shell");
+    assert!(
+        text(&out.stderr).contains(": exit status 0"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Ctrl-C in this process: the turn is dropped and ended as stopped.
+    let ask = ask_in_background(&h, "long");
+    let begun = h.workspace("main").join("begun");
+    until("the command started", async || begun.exists()).await;
+    interrupt(&ask);
+    let out = tokio::time::timeout(Duration::from_secs(20), ask.wait_with_output())
+        .await
+        .expect("the interrupted ask did not end")
+        .unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("stopped turn"),
+        "{}",
+        text(&out.stderr)
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!h.workspace("main").join("later").exists());
+
+    let mut daemon = h.daemon(port).await;
+    // Through the daemon: a failing command ends with ✗ and its exit.
+    let out = h.run(&["ask", "two"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    shows_both(&out, "echo via-daemon; exit 3", "✗ shell");
+    assert!(
+        text(&out.stderr).contains("exit status 3"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Not coloured: stderr is not a terminal.
+    assert!(!text(&out.stderr).contains('\u{1b}'));
+
+    // Ctrl-C during a tool run: the turn stops, its command dies, exit 130.
+    let ask = ask_in_background(&h, "three");
+    let started = h.workspace("main").join("started");
+    until("the command started", async || started.exists()).await;
+    interrupt(&ask);
+    let out = tokio::time::timeout(Duration::from_secs(20), ask.wait_with_output())
+        .await
+        .expect("the interrupted ask did not end")
+        .unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("cancelled") && text(&out.stderr).contains("Ctrl-C"),
+        "{}",
+        text(&out.stderr)
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!h.workspace("main").join("late").exists());
+    assert!(!text(&h.run(&["status"]).await.stdout).contains("turn running"));
+
+    // Ctrl-C while the message waits (the group is paused): it is withdrawn, never answered.
+    h.run(&["pause", "--group", "main"]).await;
+    let asked = model.requests().len();
+    let ask = ask_in_background(&h, "four");
+    until("the message is queued", async || {
+        text(&h.run(&["status"]).await.stdout).contains("1 queued")
+    })
+    .await;
+    interrupt(&ask);
+    let out = tokio::time::timeout(Duration::from_secs(20), ask.wait_with_output())
+        .await
+        .expect("the interrupted ask did not end")
+        .unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    assert!(
+        text(&out.stderr).contains("withdrawn"),
+        "{}",
+        text(&out.stderr)
+    );
+    h.run(&["resume", "--group", "main"]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        model.requests().len(),
+        asked,
+        "a withdrawn message was answered"
+    );
+    let withdrawn = text(
+        &h.run(&["audit", "show", "--kind", "message_withdrawn"])
+            .await
+            .stdout,
+    );
+    assert_eq!(withdrawn.lines().count(), 1, "{withdrawn}");
+
+    // chat through the daemon shows a task's result as it arrives.
+    let mut chat = h.command();
+    chat.args(["chat"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = chat.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let soon = std::process::Command::new("date")
+        .args(["-u", "-d", "now + 2 seconds", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .unwrap();
+    let out = h
+        .run(&[
+            "task",
+            "add",
+            "--name",
+            "greet",
+            "--prompt",
+            "say hi",
+            "--at",
+            text(&soon.stdout).trim(),
+        ])
+        .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    until("the task ran", async || {
+        text(&h.run(&["task", "runs", "1"]).await.stdout).contains("): ok")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stdin.write_all(b"/quit\n").await.unwrap();
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .expect("chat did not end")
+        .unwrap();
+    assert!(
+        text(&out.stdout).contains("[task greet] task says hi"),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    daemon.start_kill().unwrap();
+    daemon.wait().await.unwrap();
+}
+
+/// `nanoclaw.toml` edited under a running daemon: `reload` puts the egress allowlist, the
+/// model settings and the limits in force at once (a sandbox reaches a host it could not
+/// before; the next turn asks for the new model), names what needs a restart, and refuses a
+/// bad edit naming the key, keeping what is in force.
+#[tokio::test]
+async fn reload_puts_an_edited_config_in_force_and_names_what_needs_a_restart() {
+    let model = ScriptedModel::start(
+        Wire::Anthropic,
+        vec![Step::Text("first".into()), Step::Text("second".into())],
+    )
+    .await;
+    let origin = support::http_origin("reached-the-origin".into()).await;
+    let (h, port) = home(&model);
+    let config = h.path().join("nanoclaw.toml");
+    let original = std::fs::read_to_string(&config).unwrap();
+    let mut daemon = h.daemon(port).await;
+    let fetch = async || {
+        let out = h
+            .run(&[
+                "sandbox",
+                "exec",
+                "--",
+                "sh",
+                "-c",
+                &format!(
+                    // NO_PROXY names loopback, so the proxy is given explicitly.
+                    "curl -s -w ' code=%{{http_code}}' --max-time 5 --noproxy '' -x \"$HTTP_PROXY\" http://127.0.0.1:{origin}/"
+                ),
+            ])
+            .await;
+        text(&out.stdout)
+    };
+    assert!(fetch().await.contains("code=403"));
+    assert!(text(&h.run(&["ask", "one"]).await.stdout).contains("first"));
+    assert!(model.requests()[0].to_string().contains("\"scripted\""));
+
+    // Live: the allowlist and the model; for a restart: the sandbox section.
+    let edited = original
+        .replace(
+            "[sandbox]\nbackend = \"bwrap\"\n",
+            "[sandbox]\nbackend = \"bwrap\"\ndocker_idle_secs = 30\n",
+        )
+        .replace("name = \"scripted\"", "name = \"renamed-model\"")
+        + &format!("[egress]\nallow = [{{ host = \"127.0.0.1:{origin}\", private = true }}]\n");
+    std::fs::write(&config, &edited).unwrap();
+    let out = h.run(&["reload"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(
+        said.contains("nanoclaw.toml is in force now (changed: egress.allow, model)"),
+        "{said}"
+    );
+    assert!(
+        said.contains("take effect when the daemon restarts: sandbox"),
+        "{said}"
+    );
+    assert!(fetch().await.contains("reached-the-origin code=200"));
+    assert!(text(&h.run(&["ask", "two"]).await.stdout).contains("second"));
+    assert!(model.requests()[1].to_string().contains("renamed-model"));
+
+    // A bad edit: refused, naming the key; the allowlist in force stays.
+    std::fs::write(&config, format!("{edited}[limits]\nbogus_key = 1\n")).unwrap();
+    let out = h.run(&["reload"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("bogus_key")
+            && text(&out.stderr).contains("nothing was reloaded"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(fetch().await.contains("code=200"));
+    let changes = text(
+        &h.run(&["audit", "show", "--kind", "config_changed"])
+            .await
+            .stdout,
+    );
+    assert!(
+        changes.contains("\"sections\":[\"egress.allow\",\"model\"]")
+            && changes.contains("\"needs_restart\":[\"sandbox\"]"),
+        "{changes}"
+    );
+    daemon.start_kill().unwrap();
+    daemon.wait().await.unwrap();
+}

@@ -264,6 +264,51 @@ async fn mail_in_over_imap_replies_out_over_smtp() {
     .await;
     assert!(owner_mail(mail_dir.path())[3].contains("Still here."));
     assert_eq!(model.requests().len(), 5);
+
+    // Honest health: the login is tried for real, and a refused one is reported, not retried.
+    let shown = text(&h.run(&["status"]).await.stdout);
+    assert!(shown.contains("channel email: connected since"), "{shown}");
+    let out = h.run(&["doctor"]).await;
+    assert!(
+        text(&out.stdout).contains("127.0.0.1:")
+            && text(&out.stdout).contains("accepts the login as agent"),
+        "{}",
+        text(&out.stdout)
+    );
+    let mut rotate = h.command();
+    rotate
+        .args(["secret", "rotate", "MAIL_PASSWORD"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = rotate.spawn().unwrap();
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"not-the-password").await.unwrap();
+    }
+    let out = child.wait_with_output().await.unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut shown = String::new();
+    for _ in 0..100 {
+        shown = text(&h.run(&["status"]).await.stdout);
+        if shown.contains("TOKEN REJECTED") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        shown.contains("channel email: TOKEN REJECTED")
+            && shown.contains("refused the IMAP login as agent"),
+        "{shown}"
+    );
+    let out = h.run(&["doctor"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("LOGIN REJECTED"),
+        "{}",
+        text(&out.stdout)
+    );
     daemon.start_kill().unwrap();
     let _ = daemon.wait().await;
     let _ = std::process::Command::new("bash")

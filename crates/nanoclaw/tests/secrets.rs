@@ -945,3 +945,28 @@ except Exception as e:
     daemon.start_kill().unwrap();
     daemon.wait().await.unwrap();
 }
+
+/// A value typed at a terminal is not echoed back to it (nor printed by nanoclaw), and is
+/// stored as typed.
+#[tokio::test]
+async fn a_secret_typed_at_a_terminal_is_not_shown() {
+    let model = ScriptedModel::start(Wire::Anthropic, vec![]).await;
+    let h = TestHome::new(Wire::Anthropic, &model.url, "");
+    let out = std::process::Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pty_secret.py"))
+        .arg(env!("CARGO_BIN_EXE_nanoclaw"))
+        .arg(h.path())
+        .env_remove("NANOCLAW_HOME")
+        .env_remove("NANOCLAW_SECRETS_KEY")
+        .env("NANOCLAW_SECRETS_KEY_FILE", h.key_file())
+        .output()
+        .unwrap();
+    let screen = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the value showed, or set failed:\n{screen}"
+    );
+    assert!(screen.contains("not shown"), "{screen}");
+    let listed = text(&h.run(&["secret", "list"]).await.stdout);
+    assert!(listed.contains("PTYTEST"), "{listed}");
+}

@@ -155,7 +155,8 @@ async fn task_commands_add_list_pause_resume_and_remove() {
             vec!["--cron", "0 9 * * MON", "--tz", "Mars/Base"],
             "unknown time zone",
         ),
-        (vec!["--every", "0"], "at least 1"),
+        (vec!["--every", "0s"], "at least 1"),
+        (vec!["--every", "5"], "no unit: say 5s, 5m, 5h or 5d"),
         (vec!["--at", "next tuesday"], "next tuesday"),
         (
             vec!["--every", "1h", "--at", "2030-01-01T00:00:00Z"],

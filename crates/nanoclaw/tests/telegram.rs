@@ -230,3 +230,92 @@ async fn a_missing_token_secret_stops_startup() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("\"NOPE\", which is not a stored secret"));
 }
+
+/// A token the Bot API rejects is reported (doctor: TOKEN REJECTED naming the host; status:
+/// unhealthy, the channel rejected) and not retried; `secret rotate` restarts the channel with
+/// the new token, and it connects.
+#[tokio::test]
+async fn a_rejected_token_is_reported_not_retried_and_a_rotated_one_connects() {
+    let model = ScriptedModel::start(Wire::Anthropic, vec![]).await;
+    let tg = FakeTelegram::start().await;
+    let port = support::free_port();
+    let h = TestHome::new(
+        Wire::Anthropic,
+        &model.url,
+        &format!(
+            "[sandbox]\nbackend = \"bwrap\"\n[api]\nlisten = \"127.0.0.1:{port}\"\n[channels.telegram]\ntoken_secret = \"TELEGRAM_BOT_TOKEN\"\napi_base = \"{}\"\npoll_timeout_secs = 1\nmain_chat = \"{OWNER}\"\nowners = [\"{OWNER}\"]\n",
+            tg.url
+        ),
+    );
+    let out = h
+        .set_secret("TELEGRAM_BOT_TOKEN", "999:wrong", &["--host", "127.0.0.1"])
+        .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = h.run(&["doctor"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("TOKEN REJECTED by 127.0.0.1"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let mut daemon = h.daemon(port).await;
+    let mut shown = String::new();
+    for _ in 0..100 {
+        shown = text(&h.run(&["status"]).await.stdout);
+        if shown.contains("TOKEN REJECTED") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        shown.contains("channel telegram: TOKEN REJECTED"),
+        "{shown}"
+    );
+    assert_eq!(h.run(&["status"]).await.status.code(), Some(1));
+    // Not retried.
+    let refused = tg.rejected();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(tg.rejected(), refused, "a rejected token was tried again");
+
+    // The right token, rotated in: the channel restarts and connects.
+    let mut rotate = h.command();
+    rotate
+        .args(["secret", "rotate", "TELEGRAM_BOT_TOKEN"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = rotate.spawn().unwrap();
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(TOKEN.as_bytes()).await.unwrap();
+    }
+    let out = child.wait_with_output().await.unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("channels restarted"),
+        "{}",
+        text(&out.stdout)
+    );
+    for _ in 0..100 {
+        shown = text(&h.run(&["status"]).await.stdout);
+        if shown.contains("channel telegram: connected") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        shown.contains("channel telegram: connected since"),
+        "{shown}"
+    );
+    let out = h.run(&["doctor"]).await;
+    assert!(
+        text(&out.stdout).contains("knows the bot as @nano_bot"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(text(&out.stdout).contains("daemon: running"));
+    daemon.start_kill().unwrap();
+    let _ = daemon.wait().await;
+}

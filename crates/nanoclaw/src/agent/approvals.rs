@@ -98,16 +98,25 @@ pub trait Presenter: Send + Sync {
 /// How a waited-on request ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    Approved { standing: bool },
-    Denied { by: String },
-    Expired { after: Duration },
+    /// `by`: who approved (their names, or which earlier approval stood for them).
+    Approved {
+        standing: bool,
+        by: String,
+    },
+    Denied {
+        by: String,
+    },
+    Expired {
+        after: Duration,
+    },
 }
 
 pub struct Approvals {
     store: Arc<Store>,
     audit: Arc<Audit>,
-    /// A std Mutex: read to present, written when a channel starts; never held across await.
-    presenters: std::sync::Mutex<Vec<Arc<dyn Presenter>>>,
+    /// Each surface's presenter, by name. A std Mutex: read to present, written when a channel
+    /// starts or restarts; never held across await.
+    presenters: std::sync::Mutex<Vec<(&'static str, Arc<dyn Presenter>)>>,
 }
 
 fn read_request(r: &rusqlite::Row<'_>) -> rusqlite::Result<Request> {
@@ -131,7 +140,11 @@ const COLUMNS: &str =
     "id, code, group_id, tool, arguments, reason, approvers, quorum, status, expires_at";
 
 impl Approvals {
-    pub fn new(store: Arc<Store>, audit: Arc<Audit>, presenters: Vec<Arc<dyn Presenter>>) -> Self {
+    pub fn new(
+        store: Arc<Store>,
+        audit: Arc<Audit>,
+        presenters: Vec<(&'static str, Arc<dyn Presenter>)>,
+    ) -> Self {
         Approvals {
             store,
             audit,
@@ -139,12 +152,14 @@ impl Approvals {
         }
     }
 
-    /// A channel that started later shows requests too.
-    pub fn add_presenter(&self, presenter: Arc<dyn Presenter>) {
-        self.presenters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(presenter);
+    /// Show requests through `presenter` as `name` (a channel that started later), in place of
+    /// any presenter of that name before (a restarted channel's); `None` removes it.
+    pub fn set_presenter(&self, name: &'static str, presenter: Option<Arc<dyn Presenter>>) {
+        let mut all = self.presenters.lock().unwrap_or_else(|p| p.into_inner());
+        all.retain(|(n, _)| *n != name);
+        if let Some(presenter) = presenter {
+            all.push((name, presenter));
+        }
     }
 
     /// Ask for approval of `call` and wait for the answer.
@@ -157,7 +172,7 @@ impl Approvals {
     ) -> Result<Outcome, DecideError> {
         let fp = approval::fingerprint(&call.name, &call.arguments, group.as_str());
         if let Some(outcome) = self.already_approved(&fp)? {
-            let standing = outcome == Outcome::Approved { standing: true };
+            let standing = matches!(outcome, Outcome::Approved { standing: true, .. });
             self.used(group, call, &fp, standing, None).await?;
             return Ok(outcome);
         }
@@ -188,7 +203,16 @@ impl Approvals {
                     })?;
                     self.used(group, call, &fp, standing, Some(request.id))
                         .await?;
-                    return Ok(Outcome::Approved { standing });
+                    let by = self.store.with_conn(|c| {
+                        let mut stmt = c.prepare(
+                            "SELECT approver FROM approval_votes WHERE approval_id = ?1 AND vote = 'approve' AND counted = 1 ORDER BY id",
+                        )?;
+                        let names = stmt
+                            .query_map([request.id], |r| r.get::<_, String>(0))?
+                            .collect::<Result<Vec<_>, _>>()?;
+                        Ok(names.join(", "))
+                    })?;
+                    return Ok(Outcome::Approved { standing, by });
                 }
                 Status::Denied => {
                     let by = self.store.with_conn(|c| {
@@ -256,7 +280,7 @@ impl Approvals {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        for p in &presenters {
+        for (_, p) in &presenters {
             p.present(request);
         }
     }
@@ -303,13 +327,19 @@ impl Approvals {
                 )
                 .optional()?;
             if standing.is_some() {
-                return Ok(Some(Outcome::Approved { standing: true }));
+                return Ok(Some(Outcome::Approved {
+                    standing: true,
+                    by: "a standing approval".into(),
+                }));
             }
             let once = c.execute(
                 "UPDATE approvals SET status = 'used' WHERE id = (SELECT id FROM approvals WHERE fingerprint = ?1 AND status = 'approved' AND always = 0 ORDER BY id LIMIT 1)",
                 [fp],
             )?;
-            Ok((once == 1).then_some(Outcome::Approved { standing: false }))
+            Ok((once == 1).then(|| Outcome::Approved {
+                standing: false,
+                by: "an earlier approval of this exact call".into(),
+            }))
         })
     }
 
@@ -411,14 +441,16 @@ pub fn list(store: &Store, all: bool) -> Result<Vec<Request>, StoreError> {
     })
 }
 
-/// The request with this id or code.
+/// The request with this id or code (a code that is all digits is taken as the code).
 pub fn find(store: &Store, key: &str) -> Result<Option<Request>, StoreError> {
     let key = key.trim();
     store.with_conn(|c| {
         let by_id = key.parse::<i64>().ok();
         Ok(c.query_row(
-            &format!("SELECT {COLUMNS} FROM approvals WHERE id = ?1 OR code = ?2"),
-            params![by_id, key.to_ascii_uppercase()],
+            &format!(
+                "SELECT {COLUMNS} FROM approvals WHERE id = ?1 OR code = ?2 ORDER BY code = ?2 DESC LIMIT 1"
+            ),
+            params![by_id, approval::normalize_code(key)],
             read_request,
         )
         .optional()?)
@@ -672,7 +704,7 @@ mod tests {
             .with_conn(|c| {
                 c.execute(
                     "INSERT INTO approvals (code, fingerprint, group_id, tool, arguments, reason, approvers, quorum, scope, status, created_at, expires_at)
-                     VALUES ('OPEN0001', 'f', 'main', 'shell', '{}', 'r', '[\"remote\"]', 1, 'once', 'pending', ?1, ?2)",
+                     VALUES ('PEND0001', 'f', 'main', 'shell', '{}', 'r', '[\"remote\"]', 1, 'once', 'pending', ?1, ?2)",
                     params![now(), now() + 60_000],
                 )?;
                 Ok(())
@@ -686,7 +718,7 @@ mod tests {
                 &store,
                 &audit,
                 &policy,
-                "OPEN0001",
+                "PEND0001",
                 &Answerer::InChat {
                     channel: "telegram",
                     user,
@@ -728,7 +760,7 @@ mod tests {
             .with_conn(|c| {
                 c.execute(
                     "INSERT INTO approvals (code, fingerprint, group_id, tool, arguments, reason, approvers, quorum, scope, status, created_at, expires_at)
-                     VALUES ('LATE0001', 'f', 'main', 'shell', '{}', 'r', '[\"owner\"]', 1, 'once', 'pending', ?1, ?2)",
+                     VALUES ('XPRD0001', 'f', 'main', 'shell', '{}', 'r', '[\"owner\"]', 1, 'once', 'pending', ?1, ?2)",
                     params![at - 10_000, at - 1],
                 )?;
                 Ok(())
@@ -739,7 +771,7 @@ mod tests {
             &store,
             &audit,
             &policy,
-            "LATE0001",
+            "XPRD0001",
             &Answerer::AtTerminal {
                 channel: "cli",
                 named: Some("owner"),
@@ -759,7 +791,7 @@ mod tests {
         let status: String = store
             .with_conn(|c| {
                 Ok(c.query_row(
-                    "SELECT status FROM approvals WHERE code = 'LATE0001'",
+                    "SELECT status FROM approvals WHERE code = 'XPRD0001'",
                     [],
                     |r| r.get(0),
                 )?)

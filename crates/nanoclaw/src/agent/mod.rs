@@ -9,6 +9,7 @@
 //! - [`approvals`]: approval requests, their votes, and [`approvals::answer`], which every
 //!   surface (CLI, API, chat) calls.
 //! - [`egress_gate`]: the policy's word on each network request a call makes.
+//! - [`progress`]: each tool call's start and end, announced to whoever watches the group.
 //! - [`memory`]: the group's MEMORY.md, read through the sandbox; `prompt`: what the model
 //!   is shown, with outside content marked.
 //!
@@ -18,6 +19,7 @@
 pub mod approvals;
 pub mod egress_gate;
 pub mod memory;
+pub mod progress;
 mod prompt;
 pub mod queue;
 pub mod tools;

@@ -28,15 +28,19 @@ pub enum TurnResult {
 /// Everything a turn needs. One per process, shared by all groups.
 pub struct Agent {
     pub home: Home,
-    pub config: Config,
+    /// The config in force; `nanoclaw reload` swaps it with the model client made from it.
+    /// Each turn reads both once, so one turn runs under one config. A std RwLock: held only
+    /// to clone or swap the Arc.
+    config: std::sync::RwLock<(Arc<Config>, Arc<ModelResult>)>,
     pub store: Arc<Store>,
-    /// `Err` holds the message that tells the user what to set.
-    pub model: Result<ModelClient, String>,
     pub tools: Tools,
     /// The turn each group is running now, with where its reply goes (`None`: a silent task),
     /// so that a stop can end it. A std Mutex: held only to read or swap an entry.
     pub running: std::sync::Mutex<std::collections::HashMap<GroupId, RunningTurn>>,
 }
+
+/// The model client, or (`Err`) the message that tells the user what to set.
+pub type ModelResult = Result<ModelClient, String>;
 
 /// A turn in progress.
 pub struct RunningTurn {
@@ -67,6 +71,37 @@ impl Drop for Running<'_> {
 }
 
 impl Agent {
+    pub fn new(
+        home: Home,
+        config: Config,
+        store: Arc<Store>,
+        model: ModelResult,
+        tools: Tools,
+    ) -> Agent {
+        Agent {
+            home,
+            config: std::sync::RwLock::new((Arc::new(config), Arc::new(model))),
+            store,
+            tools,
+            running: Default::default(),
+        }
+    }
+
+    /// The config in force now.
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.config.read().unwrap_or_else(|p| p.into_inner()).0)
+    }
+
+    /// The model client in force now.
+    pub fn model(&self) -> Arc<ModelResult> {
+        Arc::clone(&self.config.read().unwrap_or_else(|p| p.into_inner()).1)
+    }
+
+    /// Put `config` and the model client made from it in force for every turn from now on.
+    pub fn set_config(&self, config: Arc<Config>, model: ModelResult) {
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = (config, Arc::new(model));
+    }
+
     /// Claim and answer everything pending for `group`, one turn at a time. Returns the results
     /// in order; empty when nothing was pending.
     pub async fn drain_group(
@@ -213,6 +248,15 @@ impl Agent {
         groups
     }
 
+    /// The id of `group`'s running turn.
+    pub fn running_turn(&self, group: &GroupId) -> Option<TurnId> {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(group)
+            .map(|r| r.turn.id)
+    }
+
     /// Whether `group` has a turn running now.
     pub fn is_running(&self, group: &GroupId) -> bool {
         self.running
@@ -318,7 +362,10 @@ impl Agent {
                 "the audit log cannot be written ({why}); no turn runs until it can"
             ));
         }
-        let model = self.model.as_ref().map_err(Clone::clone)?;
+        // One config and one model client for the whole turn, whatever a reload does meanwhile.
+        let config = self.config();
+        let model = self.model();
+        let model = model.as_ref().as_ref().map_err(Clone::clone)?;
         let workspace = self
             .home
             .workspace(&turn.group)
@@ -355,7 +402,7 @@ impl Agent {
             .unwrap_or(SenderRole::Other);
 
         // 2. The prompt: system prompt and memory, history, then the new messages.
-        let limits = self.config.limits_for(&turn.group);
+        let limits = config.limits_for(&turn.group);
         let started = std::time::Instant::now();
         let memory =
             match crate::agent::memory::read(self.tools.backend(), &workspace, limits).await {
@@ -371,7 +418,7 @@ impl Agent {
             .map_err(|e| format!("could not save the turn: {e}"))?
             && !memory.trim().is_empty();
         tainted |= memory_untrusted;
-        let system = super::prompt::system(&self.config.system_prompt, &memory, memory_untrusted);
+        let system = super::prompt::system(&config.system_prompt, &memory, memory_untrusted);
         tracing::debug!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             "prompt built"
@@ -381,7 +428,7 @@ impl Agent {
         } else {
             let history = self
                 .store
-                .history(turn.session_id, turn.id, self.config.context_budget_tokens)
+                .history(turn.session_id, turn.id, config.context_budget_tokens)
                 .map_err(|e| format!("could not load history: {e}"))?;
             // Outside content read by an earlier turn is in this prompt too.
             tainted |= history.tainted;
@@ -408,7 +455,7 @@ impl Agent {
 
         // 3. Model ↔ tools until an answer or the step limit.
         let mut last_text = String::new();
-        for _step in 0..self.config.model.max_steps {
+        for _step in 0..config.model.max_steps {
             let resp = model
                 .complete(&system, &messages, &specs)
                 .await
@@ -471,7 +518,7 @@ impl Agent {
         }
         let note = format!(
             "(stopped: this turn reached its limit of {} model steps)",
-            self.config.model.max_steps
+            config.model.max_steps
         );
         Ok(if last_text.trim().is_empty() {
             note

@@ -98,6 +98,8 @@ event_kinds! {
     TaskRunFinished = "task_run_finished",
     /// The owner stopped a group's running turn.
     TurnStopped = "turn_stopped",
+    /// A message was withdrawn (Ctrl-C at the terminal) before a turn took it.
+    MessageWithdrawn = "message_withdrawn",
     /// A group was paused or resumed.
     GroupPaused = "group_paused",
     /// A reload put an edited file in force (digests, never contents of secrets).

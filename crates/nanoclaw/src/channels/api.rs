@@ -2,16 +2,20 @@
 //!
 //! - `POST /v1/groups/{group}/messages` with `{"text": "...", "sender": "..."}`: the message is
 //!   committed to the inbox, then answered `202 {"id": N}`.
-//! - `GET /v1/groups/{group}/replies?after=N`: the group's replies with id > N, oldest first;
-//!   each is marked sent once it has been handed to a client.
+//! - `GET /v1/groups/{group}/replies?after=N`: the group's replies with id > N, oldest first,
+//!   each with the ids of the messages it answers; the API's own are marked sent once handed
+//!   to a client.
 //! - `POST /v1/groups/{group}/messages` with `/approve CODE [always]` or `/deny CODE`: an
 //!   answer to an approval request, recorded at once, `200 {"approval": "..."}`.
+//! - `GET /v1/approvals`: the pending approval requests; `POST /v1/approvals/{id or code}` with
+//!   `{"vote": "approve" | "deny", "always": bool, "approver": "name"}` answers one.
+//! - `GET /v1/status`: what `nanoclaw status --json` shows.
 //! - `POST /v1/tasks/wake`: the schedule changed (sent by `nanoclaw task …`).
 //! - `POST /v1/webhook`: the webhook channel ([`crate::channels::webhook`]); authenticated by its HMAC
 //!   signature, not the token.
 //! - `GET /v1/health`: `{"ok": true}`, no token needed.
 //!
-//! Every other request needs `Authorization: Bearer <token>`, the token from the data dir's
+//! `docs/openapi.json` describes all of it; a test holds the server to it. Every other request needs `Authorization: Bearer <token>`, the token from the data dir's
 //! `api.token` (exactly one such header). Bodies are capped; malformed ones get a 400 that says
 //! what is wrong. A connection must send its headers within [`HEADER_TIMEOUT`] and a body
 //! within [`BODY_TIMEOUT`]; at most [`MAX_CONNECTIONS`] are served at once (more wait to be
@@ -52,7 +56,34 @@ pub struct Api {
     /// Told when `POST /v1/tasks/wake` says the schedule changed (`nanoclaw task …`).
     pub tasks_changed: Arc<tokio::sync::Notify>,
     /// The webhook channel, when configured; it authenticates by signature, not the token.
-    pub webhook: Option<Arc<crate::channels::webhook::Webhook>>,
+    /// Swapped when a reload restarts the channels.
+    pub webhook: std::sync::RwLock<Option<Arc<crate::channels::webhook::Webhook>>>,
+    /// The daemon's status (as `nanoclaw status --json` shows it), set once the control
+    /// plane is up.
+    pub status: std::sync::OnceLock<StatusFn>,
+}
+
+/// What assembles the daemon's status.
+pub type StatusFn = Box<dyn Fn() -> serde_json::Value + Send + Sync>;
+
+/// `POST /v1/approvals/{id or code}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PostAnswer {
+    vote: VoteWord,
+    /// With `approve`: approve every later identical call too.
+    #[serde(default)]
+    always: bool,
+    /// Which approver answers, when more than one may answer at the terminal.
+    #[serde(default)]
+    approver: Option<String>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum VoteWord {
+    Approve,
+    Deny,
 }
 
 #[derive(Deserialize)]
@@ -142,9 +173,37 @@ impl Api {
                 self.tasks_changed.notify_one();
                 Ok(reply(StatusCode::OK, json!({"ok": true})))
             }
-            (_, ["v1", "groups", _, "messages" | "replies"] | ["v1", "tasks", "wake"]) => {
-                Err(not_allowed())
+            (&Method::GET, ["v1", "status"]) => match self.status.get() {
+                Some(status) => Ok(reply(StatusCode::OK, status())),
+                None => Err(error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the daemon is still starting",
+                )),
+            },
+            (&Method::GET, ["v1", "approvals"]) => {
+                let pending = crate::agent::approvals::list(&self.store, false)
+                    .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+                let shown: Vec<serde_json::Value> = pending
+                    .iter()
+                    .map(|r| {
+                        json!({"id": r.id, "code": r.code, "group": r.group, "tool": r.tool,
+                            "arguments": r.arguments, "reason": r.reason, "approvers": r.approvers,
+                            "quorum": r.quorum, "expires_at": crate::audit::format_time(r.expires_at)})
+                    })
+                    .collect();
+                Ok(reply(StatusCode::OK, json!({"approvals": shown})))
             }
+            (&Method::POST, ["v1", "approvals", key]) => {
+                let key = (*key).to_owned();
+                self.post_answer(&key, req).await
+            }
+            (
+                _,
+                ["v1", "groups", _, "messages" | "replies"]
+                | ["v1", "tasks", "wake"]
+                | ["v1", "status" | "approvals"]
+                | ["v1", "approvals", _],
+            ) => Err(not_allowed()),
             _ => Err(error(
                 StatusCode::NOT_FOUND,
                 format!("no such endpoint: {path}"),
@@ -153,7 +212,12 @@ impl Api {
     }
 
     async fn webhook(&self, req: Request<Incoming>) -> Result<Reply, ApiError> {
-        let Some(hook) = &self.webhook else {
+        let hook = self
+            .webhook
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some(hook) = hook else {
             return Err(error(
                 StatusCode::NOT_FOUND,
                 "no webhook channel is configured",
@@ -234,36 +298,7 @@ impl Api {
                 ));
             }
             let named = (msg.sender != default_sender()).then_some(msg.sender.as_str());
-            let result = crate::agent::approvals::answer(
-                &self.store,
-                &self.audit,
-                &self.queue.agent().tools.policy(),
-                &code,
-                &crate::agent::approvals::Answerer::AtTerminal {
-                    channel: CHANNEL,
-                    named,
-                },
-                vote,
-            );
-            return match result {
-                Ok(tally) => Ok(reply(
-                    StatusCode::OK,
-                    json!({"approval": crate::channels::approval_text::describe_tally(&tally)}),
-                )),
-                Err(e) => {
-                    let status = match e {
-                        crate::agent::approvals::AnswerError::NotFound(_) => StatusCode::NOT_FOUND,
-                        crate::agent::approvals::AnswerError::WhichApprover(_) => {
-                            StatusCode::BAD_REQUEST
-                        }
-                        crate::agent::approvals::AnswerError::Decided { .. } => {
-                            StatusCode::CONFLICT
-                        }
-                        _ => StatusCode::FORBIDDEN,
-                    };
-                    Err(error(status, e.to_string()))
-                }
-            };
+            return self.answer(&code, named, vote);
         }
         let inbound = crate::channels::Inbound {
             channel: CHANNEL,
@@ -298,6 +333,67 @@ impl Api {
         }
     }
 
+    /// `POST /v1/approvals/{key}`: the token holder answers, as the terminal approver (or the
+    /// named one).
+    async fn post_answer(&self, key: &str, req: Request<Incoming>) -> Result<Reply, ApiError> {
+        let body = read_body(req).await?;
+        let answer: PostAnswer = serde_json::from_slice(&body).map_err(|e| {
+            error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "body must be {{\"vote\": \"approve\" | \"deny\", \"always\": true | false (optional), \"approver\": \"name\" (optional)}}: {e}"
+                ),
+            )
+        })?;
+        let vote = match (answer.vote, answer.always) {
+            (VoteWord::Approve, always) => nanoclaw_core::approval::Vote::Approve { always },
+            (VoteWord::Deny, false) => nanoclaw_core::approval::Vote::Deny,
+            (VoteWord::Deny, true) => {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    "always goes with approve only",
+                ));
+            }
+        };
+        self.answer(key, answer.approver.as_deref(), vote)
+    }
+
+    /// Record an answer given through this API; the tally, or why it was not recorded.
+    fn answer(
+        &self,
+        key: &str,
+        named: Option<&str>,
+        vote: nanoclaw_core::approval::Vote,
+    ) -> Result<Reply, ApiError> {
+        use crate::agent::approvals::AnswerError;
+        let result = crate::agent::approvals::answer(
+            &self.store,
+            &self.audit,
+            &self.queue.agent().tools.policy(),
+            key,
+            &crate::agent::approvals::Answerer::AtTerminal {
+                channel: CHANNEL,
+                named,
+            },
+            vote,
+        );
+        match result {
+            Ok(tally) => Ok(reply(
+                StatusCode::OK,
+                json!({"approval": crate::channels::approval_text::describe_tally(&tally)}),
+            )),
+            Err(e) => {
+                let status = match e {
+                    AnswerError::NotFound(_) => StatusCode::NOT_FOUND,
+                    AnswerError::WhichApprover(_) => StatusCode::BAD_REQUEST,
+                    AnswerError::Decided { .. } => StatusCode::CONFLICT,
+                    _ => StatusCode::FORBIDDEN,
+                };
+                Err(error(status, e.to_string()))
+            }
+        }
+    }
+
     fn get_replies(&self, group: GroupId, after: i64) -> Result<Reply, ApiError> {
         let internal =
             |e: crate::store::StoreError| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
@@ -310,7 +406,15 @@ impl Api {
         let ours: Vec<&crate::store::Outbound> =
             rows.iter().filter(|r| r.channel == CHANNEL).collect();
         crate::channels::outbox::delivered(&self.store, &self.audit, &ours).map_err(internal)?;
-        Ok(reply(StatusCode::OK, json!({"replies": rows})))
+        let mut shown = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let (answers, failed) = self.store.answered_by(r.turn_id).map_err(internal)?;
+            shown.push(
+                json!({"id": r.id, "group": r.group, "channel": r.channel, "turn_id": r.turn_id,
+                "text": r.text, "created_at": r.created_at, "answers": answers, "failed": failed}),
+            );
+        }
+        Ok(reply(StatusCode::OK, json!({"replies": shown})))
     }
 }
 

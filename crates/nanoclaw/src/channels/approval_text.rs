@@ -28,7 +28,10 @@ pub struct StderrPresenter;
 
 impl Presenter for StderrPresenter {
     fn present(&self, request: &Request) {
-        eprintln!("nanoclaw: {}", describe(request));
+        crate::display::tell(
+            crate::display::Tone::Approval,
+            &format!("nanoclaw: {}", describe(request)),
+        );
     }
 }
 

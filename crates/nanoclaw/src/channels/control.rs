@@ -26,6 +26,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, broadcast};
 
 use crate::agent::approvals::{Presenter, Request as ApprovalRequest};
+use crate::agent::progress::Progress;
 use crate::agent::queue::Queue;
 
 /// The socket, under the data dir.
@@ -38,6 +39,8 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_CONNECTIONS: usize = 32;
 /// How often a waiting `ask` looks for its reply in the store.
 const REPLY_POLL: Duration = Duration::from_millis(20);
+/// How often a `watch` looks for task results in the store.
+const WATCH_POLL: Duration = Duration::from_millis(250);
 /// Approval requests kept for clients that are slow to read them.
 const EVENT_BACKLOG: usize = 64;
 
@@ -49,6 +52,12 @@ pub enum Op {
     Status {},
     /// One message from the owner at this machine; the answer streams back.
     Ask { group: GroupId, text: String },
+    /// Ctrl-C at the terminal during `ask` or `chat`: withdraw the message if no turn took it
+    /// yet, or stop its turn if that is the one running.
+    Cancel { group: GroupId, message: i64 },
+    /// What `chat` shows between its own turns: the group's approval requests, its tool calls
+    /// as they start and end, and task results posted to the terminal, until the client leaves.
+    Watch { group: GroupId },
     /// Start a fresh session in a group (`/new` in `chat`).
     NewSession { group: GroupId },
     /// `nanoclaw sandbox exec`: one command in the group's sandbox, through the daemon's own
@@ -88,6 +97,10 @@ pub struct Line {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
+    /// The asked message is committed, with this inbox id (what a cancel names).
+    Accepted { id: i64 },
+    /// A tool call of the group started or ended.
+    Progress { progress: Progress },
     /// An approval request of the asked group, as its approvers see it.
     Approval { text: String },
     /// The reply to an `ask`; `failed` when the turn failed (the text says why).
@@ -296,7 +309,17 @@ async fn connection(control: &Control, stream: UnixStream) -> std::io::Result<()
             };
             send(&mut write, &event).await
         }
-        Op::Ask { group, text } => ask(control, &mut write, group, &text).await,
+        Op::Ask { group, text } => ask(control, reader, &mut write, group, &text).await,
+        Op::Watch { group } => watch(control, reader, &mut write, group).await,
+        Op::Cancel { group, message } => {
+            let event = match cancel(control, &group, message).await {
+                Ok(text) => Event::Done {
+                    result: json!(text),
+                },
+                Err(e) => refuse(format!("could not cancel: {e}")),
+            };
+            send(&mut write, &event).await
+        }
         Op::SandboxExec { group, command } => {
             let event = match sandbox_exec(agent, &group, command).await {
                 Ok(result) => Event::Done { result },
@@ -344,10 +367,22 @@ async fn connection(control: &Control, stream: UnixStream) -> std::io::Result<()
     }
 }
 
-/// Commit the owner's message, wake the group, and stream its group's approval requests until
-/// the reply to it is in the outbox; then hand the reply over (marking it sent).
+/// The rest of a client's connection after its request: it sends nothing more, so anything
+/// read (or the end) means it is gone.
+type Rest = BufReader<tokio::io::Take<tokio::net::unix::OwnedReadHalf>>;
+
+/// Resolves when the client has closed its end.
+async fn gone(rest: &mut Rest) {
+    let mut byte = [0u8; 1];
+    let _ = rest.read(&mut byte).await;
+}
+
+/// Commit the owner's message, wake the group, and stream its group's approval requests and
+/// tool calls until the reply to it is in the outbox; then hand the reply over (marking it
+/// sent). A client that leaves ends the stream (its message stays committed).
 async fn ask(
     control: &Control,
+    mut rest: Rest,
     write: &mut tokio::net::unix::OwnedWriteHalf,
     group: GroupId,
     text: &str,
@@ -364,6 +399,7 @@ async fn ask(
     }
     // Subscribed before the message goes in, so no request of this turn is missed.
     let mut approvals = control.approvals.subscribe();
+    let mut progress = agent.tools.announcer().watch();
     let inbound = super::Inbound {
         channel: super::terminal::CHANNEL,
         text,
@@ -400,12 +436,21 @@ async fn ask(
             return send(write, &Event::Error { message }).await;
         }
     };
+    send(write, &Event::Accepted { id }).await?;
     loop {
         tokio::select! {
+            () = gone(&mut rest) => return Ok(()),
             request = approvals.recv() => match request {
                 Ok(r) if r.group == group.as_str() => {
                     let text = super::approval_text::describe(&r);
                     send(write, &Event::Approval { text }).await?;
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return Ok(()),
+            },
+            told = progress.recv() => match told {
+                Ok(p) if p.group() == group.as_str() => {
+                    send(write, &Event::Progress { progress: p }).await?;
                 }
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                 Err(broadcast::error::RecvError::Closed) => return Ok(()),
@@ -442,6 +487,87 @@ async fn ask(
     }
 }
 
+/// Stream the group's approval requests, tool calls and the task results posted to the
+/// terminal until the client leaves.
+async fn watch(
+    control: &Control,
+    mut rest: Rest,
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    group: GroupId,
+) -> std::io::Result<()> {
+    let agent = control.queue.agent();
+    let mut approvals = control.approvals.subscribe();
+    let mut progress = agent.tools.announcer().watch();
+    loop {
+        tokio::select! {
+            () = gone(&mut rest) => return Ok(()),
+            request = approvals.recv() => match request {
+                Ok(r) if r.group == group.as_str() => {
+                    let text = super::approval_text::describe(&r);
+                    send(write, &Event::Approval { text }).await?;
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return Ok(()),
+            },
+            told = progress.recv() => match told {
+                Ok(p) if p.group() == group.as_str() => {
+                    send(write, &Event::Progress { progress: p }).await?;
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return Ok(()),
+            },
+            _ = tokio::time::sleep(WATCH_POLL) => {
+                let posted = match agent.store.unsent_unasked(&group, super::terminal::CHANNEL) {
+                    Ok(posted) => posted,
+                    Err(e) => {
+                        let message = format!("could not read the outbox: {e}");
+                        return send(write, &Event::Error { message }).await;
+                    }
+                };
+                for reply in posted {
+                    send(write, &Event::Reply { text: reply.text.clone(), failed: false }).await?;
+                    if let Err(e) = super::outbox::delivered(&agent.store, agent.tools.audit(), &[&reply]) {
+                        tracing::error!(error = %e, "could not mark a reply sent");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Ctrl-C at the terminal: withdraw message `id` if no turn has taken it, else stop its turn
+/// if that is the group's running one (and hand over the stop notice, which the client shows).
+/// What was done, in words.
+async fn cancel(control: &Control, group: &GroupId, id: i64) -> anyhow::Result<String> {
+    let agent = control.queue.agent();
+    match agent.store.withdraw(id)? {
+        crate::store::Withdrawal::Withdrawn => {
+            agent.tools.audit().record(
+                crate::audit::EventKind::MessageWithdrawn,
+                Some(group.as_str()),
+                json!({"inbox_id": id, "by": "the owner (Ctrl-C)"}),
+            );
+            Ok("(cancelled: the message was withdrawn before a turn took it)".into())
+        }
+        crate::store::Withdrawal::Taken(turn) if agent.running_turn(group) == Some(turn) => {
+            control.queue.stop(group, "the owner (Ctrl-C)").await;
+            // The stop notice is what the client shows now, whoever took it first.
+            if let crate::store::ReplyTo::Here { reply, .. } =
+                agent.store.reply_to(id, super::terminal::CHANNEL)?
+            {
+                super::outbox::delivered(&agent.store, agent.tools.audit(), &[&reply])?;
+            }
+            Ok(format!(
+                "(cancelled with Ctrl-C: stopped turn {turn}; its pending approval requests are denied, queued messages stay queued)"
+            ))
+        }
+        crate::store::Withdrawal::Taken(turn) => Ok(format!(
+            "(nothing to cancel: turn {turn} had already ended)"
+        )),
+        crate::store::Withdrawal::Unknown => Ok(format!("(nothing to cancel: no message {id})")),
+    }
+}
+
 /// Run the owner's command as `sandbox exec` does in its own process, with the daemon's backend
 /// and the group's proxy (held to the allowlist alone, as the owner's own command).
 async fn sandbox_exec(
@@ -453,7 +579,7 @@ async fn sandbox_exec(
     if command.is_empty() {
         anyhow::bail!("no command to run");
     }
-    let limits = agent.config.limits_for(group);
+    let limits = agent.config().limits_for(group);
     let workspace = agent.home.workspace(group)?;
     let out = agent
         .tools

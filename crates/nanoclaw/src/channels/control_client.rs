@@ -10,7 +10,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
 use super::control::{Event, Line, MAX_LINE, Op, SOCKET};
+use crate::agent::progress::Progress;
 use crate::config::home::Home;
+use crate::display::{self, Tone};
 
 /// How long connecting may take before the daemon counts as not running.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -92,9 +94,16 @@ impl Events {
     }
 }
 
-/// `ask` through the daemon: approval requests of the group go to stderr as they open, the
-/// reply to stdout (a failed turn's notice to stderr). Returns whether the turn answered.
-pub async fn ask(home: &Home, group: &GroupId, text: &str) -> anyhow::Result<bool> {
+/// `ask` through the daemon: the reply to stdout (a failed turn's notice to stderr); the
+/// group's approval requests and tool calls to stderr as they happen when `show_events` (`chat`
+/// shows them from its watch instead). An interrupt (Ctrl-C) cancels the message or its turn.
+pub async fn ask(
+    home: &Home,
+    group: &GroupId,
+    text: &str,
+    show_events: bool,
+    interrupts: &mut tokio::signal::unix::Signal,
+) -> anyhow::Result<Exchanged> {
     use std::io::Write;
     let mut events = request(
         home,
@@ -104,19 +113,37 @@ pub async fn ask(home: &Home, group: &GroupId, text: &str) -> anyhow::Result<boo
         },
     )
     .await?;
+    let mut accepted = None;
     loop {
-        match events.next().await? {
-            Some(Event::Approval { text }) => eprintln!("nanoclaw: {text}"),
+        let event = tokio::select! {
+            event = events.next() => event?,
+            _ = interrupts.recv() => {
+                let Some(id) = accepted else {
+                    anyhow::bail!("interrupted before the daemon took the message; it may still be answered");
+                };
+                let said = cancel(home, group, id).await?;
+                display::tell(Tone::Problem, &format!("nanoclaw: {said}"));
+                return Ok(Exchanged::Cancelled);
+            }
+        };
+        match event {
+            Some(Event::Accepted { id }) => accepted = Some(id),
+            Some(Event::Approval { text }) if show_events => show_approval(&text),
+            Some(Event::Progress { progress }) if show_events => show_progress(&progress),
+            Some(Event::Approval { .. } | Event::Progress { .. }) => {}
             Some(Event::Reply { text, failed }) => {
-                let text = crate::display::for_terminal(&text);
                 if failed {
-                    eprintln!("nanoclaw: {text}");
+                    display::tell(Tone::Problem, &format!("nanoclaw: {text}"));
                 } else {
                     let mut out = std::io::stdout().lock();
-                    writeln!(out, "{text}")?;
+                    writeln!(out, "{}", display::for_terminal(&text))?;
                     out.flush()?;
                 }
-                return Ok(!failed);
+                return Ok(if failed {
+                    Exchanged::Failed
+                } else {
+                    Exchanged::Answered
+                });
             }
             Some(Event::Error { message }) => anyhow::bail!("{message}"),
             Some(Event::Done { .. }) => {}
@@ -124,6 +151,75 @@ pub async fn ask(home: &Home, group: &GroupId, text: &str) -> anyhow::Result<boo
                 "the daemon stopped before the reply; the message is kept and will be answered when it runs again"
             ),
         }
+    }
+}
+
+/// How one message at the terminal ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exchanged {
+    Answered,
+    Failed,
+    /// Cancelled with Ctrl-C.
+    Cancelled,
+}
+
+/// A tool call's start or end, on stderr.
+pub fn show_progress(progress: &Progress) {
+    display::tell(Tone::Progress, &progress.describe());
+}
+
+/// An approval request, on stderr.
+pub fn show_approval(text: &str) {
+    display::tell(Tone::Approval, &format!("nanoclaw: {text}"));
+}
+
+/// Withdraw message `id` or stop its turn; what the daemon did, in words.
+pub async fn cancel(home: &Home, group: &GroupId, id: i64) -> anyhow::Result<String> {
+    let result = request(
+        home,
+        Op::Cancel {
+            group: group.clone(),
+            message: id,
+        },
+    )
+    .await?
+    .done()
+    .await?;
+    Ok(result.as_str().unwrap_or_default().to_owned())
+}
+
+/// The group's events between turns, for `chat`.
+pub struct Watch(Events);
+
+impl Watch {
+    pub async fn open(home: &Home, group: &GroupId) -> anyhow::Result<Watch> {
+        Ok(Watch(
+            request(
+                home,
+                Op::Watch {
+                    group: group.clone(),
+                },
+            )
+            .await?,
+        ))
+    }
+
+    /// Show the next event; `Err` when the daemon went away.
+    pub async fn show_next(&mut self) -> anyhow::Result<()> {
+        use std::io::Write;
+        match self.0.next().await? {
+            Some(Event::Approval { text }) => show_approval(&text),
+            Some(Event::Progress { progress }) => show_progress(&progress),
+            Some(Event::Reply { text, .. }) => {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{}", display::for_terminal(&text))?;
+                out.flush()?;
+            }
+            Some(Event::Error { message }) => anyhow::bail!("{message}"),
+            Some(Event::Accepted { .. } | Event::Done { .. }) => {}
+            None => anyhow::bail!("the daemon stopped; start it again with `nanoclaw run`"),
+        }
+        Ok(())
     }
 }
 

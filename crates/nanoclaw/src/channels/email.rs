@@ -239,12 +239,35 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + std::fmt::
 {
 }
 
+/// The IMAP server refused the login (a NO to LOGIN).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct LoginRefused(pub String);
+
 impl Email {
     pub fn new(config: EmailConfig, password: String, store: Arc<Store>) -> Email {
         Email {
             config,
             password,
             store,
+        }
+    }
+
+    /// `nanoclaw doctor`: log in to the IMAP server and out again; in words naming the host.
+    pub async fn check(&self) -> Result<String, String> {
+        let imap = &self.config.imap;
+        match self.connect().await {
+            Ok(mut session) => {
+                let _ = session.logout().await;
+                Ok(format!(
+                    "{}:{} accepts the login as {}",
+                    imap.host, imap.port, self.config.username
+                ))
+            }
+            Err(e) if e.downcast_ref::<LoginRefused>().is_some() => {
+                Err(format!("LOGIN REJECTED: {e:#}"))
+            }
+            Err(e) => Err(format!("{}:{}: {e:#}", imap.host, imap.port)),
         }
     }
 
@@ -273,7 +296,14 @@ impl Email {
         let mut session = client
             .login(&self.config.username, &self.password)
             .await
-            .map_err(|(e, _)| anyhow::anyhow!("IMAP login as {}: {e}", self.config.username))?;
+            .map_err(|(e, _)| match e {
+                // The server answered NO: the credentials are refused; retrying cannot help.
+                async_imap::error::Error::No(why) => anyhow::Error::new(LoginRefused(format!(
+                    "{} refused the IMAP login as {}: {why}",
+                    imap.host, self.config.username
+                ))),
+                e => anyhow::anyhow!("IMAP login as {}: {e}", self.config.username),
+            })?;
         let mailbox = session.select("INBOX").await?;
         if let Some(validity) = mailbox.uid_validity
             && note_uid_validity(&self.store, validity)?
@@ -299,13 +329,24 @@ impl Email {
         let _ = self.store.set_channel_state(CHANNEL, "uid", i64::from(uid));
     }
 
-    /// Receive until the process ends, reconnecting with backoff.
-    async fn receive_mail(self: Arc<Self>, queue: Arc<Queue>) {
+    /// Receive until the process ends, reconnecting with backoff; a login the server refuses
+    /// ends it (a new secret restarts the channel).
+    async fn receive_mail(self: Arc<Self>, queue: Arc<Queue>, health: super::health::Health) {
         let mut backoff = Duration::from_secs(1);
+        health.starting(CHANNEL);
         loop {
-            match self.session(&queue).await {
+            match self.session(&queue, &health).await {
                 Ok(()) => backoff = Duration::from_secs(1),
+                Err(e) if e.downcast_ref::<LoginRefused>().is_some() => {
+                    tracing::error!(channel = CHANNEL, error = %format!("{e:#}"), "the mail password was rejected; receiving stops until the secret changes");
+                    health.rejected(CHANNEL, &format!("{e:#}"));
+                    return;
+                }
                 Err(e) => {
+                    health.retrying(
+                        CHANNEL,
+                        &format!("{}:{}: {e:#}", self.config.imap.host, self.config.imap.port),
+                    );
                     tracing::warn!(channel = CHANNEL, error = %format!("{e:#}"), ?backoff, "IMAP connection failed; reconnecting");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(120));
@@ -314,8 +355,13 @@ impl Email {
         }
     }
 
-    async fn session(&self, queue: &Arc<Queue>) -> anyhow::Result<()> {
+    async fn session(
+        &self,
+        queue: &Arc<Queue>,
+        health: &super::health::Health,
+    ) -> anyhow::Result<()> {
         let mut session = self.connect().await?;
+        health.connected(CHANNEL);
         let idle = session
             .capabilities()
             .await
@@ -610,8 +656,12 @@ impl crate::channels::Channel for Email {
     fn name(&self) -> &'static str {
         CHANNEL
     }
-    fn receive(self: Arc<Self>, queue: Arc<Queue>) -> crate::channels::Running {
-        Box::pin(self.receive_mail(queue))
+    fn receive(
+        self: Arc<Self>,
+        queue: Arc<Queue>,
+        health: super::health::Health,
+    ) -> crate::channels::Running {
+        Box::pin(self.receive_mail(queue, health))
     }
     fn deliver(
         self: Arc<Self>,

@@ -6,7 +6,7 @@
 //!
 //! - [`router`]: a chat and sender become a group and a [`nanoclaw_core::policy::SenderRole`].
 //! - [`admission`]: unknown senders on channels that ask.
-//! - [`outbox`]: delivering committed replies.
+//! - [`outbox`]: delivering committed replies; [`health`]: each channel's connection state.
 //! - adapters: [`api`], [`terminal`], [`telegram`], [`email`], [`webhook`].
 
 pub mod admission;
@@ -15,6 +15,7 @@ pub mod approval_text;
 pub mod control;
 pub mod control_client;
 pub mod email;
+pub mod health;
 pub mod outbox;
 pub mod router;
 pub mod telegram;
@@ -228,8 +229,8 @@ pub type Running = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send
 pub trait Channel: Send + Sync + 'static {
     /// The channel's name, as messages, policy rules and the audit log name it.
     fn name(&self) -> &'static str;
-    /// Receive until the process ends.
-    fn receive(self: Arc<Self>, queue: Arc<Queue>) -> Running;
+    /// Receive until the process ends, telling `health` how its connection stands.
+    fn receive(self: Arc<Self>, queue: Arc<Queue>, health: health::Health) -> Running;
     /// Deliver the outbox's replies on this channel until the process ends.
     fn deliver(self: Arc<Self>, store: Arc<Store>, audit: Arc<Audit>) -> Running;
     /// What shows approval requests to this channel's approvers, if it does.

@@ -32,6 +32,8 @@ pub const CHANNEL: &str = "telegram";
 pub const MAX_MESSAGE: usize = 4096;
 
 pub struct Telegram {
+    /// The Bot API's host, for messages (`base` holds the token and is never shown).
+    host: String,
     base: String,
     http: reqwest::Client,
     rules: Rules,
@@ -173,6 +175,7 @@ impl Telegram {
             .build()?;
         Ok(Telegram {
             base: format!("{}/bot{token}", config.api_base.trim_end_matches('/')),
+            host: crate::app::host_of_url(&config.api_base),
             http,
             rules: config.rules.clone(),
             poll_timeout: config.poll_timeout_secs,
@@ -181,6 +184,46 @@ impl Telegram {
             audit,
             next_send: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
+    }
+
+    /// `nanoclaw doctor`: whether the Bot API takes the token (`getMe`), in words naming the
+    /// host; `Err` says what failed, "TOKEN REJECTED" when the platform refused it.
+    pub async fn check(
+        config: &crate::config::channels::TelegramConfig,
+        token: &str,
+    ) -> Result<String, String> {
+        let host = crate::app::host_of_url(&config.api_base);
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(15))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| e.to_string())?;
+        let resp = http
+            .post(format!(
+                "{}/bot{token}/getMe",
+                config.api_base.trim_end_matches('/')
+            ))
+            .send()
+            .await
+            // Never the URL: it holds the token.
+            .map_err(|e| format!("{host} cannot be reached: {}", e.without_url()))?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+            return Err(format!("TOKEN REJECTED by {host} ({status})"));
+        }
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| format!("{host} cut its answer to getMe: {}", e.without_url()))?;
+        let body: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("{host} answered getMe with something that is not JSON: {e}"))?;
+        match body["result"]["username"].as_str() {
+            Some(name) if body["ok"] == true => Ok(format!("{host} knows the bot as @{name}")),
+            _ => Err(format!(
+                "{host} refused getMe ({status}): {}",
+                body["description"].as_str().unwrap_or("no description")
+            )),
+        }
     }
 
     /// Wait until `chat` may be sent to, and book the next slot.
@@ -247,9 +290,11 @@ impl Telegram {
         let _ = self.store.set_channel_state(CHANNEL, "offset", offset);
     }
 
-    /// Poll for updates until the process ends, reconnecting with backoff.
-    async fn poll(self: Arc<Self>, queue: Arc<Queue>) {
+    /// Poll for updates until the process ends, reconnecting with backoff; a token the Bot API
+    /// rejects ends the polling (retrying cannot help; a new secret restarts the channel).
+    async fn poll(self: Arc<Self>, queue: Arc<Queue>, health: super::health::Health) {
         let mut backoff = Duration::from_secs(1);
+        health.starting(CHANNEL);
         loop {
             let offset = self.offset();
             let got = self
@@ -259,12 +304,22 @@ impl Telegram {
                 )
                 .await;
             let updates = match got {
-                Ok(v) => v,
+                Ok(v) => {
+                    health.connected(CHANNEL);
+                    v
+                }
                 Err(TelegramError::RateLimited(secs)) => {
                     tokio::time::sleep(Duration::from_secs(secs)).await;
                     continue;
                 }
+                Err(TelegramError::Api { code, description }) if code == 401 || code == 403 => {
+                    let error = format!("{} answered {code} {description}", self.host);
+                    tracing::error!(channel = CHANNEL, %error, "the bot token was rejected; polling stops until the secret changes");
+                    health.rejected(CHANNEL, &error);
+                    return;
+                }
                 Err(e) => {
+                    health.retrying(CHANNEL, &format!("{}: {e}", self.host));
                     tracing::warn!(channel = CHANNEL, error = %e, ?backoff, "polling failed; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(60));
@@ -502,8 +557,12 @@ impl crate::channels::Channel for Telegram {
     fn name(&self) -> &'static str {
         CHANNEL
     }
-    fn receive(self: Arc<Self>, queue: Arc<Queue>) -> crate::channels::Running {
-        Box::pin(self.poll(queue))
+    fn receive(
+        self: Arc<Self>,
+        queue: Arc<Queue>,
+        health: super::health::Health,
+    ) -> crate::channels::Running {
+        Box::pin(self.poll(queue, health))
     }
     /// Telegram's client holds the store and the audit log already.
     fn deliver(

@@ -9,9 +9,12 @@ use std::process::ExitCode;
 
 use nanoclaw_core::GroupId;
 use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::signal::unix::Signal;
 
+use super::control_client::Exchanged;
 use crate::agent::{Agent, TurnResult};
 use crate::config::home::Home;
+use crate::display::{self, Tone};
 
 /// Where the terminal's turns run.
 #[derive(Clone, Copy)]
@@ -27,25 +30,36 @@ pub const CHANNEL: &str = "terminal";
 /// The sender name for the person at the terminal: the owner.
 const OWNER: &str = "owner";
 
-/// `nanoclaw ask`: one message to `group`, its reply on stdout.
+/// `nanoclaw ask`: one message to `group`, its reply on stdout. Ctrl-C cancels it (exit 130).
 pub async fn ask(via: Via<'_>, group: GroupId, text: String) -> anyhow::Result<ExitCode> {
-    Ok(if exchange(via, &group, &text).await? {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    let mut interrupts = interrupts()?;
+    Ok(
+        match exchange(via, &group, &text, true, &mut interrupts).await? {
+            Exchanged::Answered => ExitCode::SUCCESS,
+            Exchanged::Failed => ExitCode::FAILURE,
+            Exchanged::Cancelled => ExitCode::from(130),
+        },
+    )
 }
 
-/// `nanoclaw chat`: a conversation with `group` until /quit or the end of input.
+/// `nanoclaw chat`: a conversation with `group` until /quit, Ctrl-D, or Ctrl-C between turns.
 pub async fn chat(via: Via<'_>, group: GroupId) -> anyhow::Result<ExitCode> {
     let where_ = match via {
         Via::Agent(_) => "",
         Via::Daemon(_) => " (through the running daemon)",
     };
     eprintln!(
-        "nanoclaw chat, group {group}{where_}. /new starts a fresh session, /quit or Ctrl-D leaves."
+        "nanoclaw chat, group {group}{where_}. /new starts a fresh session, /stop or Ctrl-C stops a running turn, /quit or Ctrl-D leaves."
     );
     converse(via, &group).await.map(|()| ExitCode::SUCCESS)
+}
+
+/// Ctrl-C, caught for the whole command: it cancels a turn rather than killing the process
+/// mid-way (which would leave the turn running in the daemon).
+fn interrupts() -> anyhow::Result<Signal> {
+    use anyhow::Context;
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("catching Ctrl-C")
 }
 
 /// The next line typed, `None` at the end of input. A line that is not UTF-8 is refused with a
@@ -81,9 +95,15 @@ fn unknown_command(line: &str) -> bool {
         || (lone_command_word && crate::channels::approval_text::parse_command(line).is_none())
 }
 
-/// Read lines until /quit or end of input; answer each.
+/// Read lines until /quit, end of input or Ctrl-C; answer each. Through the daemon, the
+/// group's approval requests, tool calls and task results show as they come, between turns too.
 async fn converse(via: Via<'_>, group: &GroupId) -> anyhow::Result<()> {
     let mut lines = BufReader::new(tokio::io::stdin()).split(b'\n');
+    let mut interrupts = interrupts()?;
+    let mut watch = match via {
+        Via::Daemon(home) => Some(super::control_client::Watch::open(home, group).await?),
+        Via::Agent(_) => None,
+    };
     // Lines typed while a turn ran, other than approval answers: taken in order afterwards.
     let mut typed_ahead: std::collections::VecDeque<String> = std::collections::VecDeque::new();
     let mut input_open = true;
@@ -94,7 +114,19 @@ async fn converse(via: Via<'_>, group: &GroupId) -> anyhow::Result<()> {
             None => {
                 eprint!("> ");
                 let _ = std::io::stderr().flush();
-                match read_line(&mut lines).await? {
+                let typed = loop {
+                    tokio::select! {
+                        line = read_line(&mut lines) => break line?,
+                        _ = interrupts.recv() => {
+                            eprintln!();
+                            return Ok(());
+                        }
+                        shown = watched(&mut watch) => {
+                            shown?;
+                        }
+                    }
+                };
+                match typed {
                     Some(line) => line,
                     None => return Ok(()),
                 }
@@ -123,13 +155,16 @@ async fn converse(via: Via<'_>, group: &GroupId) -> anyhow::Result<()> {
             text => {
                 // While the turn runs (perhaps waiting for an approval), keep reading: an
                 // answer is recorded at once; anything else waits its turn.
-                let mut turn = Box::pin(exchange(via, group, text));
+                let show_events = watch.is_none();
+                let mut turn = Box::pin(exchange(via, group, text, show_events, &mut interrupts));
+                let mut stopped_here = false;
                 loop {
                     tokio::select! {
                         done = &mut turn => {
                             done?;
                             break;
                         }
+                        shown = watched(&mut watch) => shown?,
                         line = read_line(&mut lines), if input_open => match line? {
                             None => input_open = false,
                             Some(l) if l.trim() == "/stop" => match via {
@@ -142,6 +177,7 @@ async fn converse(via: Via<'_>, group: &GroupId) -> anyhow::Result<()> {
                                 // Here: the turn's future is dropped, then ended as stopped.
                                 Via::Agent(agent) => {
                                     agent.stopping(group, "the owner");
+                                    stopped_here = true;
                                     break;
                                 }
                             },
@@ -154,14 +190,39 @@ async fn converse(via: Via<'_>, group: &GroupId) -> anyhow::Result<()> {
                 }
                 // A turn stopped here is dropped first (its sandboxed command dies with it).
                 drop(turn);
-                if let Via::Agent(agent) = via
-                    && let Some(turn) = agent.stopped(group)?
-                {
-                    eprintln!("nanoclaw: (stopped turn {turn}; queued messages stay queued)");
+                if stopped_here && let Via::Agent(agent) = via {
+                    end_stopped(agent, group)?;
                 }
             }
         }
     }
+}
+
+/// The next event of the chat's watch, shown; never resolves without one.
+async fn watched(watch: &mut Option<super::control_client::Watch>) -> anyhow::Result<()> {
+    match watch {
+        Some(w) => w.show_next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// End the turn this process dropped as stopped, and say so (its stop notice, in the outbox
+/// for this channel, is handed over with it).
+fn end_stopped(agent: &Agent, group: &GroupId) -> anyhow::Result<()> {
+    let Some(turn) = agent.stopped(group)? else {
+        return Ok(());
+    };
+    for reply in agent.store.unsent(group, CHANNEL)? {
+        if reply.turn_id == turn {
+            display::tell(Tone::Problem, &format!("nanoclaw: {}", reply.text));
+            crate::channels::outbox::delivered(&agent.store, agent.tools.audit(), &[&reply])?;
+        }
+    }
+    display::tell(
+        Tone::Problem,
+        &format!("nanoclaw: (stopped turn {turn}; queued messages stay queued)"),
+    );
+    Ok(())
 }
 
 async fn answer(via: Via<'_>, code: &str, vote: nanoclaw_core::approval::Vote) {
@@ -188,12 +249,22 @@ async fn answer(via: Via<'_>, code: &str, vote: nanoclaw_core::approval::Vote) {
 }
 
 /// Commit one message, run the group's turns (here or in the daemon), print this channel's
-/// replies. Returns whether the last turn produced an answer (rather than a failure notice).
-async fn exchange(via: Via<'_>, group: &GroupId, text: &str) -> anyhow::Result<bool> {
+/// replies; tool calls show on stderr as they start and end (`show_events`). Ctrl-C stops
+/// the turn.
+async fn exchange(
+    via: Via<'_>,
+    group: &GroupId,
+    text: &str,
+    show_events: bool,
+    interrupts: &mut Signal,
+) -> anyhow::Result<Exchanged> {
     let agent = match via {
         Via::Agent(agent) => agent,
-        Via::Daemon(home) => return super::control_client::ask(home, group, text).await,
+        Via::Daemon(home) => {
+            return super::control_client::ask(home, group, text, show_events, interrupts).await;
+        }
     };
+    let mut progress = agent.tools.announcer().watch();
     // The local user at the data dir is the owner.
     let inbound = crate::channels::Inbound {
         channel: CHANNEL,
@@ -206,22 +277,46 @@ async fn exchange(via: Via<'_>, group: &GroupId, text: &str) -> anyhow::Result<b
         },
     };
     crate::channels::accept(agent, None, &inbound, |_| Ok(()))?;
-    let results = agent.drain_group(group).await?;
+    let mut drain = Box::pin(agent.drain_group(group));
+    let results = loop {
+        tokio::select! {
+            results = &mut drain => break Some(results?),
+            told = progress.recv() => {
+                if let Ok(p) = told
+                    && p.group() == group.as_str()
+                    && show_events
+                {
+                    super::control_client::show_progress(&p);
+                }
+            }
+            _ = interrupts.recv() => {
+                agent.stopping(group, "the owner (Ctrl-C)");
+                break None;
+            }
+        }
+    };
+    drop(drain);
+    let Some(results) = results else {
+        end_stopped(agent, group)?;
+        return Ok(Exchanged::Cancelled);
+    };
     for reply in agent.store.unsent(group, CHANNEL)? {
         let failed = results
             .iter()
             .any(|(turn, r)| *turn == reply.turn_id && matches!(r, TurnResult::Failed(_)));
-        let text = crate::display::for_terminal(&reply.text);
         if failed {
-            eprintln!("nanoclaw: {text}");
+            display::tell(Tone::Problem, &format!("nanoclaw: {}", reply.text));
         } else {
             let mut out = std::io::stdout().lock();
-            writeln!(out, "{text}")?;
+            writeln!(out, "{}", display::for_terminal(&reply.text))?;
             out.flush()?;
         }
         crate::channels::outbox::delivered(&agent.store, agent.tools.audit(), &[&reply])?;
     }
-    Ok(!matches!(results.last(), Some((_, TurnResult::Failed(_)))))
+    Ok(match results.last() {
+        Some((_, TurnResult::Failed(_))) => Exchanged::Failed,
+        _ => Exchanged::Answered,
+    })
 }
 
 #[cfg(test)]

@@ -196,7 +196,13 @@ impl crate::channels::Channel for Webhook {
     }
     /// Inbound requests arrive on the HTTP API's listener ([`Webhook::receive`]); there is
     /// nothing to run here.
-    fn receive(self: Arc<Self>, _queue: Arc<Queue>) -> crate::channels::Running {
+    /// Messages arrive on the HTTP API's listener: connected while it is.
+    fn receive(
+        self: Arc<Self>,
+        _queue: Arc<Queue>,
+        health: super::health::Health,
+    ) -> crate::channels::Running {
+        health.connected(CHANNEL);
         Box::pin(async {})
     }
     fn deliver(

@@ -21,6 +21,14 @@ pub async fn run(home: Home) -> anyhow::Result<ExitCode> {
     }
     println!("data dir: {}", home.dir.display());
     let mut healthy = true;
+    println!(
+        "daemon: {}",
+        if crate::channels::control_client::daemon_running(&home).await {
+            "running (`nanoclaw status` shows what it is doing)"
+        } else {
+            "not running (start it with `nanoclaw run`)"
+        }
+    );
 
     // 1. Sandbox.
     match crate::sandbox::backend::choose(&home, &config, true).await {
@@ -132,7 +140,14 @@ pub async fn run(home: Home) -> anyhow::Result<ExitCode> {
         match secret {
             None => println!("channel {name}: not configured"),
             Some(s) if stored.contains(&s) => {
-                println!("channel {name}: configured; secret {s} stored")
+                let checked = check_channel(&home, &config, name, &secrets).await;
+                healthy &= checked.is_ok();
+                println!(
+                    "channel {name}: secret {s} stored; {}",
+                    match &checked {
+                        Ok(s) | Err(s) => s,
+                    }
+                );
             }
             Some(s) => {
                 healthy = false;
@@ -164,6 +179,44 @@ pub async fn run(home: Home) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Try a configured channel for real: Telegram's `getMe`, an IMAP login. The webhook has
+/// nothing to reach (its callback is only called with a reply).
+async fn check_channel(
+    home: &Home,
+    config: &crate::config::Config,
+    name: &str,
+    secrets: &[crate::store::secrets::OpenSecret],
+) -> Result<String, String> {
+    let value = |key: &str| {
+        secrets
+            .iter()
+            .find(|s| s.meta.name == key)
+            .map(|s| s.value.clone())
+            .unwrap_or_default()
+    };
+    match name {
+        "telegram" => match &config.telegram {
+            Some(t) => crate::channels::telegram::Telegram::check(t, &value(&t.token_secret)).await,
+            None => Ok("not configured".into()),
+        },
+        "email" => match &config.email {
+            Some(e) => {
+                let store =
+                    crate::store::Store::open(&home.db_path()).map_err(|e| e.to_string())?;
+                crate::channels::email::Email::new(
+                    e.clone(),
+                    value(&e.password_secret),
+                    std::sync::Arc::new(store),
+                )
+                .check()
+                .await
+            }
+            None => Ok("not configured".into()),
+        },
+        _ => Ok("nothing to reach until a reply is sent".into()),
+    }
 }
 
 /// Any HTTP answer means the server is there; returns what went wrong otherwise.

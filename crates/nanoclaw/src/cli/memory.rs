@@ -16,6 +16,18 @@ pub async fn memory_command(home: Home, command: MemoryCommand) -> anyhow::Resul
     };
     let config = load_config(&home)?;
     let store = Store::open(&home.db_path())?;
+    // A group is known once it has a workspace, is configured or has been spoken to (`main`
+    // always is): a typo must not create one.
+    let known = group == nanoclaw_core::GroupId::main()
+        || home.dir.join("workspaces").join(group.as_str()).is_dir()
+        || config.group_limits.contains_key(&group)
+        || store.group_known(&group)?;
+    if !known {
+        return Err(UsageError(format!(
+            "no group {group}: no message, task or workspace has named it, and nanoclaw.toml does not"
+        ))
+        .into());
+    }
     // Read through the sandbox, as the agent does: the host never opens a workspace path.
     let backend = backend::choose(&home, &config, false)
         .await

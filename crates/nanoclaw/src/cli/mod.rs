@@ -162,7 +162,7 @@ pub enum TaskCommand {
         /// The cron expression's time zone (IANA name) [default: UTC].
         #[arg(long, value_name = "ZONE", requires = "cron")]
         tz: Option<String>,
-        /// A fixed interval: seconds, or 30s, 15m, 2h, 1d.
+        /// A fixed interval with its unit: 30s, 15m, 2h, 1d.
         #[arg(long, value_name = "DURATION")]
         every: Option<String>,
         /// Once, at an instant such as 2026-12-24T18:00:00+01:00.

@@ -125,14 +125,15 @@ pub fn secret_command(home: &Home, command: SecretCommand) -> anyhow::Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
-/// The secret's value from stdin: one line (a terminal is asked, and nothing typed is echoed
-/// back by nanoclaw).
+/// The secret's value from stdin: one line from a terminal, which does not echo it (a value
+/// pasted on screen is a value leaked to the scrollback and to anyone looking); all of a pipe.
 fn read_value(name: &str) -> anyhow::Result<String> {
     use std::io::{IsTerminal, Read};
     let mut value = String::new();
     if std::io::stdin().is_terminal() {
-        eprint!("value of {name} (one line, then Enter): ");
-        std::io::stdin().read_line(&mut value)?;
+        eprint!("value of {name} (one line, then Enter; not shown): ");
+        value = hidden::read_line().context("reading the value from the terminal")?;
+        eprintln!();
     } else {
         std::io::stdin()
             .read_to_string(&mut value)
@@ -156,7 +157,61 @@ fn tell_daemon(home: &Home) -> anyhow::Result<String> {
         .block_on(crate::channels::control_client::reload_secrets(home))
         .context("the file is saved, but the running daemon could not take it")?;
     Ok(match told {
-        Some(_) => "in force in the running daemon now".into(),
+        Some(said) => format!(
+            "in force in the running daemon now ({})",
+            said.as_str().unwrap_or_default()
+        ),
         None => "no daemon runs; it takes effect when one starts".into(),
     })
+}
+
+/// Reading a line from the terminal with its echo off.
+mod hidden {
+    use std::sync::OnceLock;
+
+    /// The terminal's settings before echo was turned off, for the Ctrl-C handler.
+    static SAVED: OnceLock<libc::termios> = OnceLock::new();
+
+    /// Ctrl-C while the value is typed: the terminal gets its echo back before the process ends.
+    extern "C" fn restore_and_exit(_: libc::c_int) {
+        if let Some(saved) = SAVED.get() {
+            // SAFETY: tcsetattr and _exit are async-signal-safe; `saved` is a plain struct
+            // written once before this handler was installed.
+            unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, saved) };
+        }
+        // SAFETY: as above.
+        unsafe { libc::_exit(130) };
+    }
+
+    pub fn read_line() -> std::io::Result<String> {
+        let fd = libc::STDIN_FILENO;
+        // SAFETY: termios is plain data; tcgetattr fills it or fails.
+        let mut saved: libc::termios = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid fd and a valid pointer.
+        if unsafe { libc::tcgetattr(fd, &mut saved) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let saved = *SAVED.get_or_init(|| saved);
+        let mut quiet = saved;
+        quiet.c_lflag &= !(libc::ECHO | libc::ECHONL);
+        // SAFETY: installing a handler that only restores the terminal and exits.
+        unsafe {
+            libc::signal(
+                libc::SIGINT,
+                restore_and_exit as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            )
+        };
+        // SAFETY: a valid fd and settings read from it.
+        if unsafe { libc::tcsetattr(fd, libc::TCSANOW, &quiet) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut line = String::new();
+        let read = std::io::stdin().read_line(&mut line);
+        // SAFETY: as above; the default Ctrl-C is back once echo is.
+        unsafe {
+            libc::tcsetattr(fd, libc::TCSANOW, &saved);
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+        }
+        read.map(|_| line)
+    }
 }

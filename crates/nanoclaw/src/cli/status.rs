@@ -48,19 +48,25 @@ fn describe(s: &serde_json::Value) -> String {
         s["uptime_secs"]
     );
     let _ = writeln!(out, "sandbox: {}", s["sandbox"].as_str().unwrap_or("?"));
-    let channels: Vec<&str> = s["channels"]
-        .as_array()
-        .map(|c| c.iter().filter_map(|c| c.as_str()).collect())
-        .unwrap_or_default();
-    let _ = writeln!(
-        out,
-        "channels: HTTP API, {}",
-        if channels.is_empty() {
-            "no others configured".to_owned()
-        } else {
-            channels.join(", ")
-        }
-    );
+    let _ = writeln!(out, "channel api: listening (the HTTP API)");
+    for c in s["channels"].as_array().into_iter().flatten() {
+        let state = &c["connection"];
+        let since = state["since"].as_str().unwrap_or("?");
+        let error = crate::display::one_line(state["error"].as_str().unwrap_or(""));
+        let line = match state["state"].as_str() {
+            Some("connected") => format!("connected since {since}"),
+            Some("starting") => format!("starting (since {since})"),
+            Some("retrying") => format!(
+                "retrying since {since} ({} attempts); last error: {error}",
+                state["attempts"]
+            ),
+            Some("rejected") => format!(
+                "TOKEN REJECTED at {since}: {error}; not retried until its secret changes (nanoclaw secret rotate)"
+            ),
+            _ => "no report yet".to_owned(),
+        };
+        let _ = writeln!(out, "channel {}: {line}", c["name"].as_str().unwrap_or("?"));
+    }
     for g in s["groups"].as_array().into_iter().flatten() {
         let _ = writeln!(
             out,

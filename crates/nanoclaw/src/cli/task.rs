@@ -89,7 +89,11 @@ pub fn task_command(home: &Home, command: TaskCommand) -> anyhow::Result<ExitCod
                     } else {
                         String::new()
                     },
-                    time(t.next_due),
+                    if t.status == "paused" {
+                        "none while paused".to_owned()
+                    } else {
+                        time(t.next_due)
+                    },
                     if t.isolated { "; isolated" } else { "" },
                     if t.post { "" } else { "; silent" },
                     display::one_line(&t.prompt)
@@ -116,7 +120,11 @@ pub fn task_command(home: &Home, command: TaskCommand) -> anyhow::Result<ExitCod
             if tasks::get(&store, id)?.is_none() {
                 return Err(UsageError(format!("no task {id}")).into());
             }
-            for r in tasks::runs(&store, id, limit)? {
+            let runs = tasks::runs(&store, id, limit)?;
+            if runs.is_empty() {
+                println!("task {id} has not run yet");
+            }
+            for r in runs {
                 let took = r
                     .finished_at
                     .map(|f| format!(" in {:.1}s", (f - r.started_at) as f64 / 1000.0))

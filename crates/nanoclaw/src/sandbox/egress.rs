@@ -88,7 +88,9 @@ impl SecretState {
 
 pub struct Egress {
     dir: PathBuf,
-    config: Arc<Config>,
+    /// The allowlists come from here; [`Egress::replace_config`] swaps it. A std RwLock: held
+    /// only to clone or swap the Arc.
+    config: std::sync::RwLock<Arc<Config>>,
     /// The secrets in force; [`Egress::replace_secrets`] swaps them. A std RwLock: held only
     /// to clone or swap the Arc.
     secrets: std::sync::RwLock<Arc<SecretState>>,
@@ -128,7 +130,7 @@ impl Egress {
         let authority = Authority::load(&ca_key).context("loading the local CA")?;
         Ok(Egress {
             dir: home.dir.join("run"),
-            config,
+            config: std::sync::RwLock::new(config),
             secrets: std::sync::RwLock::new(Arc::new(SecretState::of(secrets)?)),
             interception: Interception {
                 authority: Arc::new(authority),
@@ -159,6 +161,16 @@ impl Egress {
             ));
         }
         Ok(())
+    }
+
+    /// Put a new config's allowlists in force: every running proxy's, and every proxy started
+    /// from now on.
+    pub fn replace_config(&self, config: Arc<Config>) {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        for (group, (_, proxy)) in running.iter() {
+            proxy.replace_policy(config.egress_for(group));
+        }
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
     }
 
     /// The placeholder of secret `name`, if `group` may use it.
@@ -225,7 +237,10 @@ impl Egress {
         let path = self.dir.join(format!("egress-{group}.sock"));
         let proxy = Arc::new(GroupProxy::new(
             group.to_string(),
-            self.config.egress_for(group),
+            self.config
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .egress_for(group),
             Credentials::new(state.credentials.clone(), &granted),
             Some(self.interception.clone()),
             self.recorder.clone(),

@@ -187,4 +187,50 @@ impl Store {
             )
             .optional()?)
     }
+
+    /// Whether any message, turn or task ever named `group`.
+    pub fn group_known(&self, group: &GroupId) -> Result<bool> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT 1 FROM groups WHERE id = ?1",
+                [group.as_str()],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    /// Withdraw a message no turn has taken yet (it is kept, marked done, in no turn); or say
+    /// which turn took it.
+    pub fn withdraw(&self, id: InboxId) -> Result<Withdrawal> {
+        let conn = self.conn();
+        let withdrawn = conn.execute(
+            "UPDATE inbox SET status = 'done' WHERE id = ?1 AND status = 'pending' AND turn_id IS NULL",
+            [id],
+        )?;
+        if withdrawn == 1 {
+            return Ok(Withdrawal::Withdrawn);
+        }
+        let turn: Option<Option<i64>> = conn
+            .query_row("SELECT turn_id FROM inbox WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        Ok(match turn {
+            Some(Some(turn)) => Withdrawal::Taken(turn),
+            _ => Withdrawal::Unknown,
+        })
+    }
+}
+
+/// What [`Store::withdraw`] found.
+#[derive(Debug, PartialEq)]
+pub enum Withdrawal {
+    /// Withdrawn before any turn took it.
+    Withdrawn,
+    /// This turn took it (it may be running or over).
+    Taken(super::TurnId),
+    /// No such message (or one withdrawn before).
+    Unknown,
 }

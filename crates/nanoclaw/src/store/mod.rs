@@ -22,7 +22,7 @@ pub mod secrets;
 pub mod tasks;
 mod turns;
 
-pub use inbox::{Inbound, Routed, role_column};
+pub use inbox::{Inbound, Routed, Withdrawal, role_column};
 use migrations::MIGRATIONS;
 pub use outbox::{Outbound, ReplyTo};
 pub use turns::{ClaimedTurn, TaskPrompt, TurnEnd};

@@ -122,6 +122,40 @@ impl Store {
         Ok(rows)
     }
 
+    /// The inbox ids of the messages turn `turn` answered, and whether it failed.
+    pub fn answered_by(&self, turn: TurnId) -> Result<(Vec<InboxId>, bool)> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT id FROM inbox WHERE turn_id = ?1 ORDER BY id")?;
+        let ids = stmt
+            .query_map([turn], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<InboxId>>>()?;
+        let failed: bool = conn
+            .query_row(
+                "SELECT status = 'failed' FROM turns WHERE id = ?1",
+                [turn],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(false);
+        Ok((ids, failed))
+    }
+
+    /// Unsent replies of a group on `channel` to turns no message of that channel started
+    /// (task runs posting there), oldest first: what a watcher of the channel is shown.
+    pub fn unsent_unasked(&self, group: &GroupId, channel: &str) -> Result<Vec<Outbound>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT o.id, o.group_id, o.channel, o.turn_id, o.text, o.created_at FROM outbox o
+             WHERE o.group_id = ?1 AND o.channel = ?2 AND o.sent_at IS NULL
+               AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.turn_id = o.turn_id AND i.channel = ?2)
+             ORDER BY o.id",
+        )?;
+        let rows = stmt
+            .query_map(params![group.as_str(), channel], row_to_outbound)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
     /// Mark outbox rows as accepted by their channel. Returns the ids that were not marked
     /// before (a reply shown twice is sent once).
     pub fn mark_sent(&self, ids: &[i64]) -> Result<Vec<i64>> {

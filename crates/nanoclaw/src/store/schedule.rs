@@ -34,6 +34,8 @@ pub enum ScheduleError {
     Zone(String),
     #[error("interval {0:?}: expected a number of seconds (at least 1), or 30s, 15m, 2h, 1d")]
     Every(String),
+    #[error("interval {0:?} has no unit: say {0}s, {0}m, {0}h or {0}d")]
+    EveryUnit(String),
     #[error(
         "time {0:?}: expected an instant such as 2026-12-24T18:00:00Z or 2026-12-24T18:00:00+01:00"
     )]
@@ -102,11 +104,46 @@ pub fn cron(expr: &str, tz: &str) -> Result<Schedule, ScheduleError> {
             }
         }
     }
-    let parsed = jiff_cron::Schedule::from_str(&full).map_err(|e| bad(&e.to_string()))?;
+    let parsed = jiff_cron::Schedule::from_str(&full)
+        .map_err(|e| bad(&point_at(&e.to_string(), &fields, 6 - fields.len())))?;
     Ok(Schedule::Cron {
         expr: Box::new(parsed),
         tz: zone(tz)?,
     })
+}
+
+/// A new interval must say its unit (`5` could mean minutes to a person); intervals stored
+/// before this rule read a bare number as seconds, through [`every`].
+pub fn every_with_unit(text: &str, anchor: i64) -> Result<Schedule, ScheduleError> {
+    let t = text.trim();
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ScheduleError::EveryUnit(t.to_owned()));
+    }
+    every(text, anchor)
+}
+
+/// The parser's message for the expression as written: it echoes the six-field form with a
+/// caret under the bad column; the echo is replaced by the fields as typed, the caret moved to
+/// match (or dropped when it points into the seconds field this adds).
+fn point_at(message: &str, fields: &[&str], added: usize) -> String {
+    let lines: Vec<&str> = message.lines().collect();
+    let caret = lines.iter().position(|l| l.trim() == "^");
+    let Some(caret) = caret else {
+        return message.to_owned();
+    };
+    let why: Vec<&str> = lines
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i + 1 != caret && *i != caret)
+        .map(|(_, l)| *l)
+        .collect();
+    let why = why.join(" ");
+    // Each added field is "0 ".
+    let column = lines[caret].len() - 1;
+    match column.checked_sub(2 * added) {
+        Some(column) => format!("{why}\n  {}\n  {}^", fields.join(" "), " ".repeat(column)),
+        None => why,
+    }
 }
 
 /// Parse an interval: seconds, or a number with `s`, `m`, `h` or `d`.
@@ -318,7 +355,13 @@ mod tests {
                 cron("0 9 * * MON", "Mars/Olympus").unwrap_err(),
                 "unknown time zone",
             ),
+            // The caret stands under the bad word of the expression as typed.
+            (
+                cron("0 9 * * MOX", "UTC").unwrap_err(),
+                "\n  0 9 * * MOX\n          ^",
+            ),
             (every("0", 0).unwrap_err(), "at least 1"),
+            (every_with_unit("5", 0).unwrap_err(), "no unit: say 5s"),
             (every("5w", 0).unwrap_err(), "5w"),
             (every("-3", 0).unwrap_err(), "-3"),
             (once("tomorrow").unwrap_err(), "tomorrow"),

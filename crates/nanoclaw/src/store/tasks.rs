@@ -167,7 +167,7 @@ pub fn check(name: &str, prompt: &str, when: &When, now: i64) -> Result<Checked,
             "every",
             text.clone(),
             "UTC".into(),
-            schedule::every(text, now)?,
+            schedule::every_with_unit(text, now)?,
         ),
         When::At(text) => ("once", text.clone(), "UTC".into(), schedule::once(text)?),
     };

@@ -24,6 +24,8 @@ struct State {
     answered: Vec<Value>,
     /// How many sendMessage calls still get a 429.
     rate_limit: usize,
+    /// Requests refused for a wrong token.
+    rejected: usize,
 }
 
 #[derive(Clone)]
@@ -120,6 +122,11 @@ impl FakeTelegram {
         self.state.lock().unwrap().answered.clone()
     }
 
+    /// How many requests came with a wrong token.
+    pub fn rejected(&self) -> usize {
+        self.state.lock().unwrap().rejected
+    }
+
     pub fn offsets(&self) -> Vec<i64> {
         self.state.lock().unwrap().offsets.clone()
     }
@@ -138,12 +145,17 @@ async fn handle(
         .unwrap_or_default();
     let params: Value = serde_json::from_slice(&body).unwrap_or(json!({}));
     let Some(rest) = path.strip_prefix(&format!("/bot{TOKEN}/")) else {
+        state.lock().unwrap().rejected += 1;
         return reply(
             401,
             json!({"ok": false, "error_code": 401, "description": "Unauthorized"}),
         );
     };
     match rest {
+        "getMe" => reply(
+            200,
+            json!({"ok": true, "result": {"id": 42, "is_bot": true, "first_name": "bot", "username": "nano_bot"}}),
+        ),
         "getUpdates" => {
             let offset = params["offset"].as_i64().unwrap_or(0);
             let timeout = params["timeout"].as_u64().unwrap_or(0).min(1);

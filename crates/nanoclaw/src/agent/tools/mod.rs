@@ -29,6 +29,7 @@ use serde_json::json;
 
 use crate::agent::approvals::{Approvals, Outcome};
 use crate::agent::egress_gate::CallGate;
+use crate::agent::progress::{self, Progress};
 use crate::audit::{Audit, EventKind};
 use crate::sandbox::egress::Egress;
 pub use table::{Args, canonical, effect_of, network_tools, specs};
@@ -84,6 +85,8 @@ pub struct Tools {
     /// For the task tools: the store, and the scheduler's wake-up.
     store: Arc<crate::store::Store>,
     tasks_changed: Arc<tokio::sync::Notify>,
+    /// Each call's start and end, for whoever watches its group.
+    announcer: crate::agent::progress::Announcer,
 }
 
 impl Tools {
@@ -103,7 +106,13 @@ impl Tools {
             audit,
             store,
             tasks_changed: Arc::new(tokio::sync::Notify::new()),
+            announcer: crate::agent::progress::Announcer::default(),
         }
+    }
+
+    /// Where calls are announced as they start and end.
+    pub fn announcer(&self) -> &crate::agent::progress::Announcer {
+        &self.announcer
     }
 
     /// Notified whenever a tool changes the schedule.
@@ -142,6 +151,11 @@ impl Tools {
         secrets: &[crate::store::secrets::OpenSecret],
     ) -> anyhow::Result<()> {
         self.egress.replace_secrets(secrets)
+    }
+
+    /// Put a reloaded config's egress allowlists in force.
+    pub fn replace_config(&self, config: Arc<crate::config::Config>) {
+        self.egress.replace_config(config);
     }
 
     pub fn approvals(&self) -> &Approvals {
@@ -218,9 +232,18 @@ impl Tools {
             );
         }
         let call = &canonical;
+        let started = std::time::Instant::now();
+        self.announcer.tell(Progress::Started {
+            group: group.to_owned(),
+            tool: call.name.clone(),
+            args: self
+                .egress
+                .redactor()
+                .replace_str(&progress::short_args(&call.arguments)),
+        });
         let args = match table::parse(call) {
             Ok(args) => args,
-            Err(e) => return self.finish(ctx, call, ToolOutcome::error(e)),
+            Err(e) => return self.finish(ctx, call, started, ToolOutcome::error(e)),
         };
         // 3. Decide, under the policy in force as the call is decided (also its network gate's).
         let policy = self.policy();
@@ -250,6 +273,7 @@ impl Tools {
             return self.finish(
                 ctx,
                 call,
+                started,
                 ToolOutcome::error(format!(
                     "{} was not run: its decision could not be recorded ({e})",
                     call.name
@@ -266,7 +290,20 @@ impl Tools {
                 ))
             }
             (Decision::Ask, Some(spec)) => {
-                match self.approvals.decide(ctx.group, call, spec, &reason).await {
+                let outcome = self.approvals.decide(ctx.group, call, spec, &reason).await;
+                self.announcer.tell(Progress::Answered {
+                    group: group.to_owned(),
+                    tool: call.name.clone(),
+                    answer: match &outcome {
+                        Ok(Outcome::Approved { by, .. }) => format!("approved by {by}"),
+                        Ok(Outcome::Denied { by }) => format!("denied by {by}"),
+                        Ok(Outcome::Expired { after }) => {
+                            format!("no answer within {}s: denied", after.as_secs())
+                        }
+                        Err(e) => format!("the approval could not be recorded: {e}"),
+                    },
+                });
+                match outcome {
                     Ok(Outcome::Approved { .. }) => {
                         // The policy may have been reloaded while the call waited: an approval
                         // never runs what the policy in force now refuses.
@@ -309,7 +346,7 @@ impl Tools {
                 ToolOutcome::error(format!("{} was refused: {reason}", call.name))
             }
         };
-        self.finish(ctx, call, outcome)
+        self.finish(ctx, call, started, outcome)
     }
 
     /// Step 7: a secret's value never reaches the model, whatever produced it; the result is
@@ -318,9 +355,17 @@ impl Tools {
         &self,
         ctx: &CallContext<'_>,
         call: &ToolCall,
+        started: std::time::Instant,
         mut outcome: ToolOutcome,
     ) -> ToolOutcome {
         outcome.content = self.egress.redactor().replace_str(&outcome.content);
+        self.announcer.tell(Progress::Ended {
+            group: ctx.group.to_string(),
+            tool: call.name.clone(),
+            millis: started.elapsed().as_millis() as u64,
+            ok: !outcome.is_error,
+            status: progress::short(&outcome.content),
+        });
         self.audit.record(
             EventKind::ToolResult,
             Some(ctx.group.as_str()),
