@@ -227,6 +227,13 @@ pub async fn daemon(home: Home) -> anyhow::Result<ExitCode> {
         status: std::sync::OnceLock::new(),
     });
     let channels = ChannelSet::start(built, &agent, &queue, &health);
+    // The model server, asked at start, every few minutes, and after each reload.
+    let model_recheck = Arc::new(tokio::sync::Notify::new());
+    let model_watch = tokio::spawn(watch_model(
+        Arc::clone(&agent),
+        health.clone(),
+        Arc::clone(&model_recheck),
+    ));
     let scheduler = scheduler::Scheduler::new(
         Arc::clone(&queue),
         Arc::new(scheduler::SystemClock),
@@ -250,6 +257,7 @@ pub async fn daemon(home: Home) -> anyhow::Result<ExitCode> {
         Arc::clone(&api),
         health.clone(),
         channels,
+        model_recheck,
     ));
     let control = {
         let reloader = Arc::clone(&reloader);
@@ -301,12 +309,62 @@ pub async fn daemon(home: Home) -> anyhow::Result<ExitCode> {
     hangups.abort();
     let _ = std::fs::remove_file(agent.home.dir.join(crate::channels::control::SOCKET));
     runner.abort();
+    model_watch.abort();
     reloader.stop_channels();
     agent.tools.shutdown().await;
     agent.tools.audit().close();
     eprintln!("nanoclaw: stopped");
     Ok(ExitCode::SUCCESS)
 }
+
+/// How often a running daemon asks the model server whether it takes the key.
+const MODEL_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Keep the model's entry in `health` current: its models list asked with the key at start,
+/// every [`MODEL_CHECK_EVERY`], and whenever `recheck` is told (a reload).
+async fn watch_model(
+    agent: Arc<Agent>,
+    health: crate::channels::health::Health,
+    recheck: Arc<tokio::sync::Notify>,
+) {
+    use crate::model::ModelCheck;
+    loop {
+        let model = agent.model();
+        let rejected = match model.as_ref() {
+            Ok(client) => match client.check().await {
+                ModelCheck::Reachable(_) => {
+                    health.connected(MODEL);
+                    false
+                }
+                ModelCheck::Rejected(why) => {
+                    health.rejected(MODEL, &why);
+                    true
+                }
+                ModelCheck::Failed(why) => {
+                    health.retrying(MODEL, &why);
+                    false
+                }
+            },
+            // Not configured: the status says what to set.
+            Err(_) => {
+                health.forget(MODEL);
+                true
+            }
+        };
+        // A refused key is asked again only once the key (or the config) changed.
+        if rejected {
+            recheck.notified().await;
+            continue;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(MODEL_CHECK_EVERY) => {}
+            () = recheck.notified() => {}
+        }
+    }
+}
+
+/// The model server's name in the health registry.
+const MODEL: &str = "model";
 
 /// The platform channels a config names, each holding its key from `secrets`.
 struct Built {
@@ -538,8 +596,14 @@ fn status(
     if let Some(why) = agent.tools.audit().failing() {
         problems.push(format!("the audit log cannot be written: {why}"));
     }
-    if let Err(e) = agent.model().as_ref() {
-        problems.push(e.clone());
+    let model = states.get(MODEL);
+    match agent.model().as_ref() {
+        Err(e) => problems.push(e.clone()),
+        Ok(_) => {
+            if let Some(state) = model.filter(|s| s.is_problem()) {
+                problems.push(format!("model: {}", state.describe()));
+            }
+        }
     }
     let mut running = control.queue.running();
     running.extend(agent.running_groups());
@@ -569,6 +633,7 @@ fn status(
         "pid": std::process::id(),
         "uptime_secs": control.started.elapsed().as_secs(),
         "sandbox": backend,
+        "model": {"name": agent.config().model.name, "connection": model},
         "channels": channels,
         "groups": groups.iter().map(|(g, (running, queued))| json!({"group": g, "running": running, "queued": queued})).collect::<Vec<_>>(),
         "approvals": approvals.iter().map(|r| json!({"id": r.id, "code": r.code, "group": r.group, "tool": r.tool, "expires_at": crate::audit::format_time(r.expires_at)})).collect::<Vec<_>>(),
@@ -601,6 +666,8 @@ pub struct Reloader {
     in_force: std::sync::Mutex<(Option<String>, String)>,
     /// The digest of the channels' keys they run with.
     channel_keys: std::sync::Mutex<String>,
+    /// Told after a reload: the model server is asked again.
+    model_recheck: Arc<tokio::sync::Notify>,
 }
 
 /// Sections of `nanoclaw.toml` a running daemon cannot change: what it set up at start.
@@ -671,6 +738,7 @@ impl Reloader {
         api: Arc<api::Api>,
         health: crate::channels::health::Health,
         channels: ChannelSet,
+        model_recheck: Arc<tokio::sync::Notify>,
     ) -> Reloader {
         let home = &agent.home;
         let in_force = (
@@ -688,6 +756,7 @@ impl Reloader {
             channels: std::sync::Mutex::new(Some(channels)),
             in_force: std::sync::Mutex::new(in_force),
             channel_keys: std::sync::Mutex::new(keys),
+            model_recheck,
         }
     }
 
@@ -752,6 +821,7 @@ impl Reloader {
         self.agent.tools.replace_secrets(&secrets).map_err(keep)?;
         let model = model_client(&self.agent.home, &config, &secrets);
         self.agent.set_config(Arc::clone(&config), model);
+        self.model_recheck.notify_one();
         if let Some(built) = built {
             self.restart_channels(built);
             *self.channel_keys.lock().unwrap_or_else(|p| p.into_inner()) = keys;
@@ -822,6 +892,7 @@ impl Reloader {
             if let Some((model, built, keys)) = prepared {
                 self.agent.tools.replace_config(Arc::clone(&config));
                 self.agent.set_config(Arc::clone(&config), model);
+                self.model_recheck.notify_one();
                 if let Some(built) = built {
                     self.restart_channels(built);
                     *self.channel_keys.lock().unwrap_or_else(|p| p.into_inner()) = keys;

@@ -879,3 +879,74 @@ async fn reload_puts_an_edited_config_in_force_and_names_what_needs_a_restart() 
     daemon.start_kill().unwrap();
     daemon.wait().await.unwrap();
 }
+
+/// The daemon dying while `ask` waits on it: the command says so and exits 1; the message it
+/// had accepted is answered when the daemon runs again.
+#[tokio::test]
+async fn a_daemon_that_dies_mid_ask_is_reported_and_the_message_is_answered_after_restart() {
+    let model = ScriptedModel::start(
+        Wire::Anthropic,
+        vec![
+            Step::SlowText(Duration::from_secs(30), "never seen".into()),
+            Step::Text("answered after the restart".into()),
+        ],
+    )
+    .await;
+    let (h, port) = home(&model);
+    let mut daemon = h.daemon(port).await;
+    let ask = ask_in_background(&h, "survive this");
+    until("the model is asked", async || !model.requests().is_empty()).await;
+    // SAFETY: killing the daemon this test started.
+    unsafe { libc::kill(daemon.id().unwrap() as i32, libc::SIGKILL) };
+    daemon.wait().await.unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(20), ask.wait_with_output())
+        .await
+        .expect("ask did not notice the daemon died")
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("the daemon stopped before the reply; the message is kept"),
+        "{}",
+        text(&out.stderr)
+    );
+    let mut daemon = h.daemon(port).await;
+    until("the message is answered again", async || {
+        model.requests().len() >= 2
+    })
+    .await;
+    assert!(model.requests()[1].to_string().contains("survive this"));
+    daemon.start_kill().unwrap();
+    daemon.wait().await.unwrap();
+}
+
+/// The model, asked for real by the running daemon: a key the server refuses makes the daemon
+/// unhealthy with "TOKEN REJECTED"; the right key, stored, is in force at once and checked
+/// again.
+#[tokio::test]
+async fn status_reports_a_refused_model_key_until_the_right_one_is_stored() {
+    let model = ScriptedModel::start(Wire::Anthropic, vec![]).await;
+    let (h, _port) = home(&model);
+    let mut c = h.command();
+    c.arg("run")
+        .env("ANTHROPIC_API_KEY", "wrong-key")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut daemon = c.spawn().unwrap();
+    let shown = async || text(&h.run(&["status"]).await.stdout);
+    until("the key is found refused", async || {
+        shown().await.contains("model scripted: TOKEN REJECTED")
+    })
+    .await;
+    assert_eq!(h.run(&["status"]).await.status.code(), Some(1));
+    let out = h
+        .set_secret("ANTHROPIC_API_KEY", "test-key", &["--host", "127.0.0.1"])
+        .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    until("the stored key is accepted", async || {
+        shown().await.contains("model scripted: connected since")
+    })
+    .await;
+    assert_eq!(h.run(&["status"]).await.status.code(), Some(0));
+    daemon.start_kill().unwrap();
+    daemon.wait().await.unwrap();
+}

@@ -95,11 +95,9 @@ pub async fn run(home: Home) -> anyhow::Result<ExitCode> {
                 m.provider,
                 m.name,
                 without_credentials(&m.base_url),
-                match &checked {
-                    Ok(s) | Err(s) => s,
-                }
+                checked.describe()
             );
-            healthy &= checked.is_ok();
+            healthy &= matches!(checked, crate::model::ModelCheck::Reachable(_));
         }
         Err(hint) => {
             healthy = false;

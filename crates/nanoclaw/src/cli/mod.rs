@@ -41,13 +41,15 @@ pub enum Command {
     /// Run the daemon: the agent, its channels (HTTP API, Telegram, email, webhook) and the
     /// task scheduler.
     Run,
-    /// Talk to the agent in this terminal (/new starts a fresh session, /quit leaves).
+    /// Talk to the agent in this terminal (/new starts a fresh session, /stop or Ctrl-C stops a
+    /// running turn, /quit or Ctrl-D leaves); each tool call shows as it starts and ends.
     Chat {
         /// The group to talk to.
         #[arg(long, default_value = "main")]
         group: GroupId,
     },
-    /// Send one message, print the reply, exit (1 when the turn fails).
+    /// Send one message, print the reply, exit (1 when the turn fails, 130 when Ctrl-C
+    /// cancelled it); each tool call shows on stderr as it starts and ends.
     Ask {
         /// The group to talk to.
         #[arg(long, default_value = "main")]
@@ -56,8 +58,8 @@ pub enum Command {
         #[arg(required = true, num_args = 1.., value_name = "TEXT")]
         text: Vec<String>,
     },
-    /// Check the sandbox, the secrets and the model (its key, by asking for the model list); say
-    /// what is wrong.
+    /// Check the sandbox, the secrets, the model (its key, by asking for the model list) and
+    /// each configured channel (Telegram's getMe, an IMAP login) for real; say what is wrong.
     Doctor,
     /// End a group's running turn now (its sandboxed commands are killed, its pending approvals
     /// denied); queued messages stay queued. Needs the daemon.
@@ -65,9 +67,9 @@ pub enum Command {
         #[arg(long, default_value = "main")]
         group: GroupId,
     },
-    /// Have the running daemon read policy.toml (in force at once) and nanoclaw.toml (checked;
-    /// in force at its next start) again; a file that fails validation changes nothing. SIGHUP
-    /// does the same.
+    /// Have the running daemon read policy.toml and nanoclaw.toml again and put them in force
+    /// (the sandbox, daemon, scheduler and api sections and egress.extra_roots at the next
+    /// start, as it says); a file that fails validation changes nothing. SIGHUP does the same.
     Reload,
     /// Keep a group from starting turns (chat turns and task runs) until `resume`.
     Pause {
@@ -79,9 +81,9 @@ pub enum Command {
         #[arg(long)]
         group: GroupId,
     },
-    /// Whether the daemon runs and what it is doing: version, uptime, sandbox, channels,
-    /// groups at work, pending approvals, next tasks, secrets. Exit 0 when it runs healthy,
-    /// 1 with the reasons otherwise.
+    /// Whether the daemon runs and what it is doing: version, uptime, sandbox, the model and
+    /// each channel with its connection, groups at work, pending approvals, next tasks,
+    /// secrets. Exit 0 when it runs healthy, 1 with the reasons otherwise.
     Status {
         /// The status as one JSON object.
         #[arg(long)]

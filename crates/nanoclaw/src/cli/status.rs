@@ -48,24 +48,20 @@ fn describe(s: &serde_json::Value) -> String {
         s["uptime_secs"]
     );
     let _ = writeln!(out, "sandbox: {}", s["sandbox"].as_str().unwrap_or("?"));
+    let _ = writeln!(
+        out,
+        "model {}: {}",
+        crate::display::one_line(s["model"]["name"].as_str().unwrap_or("?")),
+        connection(&s["model"]["connection"])
+    );
     let _ = writeln!(out, "channel api: listening (the HTTP API)");
     for c in s["channels"].as_array().into_iter().flatten() {
-        let state = &c["connection"];
-        let since = state["since"].as_str().unwrap_or("?");
-        let error = crate::display::one_line(state["error"].as_str().unwrap_or(""));
-        let line = match state["state"].as_str() {
-            Some("connected") => format!("connected since {since}"),
-            Some("starting") => format!("starting (since {since})"),
-            Some("retrying") => format!(
-                "retrying since {since} ({} attempts); last error: {error}",
-                state["attempts"]
-            ),
-            Some("rejected") => format!(
-                "TOKEN REJECTED at {since}: {error}; not retried until its secret changes (nanoclaw secret rotate)"
-            ),
-            _ => "no report yet".to_owned(),
-        };
-        let _ = writeln!(out, "channel {}: {line}", c["name"].as_str().unwrap_or("?"));
+        let _ = writeln!(
+            out,
+            "channel {}: {}",
+            c["name"].as_str().unwrap_or("?"),
+            connection(&c["connection"])
+        );
     }
     for g in s["groups"].as_array().into_iter().flatten() {
         let _ = writeln!(
@@ -114,4 +110,22 @@ fn describe(s: &serde_json::Value) -> String {
         let _ = writeln!(out, "problem: {}", p.as_str().unwrap_or("?"));
     }
     out
+}
+
+/// A connection's state (as `channels::health` reports it) in words.
+fn connection(state: &serde_json::Value) -> String {
+    let since = state["since"].as_str().unwrap_or("?");
+    let error = crate::display::one_line(state["error"].as_str().unwrap_or(""));
+    match state["state"].as_str() {
+        Some("connected") => format!("connected since {since}"),
+        Some("starting") => format!("starting (since {since})"),
+        Some("retrying") => format!(
+            "retrying since {since} ({} attempts); last error: {error}",
+            state["attempts"]
+        ),
+        Some("rejected") => format!(
+            "TOKEN REJECTED at {since}: {error}; not retried until its secret changes (nanoclaw secret rotate)"
+        ),
+        _ => "not checked yet".to_owned(),
+    }
 }

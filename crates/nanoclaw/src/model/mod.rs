@@ -142,6 +142,24 @@ enum Attempt {
 /// How long `check` waits for the model server.
 const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// What asking the model server for its models list found.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ModelCheck {
+    Reachable(String),
+    /// A 401 or 403: the key is refused.
+    Rejected(String),
+    /// Unreachable, or another answer.
+    Failed(String),
+}
+
+impl ModelCheck {
+    pub fn describe(&self) -> &str {
+        match self {
+            ModelCheck::Reachable(s) | ModelCheck::Rejected(s) | ModelCheck::Failed(s) => s,
+        }
+    }
+}
+
 /// A configured model client.
 pub struct ModelClient {
     http: reqwest::Client,
@@ -173,7 +191,16 @@ impl ModelClient {
 
     /// Whether the server takes this client's key: its model list, asked with the key (no
     /// tokens spent). `Ok` says what was found; `Err` why the key or the server fails.
-    pub async fn check(&self) -> Result<String, String> {
+    pub async fn check(&self) -> ModelCheck {
+        match self.ask_for_models().await {
+            Ok(said) => ModelCheck::Reachable(said),
+            Err((true, said)) => ModelCheck::Rejected(said),
+            Err((false, said)) => ModelCheck::Failed(said),
+        }
+    }
+
+    /// The models list, asked with the key; `Err((rejected, why))`.
+    async fn ask_for_models(&self) -> Result<String, (bool, String)> {
         let base = self.cfg.base_url.trim_end_matches('/');
         let url = match self.cfg.provider {
             Provider::Anthropic => format!("{base}/v1/models"),
@@ -187,18 +214,22 @@ impl ModelClient {
         let resp = req
             .send()
             .await
-            .map_err(|e| format!("UNREACHABLE ({})", describe_reqwest(&e)))?;
+            .map_err(|e| (false, format!("UNREACHABLE ({})", describe_reqwest(&e))))?;
         match resp.status().as_u16() {
             200..=299 => Ok("reachable, key accepted".into()),
-            401 | 403 => Err(format!(
-                "TOKEN REJECTED (HTTP {} from {url}): store the right key and restart",
-                resp.status().as_u16()
+            401 | 403 => Err((
+                true,
+                format!(
+                    "TOKEN REJECTED (HTTP {} from {url}): store the right key (nanoclaw secret rotate {})",
+                    resp.status().as_u16(),
+                    self.cfg.provider.key_env()
+                ),
             )),
             // A server without a model list (many local ones) cannot say; it answered.
             404 | 405 => Ok(
                 "reachable (it lists no models, so the key is checked at the first turn)".into(),
             ),
-            status => Err(format!("the server answered HTTP {status} at {url}")),
+            status => Err((false, format!("the server answered HTTP {status} at {url}"))),
         }
     }
 
