@@ -352,7 +352,7 @@ impl Policy {
     }
 
     /// Who answers an `ask` no rule shaped: every configured approver, one of them, once.
-    pub(crate) fn default_approval(&self) -> ApprovalSpec {
+    pub fn default_approval(&self) -> ApprovalSpec {
         ApprovalSpec {
             approvers: self.approvers().iter().map(|a| a.name.clone()).collect(),
             quorum: 1,
@@ -550,6 +550,7 @@ mod tests {
     #[test]
     fn check_refuses_a_tool_that_never_reaches_the_network() {
         let vocabulary = Vocabulary {
+            open_prefixes: Vec::new(),
             tools: vec![("shell".into(), vec![]), ("read_file".into(), vec![])],
             network_tools: vec!["shell".into()],
             channels: vec!["telegram".into()],

@@ -415,6 +415,10 @@ pub struct Policy {
 #[derive(Clone, Debug, Default)]
 pub struct Vocabulary {
     pub tools: Vec<(String, Vec<String>)>,
+    /// Prefixes of tool names known only at run time (an MCP server's `NAME.`): a rule whose
+    /// tool starts with one is accepted, its arguments unchecked (the server's tools, and so
+    /// their arguments, are listed only once it runs).
+    pub open_prefixes: Vec<String>,
     /// The tools whose requests pass the egress proxy (what an egress rule's `tool` may name).
     pub network_tools: Vec<String>,
     pub channels: Vec<String>,
@@ -711,6 +715,14 @@ impl Policy {
                 .iter()
                 .filter(|(name, _)| rule.tool.matches(name))
                 .collect();
+            let open = vocabulary
+                .open_prefixes
+                .iter()
+                .any(|p| rule.tool.text().starts_with(p.as_str()));
+            if tools.is_empty() && open {
+                rule.turn.check_channel(vocabulary, &err)?;
+                continue;
+            }
             if tools.is_empty() {
                 let names: Vec<&str> = vocabulary.tools.iter().map(|(n, _)| n.as_str()).collect();
                 return Err(err(

@@ -291,13 +291,19 @@ impl Backend for BwrapBackend {
                 view,
             };
             let before = cgroup.as_ref().map(|cg| cg.counters());
+            // A streamed command's stdout is not kept; its stderr is, under a cap of its own.
+            let cap = match req.stream {
+                Some(_) => crate::STREAM_STDERR_CAP,
+                None => req.limits.output_bytes,
+            };
             let result = run::run_launcher(
                 utf8(&self.bwrap)?,
                 &args,
                 &req.stdin,
                 req.limits.wall_time,
-                req.limits.output_bytes,
+                cap,
                 before_exec,
+                req.stream.as_ref().and_then(crate::Stream::take),
             )
             .await;
             let (Some(cgroup), Some(before)) = (cgroup, before) else {

@@ -437,6 +437,11 @@ impl DockerBackend {
     }
 
     async fn run(&self, req: &ExecRequest) -> Result<crate::ExecOutput, SandboxError> {
+        if req.stream.is_some() {
+            return Err(SandboxError::Unavailable(
+                "long-lived servers (MCP over stdio) run on the bwrap backend only, for now".into(),
+            ));
+        }
         let started = Instant::now();
         let turn = {
             let mut turns = self.exec_turns.lock().unwrap_or_else(|p| p.into_inner());

@@ -88,6 +88,7 @@ pub async fn run_file_op(
         proxy_socket: None,
         trust_dir: None,
         env: Vec::new(),
+        stream: None,
     };
     let out = backend.exec(&req).await?;
     match (out.file_reply, out.state) {

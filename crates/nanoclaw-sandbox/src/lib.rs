@@ -64,6 +64,58 @@ pub struct ExecRequest {
     pub trust_dir: Option<PathBuf>,
     /// Environment for the command (secret placeholders; never a secret).
     pub env: Vec<(String, String)>,
+    /// For a long-lived command spoken to over its stdio (an MCP server): its stdin and stdout
+    /// as streams, instead of `stdin` written at once and stdout captured. Its stderr is still
+    /// captured, under the output cap.
+    pub stream: Option<Stream>,
+}
+
+/// A long-lived command's stdin and stdout as byte streams. The host keeps the ends
+/// [`Stream::pair`] returns; the backend takes the other ends, once.
+#[derive(Clone, Default)]
+pub struct Stream(std::sync::Arc<std::sync::Mutex<Option<StreamEnds>>>);
+
+/// The backend's ends of a [`Stream`].
+pub struct StreamEnds {
+    /// What the host wrote, for the command's stdin.
+    pub stdin: tokio::io::DuplexStream,
+    /// Where the command's stdout goes, for the host to read.
+    pub stdout: tokio::io::DuplexStream,
+}
+
+/// Bytes of a streamed command's stderr the host keeps.
+pub const STREAM_STDERR_CAP: usize = 64 * 1024;
+
+/// Bytes buffered in each direction of a stream before the writer waits.
+const STREAM_BUFFER: usize = 256 * 1024;
+
+impl Stream {
+    /// A stream, with the host's ends: write to the first (the command's stdin), read from the
+    /// second (its stdout).
+    pub fn pair() -> (Stream, tokio::io::DuplexStream, tokio::io::DuplexStream) {
+        let (host_in, backend_in) = tokio::io::duplex(STREAM_BUFFER);
+        let (backend_out, host_out) = tokio::io::duplex(STREAM_BUFFER);
+        let ends = StreamEnds {
+            stdin: backend_in,
+            stdout: backend_out,
+        };
+        (
+            Stream(std::sync::Arc::new(std::sync::Mutex::new(Some(ends)))),
+            host_in,
+            host_out,
+        )
+    }
+
+    /// The backend's ends; `None` once taken.
+    pub fn take(&self) -> Option<StreamEnds> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Stream")
+    }
 }
 
 /// Where the trust directory appears in a sandbox.
@@ -196,6 +248,7 @@ pub async fn self_test(
         proxy_socket: None,
         trust_dir: None,
         env: Vec::new(),
+        stream: None,
     };
     let out = backend.exec(&req).await?;
     match out.state {

@@ -83,7 +83,9 @@ pub struct BeforeExec {
     pub view: Option<crate::unprivileged::HostView>,
 }
 
-/// Spawn `program args`, run the init protocol over its stdio, and return the result.
+/// Spawn `program args`, run the init protocol over its stdio, and return the result. With
+/// `stream`, the command's stdin is fed from it as bytes come and its stdout written to it as
+/// frames arrive (nothing of stdout is kept), until the command ends.
 pub async fn run_launcher(
     program: &str,
     args: &[String],
@@ -91,6 +93,7 @@ pub async fn run_launcher(
     wall_time: Duration,
     cap: usize,
     before_exec: BeforeExec,
+    stream: Option<crate::StreamEnds>,
 ) -> Result<ExecOutput, SandboxError> {
     let started = Instant::now();
     let mut cmd = Command::new(program);
@@ -119,17 +122,28 @@ pub async fn run_launcher(
         source,
     })?;
 
+    let (stream_in, stream_out) = match stream {
+        Some(ends) => (Some(ends.stdin), Some(ends.stdout)),
+        None => (None, None),
+    };
     let feed = child.stdin.take().map(|mut pipe| {
         let input = stdin.to_vec();
         tokio::spawn(async move {
             // A command that does not read its stdin closes the pipe; that is not an error.
-            let _ = pipe.write_all(&input).await;
+            match stream_in {
+                Some(mut from_host) => {
+                    let _ = tokio::io::copy(&mut from_host, &mut pipe).await;
+                }
+                None => {
+                    let _ = pipe.write_all(&input).await;
+                }
+            }
         })
     });
     let frames = child
         .stdout
         .take()
-        .map(|pipe| tokio::spawn(read_frames(pipe, cap)));
+        .map(|pipe| tokio::spawn(read_frames_into(pipe, cap, stream_out)));
     let launcher_err = child
         .stderr
         .take()
@@ -232,8 +246,22 @@ async fn collect<T>(task: tokio::task::JoinHandle<std::io::Result<T>>) -> Result
 }
 
 /// Read the init's frames until its stdout closes.
-async fn read_frames<R: AsyncRead + Unpin>(mut pipe: R, cap: usize) -> std::io::Result<Frames> {
+#[cfg(test)]
+async fn read_frames<R: AsyncRead + Unpin>(pipe: R, cap: usize) -> std::io::Result<Frames> {
+    read_frames_into(pipe, cap, None).await
+}
+
+/// Read the init's frames to the end; with `sink`, the command's stdout is written there as
+/// it arrives (a host that stopped reading is not waited for: the rest is dropped).
+pub async fn read_frames_into<R: AsyncRead + Unpin>(
+    mut pipe: R,
+    cap: usize,
+    mut sink: Option<tokio::io::DuplexStream>,
+) -> std::io::Result<Frames> {
     let mut decoder = FrameDecoder::new(cap);
+    if sink.is_some() {
+        decoder.streamed = Some(Vec::new());
+    }
     let mut buf = vec![0u8; MAX_CHUNK_FRAME];
     loop {
         let n = pipe.read(&mut buf).await?;
@@ -241,6 +269,15 @@ async fn read_frames<R: AsyncRead + Unpin>(mut pipe: R, cap: usize) -> std::io::
             return Ok(decoder.finish());
         }
         decoder.feed(&buf[..n]);
+        if let (Some(out), Some(streamed)) = (sink.as_mut(), decoder.streamed.as_mut())
+            && !streamed.is_empty()
+        {
+            let chunk = std::mem::take(streamed);
+            if out.write_all(&chunk).await.is_err() {
+                sink = None;
+                decoder.streamed = None;
+            }
+        }
     }
 }
 
@@ -251,6 +288,8 @@ pub struct FrameDecoder {
     pending: Vec<u8>,
     frames: Frames,
     cap: usize,
+    /// When the command's stdout is streamed: what arrived since it was last taken.
+    pub streamed: Option<Vec<u8>>,
     /// The first bytes of the stream, quoted when it turns out not to be frames.
     head: Vec<u8>,
 }
@@ -264,6 +303,7 @@ impl FrameDecoder {
             pending: Vec::new(),
             frames: Frames::default(),
             cap,
+            streamed: None,
             head: Vec::new(),
         }
     }
@@ -327,7 +367,10 @@ impl FrameDecoder {
         let frame = std::mem::take(&mut self.pending);
         let payload = &frame[5..];
         match frame[0] {
-            FRAME_STDOUT => self.frames.stdout.push(payload, self.cap),
+            FRAME_STDOUT => match &mut self.streamed {
+                Some(streamed) => streamed.extend_from_slice(payload),
+                None => self.frames.stdout.push(payload, self.cap),
+            },
             FRAME_STDERR => self.frames.stderr.push(payload, self.cap),
             _ => match serde_json::from_slice(payload) {
                 Ok(report) => self.frames.report = Some(report),

@@ -52,6 +52,7 @@ fn main() {
                 proxy_socket: None,
                 trust_dir: None,
                 env: Vec::new(),
+                stream: None,
             };
             let mut samples = Vec::with_capacity(RUNS);
             let mut used_cgroups = false;
@@ -96,6 +97,7 @@ async fn docker(init: &Path, workspace: &Path) {
         proxy_socket: None,
         trust_dir: None,
         env: Vec::new(),
+        stream: None,
     };
     // Cold: a new backend (so a new container) each time; the first command creates it.
     let mut cold = Vec::with_capacity(DOCKER_COLD_RUNS);

@@ -112,7 +112,7 @@ pub async fn build_agent(home: Home, long_lived: bool) -> anyhow::Result<(Agent,
         }
     };
     let secrets = open_secrets(&home)?;
-    let policy = Arc::new(policy_file::load(&home, &vocabulary())?);
+    let policy = Arc::new(policy_file::load(&home, &vocabulary_for(&config))?);
     let model = model_client(&home, &config, &secrets);
     if let (Err(hint), true) = (&model, long_lived) {
         eprintln!("nanoclaw: {hint}");
@@ -544,6 +544,14 @@ const CHANNELS: &[&str] = &[
 
 /// What rules may name: the tools offered to the model with their arguments, the channels, and
 /// the channels that present approval requests to approvers by id.
+/// The built-in tools' vocabulary, and each configured MCP server's `NAME.` as an open prefix.
+pub fn vocabulary_for(config: &Config) -> nanoclaw_core::policy::Vocabulary {
+    let mut v = vocabulary();
+    v.open_prefixes = config.mcp.keys().map(|name| format!("{name}.")).collect();
+    v
+}
+
+/// The built-in tools' vocabulary.
 pub fn vocabulary() -> nanoclaw_core::policy::Vocabulary {
     let tools = crate::agent::tools::specs()
         .into_iter()
@@ -557,6 +565,7 @@ pub fn vocabulary() -> nanoclaw_core::policy::Vocabulary {
         .collect();
     nanoclaw_core::policy::Vocabulary {
         tools,
+        open_prefixes: Vec::new(),
         network_tools: crate::agent::tools::network_tools()
             .into_iter()
             .map(str::to_owned)
@@ -849,11 +858,11 @@ impl Reloader {
         let policy_path = home.dir.join(policy_file::POLICY_FILE);
         // Both files are checked, and the channels of the new config built, before anything
         // changes.
-        let policy = policy_file::load(home, &vocabulary())
-            .map_err(|e| format!("{e:#}; the policy in force stays"))?;
         let config_text = std::fs::read_to_string(home.config_path()).unwrap_or_default();
         let config =
             Arc::new(load_config(home).map_err(|e| format!("{e:#}; nothing was reloaded"))?);
+        let policy = policy_file::load(home, &vocabulary_for(&config))
+            .map_err(|e| format!("{e:#}; the policy in force stays"))?;
         let policy_now = file_digest(&policy_path);
         let mut in_force = self.in_force.lock().unwrap_or_else(|p| p.into_inner());
         let sections = changed_sections(&in_force.1, &config_text);

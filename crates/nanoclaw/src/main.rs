@@ -22,6 +22,9 @@
 //! The CLI reaches a running daemon through [`channels::control`] (its socket); without one,
 //! `chat` and `ask` run the turn in their own process.
 //!
+//! MCP servers ([`mcp`]) are an adapter too: each runs in a sandbox of its group, its calls
+//! reach it only from `agent::tools` after the gate, and what it answers is outside content.
+//!
 //! Beside the path: [`config`] (raw TOML becomes typed config once; the data dir; policy.toml),
 //! [`scheduler`] (tasks run as turns of their group), [`cli`] (the grammar and one handler per
 //! subcommand), and [`app`] (the composition root that wires the parts together).
@@ -37,6 +40,7 @@ mod cli;
 mod config;
 mod display;
 mod exit;
+mod mcp;
 mod model;
 mod sandbox;
 mod scheduler;

@@ -445,12 +445,17 @@ impl Agent {
         persist(0, &incoming, Usage::default())?;
         messages.push(incoming);
         let mut seq = 1;
-        let specs = tools::specs();
+        let mut specs = tools::specs();
+        specs.extend(
+            self.tools
+                .mcp_specs(&config, &turn.group, &workspace, limits)
+                .await,
+        );
         // What the model sees: this prompt, then each step's response and tool results below.
         audit.record(
  crate::audit::EventKind::Prompt,
             Some(group),
-            json!({"turn": turn.id, "system": system, "messages": messages, "tools": specs.iter().map(|t| t.name).collect::<Vec<_>>()}),
+            json!({"turn": turn.id, "system": system, "messages": messages, "tools": specs.iter().map(|t| t.name.as_str()).collect::<Vec<_>>()}),
         );
 
         // 3. Model ↔ tools until an answer or the step limit.
@@ -488,6 +493,7 @@ impl Agent {
             for call in &resp.tool_calls {
                 let ctx = CallContext {
                     group: &turn.group,
+                    config: &config,
                     channel: &channel,
                     sender,
                     tainted,

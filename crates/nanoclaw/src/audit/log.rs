@@ -100,6 +100,10 @@ event_kinds! {
     TurnStopped = "turn_stopped",
     /// A message was withdrawn (Ctrl-C at the terminal) before a turn took it.
     MessageWithdrawn = "message_withdrawn",
+    /// An MCP server started, crashed or failed to start in a group.
+    McpServer = "mcp_server",
+    /// An MCP server's tool list was pinned, changed (tools held back) or trusted.
+    McpTools = "mcp_tools",
     /// A group was paused or resumed.
     GroupPaused = "group_paused",
     /// A reload put an edited file in force (digests, never contents of secrets).

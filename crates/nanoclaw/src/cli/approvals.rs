@@ -17,7 +17,10 @@ pub fn approvals_command(home: &Home, command: ApprovalsCommand) -> anyhow::Resu
     use nanoclaw_core::approval::Vote;
     home.require_initialized()
         .map_err(|e| UsageError(e.to_string()))?;
-    let policy = policy_file::load(home, &crate::app::vocabulary())?;
+    let policy = policy_file::load(
+        home,
+        &crate::app::vocabulary_for(&crate::app::load_config(home)?),
+    )?;
     let store = Store::open(&home.db_path())
         .with_context(|| format!("opening {}", home.db_path().display()))?;
     let (key, approver, vote) = match command {

@@ -155,7 +155,7 @@ pub async fn run(home: Home) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    match crate::config::policy_file::load(&home, &crate::app::vocabulary()) {
+    match crate::config::policy_file::load(&home, &crate::app::vocabulary_for(&config)) {
         Ok(p) => println!("policy: {} approver(s)", p.approvers().len()),
         Err(e) => {
             healthy = false;
@@ -279,6 +279,7 @@ async fn probe_sandbox(
         proxy_socket: Some(socket.clone()),
         trust_dir: None,
         env: Vec::new(),
+        stream: None,
     };
     let result = backend.exec(&probe).await;
     server.abort();

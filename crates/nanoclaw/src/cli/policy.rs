@@ -16,7 +16,10 @@ pub fn policy_check(
     use nanoclaw_core::policy::Context;
     home.require_initialized()
         .map_err(|e| UsageError(e.to_string()))?;
-    let policy = policy_file::load(home, &crate::app::vocabulary())?;
+    let policy = policy_file::load(
+        home,
+        &crate::app::vocabulary_for(&crate::app::load_config(home)?),
+    )?;
     let args: serde_json::Value = serde_json::from_str(args)
         .map_err(|e| UsageError(format!("--args is not valid JSON: {e}")))?;
     if !args.is_object() {
@@ -44,7 +47,7 @@ pub fn policy_check(
         channel: &turn.channel,
         sender: turn.sender,
         tainted: turn.tainted,
-        effect: tools::effect_of(tool),
+        effect: tools::effect_for(&crate::app::load_config(home)?, tool),
     });
     print_verdict(None, &verdict);
     // The real call path parses first: say when these arguments would never get this far.
@@ -68,7 +71,10 @@ pub fn check_egress(
 ) -> anyhow::Result<ExitCode> {
     home.require_initialized()
         .map_err(|e| UsageError(e.to_string()))?;
-    let policy = policy_file::load(home, &crate::app::vocabulary())?;
+    let policy = policy_file::load(
+        home,
+        &crate::app::vocabulary_for(&crate::app::load_config(home)?),
+    )?;
     let turn = TurnOf {
         group: &turn.group,
         channel: &turn.channel,

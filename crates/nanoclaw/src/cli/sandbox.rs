@@ -37,6 +37,7 @@ pub async fn sandbox_exec(
         proxy_socket: Some(net.proxy_socket.clone()),
         trust_dir: Some(net.trust_dir.clone()),
         env: net.env.clone(),
+        stream: None,
     };
     // As the shell tool: a command past its egress budget is stopped.
     let result = call.bounded(backend.exec(&req)).await;

@@ -6,6 +6,7 @@
 
 pub mod channels;
 pub mod home;
+pub mod mcp;
 pub mod policy_file;
 
 use std::collections::BTreeMap;
@@ -97,6 +98,8 @@ pub struct Config {
     pub egress: Policy,
     /// Further hosts for one group (`[egress.groups.NAME]`), added to `egress`.
     pub group_egress: BTreeMap<GroupId, Policy>,
+    /// `[mcp.servers.NAME]`: the MCP servers, by name.
+    pub mcp: BTreeMap<String, mcp::McpServer>,
     /// PEM files of roots trusted for upstream TLS besides the system's.
     pub extra_roots: Vec<PathBuf>,
 }
@@ -124,6 +127,8 @@ struct RawConfig {
     groups: BTreeMap<String, RawLimits>,
     #[serde(default)]
     egress: RawEgress,
+    #[serde(default)]
+    mcp: mcp::RawMcp,
 }
 
 /// `[egress]`: `allow` for every group, `groups.NAME.allow` for one.
@@ -146,7 +151,7 @@ struct RawGroupEgress {
 }
 
 /// A rule: `"host[:port]"`, or a table with methods and the private-network flag.
-enum RawEgressRule {
+pub(super) enum RawEgressRule {
     Host(String),
     Table(RawEgressTable),
 }
@@ -169,7 +174,7 @@ impl<'de> Deserialize<'de> for RawEgressRule {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawEgressTable {
+pub(super) struct RawEgressTable {
     host: String,
     methods: Option<Vec<String>>,
     #[serde(default)]
@@ -490,6 +495,7 @@ impl Config {
                 }
                 map
             },
+            mcp: v.mcp(&raw.mcp)?,
             extra_roots: {
                 for (i, p) in raw.egress.extra_roots.iter().enumerate() {
                     if !p.is_absolute() {
@@ -564,7 +570,7 @@ impl Validator<'_> {
     }
 
     /// Validate egress rules under `key`.
-    fn egress(&self, key: &str, raw: &[RawEgressRule]) -> Result<Policy, ConfigError> {
+    pub(super) fn egress(&self, key: &str, raw: &[RawEgressRule]) -> Result<Policy, ConfigError> {
         let rules = raw
             .iter()
             .map(|r| {

@@ -67,8 +67,9 @@ impl Message {
 /// A tool the model may call: name, description, JSON schema of its arguments.
 #[derive(Clone, Debug, Serialize)]
 pub struct ToolSpec {
-    pub name: &'static str,
-    pub description: &'static str,
+    /// The name the model calls it by (an MCP tool's wire name: `mcp__SERVER__TOOL`).
+    pub name: String,
+    pub description: String,
     pub schema: serde_json::Value,
 }
 

@@ -102,7 +102,16 @@ pub struct Egress {
     recorder: Option<Recorder>,
     /// Proxies already running, and their sockets. A std Mutex: nothing async happens under
     /// it.
-    running: Mutex<HashMap<GroupId, (PathBuf, Arc<GroupProxy>)>>,
+    running: Mutex<HashMap<String, RunningProxy>>,
+}
+
+/// A proxy serving a group's sandboxes, or one MCP server's in a group.
+struct RunningProxy {
+    group: GroupId,
+    /// The MCP server it serves, if it is one's.
+    server: Option<String>,
+    path: PathBuf,
+    proxy: Arc<GroupProxy>,
 }
 
 impl Egress {
@@ -154,11 +163,23 @@ impl Egress {
         let state = Arc::new(SecretState::of(secrets)?);
         *self.secrets.write().unwrap_or_else(|p| p.into_inner()) = Arc::clone(&state);
         let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        for (group, (_, proxy)) in running.iter() {
-            proxy.replace_credentials(Credentials::new(
-                state.credentials.clone(),
-                &state.granted(group),
-            ));
+        let config = self
+            .config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for r in running.values() {
+            let mut granted = state.granted(&r.group);
+            if let Some(server) = &r.server {
+                let named = config
+                    .mcp
+                    .get(server)
+                    .map(|s| s.secrets.clone())
+                    .unwrap_or_default();
+                granted.retain(|name| named.contains(name));
+            }
+            r.proxy
+                .replace_credentials(Credentials::new(state.credentials.clone(), &granted));
         }
         Ok(())
     }
@@ -167,8 +188,17 @@ impl Egress {
     /// from now on.
     pub fn replace_config(&self, config: Arc<Config>) {
         let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        for (group, (_, proxy)) in running.iter() {
-            proxy.replace_policy(config.egress_for(group));
+        for r in running.values() {
+            let allow = match &r.server {
+                None => config.egress_for(&r.group),
+                // A server no longer configured reaches nothing.
+                Some(server) => config
+                    .mcp
+                    .get(server)
+                    .map(|s| s.egress.clone())
+                    .unwrap_or_default(),
+            };
+            r.proxy.replace_policy(allow);
         }
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
     }
@@ -210,7 +240,12 @@ impl Egress {
             .filter(|c| granted.contains(&c.name))
             .map(|c| (c.name.clone(), c.placeholder.clone()))
             .collect();
-        let (proxy_socket, proxy) = self.proxy_for(group, &state, granted)?;
+        let allow = self
+            .config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .egress_for(group);
+        let (proxy_socket, proxy) = self.proxy_for(group, None, allow, &state, granted)?;
         Ok(SandboxNet {
             proxy_socket,
             trust_dir: self.trust_dir.clone(),
@@ -219,35 +254,83 @@ impl Egress {
         })
     }
 
+    /// The network of one MCP server's sandbox in `group`: a proxy of its own, allowing only
+    /// the server's hosts, holding only the secrets the server names that the group may use.
+    /// It serves the server's connections only while one of its tool calls is open.
+    pub fn for_server(
+        &self,
+        group: &GroupId,
+        server: &crate::config::mcp::McpServer,
+    ) -> anyhow::Result<SandboxNet> {
+        let state = self.state();
+        let granted: Vec<String> = state
+            .granted(group)
+            .into_iter()
+            .filter(|name| server.secrets.contains(name))
+            .collect();
+        let env = state
+            .credentials
+            .iter()
+            .filter(|c| granted.contains(&c.name))
+            .map(|c| (c.name.clone(), c.placeholder.clone()))
+            .collect();
+        let (proxy_socket, proxy) = self.proxy_for(
+            group,
+            Some(&server.name),
+            server.egress.clone(),
+            &state,
+            granted,
+        )?;
+        Ok(SandboxNet {
+            proxy_socket,
+            trust_dir: self.trust_dir.clone(),
+            env,
+            proxy,
+        })
+    }
+
+    /// The proxy of `group`'s sandboxes, or of MCP `server`'s in the group, started if needed.
     fn proxy_for(
         &self,
         group: &GroupId,
+        server: Option<&str>,
+        allow: nanoclaw_egress::Policy,
         state: &SecretState,
         granted: Vec<String>,
     ) -> anyhow::Result<(PathBuf, Arc<GroupProxy>)> {
+        // Server names cannot hold "--", so no server's key is a group's.
+        let key = match server {
+            None => group.to_string(),
+            Some(server) => format!("{group}--mcp-{server}"),
+        };
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((path, proxy)) = running.get(group) {
-            return Ok((path.clone(), Arc::clone(proxy)));
+        if let Some(r) = running.get(&key) {
+            return Ok((r.path.clone(), Arc::clone(&r.proxy)));
         }
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&self.dir)
             .with_context(|| format!("creating {}", self.dir.display()))?;
-        let path = self.dir.join(format!("egress-{group}.sock"));
+        let path = self.dir.join(format!("egress-{key}.sock"));
         let proxy = Arc::new(GroupProxy::new(
             group.to_string(),
-            self.config
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .egress_for(group),
+            allow,
             Credentials::new(state.credentials.clone(), &granted),
             Some(self.interception.clone()),
             self.recorder.clone(),
         ));
         nanoclaw_egress::proxy::spawn(&path, Arc::clone(&proxy))
             .with_context(|| format!("starting the egress proxy on {}", path.display()))?;
-        running.insert(group.clone(), (path.clone(), Arc::clone(&proxy)));
+        running.insert(
+            key,
+            RunningProxy {
+                group: group.clone(),
+                server: server.map(str::to_owned),
+                path: path.clone(),
+                proxy: Arc::clone(&proxy),
+            },
+        );
         Ok((path, proxy))
     }
 }

@@ -207,4 +207,21 @@ CREATE TABLE group_pauses (
     paused_at   INTEGER NOT NULL
 );
 "#,
+    // MCP tools as first seen (pinned), and a later list that differs, waiting to be trusted.
+    r#"
+CREATE TABLE mcp_pins (
+    server      TEXT NOT NULL,
+    tool        TEXT NOT NULL,
+    hash        TEXT NOT NULL,
+    definition  TEXT NOT NULL,
+    pinned_at   INTEGER NOT NULL,
+    PRIMARY KEY (server, tool)
+);
+CREATE TABLE mcp_pending (
+    server      TEXT PRIMARY KEY,
+    list_hash   TEXT NOT NULL,
+    tools       TEXT NOT NULL,
+    seen_at     INTEGER NOT NULL
+);
+"#,
 ];

@@ -13,6 +13,7 @@
 //!
 //! The host never opens a workspace path, and nothing here panics on model output.
 
+mod mcp;
 mod shell;
 pub mod table;
 mod tasks;
@@ -61,9 +62,23 @@ impl ToolOutcome {
     }
 }
 
+/// The effect class of a tool the policy names: a built-in's own; a configured MCP server's
+/// tool (`SERVER.TOOL`) acts outside the sandbox (so it asks unless a rule allows it); anything
+/// else is no tool.
+pub fn effect_for(config: &crate::config::Config, name: &str) -> nanoclaw_core::ToolEffect {
+    match name.split_once('.') {
+        Some((server, tool)) if !tool.is_empty() && config.mcp.contains_key(server) => {
+            nanoclaw_core::ToolEffect::OutsideSandbox
+        }
+        _ => effect_of(name),
+    }
+}
+
 /// Where a call comes from: told to the gate by the agent, never taken from the model.
 pub struct CallContext<'a> {
     pub group: &'a GroupId,
+    /// The config the turn runs under (its MCP servers).
+    pub config: &'a crate::config::Config,
     pub channel: &'a str,
     /// The role of the sender of the turn's newest message, as its channel decided it.
     pub sender: SenderRole,
@@ -87,6 +102,10 @@ pub struct Tools {
     tasks_changed: Arc<tokio::sync::Notify>,
     /// Each call's start and end, for whoever watches its group.
     announcer: crate::agent::progress::Announcer,
+    /// The MCP servers' connections.
+    mcp: crate::mcp::Servers,
+    /// Each group's MCP tools as last offered to its model: what its calls may name.
+    mcp_offered: std::sync::Mutex<std::collections::HashMap<GroupId, Vec<crate::mcp::McpTool>>>,
 }
 
 impl Tools {
@@ -99,6 +118,12 @@ impl Tools {
         store: Arc<crate::store::Store>,
     ) -> Self {
         Tools {
+            mcp: crate::mcp::Servers::new(
+                Arc::clone(&backend),
+                Arc::clone(&audit),
+                Arc::clone(&store),
+            ),
+            mcp_offered: Default::default(),
             backend,
             egress,
             policy: std::sync::RwLock::new(policy),
@@ -193,6 +218,7 @@ impl Tools {
             proxy_socket: Some(net.proxy_socket.clone()),
             trust_dir: Some(net.trust_dir.clone()),
             env: net.env.clone(),
+            stream: None,
         };
         let call = net.open_call("sandbox exec".into(), None);
         // As the shell tool: a command past its egress budget is stopped.
@@ -200,8 +226,10 @@ impl Tools {
         Ok(out)
     }
 
-    /// Release the backend's long-lived sandboxes; call once, when the process is done.
+    /// Release the backend's long-lived sandboxes and the MCP servers; call once, when the
+    /// process is done.
     pub async fn shutdown(&self) {
+        self.mcp.shutdown().await;
         self.backend.shutdown().await;
     }
 
@@ -222,8 +250,9 @@ impl Tools {
             Some(group),
             json!({"turn": ctx.turn, "call_id": call.id, "tool": call.name, "arguments": call.arguments}),
         );
-        // 2. From here on, the call as the tool reads it: what the gate judges is what runs.
-        let canonical = canonical(call);
+        // 2. From here on, the call as the tool reads it: what the gate judges is what runs
+        // (an MCP tool under its policy name, `SERVER.TOOL`).
+        let canonical = self.mcp_canonical(ctx.group, canonical(call));
         if canonical.arguments != call.arguments {
             self.audit.record(
                 EventKind::ToolCallCanonical,
@@ -241,7 +270,11 @@ impl Tools {
                 .redactor()
                 .replace_str(&progress::short_args(&call.arguments)),
         });
-        let args = match table::parse(call) {
+        let parsed = match self.mcp_tool(ctx.group, &call.name) {
+            Some(tool) => mcp::parse(&tool, call),
+            None => table::parse(call),
+        };
+        let args = match parsed {
             Ok(args) => args,
             Err(e) => return self.finish(ctx, call, started, ToolOutcome::error(e)),
         };
@@ -254,7 +287,7 @@ impl Tools {
             channel: ctx.channel,
             sender: ctx.sender,
             tainted: ctx.tainted,
-            effect: effect_of(&call.name),
+            effect: effect_for(ctx.config, &call.name),
         });
         let reason = verdict.reason.describe();
         tracing::info!(tool = %call.name, decision = ?verdict.decision, %reason, "tool call decided");
@@ -315,7 +348,7 @@ impl Tools {
                             channel: ctx.channel,
                             sender: ctx.sender,
                             tainted: ctx.tainted,
-                            effect: effect_of(&call.name),
+                            effect: effect_for(ctx.config, &call.name),
                         });
                         if again.decision == Decision::Deny {
                             ToolOutcome::error(format!(
@@ -429,6 +462,14 @@ impl Tools {
             } => self.schedule_task(ctx, name, prompt, when, isolated, silent),
             Args::ListTasks => self.list_tasks(group),
             Args::CancelTask { id } => self.cancel_task(group, id),
+            Args::Mcp {
+                server,
+                tool,
+                arguments,
+            } => {
+                self.mcp_call(ctx, workspace, limits, &call_net, &server, &tool, arguments)
+                    .await
+            }
         }
     }
 

@@ -34,6 +34,7 @@ impl Tools {
             proxy_socket: net.as_ref().map(|n| n.proxy_socket.clone()),
             trust_dir: net.as_ref().map(|n| n.trust_dir.clone()),
             env: net.as_ref().map(|n| n.env.clone()).unwrap_or_default(),
+            stream: None,
         };
         // The proxy serves the sandbox only while this call is open.
         let call = net.as_ref().map(|n| call_net.open(n));

@@ -64,6 +64,12 @@ pub enum Args {
     CancelTask {
         id: i64,
     },
+    /// A tool of an MCP server, its arguments checked against the tool's schema.
+    Mcp {
+        server: String,
+        tool: String,
+        arguments: serde_json::Map<String, Value>,
+    },
 }
 
 /// Every tool, in the order the model is offered them.
@@ -303,8 +309,8 @@ pub fn specs() -> Vec<ToolSpec> {
     TOOLS
         .iter()
         .map(|t| ToolSpec {
-            name: t.name,
-            description: t.description,
+            name: t.name.to_owned(),
+            description: t.description.to_owned(),
             schema: (t.schema)(),
         })
         .collect()

@@ -1,0 +1,224 @@
+//! Pinning: the first tool list a server shows is recorded, each tool with the hash of its
+//! name, description and input schema. A later list is judged against it: a tool that matches
+//! its pin is offered; a new or changed one is held back (a server that rewrites a description
+//! after it was trusted could steer the model) until the list is trusted again, by the
+//! approvers or by `nanoclaw mcp trust SERVER`. Pins are per server, for every group.
+
+use nanoclaw_core::GroupId;
+use rmcp::model::Tool;
+use serde_json::{Value, json};
+
+use crate::audit::{Audit, EventKind};
+use crate::store::{Store, StoreError};
+
+/// The hash a tool is pinned by: of its name, description and input schema, as canonical JSON.
+pub fn tool_hash(tool: &Tool) -> String {
+    let canonical = json!({
+        "name": tool.name,
+        "description": tool.description,
+        "inputSchema": Value::Object((*tool.input_schema).clone()),
+    })
+    .to_string();
+    digest(&canonical)
+}
+
+fn digest(text: &str) -> String {
+    nanoclaw_core::hex::encode(
+        ring::digest::digest(&ring::digest::SHA256, text.as_bytes()).as_ref(),
+    )
+}
+
+/// The hash of a whole list: of its tools' names and hashes, in name order.
+pub fn list_hash(tools: &[(String, String)]) -> String {
+    let mut sorted = tools.to_vec();
+    sorted.sort();
+    digest(&json!(sorted).to_string())
+}
+
+/// The pinned tools of `server`: (tool, hash).
+pub fn pinned(store: &Store, server: &str) -> Result<Vec<(String, String)>, StoreError> {
+    store.with_conn(|c| {
+        let mut stmt =
+            c.prepare("SELECT tool, hash FROM mcp_pins WHERE server = ?1 ORDER BY tool")?;
+        let rows = stmt
+            .query_map([server], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    })
+}
+
+/// A list seen but not trusted: its hash and its tools, (name, hash, definition).
+pub fn pending(store: &Store, server: &str) -> Result<Option<(String, Value)>, StoreError> {
+    store.with_conn(|c| {
+        use rusqlite::OptionalExtension;
+        let row: Option<(String, String)> = c
+            .query_row(
+                "SELECT list_hash, tools FROM mcp_pending WHERE server = ?1",
+                [server],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        Ok(row.map(|(h, t)| (h, serde_json::from_str(&t).unwrap_or(Value::Null))))
+    })
+}
+
+/// Replace `server`'s pins with `tools` (name, hash, definition) and clear what was pending.
+fn pin_all(
+    store: &Store,
+    server: &str,
+    tools: &[(String, String, Value)],
+) -> Result<(), StoreError> {
+    store.with_conn(|c| {
+        let tx = c.unchecked_transaction()?;
+        tx.execute("DELETE FROM mcp_pins WHERE server = ?1", [server])?;
+        for (name, hash, definition) in tools {
+            tx.execute(
+                "INSERT INTO mcp_pins (server, tool, hash, definition, pinned_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                rusqlite::params![server, name, hash, definition.to_string(), crate::store::now()],
+            )?;
+        }
+        tx.execute("DELETE FROM mcp_pending WHERE server = ?1", [server])?;
+        tx.commit()?;
+        Ok(())
+    })
+}
+
+/// Trust the list of `server` that is pending (`nanoclaw mcp trust`, or an approval): its
+/// tools are pinned as they are. Returns the list's hash, or `None` when nothing is pending.
+pub fn trust_pending(
+    store: &Store,
+    audit: &Audit,
+    server: &str,
+    by: &str,
+) -> Result<Option<String>, StoreError> {
+    let Some((hash, tools)) = pending(store, server)? else {
+        return Ok(None);
+    };
+    let tools: Vec<(String, String, Value)> = tools
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| {
+            Some((
+                t["name"].as_str()?.to_owned(),
+                t["hash"].as_str()?.to_owned(),
+                t["definition"].clone(),
+            ))
+        })
+        .collect();
+    pin_all(store, server, &tools)?;
+    audit.record(
+        EventKind::McpTools,
+        None,
+        json!({"server": server, "event": "trusted", "list_hash": hash, "by": by, "tools": tools.iter().map(|t| &t.0).collect::<Vec<_>>()}),
+    );
+    Ok(Some(hash))
+}
+
+/// What a list looked like against its pins.
+pub struct Judged {
+    /// The tools to offer: pinned and unchanged (all of a server's first list).
+    pub offered: Vec<Tool>,
+    /// A new list that differs from the pins, first seen now (it waits to be trusted).
+    pub newly_changed: Option<String>,
+}
+
+/// Judge `tools` of `server` (seen in `group`) against the pins: pin a first list whole; hold
+/// back new and changed tools, recording the list as pending (once per distinct list).
+pub fn judge(
+    store: &Store,
+    audit: &Audit,
+    server: &str,
+    group: &GroupId,
+    tools: &[Tool],
+) -> Judged {
+    let hashed: Vec<(String, String, Value)> = tools
+        .iter()
+        .map(|t| {
+            (
+                t.name.to_string(),
+                tool_hash(t),
+                serde_json::to_value(t).unwrap_or(Value::Null),
+            )
+        })
+        .collect();
+    let pairs: Vec<(String, String)> = hashed
+        .iter()
+        .map(|(n, h, _)| (n.clone(), h.clone()))
+        .collect();
+    let hash = list_hash(&pairs);
+    let failed = |e: StoreError| {
+        // Without the pins, nothing can be judged: offer nothing.
+        tracing::error!(server, error = %e, "could not read or write the MCP pins; its tools are held back");
+        Judged {
+            offered: Vec::new(),
+            newly_changed: None,
+        }
+    };
+    let pins = match pinned(store, server) {
+        Ok(p) => p,
+        Err(e) => return failed(e),
+    };
+    if pins.is_empty() {
+        if let Err(e) = pin_all(store, server, &hashed) {
+            return failed(e);
+        }
+        audit.record(
+            EventKind::McpTools,
+            Some(group.as_str()),
+            json!({"server": server, "event": "pinned", "list_hash": hash, "tools": pairs.iter().map(|p| &p.0).collect::<Vec<_>>()}),
+        );
+        return Judged {
+            offered: tools.to_vec(),
+            newly_changed: None,
+        };
+    }
+    let offered: Vec<Tool> = tools
+        .iter()
+        .zip(&hashed)
+        .filter(|(_, (name, h, _))| pins.iter().any(|(pn, ph)| pn == name && ph == h))
+        .map(|(t, _)| t.clone())
+        .collect();
+    let changed: Vec<&String> = hashed
+        .iter()
+        .filter(|(name, h, _)| !pins.iter().any(|(pn, ph)| pn == name && ph == h))
+        .map(|(n, _, _)| n)
+        .collect();
+    if changed.is_empty() {
+        return Judged {
+            offered,
+            newly_changed: None,
+        };
+    }
+    let already = matches!(pending(store, server), Ok(Some((h, _))) if h == hash);
+    if already {
+        return Judged {
+            offered,
+            newly_changed: None,
+        };
+    }
+    let listed: Vec<Value> = hashed
+        .iter()
+        .map(|(n, h, d)| json!({"name": n, "hash": h, "definition": d}))
+        .collect();
+    let recorded = store.with_conn(|c| {
+        c.execute(
+            "INSERT INTO mcp_pending (server, list_hash, tools, seen_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (server) DO UPDATE SET list_hash = ?2, tools = ?3, seen_at = ?4",
+            rusqlite::params![server, hash, json!(listed).to_string(), crate::store::now()],
+        )?;
+        Ok(())
+    });
+    if let Err(e) = recorded {
+        return failed(e);
+    }
+    audit.record(
+        EventKind::McpTools,
+        Some(group.as_str()),
+        json!({"server": server, "event": "changed", "list_hash": hash, "held_back": changed}),
+    );
+    Judged {
+        offered,
+        newly_changed: Some(hash),
+    }
+}
