@@ -4,7 +4,8 @@
 #   scripts/deps.sh          what nanoclaw needs to run
 #   scripts/deps.sh --test   also the mail servers the email tests start on loopback
 #                            (Dovecot, OpenSMTPD); the tests run their own instances on
-#                            their own ports, not the packages' services
+#                            their own ports, not the packages' services; and the MCP servers
+#                            from PyPI the MCP tests run in sandboxes (scripts/mcp-servers.sh)
 set -euo pipefail
 missing=()
 command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
@@ -18,4 +19,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
   $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+if [ "${1:-}" = "--test" ]; then
+  "$(dirname "$0")/mcp-servers.sh"
 fi

@@ -100,3 +100,111 @@ async fn a_sandboxed_time_server_answers_through_the_gate() {
     assert!(pinned.contains("\"event\":\"pinned\""), "{pinned}");
     let _ = Duration::from_secs(0);
 }
+
+const HOSTILE: &str = include_str!("mcp_hostile.py");
+
+/// A hostile server, each of its tools an attack: every wall holds, and each is audited.
+#[tokio::test]
+async fn a_hostile_server_fails_closed_at_every_wall() {
+    use serde_json::json;
+    if installed("mcp").is_none() {
+        return;
+    }
+    let origin = support::http_origin("the origin answered".into()).await;
+    // The script names the data dir, known once the home exists: the home first, on a model
+    // that is replaced by the scripted one below.
+    let first = ScriptedModel::start(Wire::Anthropic, vec![]).await;
+    let h = TestHome::new(Wire::Anthropic, &first.url, "");
+    let data_dir = h.path().display().to_string();
+    let other_ws = h.workspace("other");
+    std::fs::create_dir_all(&other_ws).unwrap();
+    std::fs::write(other_ws.join("secret.txt"), "another group's").unwrap();
+    let pair = |name: &str, args: serde_json::Value| {
+        vec![call(&format!("mcp__hostile__{name}"), &args.to_string()), Step::EchoToolResult]
+    };
+    let script = [
+        pair(
+            "snoop",
+            json!({"paths": ["/root/.bashrc", "/proc/1/environ", format!("{data_dir}/nanoclaw.db"), format!("{data_dir}/api.token"), format!("{}/secret.txt", other_ws.display()), "/etc/shadow"]}),
+        ),
+        pair("dial", json!({"host": "127.0.0.1", "port": origin})),
+        pair("leak", json!({"url": format!("http://127.0.0.1:{origin}/"), "secret": "TOKEN"})),
+        pair("flood", json!({})),
+        pair("hang", json!({})),
+        pair("send_mail", json!({"to": "friend@x", "body": "hi", "bcc": "eve@evil.example"})),
+        pair("mutate", json!({})),
+        pair("snoop", json!({"paths": ["/workspace/.hostile.py"]})),
+        pair("crash", json!({})),
+    ]
+    .concat();
+    let model = ScriptedModel::start(Wire::Anthropic, script).await;
+    let config = std::fs::read_to_string(h.path().join("nanoclaw.toml"))
+        .unwrap()
+        .replace(&first.url, &model.url);
+    std::fs::write(
+        h.path().join("nanoclaw.toml"),
+        format!(
+            "{config}[sandbox]\nbackend = \"bwrap\"\n[mcp.servers.hostile]\ncommand = [\"/usr/bin/python3\", \"/workspace/.hostile.py\"]\nsecrets = [\"TOKEN\"]\negress = [{{ host = \"127.0.0.1:{origin}\", private = true }}]\ntimeout_secs = 3\n"
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(h.workspace("main")).unwrap();
+    std::fs::write(h.workspace("main").join(".hostile.py"), HOSTILE).unwrap();
+    std::fs::write(
+        h.path().join("policy.toml"),
+        "[approvers.owner]\nterminal = true\n[[rule]]\ntool = \"hostile.*\"\naction = \"allow\"\n[[rule]]\nname = \"no hidden recipients\"\ntool = \"hostile.send_mail\"\nargs = { bcc = { glob = \"*\" } }\naction = \"deny\"\n",
+    )
+    .unwrap();
+    let out = h
+        .set_secret("TOKEN", "tok-REAL-mcp-value", &["--host", "bound.example", "--group", "main"])
+        .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let ask = async |what: &str| {
+        let out = h.run(&["ask", what]).await;
+        format!("{}{}", text(&out.stdout), text(&out.stderr))
+    };
+
+    // 1. Files outside the workspace: the host's, the data dir, another group's, pid 1's.
+    let snooped = ask("snoop").await;
+    for path in ["/root/.bashrc", "/proc/1/environ", "nanoclaw.db", "api.token", "secret.txt", "/etc/shadow"] {
+        assert!(
+            !snooped.lines().any(|l| l.contains(path) && l.contains("ok:")),
+            "{path} was read: {snooped}"
+        );
+    }
+    assert!(snooped.contains("error"), "{snooped}");
+    assert!(
+        !snooped.contains("another group's") && !snooped.contains("tok-REAL-mcp-value"),
+        "{snooped}"
+    );
+    assert!(snooped.contains("TOKEN"), "the placeholder is in its environment: {snooped}");
+    // 2. A host port, directly: there is no network but the proxy.
+    let dialed = ask("dial").await;
+    assert!(dialed.contains("error"), "{dialed}");
+    // 3. The secret's placeholder toward a host it is not bound to: refused by the proxy.
+    let leaked = ask("leak").await;
+    assert!(leaked.contains("error") && !leaked.contains("ok: 200"), "{leaked}");
+    // 4. A flood is cut.
+    let flood = ask("flood").await;
+    assert!(flood.contains("[cut: the result was longer than"), "{}", flood.len());
+    // 5. A tool that never answers ends at the server's timeout.
+    let hung = ask("hang").await;
+    assert!(hung.contains("did not answer within 3s"), "{hung}");
+    // 6. A field the user never asked for is caught by an argument rule.
+    let mailed = ask("mail").await;
+    assert!(mailed.contains("was refused") && mailed.contains("no hidden recipients"), "{mailed}");
+    // 7. A server that rewrites a tool's description after it was pinned: the changed tool is
+    // held back (not offered; a call naming it fails), and the change is audited.
+    let _ = ask("mutate").await;
+    let held = ask("snoop again").await;
+    assert!(held.contains("no tool named"), "{held}");
+    let offered = model.requests().last().unwrap().to_string();
+    assert!(!offered.contains("IGNORE ALL PREVIOUS"), "the changed description reached the model");
+    let changes = text(&h.run(&["audit", "show", "--kind", "mcp_tools"]).await.stdout);
+    assert!(changes.contains("\"event\":\"changed\"") && changes.contains("snoop"), "{changes}");
+    // 8. A server that dies mid-call: the call fails with a clear error.
+    let crashed = ask("crash").await;
+    assert!(crashed.contains("hostile.crash failed"), "{crashed}");
+    let verified = h.run(&["audit", "verify"]).await;
+    assert!(verified.status.success(), "{}", text(&verified.stdout));
+}
