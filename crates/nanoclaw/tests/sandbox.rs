@@ -345,3 +345,29 @@ async fn shell_tool_reports_timeout_and_truncation_to_the_model() {
         r[2]
     );
 }
+
+/// `rename(2)` between two directories where the command may write (git moves its objects so,
+/// and Python's `os.rename`); `mv` hid the refusal by copying.
+#[tokio::test]
+async fn a_file_moves_between_directories_of_the_workspace_and_tmp() {
+    let h = home().await;
+    let out = sh(
+        &h,
+        "main",
+        "python3 -c 'import os\nfor d in (\"/workspace\", \"/tmp\"):\n    os.makedirs(d + \"/a/b\", exist_ok=True)\n    open(d + \"/a/f\", \"w\").write(\"1\")\n    os.rename(d + \"/a/f\", d + \"/a/b/f\")\n    os.link(d + \"/a/b/f\", d + \"/a/g\")\nprint(\"moved\")'",
+    )
+    .await;
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("moved"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Out of the writable places it is still refused.
+    let out = sh(
+        &h,
+        "main",
+        "python3 -c 'import os; os.rename(\"/workspace/a/b/f\", \"/usr/f\")'",
+    )
+    .await;
+    assert!(!out.status.success());
+}

@@ -6,6 +6,7 @@ pub mod approvals;
 pub mod audit;
 pub mod doctor;
 pub mod init;
+pub mod mcp;
 pub mod memory;
 pub mod policy;
 pub mod sandbox;
@@ -124,6 +125,23 @@ pub enum Command {
     Memory {
         #[command(subcommand)]
         command: MemoryCommand,
+    },
+    /// MCP servers: their settings, pinned tools and any changed tool list waiting to be trusted.
+    Mcp {
+        #[command(subcommand)]
+        command: McpCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum McpCommand {
+    /// Each configured server: command, groups, hosts, secrets, pinned tools, pending changes.
+    List,
+    /// Trust a server's changed tool list (as `mcp list` shows it): its tools are pinned as they
+    /// are now and offered again.
+    Trust {
+        /// The server's name in nanoclaw.toml.
+        server: String,
     },
 }
 
