@@ -409,3 +409,62 @@ async fn git_tools_read_freely_and_commit_only_when_approved() {
     daemon.start_kill().unwrap();
     daemon.wait().await.unwrap();
 }
+
+/// `mcp-server-fetch`: its requests leave only through its own proxy: an allowlisted origin is
+/// fetched, a host off the server's list is refused.
+#[tokio::test]
+async fn the_fetch_server_reaches_only_its_allowlisted_hosts() {
+    let Some(fetch) = installed("mcp-server-fetch") else {
+        return;
+    };
+    let origin =
+        support::http_origin("<html><body><p>fetched through the proxy</p></body></html>".into())
+            .await;
+    let model = ScriptedModel::start(
+        Wire::Anthropic,
+        vec![
+            call(
+                "mcp__fetch__fetch",
+                &format!(r#"{{"url": "http://127.0.0.1:{origin}/page", "raw": true}}"#),
+            ),
+            Step::EchoToolResult,
+            call(
+                "mcp__fetch__fetch",
+                r#"{"url": "http://blocked.example/", "raw": true}"#,
+            ),
+            Step::EchoToolResult,
+        ],
+    )
+    .await;
+    let h = TestHome::new(
+        Wire::Anthropic,
+        &model.url,
+        &format!(
+            "[sandbox]\nbackend = \"bwrap\"\n[mcp.servers.fetch]\ncommand = [\"{fetch}\", \"--ignore-robots-txt\", \"--allow-private-ips\", \"--proxy-url\", \"http://127.0.0.1:3128\"]\negress = [{{ host = \"127.0.0.1:{origin}\", private = true }}]\n"
+        ),
+    );
+    std::fs::write(
+        h.path().join("policy.toml"),
+        "[approvers.owner]\nterminal = true\n[[rule]]\ntool = \"fetch.fetch\"\naction = \"allow\"\n",
+    )
+    .unwrap();
+    let out = h.run(&["ask", "fetch the page"]).await;
+    let reply = text(&out.stdout);
+    assert!(
+        reply.contains("fetched through the proxy"),
+        "{reply}{}",
+        text(&out.stderr)
+    );
+    let out = h.run(&["ask", "fetch the other"]).await;
+    let reply = text(&out.stdout);
+    assert!(
+        !reply.contains("fetched through the proxy") && reply.contains("403"),
+        "{reply}{}",
+        text(&out.stderr)
+    );
+    let egress = text(&h.run(&["audit", "show", "--kind", "egress"]).await.stdout);
+    assert!(
+        egress.contains("blocked.example") && egress.contains("\"decision\":\"refuse\""),
+        "{egress}"
+    );
+}
