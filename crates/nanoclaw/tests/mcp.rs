@@ -92,6 +92,12 @@ async fn a_sandboxed_time_server_answers_through_the_gate() {
             .stdout,
     );
     assert!(events.contains("\"event\":\"started\""), "{events}");
+    // A protocol version current servers speak was negotiated.
+    assert!(
+        events.contains("\"protocol\":\"2025-06-18\"")
+            || events.contains("\"protocol\":\"2025-11-25\""),
+        "{events}"
+    );
     let pinned = text(
         &h.run(&["audit", "show", "--kind", "mcp_tools"])
             .await

@@ -77,11 +77,13 @@ impl Validator<'_> {
                 && name.starts_with(|c: char| c.is_ascii_lowercase())
                 && name
                     .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !name.contains("--")
+                && !name.ends_with('-');
             if !good_name {
                 return Err(self.invalid(
                     key,
-                    format!("a server name of a-z, 0-9 and '-', starting with a letter, at most {MAX_NAME} characters"),
+                    format!("a server name of a-z, 0-9 and single '-' between them, starting with a letter, at most {MAX_NAME} characters"),
                     format!("{name:?}"),
                 ));
             }
@@ -129,5 +131,56 @@ impl Validator<'_> {
             );
         }
         Ok(servers)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(std::path::Path::new("nanoclaw.toml"), text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn servers_are_validated_naming_the_key() {
+        let c = parse(
+            "[mcp.servers.git]\ncommand = [\"mcp-server-git\"]\negress = [\"github.com\"]\nsecrets = [\"GITHUB_TOKEN\"]\n",
+        )
+        .unwrap();
+        let git = &c.mcp["git"];
+        assert!(git.serves(&"main".parse().unwrap()) && !git.serves(&"work".parse().unwrap()));
+        assert_eq!(git.timeout.as_secs(), 60);
+        for (text, want) in [
+            ("[mcp.servers.Git]\ncommand = [\"x\"]\n", "mcp.servers.Git"),
+            (
+                "[mcp.servers.a--b]\ncommand = [\"x\"]\n",
+                "mcp.servers.a--b",
+            ),
+            (
+                "[mcp.servers.git]\ncommand = []\n",
+                "mcp.servers.git.command",
+            ),
+            (
+                "[mcp.servers.t]\nurl = \"https://mcp.example.com/mcp\"\n",
+                "not supported yet",
+            ),
+            (
+                "[mcp.servers.git]\ncommand = [\"x\"]\ngroups = [\"Bad\"]\n",
+                "mcp.servers.git.groups",
+            ),
+            (
+                "[mcp.servers.git]\ncommand = [\"x\"]\negress = [\"bad host\"]\n",
+                "mcp.servers.git.egress",
+            ),
+            (
+                "[mcp.servers.git]\ncommand = [\"x\"]\ntimeout_secs = 0\n",
+                "timeout_secs",
+            ),
+            ("[mcp.servers.git]\ncommand = [\"x\"]\nbogus = 1\n", "bogus"),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(e.contains(want), "{text}: {e}");
+        }
     }
 }

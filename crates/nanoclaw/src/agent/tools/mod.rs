@@ -402,7 +402,7 @@ impl Tools {
         self.audit.record(
             EventKind::ToolResult,
             Some(ctx.group.as_str()),
-            json!({"turn": ctx.turn, "call_id": call.id, "tool": call.name, "is_error": outcome.is_error, "outside": outcome.outside, "content": outcome.content}),
+            json!({"turn": ctx.turn, "call_id": call.id, "tool": call.name, "is_error": outcome.is_error, "outside": outcome.outside, "millis": (started.elapsed().as_micros() as f64) / 1000.0, "bytes": outcome.content.len(), "content": outcome.content}),
         );
         outcome
     }
