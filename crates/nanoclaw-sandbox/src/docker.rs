@@ -111,6 +111,9 @@ pub struct DockerBackend {
     removals: Arc<std::sync::Mutex<HashMap<PathBuf, tokio::task::JoinHandle<()>>>>,
     /// Containers created by this process, for unique names.
     created: std::sync::atomic::AtomicU64,
+    /// The containers of streamed commands still running, removed at shutdown if their
+    /// commands have not ended by then.
+    streamed: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 /// Removes a group's container unless disarmed: an exec abandoned half-way (its caller
@@ -194,6 +197,7 @@ impl DockerBackend {
             exec_turns: std::sync::Mutex::new(HashMap::new()),
             removals: Arc::new(std::sync::Mutex::new(HashMap::new())),
             created: std::sync::atomic::AtomicU64::new(0),
+            streamed: Arc::default(),
         };
         backend.remove_stale().await?;
         backend.spawn_idle_sweeper();
@@ -271,6 +275,15 @@ impl DockerBackend {
         let mut map = self.running.lock().await;
         for (_, r) in map.drain() {
             self.remove(&r.id).await;
+        }
+        let streamed: Vec<String> = self
+            .streamed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .collect();
+        for id in streamed {
+            self.remove(&id).await;
         }
     }
 
@@ -438,9 +451,7 @@ impl DockerBackend {
 
     async fn run(&self, req: &ExecRequest) -> Result<crate::ExecOutput, SandboxError> {
         if req.stream.is_some() {
-            return Err(SandboxError::Unavailable(
-                "long-lived servers (MCP over stdio) run on the bwrap backend only, for now".into(),
-            ));
+            return self.run_streamed(req).await;
         }
         let started = Instant::now();
         let turn = {
@@ -540,6 +551,133 @@ impl DockerBackend {
         let mut out = out?;
         out.cgroup_limits = true;
         Ok(out)
+    }
+}
+
+impl DockerBackend {
+    /// A long-lived command with its stdio streamed (an MCP server): a container of its own,
+    /// made like a group's (same mounts, limits, user, init), so it neither holds the group's
+    /// one-exec-at-a-time turn nor shares a container a command's failure would remove. The
+    /// container goes when the command ends or the caller drops the exec.
+    async fn run_streamed(&self, req: &ExecRequest) -> Result<crate::ExecOutput, SandboxError> {
+        let started = Instant::now();
+        let ends = req
+            .stream
+            .as_ref()
+            .and_then(crate::Stream::take)
+            .ok_or_else(|| SandboxError::Setup("the stream was already taken".into()))?;
+        let container = self.create(req).await?;
+        self.streamed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(container.clone());
+        let _gone = RemoveOnDrop {
+            docker: self.docker.clone(),
+            container: container.clone(),
+            streamed: Arc::clone(&self.streamed),
+        };
+        let spec = InitSpec {
+            program: req.program.clone(),
+            limits: req.limits,
+            landlock: self.options.landlock,
+            rlimit_fallback: false,
+            env: req.command_env(),
+        };
+        let exec = CreateExecOptions {
+            cmd: Some(init_argv(&spec)?),
+            attach_stdin: Some(true),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(false),
+            user: Some(self.user.clone()),
+            working_dir: Some(WORKSPACE_IN_SANDBOX.to_owned()),
+            env: Some(SANDBOX_ENV.iter().map(|s| s.to_string()).collect()),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_exec(&container, exec)
+            .await
+            .map_err(|e| api_err("creating the exec", e))?;
+        let StartExecResults::Attached {
+            mut output,
+            mut input,
+        } = self
+            .docker
+            .start_exec(&created.id, None)
+            .await
+            .map_err(|e| api_err("starting the exec", e))?
+        else {
+            return Err(SandboxError::Setup(
+                "the engine did not attach to the exec".into(),
+            ));
+        };
+        let crate::StreamEnds {
+            mut stdin,
+            mut stdout,
+        } = ends;
+        let feed = tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut stdin, &mut input).await;
+            let _ = input.shutdown().await;
+        });
+        let mut decoder = FrameDecoder::new(crate::STREAM_STDERR_CAP);
+        decoder.streamed = Some(Vec::new());
+        let mut engine_err = Captured::default();
+        let read = async {
+            while let Some(item) = output.next().await {
+                match item {
+                    Ok(LogOutput::StdOut { message }) => {
+                        decoder.feed(&message);
+                        let chunk = decoder.streamed.as_mut().map(std::mem::take);
+                        if let Some(chunk) = chunk.filter(|c| !c.is_empty())
+                            && stdout.write_all(&chunk).await.is_err()
+                        {
+                            // The host stopped reading: its stdout is dropped from now on.
+                            decoder.streamed = None;
+                        }
+                    }
+                    Ok(LogOutput::StdErr { message }) => engine_err.push(&message, 16 * 1024),
+                    Ok(_) => {}
+                    Err(e) => return Err(api_err("reading the exec's output", e)),
+                }
+            }
+            Ok(())
+        };
+        let timed_out = match tokio::time::timeout(req.limits.wall_time + HOST_GRACE, read).await {
+            Ok(result) => {
+                result?;
+                false
+            }
+            Err(_) => true,
+        };
+        feed.abort();
+        let mut out = assemble(decoder.finish(), &engine_err, timed_out, started)?;
+        out.cgroup_limits = true;
+        Ok(out)
+    }
+}
+
+/// Removes a streamed command's container when its exec ends or is dropped.
+struct RemoveOnDrop {
+    docker: Docker,
+    container: String,
+    streamed: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        self.streamed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.container);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (docker, id) = (self.docker.clone(), self.container.clone());
+        runtime.spawn(async move {
+            let opts = RemoveContainerOptionsBuilder::new().force(true).build();
+            let _ = docker.remove_container(&id, Some(opts)).await;
+        });
     }
 }
 

@@ -158,7 +158,11 @@ async fn run() {
     assert!(
         through.len() >= CALLS,
         "too few timed calls in the audit log:\n{}\n{}",
-        support::text(&h.run(&["audit", "show", "--kind", "mcp_server"]).await.stdout),
+        support::text(
+            &h.run(&["audit", "show", "--kind", "mcp_server"])
+                .await
+                .stdout
+        ),
         support::text(&out.stderr)
     );
     let mut direct = direct(&script);

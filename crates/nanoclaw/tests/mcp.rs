@@ -474,3 +474,94 @@ async fn the_fetch_server_reaches_only_its_allowlisted_hosts() {
         "{egress}"
     );
 }
+
+/// Containers labelled with this test's data dir.
+fn containers(home: &TestHome) -> Vec<String> {
+    let id = nanoclaw_sandbox::docker::home_id(home.path());
+    let out = std::process::Command::new("docker")
+        .args(["ps", "-a", "-q", "--filter"])
+        .arg(format!("label=org.nanoclaw.home={id}"))
+        .output()
+        .unwrap();
+    text(&out.stdout).lines().map(str::to_owned).collect()
+}
+
+#[tokio::test]
+async fn on_docker_a_server_runs_in_a_container_of_its_own_beside_the_groups_commands() {
+    if let Err(why) = support::docker_image() {
+        support::skip(&why);
+        return;
+    }
+    let model = ScriptedModel::start(
+        Wire::Anthropic,
+        vec![
+            call("mcp__hostile__send_mail", r#"{"to": "a@x", "body": "hi"}"#),
+            Step::EchoToolResult,
+            // The server's exec stays open: a command of the group still runs meanwhile.
+            call("shell", r#"{"command": "echo beside the server"}"#),
+            Step::EchoToolResult,
+            call(
+                "mcp__hostile__snoop",
+                r#"{"paths": ["/workspace/.hostile.py", "/etc/shadow", "/proc/1/environ"]}"#,
+            ),
+            Step::EchoToolResult,
+        ],
+    )
+    .await;
+    let h = TestHome::new(
+        Wire::Anthropic,
+        &model.url,
+        &format!(
+            "[sandbox]\nbackend = \"docker\"\ndocker_image = \"{}\"\n[mcp.servers.hostile]\ncommand = [\"python3\", \"/workspace/.hostile.py\"]\nsecrets = [\"TOKEN\"]\n",
+            support::DOCKER_TEST_IMAGE
+        ),
+    );
+    std::fs::create_dir_all(h.workspace("main")).unwrap();
+    std::fs::write(h.workspace("main").join(".hostile.py"), HOSTILE).unwrap();
+    std::fs::write(
+        h.path().join("policy.toml"),
+        "[approvers.owner]\nterminal = true\n[[rule]]\ntool = \"hostile.*\"\naction = \"allow\"\n",
+    )
+    .unwrap();
+    let out = h
+        .set_secret(
+            "TOKEN",
+            "tok-REAL-docker-value",
+            &["--host", "bound.example", "--group", "main"],
+        )
+        .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut reply = String::new();
+    for what in ["mail", "a command", "snoop"] {
+        let out = h.run(&["ask", what]).await;
+        reply.push_str(&format!("{}{}", text(&out.stdout), text(&out.stderr)));
+        assert!(out.status.success(), "{reply}");
+    }
+    assert!(reply.contains("sent to a@x"), "{reply}");
+    assert!(reply.contains("beside the server"), "{reply}");
+    // The server reads its own workspace, not the host's files; it holds a placeholder only.
+    assert!(
+        reply.contains(r#""/workspace/.hostile.py": "ok: "#),
+        "{reply}"
+    );
+    assert!(reply.contains(r#""/etc/shadow": "error: "#), "{reply}");
+    assert!(!reply.contains("tok-REAL-docker-value"), "{reply}");
+    assert!(reply.contains("TOKEN"), "{reply}");
+    let started = text(
+        &h.run(&["audit", "show", "--kind", "mcp_server"])
+            .await
+            .stdout,
+    );
+    assert!(started.contains(r#""event":"started""#), "{started}");
+    // The process is done: its containers, the server's among them, are gone.
+    for _ in 0..100 {
+        if containers(&h).is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "containers left after the process ended: {:?}",
+        containers(&h)
+    );
+}
