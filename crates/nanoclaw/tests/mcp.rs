@@ -565,3 +565,193 @@ async fn on_docker_a_server_runs_in_a_container_of_its_own_beside_the_groups_com
         containers(&h)
     );
 }
+
+const SDK_SERVER: &str = include_str!("mcp_sdk_server.py");
+
+/// Lines of a marker file the SDK server writes.
+fn marks(dir: &std::path::Path, name: &str) -> Vec<String> {
+    std::fs::read_to_string(dir.join(name))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+async fn wait_for_mark(dir: &std::path::Path, name: &str, line: &str) {
+    for _ in 0..100 {
+        if marks(dir, name).iter().any(|l| l == line) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{name} never said {line:?}: {:?}", marks(dir, name));
+}
+
+#[tokio::test]
+async fn a_remote_server_over_streamable_http_gets_its_token_only_from_the_proxy_and_a_late_call_is_cancelled()
+ {
+    let Some(python) = installed("python3") else {
+        return;
+    };
+    const TOKEN: &str = "tok-REAL-remote-value";
+    let markers = tempfile::tempdir().unwrap();
+    let script = markers.path().join("server.py");
+    std::fs::write(&script, SDK_SERVER).unwrap();
+    let port = support::free_port();
+    let mut server = tokio::process::Command::new(&python)
+        .arg(&script)
+        .args(["http", &port.to_string()])
+        .arg(markers.path())
+        .arg(format!("Bearer {TOKEN}"))
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let daemon_port = support::free_port();
+    // HTTPS, as a remote server is: the proxy injects a secret over TLS only.
+    let ca = support::https::TestCa::new();
+    let front = support::https::tls_front(&ca, "localhost", port).await;
+    let model = ScriptedModel::start(
+        Wire::Anthropic,
+        vec![
+            call("mcp__remote__echo", r#"{"text": "over http"}"#),
+            Step::EchoToolResult,
+            call("mcp__remote__slow", r#"{"seconds": 60}"#),
+            Step::EchoToolResult,
+        ],
+    )
+    .await;
+    let h = TestHome::new(
+        Wire::Anthropic,
+        &model.url,
+        &format!(
+            "[api]\nlisten = \"127.0.0.1:{daemon_port}\"\n[egress]\nextra_roots = [\"{}\"]\n[mcp.servers.remote]\nurl = \"https://localhost:{front}/mcp\"\negress = [{{ host = \"localhost:{front}\", private = true }}]\nsecrets = [\"REMOTE_TOKEN\"]\ntimeout_secs = 2\n",
+            ca.cert_file.display()
+        ),
+    );
+    std::fs::write(
+        h.path().join("policy.toml"),
+        "[approvers.owner]\nterminal = true\n[[rule]]\ntool = \"remote.*\"\naction = \"allow\"\n",
+    )
+    .unwrap();
+    let out = h
+        .set_secret(
+            "REMOTE_TOKEN",
+            TOKEN,
+            &[
+                "--host",
+                "localhost",
+                "--group",
+                "main",
+                "--header",
+                "Authorization",
+                "--format",
+                "Bearer {}",
+            ],
+        )
+        .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Through the daemon, as a remote server is used: it outlives the turns.
+    let mut daemon = h.daemon(daemon_port).await;
+    let out = h.run(&["ask", "echo over http"]).await;
+    let reply = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{reply}");
+    assert!(reply.contains("echo: over http"), "{reply}");
+    // Every request reached the server with the real token, which only the proxy held.
+    let seen = marks(markers.path(), "authorizations");
+    assert!(
+        !seen.is_empty() && seen.iter().all(|l| l == "expected"),
+        "{seen:?}"
+    );
+    // A call past the server's timeout is given up and cancelled at the server.
+    let out = h.run(&["ask", "sleep long"]).await;
+    let reply = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(reply.contains("did not answer within 2s"), "{reply}");
+    wait_for_mark(markers.path(), "slow", "cancelled").await;
+    let audit = text(&h.run(&["audit", "show"]).await.stdout);
+    assert!(!audit.contains(TOKEN), "{audit}");
+    assert!(audit.contains("\"event\":\"started\""), "{audit}");
+    let verified = h.run(&["audit", "verify"]).await;
+    assert!(verified.status.success(), "{}", text(&verified.stderr));
+    let _ = daemon.start_kill();
+    let _ = daemon.wait().await;
+    let _ = server.start_kill();
+}
+
+#[tokio::test]
+async fn an_sdk_server_in_the_sandbox_is_cancelled_when_late_held_back_when_its_list_grows_and_restarted_after_a_crash()
+ {
+    let Some(python) = installed("python3") else {
+        return;
+    };
+    let model = ScriptedModel::start(
+        Wire::Anthropic,
+        vec![
+            call("mcp__sdk__slow", r#"{"seconds": 60}"#),
+            Step::EchoToolResult,
+            call("mcp__sdk__grow", "{}"),
+            Step::EchoToolResult,
+            call("mcp__sdk__added", "{}"),
+            Step::EchoToolResult,
+            call("mcp__sdk__crash", "{}"),
+            Step::EchoToolResult,
+            call("mcp__sdk__echo", r#"{"text": "after the crash"}"#),
+            Step::EchoToolResult,
+        ],
+    )
+    .await;
+    let h = TestHome::new(
+        Wire::Anthropic,
+        &model.url,
+        &format!(
+            "[sandbox]\nbackend = \"bwrap\"\n[mcp.servers.sdk]\ncommand = [\"{python}\", \"/workspace/.sdk.py\", \"stdio\", \"/workspace\"]\ntimeout_secs = 2\n"
+        ),
+    );
+    std::fs::create_dir_all(h.workspace("main")).unwrap();
+    std::fs::write(h.workspace("main").join(".sdk.py"), SDK_SERVER).unwrap();
+    std::fs::write(
+        h.path().join("policy.toml"),
+        "[approvers.owner]\nterminal = true\n[[rule]]\ntool = \"sdk.*\"\naction = \"allow\"\n",
+    )
+    .unwrap();
+    let daemon_port = support::free_port();
+    // One daemon, so the server lives across turns.
+    let config = std::fs::read_to_string(h.path().join("nanoclaw.toml")).unwrap();
+    std::fs::write(
+        h.path().join("nanoclaw.toml"),
+        format!("{config}[api]\nlisten = \"127.0.0.1:{daemon_port}\"\n"),
+    )
+    .unwrap();
+    let mut daemon = h.daemon(daemon_port).await;
+    let ask = async |what: &str| {
+        let out = h.run(&["ask", what]).await;
+        format!("{}{}", text(&out.stdout), text(&out.stderr))
+    };
+    let slow = ask("sleep long").await;
+    assert!(slow.contains("did not answer within 2s"), "{slow}");
+    wait_for_mark(&h.workspace("main"), "slow", "cancelled").await;
+    let grown = ask("grow").await;
+    assert!(grown.contains("grown"), "{grown}");
+    // The grown list is not the pinned one: the new tool is held back until trusted.
+    let added = ask("use the new tool").await;
+    assert!(added.contains("no tool named"), "{added}");
+    let listed = text(&h.run(&["mcp", "list"]).await.stdout);
+    assert!(listed.contains("added"), "{listed}");
+    let crashed = ask("crash").await;
+    assert!(!crashed.contains("echo:"), "{crashed}");
+    let after = ask("echo").await;
+    assert!(after.contains("echo: after the crash"), "{after}");
+    let events = text(
+        &h.run(&["audit", "show", "--kind", "mcp_server"])
+            .await
+            .stdout,
+    );
+    assert!(events.contains("\"event\":\"crashed\""), "{events}");
+    let _ = daemon.start_kill();
+    let _ = daemon.wait().await;
+}

@@ -20,7 +20,7 @@ pub fn mcp_command(home: &Home, command: McpCommand) -> anyhow::Result<ExitCode>
                 let hosts: Vec<String> = s.egress.rules.iter().map(|r| r.text.clone()).collect();
                 println!(
                     "{name}: {}\n  groups: {}; hosts: {}; secrets: {}; timeout {}s",
-                    display::one_line(&s.command.join(" ")),
+                    display::one_line(&s.transport.to_string()),
                     s.groups
                         .iter()
                         .map(|g| g.as_str())

@@ -1,6 +1,9 @@
-//! `[mcp.servers.NAME]`: the MCP servers the agent may use, validated once. A server is a
+//! `[mcp.servers.NAME]`: the MCP servers the agent may use, validated once. A local server is a
 //! command run inside a sandbox of each group it serves, reaching only the hosts listed here
-//! through a proxy of its own, holding only the placeholders of the secrets listed here.
+//! through a proxy of its own, holding only the placeholders of the secrets listed here. A
+//! remote server is a URL spoken to over streamable HTTP through that same kind of proxy (its
+//! own host allowed besides those listed), so the secrets listed here reach it only as the
+//! proxy injects them toward their bound hosts.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -45,12 +48,31 @@ fn default_timeout() -> i64 {
     60
 }
 
+/// How a server is reached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum McpTransport {
+    /// A command, run in the group's sandbox (working directory `/workspace`), spoken to over
+    /// its stdio.
+    Stdio { command: Vec<String> },
+    /// A remote server's endpoint (`http://` or `https://`), spoken to over streamable HTTP
+    /// through the server's proxy.
+    Http { url: String },
+}
+
+impl std::fmt::Display for McpTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            McpTransport::Stdio { command } => f.write_str(&command.join(" ")),
+            McpTransport::Http { url } => f.write_str(url),
+        }
+    }
+}
+
 /// One MCP server.
 #[derive(Clone, Debug)]
 pub struct McpServer {
     pub name: String,
-    /// The command, run in the group's sandbox (working directory `/workspace`).
-    pub command: Vec<String>,
+    pub transport: McpTransport,
     /// The groups whose turns get its tools (each its own sandbox of the server).
     pub groups: Vec<GroupId>,
     /// What its sandbox may reach, through its own proxy.
@@ -87,20 +109,48 @@ impl Validator<'_> {
                     format!("{name:?}"),
                 ));
             }
-            if s.url.is_some() {
-                return Err(self.invalid(
-                    format!("{key}.url"),
-                    "a local server (`command`); remote (streamable HTTP) servers are not supported yet",
-                    "a url",
-                ));
-            }
-            if s.command.is_empty() || s.command.iter().any(|a| a.is_empty() || a.contains('\0')) {
-                return Err(self.invalid(
-                    format!("{key}.command"),
-                    "the server's command as a non-empty list of arguments",
-                    format!("{:?}", s.command),
-                ));
-            }
+            let mut egress_rules: Vec<RawEgressRule> = s.egress.clone();
+            let transport = match (&s.url, s.command.is_empty()) {
+                (Some(_), false) => {
+                    return Err(self.invalid(
+                        key,
+                        "either `command` (a local server) or `url` (a remote one), not both",
+                        "both",
+                    ));
+                }
+                (Some(url), true) => {
+                    let authority = remote_authority(url).map_err(|why| {
+                        self.invalid(format!("{key}.url"), why, format!("{url:?}"))
+                    })?;
+                    // The server's own host, unless a rule of `egress` names it (to allow a
+                    // private address, say): the endpoint is reached like any other host.
+                    let named = self
+                        .egress(&format!("{key}.egress"), &s.egress)?
+                        .allow(&authority.0, authority.1, "POST")
+                        .is_ok();
+                    if !named {
+                        egress_rules.push(RawEgressRule::Host(format!(
+                            "{}:{}",
+                            authority.0, authority.1
+                        )));
+                    }
+                    McpTransport::Http { url: url.clone() }
+                }
+                (None, _) => {
+                    if s.command.is_empty()
+                        || s.command.iter().any(|a| a.is_empty() || a.contains('\0'))
+                    {
+                        return Err(self.invalid(
+                            format!("{key}.command"),
+                            "the server's command as a non-empty list of arguments (or `url` for a remote server)",
+                            format!("{:?}", s.command),
+                        ));
+                    }
+                    McpTransport::Stdio {
+                        command: s.command.clone(),
+                    }
+                }
+            };
             let mut groups = Vec::new();
             for g in &s.groups {
                 groups.push(
@@ -122,9 +172,9 @@ impl Validator<'_> {
                 name.clone(),
                 McpServer {
                     name: name.clone(),
-                    command: s.command.clone(),
+                    transport,
                     groups,
-                    egress: self.egress(&format!("{key}.egress"), &s.egress)?,
+                    egress: self.egress(&format!("{key}.egress"), &egress_rules)?,
                     secrets: s.secrets.clone(),
                     timeout: Duration::from_secs(s.timeout_secs as u64),
                 },
@@ -132,6 +182,31 @@ impl Validator<'_> {
         }
         Ok(servers)
     }
+}
+
+/// The host and port of a remote server's URL, or why it cannot be one.
+fn remote_authority(url: &str) -> Result<(String, u16), &'static str> {
+    let uri: hyper::Uri = url
+        .parse()
+        .map_err(|_| "an http:// or https:// URL of the server's MCP endpoint")?;
+    let port = match uri.scheme_str() {
+        Some("https") => 443,
+        Some("http") => 80,
+        _ => return Err("an http:// or https:// URL of the server's MCP endpoint"),
+    };
+    let authority = uri
+        .authority()
+        .ok_or("an http:// or https:// URL with a host")?;
+    if authority.as_str().contains('@') {
+        return Err("a URL without credentials (name a secret bound to the host instead)");
+    }
+    if authority.host().is_empty() {
+        return Err("an http:// or https:// URL with a host");
+    }
+    Ok((
+        authority.host().to_ascii_lowercase(),
+        authority.port_u16().unwrap_or(port),
+    ))
 }
 
 #[cfg(test)]
@@ -151,6 +226,21 @@ mod tests {
         let git = &c.mcp["git"];
         assert!(git.serves(&"main".parse().unwrap()) && !git.serves(&"work".parse().unwrap()));
         assert_eq!(git.timeout.as_secs(), 60);
+        // A remote server's own host is allowed besides its rules, unless a rule names it.
+        let c = parse("[mcp.servers.t]\nurl = \"https://mcp.example.com/mcp\"\n").unwrap();
+        let t = &c.mcp["t"];
+        assert_eq!(
+            t.transport,
+            super::McpTransport::Http {
+                url: "https://mcp.example.com/mcp".into()
+            }
+        );
+        assert!(t.egress.allow("mcp.example.com", 443, "POST").is_ok());
+        assert!(t.egress.allow("mcp.example.com", 80, "POST").is_err());
+        assert!(t.egress.allow("other.example", 443, "POST").is_err());
+        let c = parse("[mcp.servers.t]\nurl = \"http://127.0.0.1:8123/mcp\"\negress = [{ host = \"127.0.0.1:8123\", private = true }]\n").unwrap();
+        let rule = c.mcp["t"].egress.allow("127.0.0.1", 8123, "POST").unwrap();
+        assert!(rule.private);
         for (text, want) in [
             ("[mcp.servers.Git]\ncommand = [\"x\"]\n", "mcp.servers.Git"),
             (
@@ -162,8 +252,16 @@ mod tests {
                 "mcp.servers.git.command",
             ),
             (
-                "[mcp.servers.t]\nurl = \"https://mcp.example.com/mcp\"\n",
-                "not supported yet",
+                "[mcp.servers.t]\nurl = \"ftp://mcp.example.com/mcp\"\n",
+                "mcp.servers.t.url",
+            ),
+            (
+                "[mcp.servers.t]\nurl = \"https://me:pw@mcp.example.com/mcp\"\n",
+                "without credentials",
+            ),
+            (
+                "[mcp.servers.t]\nurl = \"https://mcp.example.com/mcp\"\ncommand = [\"x\"]\n",
+                "not both",
             ),
             (
                 "[mcp.servers.git]\ncommand = [\"x\"]\ngroups = [\"Bad\"]\n",

@@ -151,6 +151,7 @@ struct RawGroupEgress {
 }
 
 /// A rule: `"host[:port]"`, or a table with methods and the private-network flag.
+#[derive(Clone)]
 pub(super) enum RawEgressRule {
     Host(String),
     Table(RawEgressTable),
@@ -172,7 +173,7 @@ impl<'de> Deserialize<'de> for RawEgressRule {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawEgressTable {
     host: String,

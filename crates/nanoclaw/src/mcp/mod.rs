@@ -2,12 +2,14 @@
 //! long-lived command in a sandbox of that group (the same backend and init as every command:
 //! seccomp, Landlock, limits, the workspace, no secrets), its network only through a proxy of
 //! its own that allows the server's hosts alone and serves it only while one of its calls is
-//! open. The `rmcp` client speaks to it over the sandboxed command's stdio.
+//! open. The `rmcp` client speaks to it over the sandboxed command's stdio. A remote server is
+//! spoken to over streamable HTTP ([`http`]) through the same kind of proxy of its own.
 //!
 //! This module starts servers, restarts them with backoff when they die, lists and pins their
 //! tools ([`pins`]) and carries calls. It decides nothing: a call reaches it only from
 //! `Tools::call`, after the gate, and what it returns is outside content.
 
+pub mod http;
 pub mod pins;
 pub mod schema;
 
@@ -20,11 +22,13 @@ use nanoclaw_core::GroupId;
 use nanoclaw_sandbox::{Backend, ExecRequest, Limits, Program, Stream};
 use rmcp::model::{CallToolRequestParams, Tool};
 use rmcp::service::{RoleClient, RunningService};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::{ClientHandler, ServiceExt};
 use serde_json::{Value, json};
 
 use crate::audit::{Audit, EventKind};
-use crate::config::mcp::McpServer;
+use crate::config::mcp::{McpServer, McpTransport};
 use crate::sandbox::egress::SandboxNet;
 
 /// How long a server may take to start and answer `initialize` and `tools/list`.
@@ -37,10 +41,18 @@ const MAX_RESULT_CHARS: usize = 64 * 1024;
 /// The longest a wire name may be (the providers' limit on tool names).
 const MAX_WIRE_NAME: usize = 64;
 
-/// What a server's sandbox is made of in a group: the workspace, the group's limits, and the
-/// server's own network. The caller (the tools, which hold the egress) provides it.
-pub type Starter<'a> =
-    dyn Fn(&McpServer) -> anyhow::Result<(PathBuf, Limits, SandboxNet)> + Sync + 'a;
+/// Where a server runs in a group: the workspace, the group's limits, the server's own network,
+/// and the TLS trust of the hosts its proxy intercepts (for a remote server's client).
+pub struct Place {
+    pub workspace: PathBuf,
+    pub limits: Limits,
+    pub net: SandboxNet,
+    pub tls: Arc<rustls::ClientConfig>,
+}
+
+/// Makes a server's [`Place`] in a group. The caller (the tools, which hold the egress)
+/// provides it.
+pub type Starter<'a> = dyn Fn(&McpServer) -> anyhow::Result<Place> + Sync + 'a;
 
 /// One call, as the gate passed it.
 pub struct Call<'a> {
@@ -107,22 +119,32 @@ impl ClientHandler for Handler {
     }
 }
 
+type Exec =
+    tokio::task::JoinHandle<Result<nanoclaw_sandbox::ExecOutput, nanoclaw_sandbox::SandboxError>>;
+
 /// A running server in one group.
 struct Connection {
     service: RunningService<RoleClient, Handler>,
-    /// The sandboxed command; it ends when the server does (aborting it kills the sandbox).
-    exec: tokio::task::JoinHandle<
-        Result<nanoclaw_sandbox::ExecOutput, nanoclaw_sandbox::SandboxError>,
-    >,
-    net: SandboxNet,
+    /// A local server's sandboxed command; it ends when the server does (aborting it kills
+    /// the sandbox). None for a remote server.
+    exec: Option<Exec>,
+    net: Arc<SandboxNet>,
     /// Its tools as last listed.
     tools: std::sync::Mutex<Vec<Tool>>,
     changed: Arc<std::sync::atomic::AtomicBool>,
 }
 
+impl Connection {
+    fn is_up(&self) -> bool {
+        !self.exec.as_ref().is_some_and(|e| e.is_finished()) && !self.service.is_transport_closed()
+    }
+}
+
 impl Drop for Connection {
     fn drop(&mut self) {
-        self.exec.abort();
+        if let Some(exec) = &self.exec {
+            exec.abort();
+        }
     }
 }
 
@@ -237,9 +259,7 @@ impl Servers {
         let key = (server.name.clone(), group.clone());
         let mut slots = self.slots.lock().await;
         let backoff = match slots.get(&key) {
-            Some(Slot::Up(conn))
-                if !conn.exec.is_finished() && !conn.service.is_transport_closed() =>
-            {
+            Some(Slot::Up(conn)) if conn.is_up() => {
                 if conn
                     .changed
                     .swap(false, std::sync::atomic::Ordering::SeqCst)
@@ -301,48 +321,51 @@ impl Servers {
         group: &GroupId,
         start: &Starter<'_>,
     ) -> Result<Connection, String> {
-        let (workspace, limits, net) = start(server).map_err(|e| format!("{e:#}"))?;
-        let (stream, to_server, from_server) = Stream::pair();
-        let req = ExecRequest {
-            workspace,
-            program: Program::Command(server.command.clone()),
-            stdin: Vec::new(),
-            limits: server_limits(limits),
-            proxy_socket: Some(net.proxy_socket.clone()),
-            trust_dir: Some(net.trust_dir.clone()),
-            env: net.env.clone(),
-            stream: Some(stream),
-        };
-        let backend = Arc::clone(&self.backend);
-        let exec = tokio::spawn(async move { backend.exec(&req).await });
+        let place = start(server).map_err(|e| format!("{e:#}"))?;
         let changed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let handler = Handler {
             changed: Arc::clone(&changed),
         };
-        let started = tokio::time::timeout(START_TIMEOUT, async {
-            let service = handler
-                .serve((from_server, to_server))
-                .await
-                .map_err(|e| format!("the server did not complete the MCP handshake: {e}"))?;
-            let tools = service
-                .list_all_tools()
-                .await
-                .map_err(|e| format!("the server did not list its tools: {e}"))?;
-            Ok::<_, String>((service, tools))
-        })
-        .await;
-        let (service, tools) = match started {
-            Ok(Ok(up)) => up,
-            Ok(Err(e)) => {
-                return Err(self.why_down(server, exec, e).await);
+        let net = Arc::new(place.net);
+        let (service, tools, exec) = match &server.transport {
+            McpTransport::Stdio { command } => {
+                let (stream, to_server, from_server) = Stream::pair();
+                let req = ExecRequest {
+                    workspace: place.workspace,
+                    program: Program::Command(command.clone()),
+                    stdin: Vec::new(),
+                    limits: server_limits(place.limits),
+                    proxy_socket: Some(net.proxy_socket.clone()),
+                    trust_dir: Some(net.trust_dir.clone()),
+                    env: net.env.clone(),
+                    stream: Some(stream),
+                };
+                let backend = Arc::clone(&self.backend);
+                let exec = tokio::spawn(async move { backend.exec(&req).await });
+                match handshake(server, handler, (from_server, to_server)).await {
+                    Ok((service, tools)) => (service, tools, Some(exec)),
+                    Err(Handshake::TimedOut(e)) => {
+                        exec.abort();
+                        return Err(e);
+                    }
+                    Err(Handshake::Failed(e)) => return Err(self.why_down(server, exec, e).await),
+                }
             }
-            Err(_) => {
-                exec.abort();
-                return Err(format!(
-                    "MCP server {} did not start within {}s",
-                    server.name,
-                    START_TIMEOUT.as_secs()
-                ));
+            McpTransport::Http { url } => {
+                let client = http::ProxiedClient {
+                    server: server.name.clone(),
+                    socket: net.proxy_socket.clone(),
+                    tls: place.tls,
+                    net: Arc::clone(&net),
+                };
+                let config = StreamableHttpClientTransportConfig::with_uri(url.as_str());
+                let transport = StreamableHttpClientTransport::with_client(client, config);
+                match handshake(server, handler, transport).await {
+                    Ok((service, tools)) => (service, tools, None),
+                    Err(Handshake::TimedOut(e) | Handshake::Failed(e)) => {
+                        return Err(format!("MCP server {}: {e}", server.name));
+                    }
+                }
             }
         };
         let protocol = service
@@ -364,14 +387,7 @@ impl Servers {
     }
 
     /// Why a server that failed its handshake is down: its own stderr, if it died.
-    async fn why_down(
-        &self,
-        server: &McpServer,
-        exec: tokio::task::JoinHandle<
-            Result<nanoclaw_sandbox::ExecOutput, nanoclaw_sandbox::SandboxError>,
-        >,
-        error: String,
-    ) -> String {
+    async fn why_down(&self, server: &McpServer, exec: Exec, error: String) -> String {
         match tokio::time::timeout(Duration::from_secs(2), exec).await {
             Ok(Ok(Ok(out))) => {
                 let stderr = out.stderr.text_lossy();
@@ -445,6 +461,45 @@ impl Servers {
     /// Stop every server (the process is done).
     pub async fn shutdown(&self) {
         self.slots.lock().await.clear();
+    }
+}
+
+/// Why a handshake did not complete.
+enum Handshake {
+    TimedOut(String),
+    Failed(String),
+}
+
+/// `initialize`, then the whole tool list, within [`START_TIMEOUT`].
+async fn handshake<T, E, A>(
+    server: &McpServer,
+    handler: Handler,
+    transport: T,
+) -> Result<(RunningService<RoleClient, Handler>, Vec<Tool>), Handshake>
+where
+    T: rmcp::transport::IntoTransport<RoleClient, E, A>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let started = tokio::time::timeout(START_TIMEOUT, async {
+        let service = handler
+            .serve(transport)
+            .await
+            .map_err(|e| format!("the server did not complete the MCP handshake: {e}"))?;
+        let tools = service
+            .list_all_tools()
+            .await
+            .map_err(|e| format!("the server did not list its tools: {e}"))?;
+        Ok::<_, String>((service, tools))
+    })
+    .await;
+    match started {
+        Ok(Ok(up)) => Ok(up),
+        Ok(Err(e)) => Err(Handshake::Failed(e)),
+        Err(_) => Err(Handshake::TimedOut(format!(
+            "MCP server {} did not start within {}s",
+            server.name,
+            START_TIMEOUT.as_secs()
+        ))),
     }
 }
 

@@ -152,27 +152,15 @@ async fn once(
     max_body: usize,
 ) -> Result<WebResponse, WebError> {
     let url = req.url.clone();
-    let (uri, host, path, port, https) = parse(&url)?;
+    let (uri, ..) = parse(&url)?;
     let fail = |e: &dyn std::fmt::Display| WebError::Failed {
         url: url.clone(),
         error: e.to_string(),
     };
-    let unix = tokio::net::UnixStream::connect(socket)
-        .await
-        .map_err(|e| fail(&format!("cannot reach the egress proxy: {e}")))?;
-    let authority = if (https && port == 443) || (!https && port == 80) {
-        host.clone()
-    } else {
-        format!("{host}:{port}")
-    };
-    let mut builder = Request::builder().method(req.method.clone());
-    builder = if https {
-        builder.uri(path.as_str())
-    } else {
-        builder.uri(uri.clone())
-    };
-    builder = builder.header(hyper::header::HOST, authority.as_str());
-    builder = builder.header(hyper::header::USER_AGENT, "nanoclaw-web/0.1");
+    let mut builder = Request::builder()
+        .method(req.method.clone())
+        .uri(uri.clone())
+        .header(hyper::header::USER_AGENT, "nanoclaw-web/0.1");
     for (k, v) in &req.headers {
         let name: hyper::header::HeaderName =
             k.parse().map_err(|_| WebError::BadHeader(k.clone()))?;
@@ -183,50 +171,7 @@ async fn once(
     let request = builder
         .body(Full::new(Bytes::from(req.body.clone())))
         .map_err(|e| fail(&e))?;
-    let response = if https {
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(unix))
-            .await
-            .map_err(|e| fail(&e))?;
-        let conn = tokio::spawn(conn.with_upgrades());
-        let connect = Request::builder()
-            .method(Method::CONNECT)
-            .uri(format!("{host}:{port}"))
-            .header(hyper::header::HOST, format!("{host}:{port}"))
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| fail(&e))?;
-        let answer = sender.send_request(connect).await.map_err(|e| fail(&e))?;
-        if !answer.status().is_success() {
-            let body = read_capped(answer.into_body(), 4096).await.0;
-            return Err(WebError::Refused {
-                url,
-                message: String::from_utf8_lossy(&body).trim().to_owned(),
-            });
-        }
-        drop(sender);
-        let upgraded = hyper::upgrade::on(answer).await.map_err(|e| fail(&e))?;
-        drop(conn);
-        let name = rustls::pki_types::ServerName::try_from(
-            host.trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned(),
-        )
-        .map_err(|e| fail(&e))?;
-        let stream = tokio_rustls::TlsConnector::from(Arc::clone(tls))
-            .connect(name, TokioIo::new(upgraded))
-            .await
-            .map_err(|e| fail(&format!("TLS: {e}")))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| fail(&e))?;
-        tokio::spawn(conn);
-        sender.send_request(request).await.map_err(|e| fail(&e))?
-    } else {
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(unix))
-            .await
-            .map_err(|e| fail(&e))?;
-        tokio::spawn(conn);
-        sender.send_request(request).await.map_err(|e| fail(&e))?
-    };
+    let response = exchange(socket, tls, request).await?;
     let status = response.status().as_u16();
     let headers = response
         .headers()
@@ -246,6 +191,80 @@ async fn once(
         body,
         truncated,
     })
+}
+
+/// Send one request (its URI absolute) through the proxy at `socket`, on a connection of its
+/// own: `http://` in absolute form, `https://` through a CONNECT tunnel and TLS verified
+/// against `tls` (which trusts the proxy's CA, for hosts it intercepts). The response's body is
+/// left to the caller to read, as it streams.
+pub async fn exchange(
+    socket: &Path,
+    tls: &Arc<rustls::ClientConfig>,
+    mut request: Request<Full<Bytes>>,
+) -> Result<hyper::Response<hyper::body::Incoming>, WebError> {
+    let url = request.uri().to_string();
+    let (uri, host, path, port, https) = parse(&url)?;
+    let fail = |e: &dyn std::fmt::Display| WebError::Failed {
+        url: url.clone(),
+        error: e.to_string(),
+    };
+    let unix = tokio::net::UnixStream::connect(socket)
+        .await
+        .map_err(|e| fail(&format!("cannot reach the egress proxy: {e}")))?;
+    let authority = if (https && port == 443) || (!https && port == 80) {
+        host.clone()
+    } else {
+        format!("{host}:{port}")
+    };
+    let host_header = hyper::header::HeaderValue::from_str(&authority).map_err(|e| fail(&e))?;
+    request
+        .headers_mut()
+        .insert(hyper::header::HOST, host_header);
+    if !https {
+        *request.uri_mut() = uri;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(unix))
+            .await
+            .map_err(|e| fail(&e))?;
+        tokio::spawn(conn);
+        return sender.send_request(request).await.map_err(|e| fail(&e));
+    }
+    *request.uri_mut() = path.parse().map_err(|e| fail(&e))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(unix))
+        .await
+        .map_err(|e| fail(&e))?;
+    let conn = tokio::spawn(conn.with_upgrades());
+    let connect = Request::builder()
+        .method(Method::CONNECT)
+        .uri(format!("{host}:{port}"))
+        .header(hyper::header::HOST, format!("{host}:{port}"))
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| fail(&e))?;
+    let answer = sender.send_request(connect).await.map_err(|e| fail(&e))?;
+    if !answer.status().is_success() {
+        let body = read_capped(answer.into_body(), 4096).await.0;
+        return Err(WebError::Refused {
+            url,
+            message: String::from_utf8_lossy(&body).trim().to_owned(),
+        });
+    }
+    drop(sender);
+    let upgraded = hyper::upgrade::on(answer).await.map_err(|e| fail(&e))?;
+    drop(conn);
+    let name = rustls::pki_types::ServerName::try_from(
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+    )
+    .map_err(|e| fail(&e))?;
+    let stream = tokio_rustls::TlsConnector::from(Arc::clone(tls))
+        .connect(name, TokioIo::new(upgraded))
+        .await
+        .map_err(|e| fail(&format!("TLS: {e}")))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| fail(&e))?;
+    tokio::spawn(conn);
+    sender.send_request(request).await.map_err(|e| fail(&e))
 }
 
 /// Read at most `cap` bytes of a body; the rest is left unread.

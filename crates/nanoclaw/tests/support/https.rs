@@ -251,3 +251,28 @@ async fn git(config: &Config, seen: &Seen) -> Response<Full<Bytes>> {
     )))
     .unwrap()
 }
+
+/// A TLS front on 127.0.0.1 with a leaf for `host` from `ca`, passing each connection's
+/// plaintext to the plain-HTTP server on `backend`; returns its port.
+#[allow(dead_code)]
+pub async fn tls_front(ca: &TestCa, host: &str, backend: u16) -> u16 {
+    let acceptor = tokio_rustls::TlsAcceptor::from(ca.authority.server_config(host).expect("leaf"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(("127.0.0.1", backend)).await
+                else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    port
+}

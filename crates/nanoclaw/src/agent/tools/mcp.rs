@@ -45,11 +45,12 @@ impl Tools {
             return Vec::new();
         }
         let start = |server: &McpServer| {
-            Ok((
-                workspace.to_path_buf(),
+            Ok(crate::mcp::Place {
+                workspace: workspace.to_path_buf(),
                 limits,
-                self.egress.for_server(group, server)?,
-            ))
+                net: self.egress.for_server(group, server)?,
+                tls: Arc::clone(self.egress.tool_tls()),
+            })
         };
         let listed = self.mcp.list(&servers, group, &start).await;
         for (server, why) in &listed.down {
@@ -157,11 +158,12 @@ impl Tools {
         };
         let group = ctx.group;
         let start = |server: &McpServer| {
-            Ok((
-                workspace.to_path_buf(),
+            Ok(crate::mcp::Place {
+                workspace: workspace.to_path_buf(),
                 limits,
-                self.egress.for_server(group, server)?,
-            ))
+                net: self.egress.for_server(group, server)?,
+                tls: Arc::clone(self.egress.tool_tls()),
+            })
         };
         let gate: Arc<dyn EgressGate> = Arc::clone(&call_net.gate) as Arc<dyn EgressGate>;
         let call = crate::mcp::Call {
