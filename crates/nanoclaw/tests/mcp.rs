@@ -742,6 +742,7 @@ async fn an_sdk_server_in_the_sandbox_is_cancelled_when_late_held_back_when_its_
     assert!(added.contains("no tool named"), "{added}");
     let listed = text(&h.run(&["mcp", "list"]).await.stdout);
     assert!(listed.contains("added"), "{listed}");
+    assert!(listed.contains("in main: last started"), "{listed}");
     let crashed = ask("crash").await;
     assert!(!crashed.contains("echo:"), "{crashed}");
     let after = ask("echo").await;

@@ -38,6 +38,15 @@ pub fn mcp_command(home: &Home, command: McpCommand) -> anyhow::Result<ExitCode>
                     },
                     s.timeout.as_secs()
                 );
+                for (group, event, error, at) in pins::last_events(&store, name)? {
+                    let when = jiff::Timestamp::from_second(at / 1000)
+                        .map(|t| t.strftime("%Y-%m-%d %H:%M:%SZ").to_string())
+                        .unwrap_or_default();
+                    let error = error
+                        .map(|e| format!(": {}", display::one_line(&e)))
+                        .unwrap_or_default();
+                    println!("  in {group}: last {event} {when}{error}");
+                }
                 let pinned = pins::pinned(&store, name)?;
                 if pinned.is_empty() {
                     println!("  not seen yet: its tools are pinned when it first starts");

@@ -47,6 +47,32 @@ pub fn pinned(store: &Store, server: &str) -> Result<Vec<(String, String)>, Stor
     })
 }
 
+/// Each group's last start, crash or failure of `server`, as audited: (group, event, error,
+/// when in seconds since the epoch), newest first.
+pub fn last_events(
+    store: &Store,
+    server: &str,
+) -> Result<Vec<(String, String, Option<String>, i64)>, StoreError> {
+    store.with_conn(|c| {
+        let mut stmt = c.prepare(
+            "SELECT group_id, json_extract(body, '$.data.event'), json_extract(body, '$.data.error'), MAX(at)
+             FROM audit WHERE kind = 'mcp_server' AND json_extract(body, '$.data.server') = ?1
+             GROUP BY group_id ORDER BY group_id",
+        )?;
+        let rows = stmt
+            .query_map([server], |r| {
+                Ok((
+                    r.get::<_, Option<String>>(0)?.unwrap_or_default(),
+                    r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                    r.get(2)?,
+                    r.get(3)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    })
+}
+
 /// A list seen but not trusted: its hash and its tools, (name, hash, definition).
 pub fn pending(store: &Store, server: &str) -> Result<Option<(String, Value)>, StoreError> {
     store.with_conn(|c| {
