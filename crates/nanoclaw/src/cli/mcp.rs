@@ -38,7 +38,13 @@ pub fn mcp_command(home: &Home, command: McpCommand) -> anyhow::Result<ExitCode>
                     },
                     s.timeout.as_secs()
                 );
-                for (group, event, error, at) in pins::last_events(&store, name)? {
+                for pins::LastEvent {
+                    group,
+                    event,
+                    error,
+                    at,
+                } in pins::last_events(&store, name)?
+                {
                     let when = jiff::Timestamp::from_second(at / 1000)
                         .map(|t| t.strftime("%Y-%m-%d %H:%M:%SZ").to_string())
                         .unwrap_or_default();

@@ -47,12 +47,18 @@ pub fn pinned(store: &Store, server: &str) -> Result<Vec<(String, String)>, Stor
     })
 }
 
-/// Each group's last start, crash or failure of `server`, as audited: (group, event, error,
-/// when in seconds since the epoch), newest first.
-pub fn last_events(
-    store: &Store,
-    server: &str,
-) -> Result<Vec<(String, String, Option<String>, i64)>, StoreError> {
+/// A server's last audited event in one group.
+pub struct LastEvent {
+    pub group: String,
+    /// `started`, `crashed` or `failed to start`.
+    pub event: String,
+    pub error: Option<String>,
+    /// Milliseconds since the epoch.
+    pub at: i64,
+}
+
+/// Each group's last start, crash or failure of `server`, as audited, by group.
+pub fn last_events(store: &Store, server: &str) -> Result<Vec<LastEvent>, StoreError> {
     store.with_conn(|c| {
         let mut stmt = c.prepare(
             "SELECT group_id, json_extract(body, '$.data.event'), json_extract(body, '$.data.error'), MAX(at)
@@ -61,12 +67,12 @@ pub fn last_events(
         )?;
         let rows = stmt
             .query_map([server], |r| {
-                Ok((
-                    r.get::<_, Option<String>>(0)?.unwrap_or_default(),
-                    r.get::<_, Option<String>>(1)?.unwrap_or_default(),
-                    r.get(2)?,
-                    r.get(3)?,
-                ))
+                Ok(LastEvent {
+                    group: r.get::<_, Option<String>>(0)?.unwrap_or_default(),
+                    event: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                    error: r.get(2)?,
+                    at: r.get(3)?,
+                })
             })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
