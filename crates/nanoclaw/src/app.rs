@@ -660,8 +660,8 @@ fn file_digest(path: &std::path::Path) -> Option<String> {
 
 /// `nanoclaw reload` (and SIGHUP): `policy.toml` and `nanoclaw.toml` again, each checked as
 /// at start; a file that fails is refused and what is in force stays. Of `nanoclaw.toml`, the
-/// model, agent, limits, groups, egress allowlists and channels take effect at once (channels
-/// by restarting them); the sections that shape what this process set up at start (the sandbox
+/// model, agent, limits, groups, egress allowlists, MCP servers and channels take effect at
+/// once (channels by restarting them, MCP servers by stopping those changed or removed); the sections that shape what this process set up at start (the sandbox
 /// backend, the API's address, the scheduler, the turn cap, extra TLS roots) are named as
 /// needing a restart. Each change is audited with the files' digests and the sections changed.
 pub struct Reloader {
@@ -925,6 +925,12 @@ impl Reloader {
                     crate::config::CONFIG_FILE,
                     list(&live)
                 ));
+            }
+            if live.iter().any(|s| *s == "mcp") {
+                done.push(
+                    "MCP servers removed or changed are stopped; each starts again as configured when its group next needs it"
+                        .into(),
+                );
             }
             if !restart.is_empty() {
                 done.push(format!(

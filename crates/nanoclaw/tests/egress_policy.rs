@@ -411,6 +411,8 @@ async fn policy_check_egress_prints_what_the_proxy_would_decide() {
         (vec!["https://x.org/", "--method", "PO ST"], "--method"),
         (vec!["https://x.org/", "--header", "novalue"], "--header"),
         (vec!["https://x.org/", "--tool", "read_file"], "--tool"),
+        (vec!["https://x.org:99999/"], "bad port \"99999\""),
+        (vec!["https://u:p@x.org:0/"], "bad port \"0\""),
     ] {
         let mut all = vec!["policy", "check-egress"];
         all.extend(args);

@@ -254,7 +254,24 @@ async fn a_hostile_server_fails_closed_at_every_wall() {
         listed.contains("CHANGED") && listed.contains("snoop (changed): IGNORE ALL PREVIOUS"),
         "{listed}"
     );
-    let out = h.run(&["mcp", "trust", "hostile"]).await;
+    // Trusting names the list reviewed: a hash of another list (the server changed it again
+    // after the review) trusts nothing; the one `mcp list` shows trusts it.
+    let shown = listed
+        .split("nanoclaw mcp trust hostile ")
+        .nth(1)
+        .and_then(|rest| rest.split('`').next())
+        .expect("mcp list names the command to trust the list")
+        .to_owned();
+    let out = h.run(&["mcp", "trust", "hostile", &"0".repeat(64)]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("nothing was trusted"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = h.run(&["mcp", "trust", "hostile", "abc"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let out = h.run(&["mcp", "trust", "hostile", &shown]).await;
     assert!(
         text(&out.stdout).contains("is trusted"),
         "{}",
@@ -265,7 +282,7 @@ async fn a_hostile_server_fails_closed_at_every_wall() {
         trusted.contains("\"/workspace/.hostile.py\": \"ok:"),
         "{trusted}"
     );
-    let out = h.run(&["mcp", "trust", "nosuch"]).await;
+    let out = h.run(&["mcp", "trust", "nosuch", &shown]).await;
     assert_eq!(out.status.code(), Some(2));
     // 8. A server that dies mid-call: the call fails with a clear error.
     let crashed = ask("crash").await;
@@ -684,7 +701,7 @@ async fn a_remote_server_over_streamable_http_gets_its_token_only_from_the_proxy
 }
 
 #[tokio::test]
-async fn an_sdk_server_in_the_sandbox_is_cancelled_when_late_held_back_when_its_list_grows_and_restarted_after_a_crash()
+async fn an_sdk_server_in_the_sandbox_is_cancelled_when_late_held_back_when_its_list_grows_restarted_after_a_crash_or_a_hang_and_stopped_when_reloaded_away()
  {
     let Some(python) = installed("python3") else {
         return;
@@ -701,6 +718,14 @@ async fn an_sdk_server_in_the_sandbox_is_cancelled_when_late_held_back_when_its_
             call("mcp__sdk__crash", "{}"),
             Step::EchoToolResult,
             call("mcp__sdk__echo", r#"{"text": "after the crash"}"#),
+            Step::EchoToolResult,
+            call("mcp__sdk__deaf", "{}"),
+            Step::EchoToolResult,
+            call("mcp__sdk__echo", r#"{"text": "after the hang"}"#),
+            Step::EchoToolResult,
+            call("mcp__sdk__where", "{}"),
+            Step::EchoToolResult,
+            call("mcp__sdk__where", "{}"),
             Step::EchoToolResult,
         ],
     )
@@ -753,6 +778,70 @@ async fn an_sdk_server_in_the_sandbox_is_cancelled_when_late_held_back_when_its_
             .stdout,
     );
     assert!(events.contains("\"event\":\"crashed\""), "{events}");
+    // A server that stops reading is taken for hung once a call runs out of time and it does
+    // not answer a ping: stopped, and started again for the next call.
+    let hung = ask("go deaf").await;
+    assert!(hung.contains("did not answer within 2s"), "{hung}");
+    let after = ask("echo").await;
+    assert!(after.contains("echo: after the hang"), "{after}");
+    let events = text(
+        &h.run(&["audit", "show", "--kind", "mcp_server"])
+            .await
+            .stdout,
+    );
+    assert!(events.contains("did not answer a ping"), "{events}");
+    // A reload that changes the server's command stops the one running: the next call meets
+    // the server as configured now.
+    let before = ask("where").await;
+    assert!(
+        before.contains("marker dir: /workspace") && !before.contains("/workspace/again"),
+        "{before}"
+    );
+    std::fs::create_dir_all(h.workspace("main").join("again")).unwrap();
+    let config = std::fs::read_to_string(h.path().join("nanoclaw.toml")).unwrap();
+    let moved = config.replace(
+        "\"stdio\", \"/workspace\"]",
+        "\"stdio\", \"/workspace/again\"]",
+    );
+    assert_ne!(moved, config);
+    std::fs::write(h.path().join("nanoclaw.toml"), &moved).unwrap();
+    let out = h.run(&["reload"]).await;
+    let said = text(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("MCP servers"),
+        "{said}{}",
+        text(&out.stderr)
+    );
+    let after = ask("where").await;
+    assert!(after.contains("marker dir: /workspace/again"), "{after}");
+    // Moved off the group: the server running for it is stopped, its workspace released.
+    std::fs::write(
+        h.path().join("nanoclaw.toml"),
+        moved.replace(
+            "timeout_secs = 2\n",
+            "timeout_secs = 2\ngroups = [\"other\"]\n",
+        ),
+    )
+    .unwrap();
+    let out = h.run(&["reload"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut stopped = String::new();
+    for _ in 0..50 {
+        stopped = text(
+            &h.run(&["audit", "show", "--kind", "mcp_server"])
+                .await
+                .stdout,
+        );
+        if stopped.contains("no longer serves this group") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        stopped.contains("its configuration changed")
+            && stopped.contains("no longer serves this group"),
+        "{stopped}"
+    );
     let _ = daemon.start_kill();
     let _ = daemon.wait().await;
 }

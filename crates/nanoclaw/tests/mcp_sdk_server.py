@@ -3,10 +3,12 @@
 #   python mcp_sdk_server.py stdio MARKER_DIR
 #   python mcp_sdk_server.py http PORT MARKER_DIR EXPECTED_AUTHORIZATION
 # Tools: echo, slow (records its cancellation in MARKER_DIR), grow (adds a tool and says its
-# list changed), crash. Over HTTP every request must carry EXPECTED_AUTHORIZATION (the proxy
-# injects it), else 401; what arrived is recorded in MARKER_DIR/authorizations.
+# list changed), crash, where (names MARKER_DIR), deaf (stops reading: blocks its loop). Over
+# HTTP every request must carry EXPECTED_AUTHORIZATION (the proxy injects it), else 401; what
+# arrived is recorded in MARKER_DIR/authorizations.
 import os
 import sys
+import time
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
@@ -57,6 +59,20 @@ async def grow(ctx: Context) -> str:
 def crash() -> str:
     """Dies."""
     os._exit(3)
+
+
+@server.tool()
+def where() -> str:
+    """Says which marker directory it was started with."""
+    return "marker dir: " + marker_dir
+
+
+@server.tool()
+async def deaf() -> str:
+    """Stops reading anything: blocks its own event loop."""
+    mark("deaf", "started")
+    time.sleep(3600)
+    return "never"
 
 
 if mode == "stdio":

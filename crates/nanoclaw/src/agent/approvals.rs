@@ -2,8 +2,9 @@
 //! none), shown to approvers through their channels ([`Presenter`]), answered by configured
 //! approvers only, and waited on by the turn that asked.
 //!
-//! A request is bound to the fingerprint of (tool, arguments, group). A turn that asks again
-//! for the same fingerprint (after a restart, say) waits on the same request. An approval of
+//! A request is bound to the fingerprint of (tool, arguments, group). A request whose call
+//! stops waiting first (stopped, timed out, its process ending) is withdrawn; one left pending
+//! by a process that died is met again by a turn that asks for the same fingerprint. An approval of
 //! scope `once` is used up by the one call it was asked for; `always` stands for every later
 //! call with that exact fingerprint. No answer by the deadline means deny.
 
@@ -111,6 +112,22 @@ pub enum Outcome {
     },
 }
 
+/// While a call waits on its request; dropped with the wait (answered, or the call ended
+/// first: stopped, timed out, its process ending), it withdraws the request if still pending,
+/// so no approver grants, and no later identical call uses, an answer nothing waits for.
+struct Withdraw<'a> {
+    approvals: &'a Approvals,
+    id: i64,
+    group: &'a GroupId,
+    tool: &'a str,
+}
+
+impl Drop for Withdraw<'_> {
+    fn drop(&mut self) {
+        self.approvals.withdraw(self.id, self.group, self.tool);
+    }
+}
+
 pub struct Approvals {
     store: Arc<Store>,
     audit: Arc<Audit>,
@@ -177,6 +194,12 @@ impl Approvals {
             return Ok(outcome);
         }
         let (request, _) = self.open_request(group, call, spec, reason, &fp)?;
+        let _withdraw = Withdraw {
+            approvals: self,
+            id: request.id,
+            group,
+            tool: &call.name,
+        };
         self.present(&request);
         loop {
             tokio::time::sleep(POLL).await;
@@ -250,6 +273,27 @@ impl Approvals {
                         by: format!("(request is {other})"),
                     });
                 }
+            }
+        }
+    }
+
+    /// Withdraw request `id` if it is still pending: the call waiting on it ended first.
+    fn withdraw(&self, id: i64, group: &GroupId, tool: &str) {
+        let withdrawn = self.store.with_conn(|c| {
+            Ok(c.execute(
+                "UPDATE approvals SET status = 'expired', decided_at = ?2 WHERE id = ?1 AND status = 'pending'",
+                params![id, now()],
+            )? == 1)
+        });
+        match withdrawn {
+            Ok(true) => self.audit.record(
+                crate::audit::EventKind::ApprovalExpired,
+                Some(group.as_str()),
+                json!({"request": id, "tool": tool, "withdrawn": "its call ended before an answer"}),
+            ),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(request = id, error = %e, "could not withdraw an approval request")
             }
         }
     }
@@ -693,6 +737,39 @@ pub fn terminal_approver(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_request_whose_call_ended_first_is_withdrawn() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db");
+        let store = Arc::new(Store::open(&db).unwrap());
+        let audit = Arc::new(Audit::open(&db, Default::default()).unwrap());
+        let approvals = Approvals::new(Arc::clone(&store), Arc::clone(&audit), Vec::new());
+        let group: GroupId = "main".parse().unwrap();
+        let call = ToolCall {
+            id: "c1".into(),
+            name: "shell".into(),
+            arguments: json!({"command": "echo deploy"}),
+        };
+        let spec = ApprovalSpec {
+            approvers: vec!["owner".into()],
+            quorum: 1,
+            timeout: Duration::from_secs(600),
+            scope: Scope::Once,
+        };
+        let status = || list(&store, true).unwrap().first().map(|r| r.status);
+        // The call gives up (its turn ends, it is stopped) while the request is pending.
+        let waited = tokio::time::timeout(
+            Duration::from_millis(300),
+            approvals.decide(&group, &call, &spec, "why"),
+        )
+        .await;
+        assert!(waited.is_err());
+        assert_eq!(status(), Some(Status::Expired));
+        // An approver's answer now finds it decided; nothing is left to grant.
+        assert!(list(&store, false).unwrap().is_empty());
+        audit.close();
+    }
 
     #[test]
     fn a_strangers_answer_in_chat_is_not_stored() {

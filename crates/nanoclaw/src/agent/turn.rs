@@ -49,6 +49,8 @@ pub struct RunningTurn {
     reply: Option<String>,
     /// Who asked to stop it: the entry stays for [`Agent::stopped`] to end the turn.
     stopping: Option<String>,
+    /// The approval requests the stop denied.
+    denied: usize,
 }
 
 /// Marks a turn as running for as long as it lives.
@@ -211,6 +213,7 @@ impl Agent {
                     turn: turn.clone(),
                     reply,
                     stopping: None,
+                    denied: 0,
                 },
             );
         Running {
@@ -219,16 +222,20 @@ impl Agent {
         }
     }
 
-    /// Mark `group`'s running turn as being stopped by `by`. Returns false when none runs.
+    /// Mark `group`'s running turn as being stopped by `by`, and deny the group's pending
+    /// approval requests now, before the turn is dropped (a wait dropped on its own would
+    /// withdraw its request instead). Returns false when none runs.
     pub fn stopping(&self, group: &GroupId, by: &str) -> bool {
-        match self
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_mut(group)
-        {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        match running.get_mut(group) {
             Some(r) => {
                 r.stopping = Some(by.to_owned());
+                match crate::agent::approvals::deny_pending(&self.store, group) {
+                    Ok(n) => r.denied += n,
+                    Err(e) => {
+                        tracing::error!(%group, error = %e, "could not deny a stopped turn's approval requests");
+                    }
+                }
                 true
             }
             None => false,
@@ -279,12 +286,13 @@ impl Agent {
             turn,
             reply,
             stopping,
+            denied,
         }) = entry
         else {
             return Ok(None);
         };
         let by = stopping.unwrap_or_else(|| "the owner".into());
-        let denied = crate::agent::approvals::deny_pending(&self.store, group)?;
+        let denied = denied + crate::agent::approvals::deny_pending(&self.store, group)?;
         let notice = format!(
             "(stopped: {by} stopped this turn{})",
             if denied > 0 {

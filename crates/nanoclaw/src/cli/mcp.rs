@@ -95,14 +95,15 @@ pub fn mcp_command(home: &Home, command: McpCommand) -> anyhow::Result<ExitCode>
                         })
                         .collect();
                     println!(
-                        "  CHANGED: a new tool list (sha256 {hash}) holds back:\n    {}\n  review it, then `nanoclaw mcp trust {name}`",
-                        held.join("\n    ")
+                        "  CHANGED: a new tool list (sha256 {hash}) holds back:\n    {}\n  review it, then `nanoclaw mcp trust {name} {}`",
+                        held.join("\n    "),
+                        &hash[..pins::MIN_HASH_PREFIX.min(hash.len())]
                     );
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
-        McpCommand::Trust { server } => {
+        McpCommand::Trust { server, list } => {
             if !config.mcp.contains_key(&server) {
                 return Err(UsageError(format!(
                     "no MCP server {server:?} in nanoclaw.toml (servers: {})",
@@ -111,20 +112,30 @@ pub fn mcp_command(home: &Home, command: McpCommand) -> anyhow::Result<ExitCode>
                 .into());
             }
             let audit = crate::audit::Audit::open(&home.db_path(), Default::default())?;
-            let trusted =
-                pins::trust_pending(&store, &audit, &server, "the owner (nanoclaw mcp trust)")?;
+            let trusted = pins::trust_pending(
+                &store,
+                &audit,
+                &server,
+                &list,
+                "the owner (nanoclaw mcp trust)",
+            )?;
             audit.close();
             match trusted {
-                Some(hash) => {
+                pins::Trust::Pinned(hash) => {
                     println!(
                         "{server}'s tool list (sha256 {hash}) is trusted: its tools are offered again"
                     );
                     Ok(ExitCode::SUCCESS)
                 }
-                None => {
+                pins::Trust::NothingPending => {
                     println!("{server} has no changed tool list waiting to be trusted");
                     Ok(ExitCode::SUCCESS)
                 }
+                pins::Trust::Other { pending } => Err(UsageError(format!(
+                    "{server}'s tool list waiting to be trusted is sha256 {pending}, not {list:?}: \
+                     nothing was trusted; review it with `nanoclaw mcp list`, then trust it by its hash"
+                ))
+                .into()),
             }
         }
     }

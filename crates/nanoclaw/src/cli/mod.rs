@@ -137,11 +137,14 @@ pub enum Command {
 pub enum McpCommand {
     /// Each configured server: command, groups, hosts, secrets, pinned tools, pending changes.
     List,
-    /// Trust a server's changed tool list (as `mcp list` shows it): its tools are pinned as they
-    /// are now and offered again.
+    /// Trust a server's changed tool list, named by the hash `mcp list` shows: its tools are
+    /// pinned as listed and offered again. If the server changed its list since, nothing is
+    /// trusted.
     Trust {
         /// The server's name in nanoclaw.toml.
         server: String,
+        /// The hash of the list reviewed (`mcp list` shows it; at least its first 12 digits).
+        list: String,
     },
 }
 

@@ -130,9 +130,20 @@ fn check_egress_of(
         .host()
         .map(nanoclaw_egress::policy::normalize_host)
         .ok_or_else(|| format!("the URL {url:?} has no host"))?;
-    let port = uri
-        .port_u16()
-        .unwrap_or(if scheme == "https" { 443 } else { 80 });
+    // A port as written: one out of range is an error here, as it is at the proxy (the URL
+    // parser would drop it and leave the scheme's default).
+    let authority = uri.authority().map_or("", |a| a.as_str());
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let after_host = hostport.rsplit_once(']').map_or(hostport, |(_, t)| t);
+    let port = match after_host.rsplit_once(':') {
+        Some((_, p)) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("the URL {url:?} has a bad port {p:?} (1 to 65535)"))?,
+        None if scheme == "https" => 443,
+        None => 80,
+    };
     if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
         return Err(format!("--method {method:?} is not a method"));
     }

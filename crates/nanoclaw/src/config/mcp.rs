@@ -69,7 +69,7 @@ impl std::fmt::Display for McpTransport {
 }
 
 /// One MCP server.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct McpServer {
     pub name: String,
     pub transport: McpTransport,

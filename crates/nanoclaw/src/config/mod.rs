@@ -406,7 +406,7 @@ impl Config {
             }
         }
         let channels = channels::parse(&v, &raw.channels, &group_triggers)?;
-        Ok(Config {
+        let config = Config {
             model,
             system_prompt: match raw.agent.system_prompt {
                 Some(p) => v.non_empty("agent.system_prompt", p)?,
@@ -509,7 +509,9 @@ impl Config {
                 }
                 raw.egress.extra_roots.clone()
             },
-        })
+        };
+        v.api_out_of_reach(&config)?;
+        Ok(config)
     }
 }
 
@@ -587,6 +589,47 @@ impl Validator<'_> {
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Policy { rules })
+    }
+
+    /// Refuse an egress rule that would let a sandbox's proxy connect to this daemon's own API
+    /// (`api.listen`): a private rule naming `localhost` or the API's address at its port.
+    fn api_out_of_reach(&self, config: &Config) -> Result<(), ConfigError> {
+        let api = config.api_listen;
+        let names = [
+            "localhost".to_owned(),
+            match api.ip() {
+                std::net::IpAddr::V4(ip) => ip.to_string(),
+                std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            },
+        ];
+        let lists = std::iter::once(("egress.allow".to_owned(), &config.egress))
+            .chain(
+                config
+                    .group_egress
+                    .iter()
+                    .map(|(g, p)| (format!("egress.groups.{g}.allow"), p)),
+            )
+            .chain(
+                config
+                    .mcp
+                    .iter()
+                    .map(|(name, s)| (format!("mcp.servers.{name}.egress"), &s.egress)),
+            );
+        for (key, policy) in lists {
+            for rule in &policy.rules {
+                if rule.private
+                    && rule.ports.contains(&api.port())
+                    && names.iter().any(|n| rule.pattern.matches(n))
+                {
+                    return Err(self.invalid(
+                        key,
+                        format!("a rule that leaves out nanoclaw's own API (api.listen = {api})"),
+                        &rule.text,
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Validate a set of limit keys under `section`, inheriting absent ones from `base`.
@@ -912,6 +955,36 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("maybe") && e.contains("required"), "{e}");
+    }
+
+    #[test]
+    fn no_egress_rule_reaches_the_daemons_own_api() {
+        for (text, key) in [
+            (
+                "[egress]\nallow = [{ host = \"localhost:7878\", private = true }]\n",
+                "egress.allow",
+            ),
+            (
+                "[egress.groups.work]\nallow = [{ host = \"127.0.0.1:7878\", private = true }]\n",
+                "egress.groups.work.allow",
+            ),
+            (
+                "[api]\nlisten = \"[::1]:9000\"\n[egress]\nallow = [{ host = \"[::1]:9000\", private = true }]\n",
+                "egress.allow",
+            ),
+            (
+                "[mcp.servers.loop]\nurl = \"http://localhost:7878/mcp\"\negress = [{ host = \"localhost:7878\", private = true }]\n",
+                "mcp.servers.loop.egress",
+            ),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains("own API"), "{text}: {e}");
+        }
+        // Another port of the same host, or the address without `private`, is not the API.
+        assert!(
+            parse("[egress]\nallow = [{ host = \"localhost:8080\", private = true }, \"127.0.0.1:7878\"]\n")
+                .is_ok()
+        );
     }
 
     #[test]

@@ -33,6 +33,9 @@ use crate::sandbox::egress::SandboxNet;
 
 /// How long a server may take to start and answer `initialize` and `tools/list`.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a server whose call ran out of time has to answer a ping before it is taken for
+/// hung and stopped (to be started again on the next call).
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
 /// The wait before starting a server again after it died, doubled each time up to the most.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MOST_BACKOFF: Duration = Duration::from_secs(60);
@@ -124,6 +127,8 @@ type Exec =
 
 /// A running server in one group.
 struct Connection {
+    /// The configuration it was started with: a reload that changes it stops the server.
+    config: McpServer,
     service: RunningService<RoleClient, Handler>,
     /// A local server's sandboxed command; it ends when the server does (aborting it kills
     /// the sandbox). None for a remote server.
@@ -150,6 +155,8 @@ impl Drop for Connection {
 
 /// A server that could not be started, and when to try again.
 struct Down {
+    /// The configuration that failed: a changed one is tried at once.
+    config: McpServer,
     error: String,
     retry_at: Instant,
     backoff: Duration,
@@ -158,6 +165,15 @@ struct Down {
 enum Slot {
     Up(Arc<Connection>),
     Down(Down),
+}
+
+impl Slot {
+    fn config(&self) -> &McpServer {
+        match self {
+            Slot::Up(conn) => &conn.config,
+            Slot::Down(down) => &down.config,
+        }
+    }
 }
 
 /// What a server's tools look like to one group now.
@@ -259,6 +275,14 @@ impl Servers {
         let key = (server.name.clone(), group.clone());
         let mut slots = self.slots.lock().await;
         let backoff = match slots.get(&key) {
+            // Started with a configuration since reloaded (a call raced the reload's retiring):
+            // stopped now, started as configured.
+            Some(slot) if slot.config() != server => {
+                if let Slot::Up(_) = slot {
+                    self.stopped(server, group, "its configuration changed");
+                }
+                FIRST_BACKOFF
+            }
             Some(Slot::Up(conn)) if conn.is_up() => {
                 if conn
                     .changed
@@ -305,6 +329,7 @@ impl Servers {
                 slots.insert(
                     key,
                     Slot::Down(Down {
+                        config: server.clone(),
                         error: error.clone(),
                         retry_at: Instant::now() + backoff,
                         backoff,
@@ -378,6 +403,7 @@ impl Servers {
             json!({"server": server.name, "event": "started", "protocol": protocol, "tools": tools.len()}),
         );
         Ok(Connection {
+            config: server.clone(),
             service,
             exec,
             net,
@@ -429,19 +455,23 @@ impl Servers {
             }
         };
         // The server's proxy serves it only while this call is open.
-        let _open = conn.net.open_call(tag, Some(gate));
+        let open_call = conn.net.open_call(tag, Some(gate));
         let params = CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments);
         let started = Instant::now();
         let answer = tokio::time::timeout(server.timeout, conn.service.call_tool(params)).await;
         let result = match answer {
-            Err(_) => CallResult {
-                text: format!(
-                    "{} did not answer within {}s",
-                    policy_name(&server.name, tool),
-                    server.timeout.as_secs()
-                ),
-                is_error: true,
-            },
+            Err(_) => {
+                drop(open_call);
+                self.stop_if_hung(server, group, &conn).await;
+                CallResult {
+                    text: format!(
+                        "{} did not answer within {}s",
+                        policy_name(&server.name, tool),
+                        server.timeout.as_secs()
+                    ),
+                    is_error: true,
+                }
+            }
             Ok(Err(e)) => CallResult {
                 text: format!("{} failed: {e}", policy_name(&server.name, tool)),
                 is_error: true,
@@ -456,6 +486,61 @@ impl Servers {
         };
         tracing::debug!(server = %server.name, tool, elapsed_ms = started.elapsed().as_millis() as u64, "MCP call done");
         result
+    }
+
+    /// After a call ran out of time: a server that does not answer a ping either has stopped
+    /// reading and would make every later call wait out its timeout. It is stopped, to be
+    /// started again by the next call.
+    async fn stop_if_hung(&self, server: &McpServer, group: &GroupId, conn: &Arc<Connection>) {
+        let ping = rmcp::model::ClientRequest::PingRequest(rmcp::model::PingRequest {
+            method: Default::default(),
+            extensions: Default::default(),
+        });
+        let answered = tokio::time::timeout(PING_TIMEOUT, conn.service.send_request(ping)).await;
+        if matches!(answered, Ok(Ok(_))) {
+            return;
+        }
+        let mut slots = self.slots.lock().await;
+        let key = (server.name.clone(), group.clone());
+        if matches!(slots.get(&key), Some(Slot::Up(c)) if Arc::ptr_eq(c, conn)) {
+            slots.remove(&key);
+            self.stopped(
+                server,
+                group,
+                "it did not answer a ping after a call ran out of time",
+            );
+        }
+    }
+
+    /// Stop the servers a reloaded configuration no longer runs as they run: removed, no
+    /// longer serving the group, or configured otherwise (command, endpoint, hosts, secrets,
+    /// timeout). Each starts again, as configured now, when its group next needs it. A call
+    /// already under way finishes on the server it started on.
+    pub async fn retire(&self, configured: &std::collections::BTreeMap<String, McpServer>) {
+        let mut slots = self.slots.lock().await;
+        let keys: Vec<(String, GroupId)> = slots.keys().cloned().collect();
+        for key in keys {
+            let (name, group) = &key;
+            let why = match configured.get(name) {
+                None => "it was removed from the configuration",
+                Some(now) if !now.serves(group) => "it no longer serves this group",
+                Some(now) if slots.get(&key).is_some_and(|s| s.config() != now) => {
+                    "its configuration changed"
+                }
+                Some(_) => continue,
+            };
+            if let Some(Slot::Up(conn)) = slots.remove(&key) {
+                self.stopped(&conn.config, group, why);
+            }
+        }
+    }
+
+    fn stopped(&self, server: &McpServer, group: &GroupId, why: &str) {
+        self.audit.record(
+            EventKind::McpServer,
+            Some(group.as_str()),
+            json!({"server": server.name, "event": "stopped", "why": why}),
+        );
     }
 
     /// Stop every server (the process is done).

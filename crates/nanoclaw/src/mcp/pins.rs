@@ -2,7 +2,7 @@
 //! name, description and input schema. A later list is judged against it: a tool that matches
 //! its pin is offered; a new or changed one is held back (a server that rewrites a description
 //! after it was trusted could steer the model) until the list is trusted again, by the
-//! approvers or by `nanoclaw mcp trust SERVER`. Pins are per server, for every group.
+//! approvers or by `nanoclaw mcp trust SERVER HASH` (the hash of the list reviewed). Pins are per server, for every group.
 
 use nanoclaw_core::GroupId;
 use rmcp::model::Tool;
@@ -50,18 +50,19 @@ pub fn pinned(store: &Store, server: &str) -> Result<Vec<(String, String)>, Stor
 /// A server's last audited event in one group.
 pub struct LastEvent {
     pub group: String,
-    /// `started`, `crashed` or `failed to start`.
+    /// `started`, `crashed`, `failed to start` or `stopped`.
     pub event: String,
+    /// Why it failed or was stopped.
     pub error: Option<String>,
     /// Milliseconds since the epoch.
     pub at: i64,
 }
 
-/// Each group's last start, crash or failure of `server`, as audited, by group.
+/// Each group's last start, crash, failure or stop of `server`, as audited, by group.
 pub fn last_events(store: &Store, server: &str) -> Result<Vec<LastEvent>, StoreError> {
     store.with_conn(|c| {
         let mut stmt = c.prepare(
-            "SELECT group_id, json_extract(body, '$.data.event'), json_extract(body, '$.data.error'), MAX(at)
+            "SELECT group_id, json_extract(body, '$.data.event'), COALESCE(json_extract(body, '$.data.error'), json_extract(body, '$.data.why')), MAX(at)
              FROM audit WHERE kind = 'mcp_server' AND json_extract(body, '$.data.server') = ?1
              GROUP BY group_id ORDER BY group_id",
         )?;
@@ -94,7 +95,24 @@ pub fn pending(store: &Store, server: &str) -> Result<Option<(String, Value)>, S
     })
 }
 
-/// Replace `server`'s pins with `tools` (name, hash, definition) and clear what was pending.
+/// Replace `server`'s pins with `tools` (name, hash, definition) and clear what was pending,
+/// within the caller's transaction.
+fn pin_all_in(
+    tx: &rusqlite::Transaction<'_>,
+    server: &str,
+    tools: &[(String, String, Value)],
+) -> rusqlite::Result<()> {
+    tx.execute("DELETE FROM mcp_pins WHERE server = ?1", [server])?;
+    for (name, hash, definition) in tools {
+        tx.execute(
+            "INSERT INTO mcp_pins (server, tool, hash, definition, pinned_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            rusqlite::params![server, name, hash, definition.to_string(), crate::store::now()],
+        )?;
+    }
+    tx.execute("DELETE FROM mcp_pending WHERE server = ?1", [server])?;
+    Ok(())
+}
+
 fn pin_all(
     store: &Store,
     server: &str,
@@ -102,49 +120,81 @@ fn pin_all(
 ) -> Result<(), StoreError> {
     store.with_conn(|c| {
         let tx = c.unchecked_transaction()?;
-        tx.execute("DELETE FROM mcp_pins WHERE server = ?1", [server])?;
-        for (name, hash, definition) in tools {
-            tx.execute(
-                "INSERT INTO mcp_pins (server, tool, hash, definition, pinned_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                rusqlite::params![server, name, hash, definition.to_string(), crate::store::now()],
-            )?;
-        }
-        tx.execute("DELETE FROM mcp_pending WHERE server = ?1", [server])?;
+        pin_all_in(&tx, server, tools)?;
         tx.commit()?;
         Ok(())
     })
 }
 
-/// Trust the list of `server` that is pending (`nanoclaw mcp trust`, or an approval): its
-/// tools are pinned as they are. Returns the list's hash, or `None` when nothing is pending.
+/// The fewest leading hex digits of a list's hash that name it when trusting.
+pub const MIN_HASH_PREFIX: usize = 12;
+
+/// What trusting a list came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Trust {
+    /// The list named was pending and is pinned now: its full hash.
+    Pinned(String),
+    /// No list of the server waits to be trusted.
+    NothingPending,
+    /// The list waiting is another one (the server changed its tools again since the list
+    /// was reviewed): nothing is pinned.
+    Other { pending: String },
+}
+
+/// Trust the list of `server` that is pending (`nanoclaw mcp trust`, or an approval), if it is
+/// the one `expected` names (its hash, or at least [`MIN_HASH_PREFIX`] leading digits of it):
+/// its tools are pinned as they are. Checked and pinned in one transaction, so a list the
+/// server sends between the review and the trust is never the one trusted.
 pub fn trust_pending(
     store: &Store,
     audit: &Audit,
     server: &str,
+    expected: &str,
     by: &str,
-) -> Result<Option<String>, StoreError> {
-    let Some((hash, tools)) = pending(store, server)? else {
-        return Ok(None);
-    };
-    let tools: Vec<(String, String, Value)> = tools
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|t| {
-            Some((
-                t["name"].as_str()?.to_owned(),
-                t["hash"].as_str()?.to_owned(),
-                t["definition"].clone(),
-            ))
-        })
-        .collect();
-    pin_all(store, server, &tools)?;
-    audit.record(
-        EventKind::McpTools,
-        None,
-        json!({"server": server, "event": "trusted", "list_hash": hash, "by": by, "tools": tools.iter().map(|t| &t.0).collect::<Vec<_>>()}),
-    );
-    Ok(Some(hash))
+) -> Result<Trust, StoreError> {
+    let outcome = store.with_conn(|c| {
+        use rusqlite::OptionalExtension;
+        let tx = c.unchecked_transaction()?;
+        let row: Option<(String, String)> = tx
+            .query_row(
+                "SELECT list_hash, tools FROM mcp_pending WHERE server = ?1",
+                [server],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((hash, tools)) = row else {
+            return Ok((Trust::NothingPending, Vec::new()));
+        };
+        let named =
+            expected.len() >= MIN_HASH_PREFIX && hash.starts_with(&expected.to_ascii_lowercase());
+        if !named {
+            return Ok((Trust::Other { pending: hash }, Vec::new()));
+        }
+        let tools: Vec<(String, String, Value)> = serde_json::from_str::<Value>(&tools)
+            .unwrap_or(Value::Null)
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| {
+                Some((
+                    t["name"].as_str()?.to_owned(),
+                    t["hash"].as_str()?.to_owned(),
+                    t["definition"].clone(),
+                ))
+            })
+            .collect();
+        pin_all_in(&tx, server, &tools)?;
+        tx.commit()?;
+        Ok((Trust::Pinned(hash), tools))
+    })?;
+    if let (Trust::Pinned(hash), tools) = &outcome {
+        audit.record(
+            EventKind::McpTools,
+            None,
+            json!({"server": server, "event": "trusted", "list_hash": hash, "by": by, "tools": tools.iter().map(|t| &t.0).collect::<Vec<_>>()}),
+        );
+    }
+    Ok(outcome.0)
 }
 
 /// What a list looked like against its pins.

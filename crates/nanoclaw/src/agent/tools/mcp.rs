@@ -131,11 +131,20 @@ impl Tools {
             );
             let outcome = approvals.decide(&group, &call, &spec, &reason).await;
             if let Ok(crate::agent::approvals::Outcome::Approved { by, .. }) = outcome {
-                let still = matches!(crate::mcp::pins::pending(&store, &server), Ok(Some((h, _))) if h == hash);
-                if still
-                    && let Err(e) = crate::mcp::pins::trust_pending(&store, &audit, &server, &by)
-                {
-                    tracing::error!(server, error = %e, "could not pin a trusted MCP tool list");
+                // Only the list the approvers were shown: if the server changed it again
+                // meanwhile, that one waits for its own approval.
+                match crate::mcp::pins::trust_pending(&store, &audit, &server, &hash, &by) {
+                    Ok(crate::mcp::pins::Trust::Pinned(_)) => {}
+                    Ok(other) => {
+                        tracing::warn!(
+                            server,
+                            ?other,
+                            "an approved MCP tool list was no longer the one waiting; nothing pinned"
+                        );
+                    }
+                    Err(e) => {
+                        tracing::error!(server, error = %e, "could not pin a trusted MCP tool list");
+                    }
                 }
             }
         });

@@ -103,7 +103,7 @@ pub struct Tools {
     /// Each call's start and end, for whoever watches its group.
     announcer: crate::agent::progress::Announcer,
     /// The MCP servers' connections.
-    mcp: crate::mcp::Servers,
+    mcp: Arc<crate::mcp::Servers>,
     /// Each group's MCP tools as last offered to its model: what its calls may name.
     mcp_offered: std::sync::Mutex<std::collections::HashMap<GroupId, Vec<crate::mcp::McpTool>>>,
 }
@@ -118,11 +118,11 @@ impl Tools {
         store: Arc<crate::store::Store>,
     ) -> Self {
         Tools {
-            mcp: crate::mcp::Servers::new(
+            mcp: Arc::new(crate::mcp::Servers::new(
                 Arc::clone(&backend),
                 Arc::clone(&audit),
                 Arc::clone(&store),
-            ),
+            )),
             mcp_offered: Default::default(),
             backend,
             egress,
@@ -178,9 +178,19 @@ impl Tools {
         self.egress.replace_secrets(secrets)
     }
 
-    /// Put a reloaded config's egress allowlists in force.
+    /// Put a reloaded config's egress allowlists in force, and stop the MCP servers it no
+    /// longer runs as they run (each starts again, as configured now, when next needed).
     pub fn replace_config(&self, config: Arc<crate::config::Config>) {
+        let configured = config.mcp.clone();
         self.egress.replace_config(config);
+        let servers = Arc::clone(&self.mcp);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move { servers.retire(&configured).await });
+            }
+            // Outside a runtime no server has run (they run only within turns).
+            Err(_) => tracing::debug!("no runtime: no MCP servers to retire"),
+        }
     }
 
     pub fn approvals(&self) -> &Approvals {

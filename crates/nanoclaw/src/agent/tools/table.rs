@@ -334,6 +334,16 @@ pub fn parse(call: &ToolCall) -> Result<Args, String> {
             truncate_for_error(&call.arguments.to_string())
         ));
     }
+    if FILE_TOOLS.contains(&call.name.as_str())
+        && let Some(Value::String(path)) = call.arguments.get("path")
+        && path.split('/').any(|segment| segment == "..")
+    {
+        return Err(format!(
+            "invalid arguments for {}: {:?}: a path names its file directly, without \"..\" segments",
+            call.name,
+            truncate_for_error(path)
+        ));
+    }
     let args = (tool.parse)(&call.arguments)?;
     if let Args::File(req) = &args {
         nanoclaw_sandbox::files::check(req)
@@ -342,12 +352,27 @@ pub fn parse(call: &ToolCall) -> Result<Args, String> {
     Ok(args)
 }
 
+/// The tools whose `path` names a file or directory in the sandbox.
+const FILE_TOOLS: &[&str] = &["read_file", "write_file", "edit_file", "list_files", "grep"];
+
 /// A call's arguments in the form its tool reads them, so that a rule on `"POST"` or on
 /// `https://api.example/*` cannot be side-stepped with `"post"` or `HTTPS://API.EXAMPLE/`: an
-/// HTTP method in capitals, a URL trimmed and its scheme and host in lower case. The gate
-/// judges this form and the parser reads it, so what is judged is what runs.
+/// HTTP method in capitals, a URL trimmed and its scheme and host in lower case; a file tool's
+/// path absolute (`notes.txt` is `/workspace/notes.txt`), without `.` segments or doubled
+/// slashes, so a rule on `/workspace/secret*` also meets `secret.txt` and `/workspace/./secret`.
+/// (`..` is refused by [`parse`]: resolved by name it could differ from the path the kernel
+/// follows through a symlink.) The gate judges this form and the parser reads it, so what is
+/// judged is what runs.
 pub fn canonical(call: &ToolCall) -> ToolCall {
     let mut call = call.clone();
+    if FILE_TOOLS.contains(&call.name.as_str())
+        && let Some(Value::String(path)) = call
+            .arguments
+            .as_object_mut()
+            .and_then(|args| args.get_mut("path"))
+    {
+        *path = canonical_file_path(path);
+    }
     if matches!(call.name.as_str(), "http_request" | "web_fetch")
         && let Some(args) = call.arguments.as_object_mut()
     {
@@ -359,6 +384,24 @@ pub fn canonical(call: &ToolCall) -> ToolCall {
         }
     }
     call
+}
+
+/// A sandbox path as the file tools read it: relative to `/workspace`, `.` segments and empty
+/// ones (doubled slashes) dropped. An empty path stays empty (the tool says what is wrong).
+fn canonical_file_path(path: &str) -> String {
+    if path.is_empty() {
+        return String::new();
+    }
+    let absolute = if path.starts_with('/') {
+        path.to_owned()
+    } else {
+        format!("/workspace/{path}")
+    };
+    let kept: Vec<&str> = absolute
+        .split('/')
+        .filter(|segment| !segment.is_empty() && *segment != ".")
+        .collect();
+    format!("/{}", kept.join("/"))
 }
 
 /// A URL normalized as RFC 3986 (6.2.2) says leaves it the same URL: scheme and host in lower
@@ -692,6 +735,50 @@ mod tests {
             name: name.into(),
             arguments,
         }
+    }
+
+    #[test]
+    fn a_file_path_is_judged_as_the_file_it_names() {
+        let policy = Policy::parse(
+            "[approvers.owner]\nterminal = true\n[[rule]]\ntool = \"read_file\"\nargs = { path = { glob = \"/workspace/secret*\" } }\naction = \"deny\"\n[[rule]]\ntool = \"read_file\"\naction = \"allow\"\n",
+        )
+        .unwrap();
+        for spelling in [
+            "secret.txt",
+            "./secret.txt",
+            "/workspace/./secret.txt",
+            "/workspace//secret.txt",
+            "//workspace/secret.txt",
+            "/workspace/secret.txt/.",
+        ] {
+            let c = canonical(&call("read_file", json!({ "path": spelling })));
+            assert_eq!(c.arguments["path"], "/workspace/secret.txt", "{spelling}");
+            let verdict = policy.decide(&Context {
+                tool: &c.name,
+                args: &c.arguments,
+                group: "main",
+                channel: "cli",
+                sender: SenderRole::Owner,
+                tainted: false,
+                effect: effect_of(&c.name),
+            });
+            assert_eq!(verdict.decision, Decision::Deny, "{spelling}");
+        }
+        // `..` could mean another file than its name says (through a symlink): refused.
+        for path in ["../main/secret.txt", "/workspace/pub/../secret.txt", ".."] {
+            let c = canonical(&call("read_file", json!({ "path": path })));
+            let e = parse(&c).err().unwrap_or_default();
+            assert!(e.contains("without \"..\" segments"), "{path}: {e}");
+        }
+        // A name that only holds dots is a name.
+        let c = canonical(&call(
+            "write_file",
+            json!({"path": "a/...b", "content": ""}),
+        ));
+        assert_eq!(c.arguments["path"], "/workspace/a/...b");
+        assert!(parse(&c).is_ok());
+        let c = canonical(&call("list_files", json!({"pattern": "*"})));
+        assert!(c.arguments.get("path").is_none());
     }
 
     #[test]
