@@ -9,15 +9,19 @@ cd "$(dirname "$0")/.."
 # The daemon's modules on the trust path: a message's way in (accept, router, admission), the
 # agent (turn, prompt, queue, the tool table and call path, approvals, the egress gate, memory),
 # the host side of sandbox and egress (backend choice, proxies and credentials, the web tools'
-# client), the audit writer and verifier, and the store (its tables, the secrets file). Outside
-# it: the channel adapters, the CLI, the scheduler's runner and time math, the config, the model
-# clients, and the audit log's readers (show, export), which only read.
+# client), MCP tool pinning and the argument check before the gate, the audit writer and
+# verifier, and the store (its tables, the secrets file). Outside it: the channel adapters, the
+# CLI, the scheduler's runner and time math, the config, the model clients, the MCP transport
+# (starting servers and carrying calls the gate passed), and the audit log's readers (show,
+# export), which only read.
 DAEMON_TRUST=(
   crates/nanoclaw/src/channels/mod.rs
   crates/nanoclaw/src/channels/router.rs
   crates/nanoclaw/src/channels/admission.rs
   crates/nanoclaw/src/agent
   crates/nanoclaw/src/sandbox
+  crates/nanoclaw/src/mcp/pins.rs
+  crates/nanoclaw/src/mcp/schema.rs
   crates/nanoclaw/src/audit/log.rs
   crates/nanoclaw/src/store/mod.rs
   crates/nanoclaw/src/store/inbox.rs

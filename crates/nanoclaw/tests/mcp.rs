@@ -271,6 +271,13 @@ async fn a_hostile_server_fails_closed_at_every_wall() {
     );
     let out = h.run(&["mcp", "trust", "hostile", "abc"]).await;
     assert_eq!(out.status.code(), Some(2));
+    let out = h.run(&["mcp", "trust", "hostile"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains(&format!("nanoclaw mcp trust hostile {shown}")),
+        "{}",
+        text(&out.stderr)
+    );
     let out = h.run(&["mcp", "trust", "hostile", &shown]).await;
     assert!(
         text(&out.stdout).contains("is trusted"),

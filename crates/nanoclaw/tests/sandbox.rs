@@ -269,12 +269,15 @@ async fn file_tools_write_read_edit_list_grep() {
     .await;
     assert!(r[0].starts_with("wrote 14 bytes"), "{}", r[0]);
     assert_eq!(r[1], "two\n");
-    assert_eq!(r[2], "edited notes/a.md: replaced 1 occurrence");
+    assert_eq!(r[2], "edited /workspace/notes/a.md: replaced 1 occurrence");
     assert!(r[3].starts_with("ERR old text not found"), "{}", r[3]);
     assert!(r[5].starts_with("ERR old text occurs 2 times"), "{}", r[5]);
     assert_eq!(r[6], "notes/a.md");
     assert_eq!(r[7], "notes/a.md:2:TWO");
-    assert_eq!(r[8], "ERR missing.txt: no such file or directory");
+    assert_eq!(
+        r[8],
+        "ERR /workspace/missing.txt: no such file or directory"
+    );
 }
 
 #[tokio::test]

@@ -111,6 +111,20 @@ pub fn mcp_command(home: &Home, command: McpCommand) -> anyhow::Result<ExitCode>
                 ))
                 .into());
             }
+            let Some(list) = list else {
+                return match pins::pending(&store, &server)? {
+                    Some((hash, _)) => Err(UsageError(format!(
+                        "name the list you reviewed: `nanoclaw mcp list` shows {server}'s waiting list (sha256 {hash}); \
+                         trust it with `nanoclaw mcp trust {server} {}`",
+                        &hash[..pins::MIN_HASH_PREFIX.min(hash.len())]
+                    ))
+                    .into()),
+                    None => {
+                        println!("{server} has no changed tool list waiting to be trusted");
+                        Ok(ExitCode::SUCCESS)
+                    }
+                };
+            };
             let audit = crate::audit::Audit::open(&home.db_path(), Default::default())?;
             let trusted = pins::trust_pending(
                 &store,

@@ -144,7 +144,8 @@ pub enum McpCommand {
         /// The server's name in nanoclaw.toml.
         server: String,
         /// The hash of the list reviewed (`mcp list` shows it; at least its first 12 digits).
-        list: String,
+        /// Without it, the list waiting is named with its hash and nothing is trusted.
+        list: Option<String>,
     },
 }
 
