@@ -267,6 +267,60 @@ async fn a_turn_waits_for_approval_and_the_model_learns_the_outcome() {
             .stdout,
     );
     assert!(answered.contains("\"approver\":\"owner\""), "{answered}");
+    // The same story as one turn's timeline, in words: seen, decided by its rule, asked,
+    // ignored twice, answered, approved, ran, replied.
+    let story = text(
+        &h.run(&["audit", "show", "--group", "main", "--last"])
+            .await
+            .stdout,
+    );
+    let order = [
+        "seen  owner from",
+        "model  calls shell {\"command\":\"echo deploy v1\"}",
+        "decided  ask shell: policy rule 1 (\"deploys need the owner\"",
+        "asked  approval",
+        "ignored  approve by remote",
+        "answered  approve by owner on cli: approved once",
+        "approved  shell runs",
+        "result  shell in",
+        "replied  on terminal: tool said: exit status 0",
+    ];
+    let mut from = 0;
+    for step in order {
+        match story[from..].find(step) {
+            Some(at) => from += at + step.len(),
+            None => panic!("{step:?} is not in order in the timeline:\n{story}"),
+        }
+    }
+    assert!(!story.contains("Approved {"), "{story}");
+    let turn: String = story
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("turn "))
+        .and_then(|l| l.split(' ').next())
+        .unwrap()
+        .to_owned();
+    let by_id = text(&h.run(&["audit", "show", "--turn", &turn]).await.stdout);
+    assert_eq!(by_id, story);
+    let raw = text(
+        &h.run(&["audit", "show", "--turn", &turn, "--json"])
+            .await
+            .stdout,
+    );
+    assert!(
+        raw.lines()
+            .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()),
+        "{raw}"
+    );
+    let out = h.run(&["audit", "show", "--turn", "999999"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("no turn 999999"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = h.run(&["audit", "show", "--last"]).await;
+    assert_eq!(out.status.code(), Some(2));
 }
 
 #[tokio::test]

@@ -512,6 +512,16 @@ pub enum DecideError {
     NoRandomness(String),
 }
 
+/// Where a request stands, in words, for the log and the people reading it.
+fn tally_words(tally: &Tally) -> String {
+    match tally {
+        Tally::Pending { approvals } => format!("{approvals} approval(s) so far, more needed"),
+        Tally::Approved { always: false } => "approved once".into(),
+        Tally::Approved { always: true } => "approved always".into(),
+        Tally::Denied { by } => format!("denied by {by}"),
+    }
+}
+
 /// Deny every pending request of `group` (its turn was stopped). Returns how many.
 pub fn deny_pending(store: &Store, group: &GroupId) -> Result<usize, StoreError> {
     store.with_conn(|c| {
@@ -678,7 +688,7 @@ pub fn answer(
  crate::audit::EventKind::ApprovalIgnored
  },
         Some(&request.group),
-        json!({"request": request.id, "code": request.code, "approver": approver, "channel": channel, "vote": vote_text, "counted": counted, "result": format!("{tally:?}")}),
+        json!({"request": request.id, "code": request.code, "approver": approver, "channel": channel, "vote": vote_text, "counted": counted, "result": tally_words(&tally)}),
     );
     if !counted {
         return Err(AnswerError::NotAnApprover {

@@ -60,7 +60,41 @@ pub fn audit_command(home: &Home, command: AuditCommand) -> anyhow::Result<ExitC
                 Ok(ExitCode::FAILURE)
             }
         },
-        AuditCommand::Show { group, kind, since } => {
+        AuditCommand::Show {
+            group,
+            turn,
+            last,
+            json,
+            kind,
+            since,
+        } => {
+            let turn = match (turn, last, &group) {
+                (Some(t), _, _) => Some(t),
+                (None, true, Some(g)) => {
+                    Some(audit::timeline::last_turn(&db, g.as_str())?.ok_or_else(|| {
+                        UsageError(format!("the audit log holds no turn of group {g}"))
+                    })?)
+                }
+                _ => None,
+            };
+            if let Some(turn) = turn {
+                let events = audit::timeline::turn_events(&db, turn)?;
+                if events.is_empty() {
+                    return Err(UsageError(format!("the audit log holds no turn {turn}")).into());
+                }
+                if !json {
+                    let group = events[0].group.as_deref().unwrap_or("-");
+                    writeln!(out, "turn {turn} of group {}", display::one_line(group))?;
+                }
+                for e in &events {
+                    if json {
+                        writeln!(out, "{}", e.body)?;
+                    } else {
+                        writeln!(out, "{}", display::one_line(&audit::timeline::line(e)))?;
+                    }
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             let since = match since {
                 Some(s) => Some(
                     audit::parse_since(&s, store::now())
@@ -84,6 +118,10 @@ pub fn audit_command(home: &Home, command: AuditCommand) -> anyhow::Result<ExitC
                 since,
             };
             audit::export(&db, &filter, |e| {
+                if json {
+                    writeln!(out, "{}", e.body)?;
+                    return Ok(());
+                }
                 let data = serde_json::from_str::<serde_json::Value>(&e.body)
                     .ok()
                     .and_then(|v| v.get("data").map(|d| d.to_string()))

@@ -307,10 +307,21 @@ pub enum AuditCommand {
         #[arg(long, value_name = "SEQ:HASH")]
         anchor: Option<crate::audit::Anchor>,
     },
-    /// Events, oldest first.
+    /// Events, oldest first; with --turn (or --group G --last), one turn as a timeline: what
+    /// it saw, how each call was decided and by which rule, who approved, what ran, what went
+    /// out, and the reply.
     Show {
         #[arg(long)]
         group: Option<GroupId>,
+        /// One turn's timeline (its id, as `turn` in the events).
+        #[arg(long, value_name = "TURN", conflicts_with_all = ["last", "kind", "since"])]
+        turn: Option<i64>,
+        /// The newest turn of --group as a timeline.
+        #[arg(long, requires = "group", conflicts_with_all = ["kind", "since"])]
+        last: bool,
+        /// The events as JSON lines (the whole event bodies) instead of one line each.
+        #[arg(long)]
+        json: bool,
         /// An event kind (message_received, prompt, model_response, tool_call,
         /// policy_decision, approval_requested, approval_answered, tool_result, egress, ...);
         /// one that does not exist is an error listing them all.
