@@ -93,6 +93,8 @@ pub struct GroupProxy {
     passed: std::sync::atomic::AtomicU64,
     /// The tool calls open now; a connection is served only on behalf of one.
     calls: Arc<Calls>,
+    /// Listeners of the host's own that no rule reaches, `private` or not (the daemon's API).
+    reserved: Vec<SocketAddr>,
 }
 
 /// A tool call the proxy serves connections for, open while this lives. Dropping it cuts the
@@ -196,7 +198,15 @@ impl GroupProxy {
             body_timeout: BODY_TIMEOUT,
             passed: std::sync::atomic::AtomicU64::new(0),
             calls: Arc::new(Calls::default()),
+            reserved: Vec::new(),
         }
+    }
+
+    /// The same proxy, never connecting to `listeners` (in any spelling of their address:
+    /// IPv4-mapped IPv6, or the unspecified address at their port), whatever a rule allows.
+    pub fn never_reaching(mut self, listeners: Vec<SocketAddr>) -> GroupProxy {
+        self.reserved = listeners;
+        self
     }
 
     /// Open a tool call: until the returned value is dropped, connections to this proxy are
@@ -504,8 +514,27 @@ pub(crate) fn host_port(authority: &str, default_port: u16) -> Result<(String, u
     }
 }
 
-/// Resolve `host` and pick the first address the rule may reach.
-pub(crate) async fn resolve(rule: &Rule, host: &str, port: u16) -> Result<SocketAddr, Refusal> {
+/// Whether connecting to `to` would reach the listener at `reserved`: the same port, and the
+/// same address (an IPv4-mapped IPv6 one read as IPv4) or the unspecified one, which the
+/// kernel takes for this host.
+fn reaches(to: SocketAddr, reserved: SocketAddr) -> bool {
+    let canonical = |ip: std::net::IpAddr| match ip {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+        v4 => v4,
+    };
+    let ip = canonical(to.ip());
+    to.port() == reserved.port() && (ip.is_unspecified() || ip == canonical(reserved.ip()))
+}
+
+/// Resolve `host` and pick the first address the rule may reach (never one of `reserved`).
+pub(crate) async fn resolve(
+    rule: &Rule,
+    host: &str,
+    port: u16,
+    reserved: &[SocketAddr],
+) -> Result<SocketAddr, Refusal> {
     let name = normalize_host(host);
     let lookup = name
         .trim_start_matches('[')
@@ -523,6 +552,8 @@ pub(crate) async fn resolve(rule: &Rule, host: &str, port: u16) -> Result<Socket
         let ip = a.ip();
         let why = if addr::is_metadata(ip) {
             Some("a cloud metadata address")
+        } else if reserved.iter().any(|r| reaches(*a, *r)) {
+            Some("nanoclaw's own API")
         } else if rule.private {
             None
         } else {
@@ -581,7 +612,7 @@ async fn tunnel(
     let policy = proxy.policy();
     let rule = policy.allow(&host, port, "CONNECT")?;
     let mode = slot.call.tunnel(&host, port).await?;
-    let addr = resolve(rule, &host, port).await?;
+    let addr = resolve(rule, &host, port, &proxy.reserved).await?;
     let ok = || {
         Response::new(
             Full::new(Bytes::new())
@@ -784,7 +815,7 @@ async fn forward(
     let rule = policy.allow(&host, port, req.method().as_str())?;
     call.admit(&Facts::of("http", &host, port, &req, &credentials))
         .await?;
-    let addr = resolve(rule, &host, port).await?;
+    let addr = resolve(rule, &host, port, &proxy.reserved).await?;
     let (req, secrets, bytes_out) = outbound(proxy, &host, &authority, false, req).await?;
     let stream = connect(addr).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))

@@ -96,6 +96,43 @@ async fn host_off_the_list_is_refused_with_a_403_naming_it() {
 }
 
 #[tokio::test]
+async fn a_reserved_listener_is_refused_in_every_spelling_even_for_private_rules() {
+    let port = origin().await;
+    let other = origin().await;
+    let reserved: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("g.sock");
+    let spellings = [
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("0.0.0.0:{port}"),
+        format!("[::ffff:127.0.0.1]:{port}"),
+        format!("[::ffff:7f00:1]:{port}"),
+        format!("127.0.0.1:{other}"),
+    ];
+    let policy = Policy {
+        rules: spellings
+            .iter()
+            .map(|r| Rule::parse(r, None, true).unwrap())
+            .collect(),
+    };
+    let group = proxy::GroupProxy::new("g".into(), policy, Credentials::default(), None, None)
+        .never_reaching(vec![reserved]);
+    std::mem::forget(group.open_call("test".into(), None));
+    proxy::spawn(&sock, Arc::new(group)).unwrap();
+    for host in &spellings[..5] {
+        let resp = send(&sock, &get(&format!("http://{host}/"))).await;
+        assert!(
+            resp.starts_with("HTTP/1.1 403") && resp.contains("nanoclaw's own API"),
+            "{host}: {resp}"
+        );
+    }
+    // Another port of the same host is what the private rule allows.
+    let resp = send(&sock, &get(&format!("http://127.0.0.1:{other}/"))).await;
+    assert!(resp.contains("hello from origin"), "{resp}");
+}
+
+#[tokio::test]
 async fn allowed_name_resolving_to_loopback_is_refused_without_private() {
     let port = origin().await;
     let (_d, sock) = start(&[(&format!("localhost:{port}"), false)]);

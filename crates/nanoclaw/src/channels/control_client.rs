@@ -102,7 +102,7 @@ pub async fn ask(
     group: &GroupId,
     text: &str,
     show_events: bool,
-    interrupts: &mut tokio::signal::unix::Signal,
+    interrupts: &mut super::terminal::Interrupts,
 ) -> anyhow::Result<Exchanged> {
     use std::io::Write;
     let mut events = request(

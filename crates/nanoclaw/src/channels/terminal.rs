@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use nanoclaw_core::GroupId;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::signal::unix::Signal;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use super::control_client::Exchanged;
 use crate::agent::{Agent, TurnResult};
@@ -54,12 +54,37 @@ pub async fn chat(via: Via<'_>, group: GroupId) -> anyhow::Result<ExitCode> {
     converse(via, &group).await.map(|()| ExitCode::SUCCESS)
 }
 
-/// Ctrl-C, caught for the whole command: it cancels a turn rather than killing the process
-/// mid-way (which would leave the turn running in the daemon).
-fn interrupts() -> anyhow::Result<Signal> {
+/// Ctrl-C, and the signals that end a terminal's process (SIGTERM; SIGHUP, the terminal
+/// closed), caught for the whole command: each cancels a turn rather than killing the process
+/// mid-way, which would leave the turn running in the daemon or, in this process, an approval
+/// request pending with nothing waiting on it.
+pub struct Interrupts {
+    signals: [Signal; 3],
+}
+
+impl Interrupts {
+    /// The next of them.
+    pub async fn recv(&mut self) -> Option<()> {
+        let [int, term, hup] = &mut self.signals;
+        tokio::select! {
+            got = int.recv() => got,
+            got = term.recv() => got,
+            got = hup.recv() => got,
+        }
+    }
+}
+
+fn interrupts() -> anyhow::Result<Interrupts> {
     use anyhow::Context;
-    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .context("catching Ctrl-C")
+    let catch =
+        |kind: SignalKind, what: &str| signal(kind).with_context(|| format!("catching {what}"));
+    Ok(Interrupts {
+        signals: [
+            catch(SignalKind::interrupt(), "Ctrl-C")?,
+            catch(SignalKind::terminate(), "SIGTERM")?,
+            catch(SignalKind::hangup(), "SIGHUP")?,
+        ],
+    })
 }
 
 /// The next line typed, `None` at the end of input. A line that is not UTF-8 is refused with a
@@ -256,7 +281,7 @@ async fn exchange(
     group: &GroupId,
     text: &str,
     show_events: bool,
-    interrupts: &mut Signal,
+    interrupts: &mut Interrupts,
 ) -> anyhow::Result<Exchanged> {
     let agent = match via {
         Via::Agent(agent) => agent,

@@ -617,9 +617,26 @@ impl Validator<'_> {
             );
         for (key, policy) in lists {
             for rule in &policy.rules {
+                // An address literal in another spelling of the API's (IPv4-mapped IPv6), or
+                // the unspecified one, which the kernel takes for this host.
+                let literal = match &rule.pattern {
+                    nanoclaw_egress::HostPattern::Exact(h) => h
+                        .trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .parse::<std::net::IpAddr>()
+                        .ok()
+                        .map(|ip| match ip {
+                            std::net::IpAddr::V6(v6) => {
+                                v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4)
+                            }
+                            v4 => v4,
+                        }),
+                    nanoclaw_egress::HostPattern::Suffix(_) => None,
+                };
+                let same_address = literal.is_some_and(|ip| ip.is_unspecified() || ip == api.ip());
                 if rule.private
                     && rule.ports.contains(&api.port())
-                    && names.iter().any(|n| rule.pattern.matches(n))
+                    && (same_address || names.iter().any(|n| rule.pattern.matches(n)))
                 {
                     return Err(self.invalid(
                         key,
@@ -975,6 +992,14 @@ mod tests {
             (
                 "[mcp.servers.loop]\nurl = \"http://localhost:7878/mcp\"\negress = [{ host = \"localhost:7878\", private = true }]\n",
                 "mcp.servers.loop.egress",
+            ),
+            (
+                "[egress]\nallow = [{ host = \"0.0.0.0:7878\", private = true }]\n",
+                "egress.allow",
+            ),
+            (
+                "[egress]\nallow = [{ host = \"[::ffff:7f00:1]:7878\", private = true }]\n",
+                "egress.allow",
             ),
         ] {
             let e = parse(text).unwrap_err().to_string();

@@ -199,6 +199,10 @@ pub struct Servers {
     audit: Arc<Audit>,
     store: Arc<crate::store::Store>,
     slots: tokio::sync::Mutex<HashMap<(String, GroupId), Slot>>,
+    /// The servers as the config in force has them, once a reload put one in force: a turn
+    /// that began before it holds the older config, and must not start, or call, a server
+    /// as that config had it.
+    in_force: std::sync::RwLock<Option<std::collections::BTreeMap<String, McpServer>>>,
 }
 
 impl Servers {
@@ -212,6 +216,36 @@ impl Servers {
             audit,
             store,
             slots: tokio::sync::Mutex::new(HashMap::new()),
+            in_force: std::sync::RwLock::new(None),
+        }
+    }
+
+    /// Put a reloaded config's servers in force: from now on a server is started and called
+    /// only as they say (synchronously, before the reload answers), and those running
+    /// otherwise are stopped ([`Servers::retire`]).
+    pub fn put_in_force(&self, configured: std::collections::BTreeMap<String, McpServer>) {
+        *self.in_force.write().unwrap_or_else(|p| p.into_inner()) = Some(configured);
+    }
+
+    /// Why `server` may not serve `group` now, if a reload changed it since the caller's
+    /// config was read.
+    fn outdated(&self, server: &McpServer, group: &GroupId) -> Option<String> {
+        let in_force = self.in_force.read().unwrap_or_else(|p| p.into_inner());
+        let now = in_force.as_ref()?;
+        match now.get(&server.name) {
+            Some(now) if now == server => None,
+            Some(now) if !now.serves(group) => Some(format!(
+                "MCP server {} no longer serves group {group} (the config was reloaded)",
+                server.name
+            )),
+            Some(_) => Some(format!(
+                "MCP server {} was reconfigured by a reload; its tools are offered as configured from the next turn",
+                server.name
+            )),
+            None => Some(format!(
+                "MCP server {} was removed by a reload",
+                server.name
+            )),
         }
     }
 
@@ -272,8 +306,15 @@ impl Servers {
         group: &GroupId,
         start: &Starter<'_>,
     ) -> Result<Arc<Connection>, String> {
+        if let Some(why) = self.outdated(server, group) {
+            return Err(why);
+        }
         let key = (server.name.clone(), group.clone());
         let mut slots = self.slots.lock().await;
+        // Checked again under the lock: a reload may have come while it was awaited.
+        if let Some(why) = self.outdated(server, group) {
+            return Err(why);
+        }
         let backoff = match slots.get(&key) {
             // Started with a configuration since reloaded (a call raced the reload's retiring):
             // stopped now, started as configured.

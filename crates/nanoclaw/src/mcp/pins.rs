@@ -82,17 +82,19 @@ pub fn last_events(store: &Store, server: &str) -> Result<Vec<LastEvent>, StoreE
 
 /// A list seen but not trusted: its hash and its tools, (name, hash, definition).
 pub fn pending(store: &Store, server: &str) -> Result<Option<(String, Value)>, StoreError> {
-    store.with_conn(|c| {
-        use rusqlite::OptionalExtension;
-        let row: Option<(String, String)> = c
-            .query_row(
-                "SELECT list_hash, tools FROM mcp_pending WHERE server = ?1",
-                [server],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        Ok(row.map(|(h, t)| (h, serde_json::from_str(&t).unwrap_or(Value::Null))))
-    })
+    store.with_conn(|c| Ok(pending_in(c, server)?))
+}
+
+fn pending_in(c: &rusqlite::Connection, server: &str) -> rusqlite::Result<Option<(String, Value)>> {
+    use rusqlite::OptionalExtension;
+    let row: Option<(String, String)> = c
+        .query_row(
+            "SELECT list_hash, tools FROM mcp_pending WHERE server = ?1",
+            [server],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    Ok(row.map(|(h, t)| (h, serde_json::from_str(&t).unwrap_or(Value::Null))))
 }
 
 /// Replace `server`'s pins with `tools` (name, hash, definition) and clear what was pending,
@@ -153,16 +155,8 @@ pub fn trust_pending(
     by: &str,
 ) -> Result<Trust, StoreError> {
     let outcome = store.with_conn(|c| {
-        use rusqlite::OptionalExtension;
         let tx = c.unchecked_transaction()?;
-        let row: Option<(String, String)> = tx
-            .query_row(
-                "SELECT list_hash, tools FROM mcp_pending WHERE server = ?1",
-                [server],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        let Some((hash, tools)) = row else {
+        let Some((hash, tools)) = pending_in(&tx, server)? else {
             return Ok((Trust::NothingPending, Vec::new()));
         };
         let named =
@@ -170,8 +164,7 @@ pub fn trust_pending(
         if !named {
             return Ok((Trust::Other { pending: hash }, Vec::new()));
         }
-        let tools: Vec<(String, String, Value)> = serde_json::from_str::<Value>(&tools)
-            .unwrap_or(Value::Null)
+        let tools: Vec<(String, String, Value)> = tools
             .as_array()
             .into_iter()
             .flatten()

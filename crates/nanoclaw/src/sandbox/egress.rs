@@ -313,13 +313,21 @@ impl Egress {
             .create(&self.dir)
             .with_context(|| format!("creating {}", self.dir.display()))?;
         let path = self.dir.join(format!("egress-{key}.sock"));
-        let proxy = Arc::new(GroupProxy::new(
-            group.to_string(),
-            allow,
-            Credentials::new(state.credentials.clone(), &granted),
-            Some(self.interception.clone()),
-            self.recorder.clone(),
-        ));
+        let api = self
+            .config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .api_listen;
+        let proxy = Arc::new(
+            GroupProxy::new(
+                group.to_string(),
+                allow,
+                Credentials::new(state.credentials.clone(), &granted),
+                Some(self.interception.clone()),
+                self.recorder.clone(),
+            )
+            .never_reaching(vec![api]),
+        );
         nanoclaw_egress::proxy::spawn(&path, Arc::clone(&proxy))
             .with_context(|| format!("starting the egress proxy on {}", path.display()))?;
         running.insert(

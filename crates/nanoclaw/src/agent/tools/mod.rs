@@ -182,6 +182,7 @@ impl Tools {
     /// longer runs as they run (each starts again, as configured now, when next needed).
     pub fn replace_config(&self, config: Arc<crate::config::Config>) {
         let configured = config.mcp.clone();
+        self.mcp.put_in_force(configured.clone());
         self.egress.replace_config(config);
         let servers = Arc::clone(&self.mcp);
         match tokio::runtime::Handle::try_current() {

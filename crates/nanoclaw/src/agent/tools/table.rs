@@ -336,13 +336,30 @@ pub fn parse(call: &ToolCall) -> Result<Args, String> {
     }
     if FILE_TOOLS.contains(&call.name.as_str())
         && let Some(Value::String(path)) = call.arguments.get("path")
-        && path.split('/').any(|segment| segment == "..")
     {
-        return Err(format!(
-            "invalid arguments for {}: {:?}: a path names its file directly, without \"..\" segments",
-            call.name,
-            truncate_for_error(path)
-        ));
+        if path.split('/').any(|segment| segment == "..") {
+            return Err(format!(
+                "invalid arguments for {}: {:?}: a path names its file directly, without \"..\" segments",
+                call.name,
+                truncate_for_error(path)
+            ));
+        }
+        // Elsewhere (`/proc/self/cwd/...`, `/proc/self/root/...`) a path could lead into the
+        // workspace under a name a rule on its workspace path would not meet.
+        let path = canonical_file_path(path);
+        let under = |root: &str| {
+            path == root
+                || path
+                    .strip_prefix(root)
+                    .is_some_and(|rest| rest.starts_with('/'))
+        };
+        if !path.is_empty() && !under("/workspace") && !under("/tmp") {
+            return Err(format!(
+                "invalid arguments for {}: {:?}: the file tools reach /workspace and /tmp only",
+                call.name,
+                truncate_for_error(&path)
+            ));
+        }
     }
     let args = (tool.parse)(&call.arguments)?;
     if let Args::File(req) = &args {
@@ -770,6 +787,20 @@ mod tests {
             let e = parse(&c).err().unwrap_or_default();
             assert!(e.contains("without \"..\" segments"), "{path}: {e}");
         }
+        // Outside /workspace and /tmp (where /proc's links lead back in under other names).
+        for path in [
+            "/proc/self/cwd/secret.txt",
+            "/proc/thread-self/cwd/secret.txt",
+            "/proc/self/root/workspace/secret.txt",
+            "/dev/fd/3/secret.txt",
+            "/workspaces/x",
+            "/etc/passwd",
+        ] {
+            let c = canonical(&call("grep", json!({ "path": path, "pattern": "." })));
+            let e = parse(&c).err().unwrap_or_default();
+            assert!(e.contains("reach /workspace and /tmp only"), "{path}: {e}");
+        }
+        assert!(parse(&canonical(&call("read_file", json!({"path": "/tmp/x"})))).is_ok());
         // A name that only holds dots is a name.
         let c = canonical(&call(
             "write_file",
@@ -921,7 +952,7 @@ action = "ask"
             (
                 "write_file",
                 json!({"path": "/etc/x", "content": ""}),
-                "under /workspace",
+                "reach /workspace and /tmp only",
             ),
             ("shell", json!({"command": " "}), "the command is empty"),
         ] {
