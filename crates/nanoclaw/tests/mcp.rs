@@ -734,6 +734,11 @@ async fn an_sdk_server_in_the_sandbox_is_cancelled_when_late_held_back_when_its_
             Step::EchoToolResult,
             call("mcp__sdk__where", "{}"),
             Step::EchoToolResult,
+            call("mcp__sdk__slow", r#"{"seconds": 1.8}"#),
+            call("mcp__sdk__where", "{}"),
+            Step::EchoToolResult,
+            call("mcp__sdk__where", "{}"),
+            Step::EchoToolResult,
         ],
     )
     .await;
@@ -805,6 +810,12 @@ async fn an_sdk_server_in_the_sandbox_is_cancelled_when_late_held_back_when_its_
         "{before}"
     );
     std::fs::create_dir_all(h.workspace("main").join("again")).unwrap();
+    // The server writes its marks there (as the sandbox's user, under a root daemon).
+    std::fs::set_permissions(
+        h.workspace("main").join("again"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
     let config = std::fs::read_to_string(h.path().join("nanoclaw.toml")).unwrap();
     let moved = config.replace(
         "\"stdio\", \"/workspace\"]",
@@ -821,6 +832,26 @@ async fn an_sdk_server_in_the_sandbox_is_cancelled_when_late_held_back_when_its_
     );
     let after = ask("where").await;
     assert!(after.contains("marker dir: /workspace/again"), "{after}");
+    // A reload in the middle of a turn: the turn's next call does not start the server as the
+    // config the turn began with had it.
+    let again = h.workspace("main").join("again");
+    let (mid_turn, ()) = tokio::join!(ask("slow, then where"), async {
+        wait_for_mark(&again, "slow", "started").await;
+        std::fs::write(h.path().join("nanoclaw.toml"), &config).unwrap();
+        let out = h.run(&["reload"]).await;
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    });
+    assert!(
+        mid_turn.contains("reconfigured by a reload")
+            && !mid_turn.contains("marker dir: /workspace/again"),
+        "{mid_turn}"
+    );
+    // The next turn meets it as configured now.
+    let next = ask("where").await;
+    assert!(
+        next.contains("marker dir: /workspace") && !next.contains("/workspace/again"),
+        "{next}"
+    );
     // Moved off the group: the server running for it is stopped, its workspace released.
     std::fs::write(
         h.path().join("nanoclaw.toml"),
