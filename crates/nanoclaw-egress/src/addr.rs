@@ -51,6 +51,18 @@ const fn v6(prefix: u16, second: u16, last: u16) -> IpAddr {
     IpAddr::V6(Ipv6Addr::new(prefix, second, 0, 0, 0, 0, 0, last))
 }
 
+/// Whether connecting to `to` would reach the listener at `listener`: the same port, and the
+/// same address (an IPv4-mapped IPv6 one read as IPv4) or the unspecified one, which the
+/// kernel takes for this host.
+pub fn reaches_listener(to: std::net::SocketAddr, listener: std::net::SocketAddr) -> bool {
+    let canonical = |ip: IpAddr| match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    let ip = canonical(to.ip());
+    to.port() == listener.port() && (ip.is_unspecified() || ip == canonical(listener.ip()))
+}
+
 /// Whether the address is a cloud metadata endpoint ([`METADATA`], also inside IPv6):
 /// refused even where a rule allows private addresses.
 pub fn is_metadata(ip: IpAddr) -> bool {

@@ -514,20 +514,6 @@ pub(crate) fn host_port(authority: &str, default_port: u16) -> Result<(String, u
     }
 }
 
-/// Whether connecting to `to` would reach the listener at `reserved`: the same port, and the
-/// same address (an IPv4-mapped IPv6 one read as IPv4) or the unspecified one, which the
-/// kernel takes for this host.
-fn reaches(to: SocketAddr, reserved: SocketAddr) -> bool {
-    let canonical = |ip: std::net::IpAddr| match ip {
-        std::net::IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
-        v4 => v4,
-    };
-    let ip = canonical(to.ip());
-    to.port() == reserved.port() && (ip.is_unspecified() || ip == canonical(reserved.ip()))
-}
-
 /// Resolve `host` and pick the first address the rule may reach (never one of `reserved`).
 pub(crate) async fn resolve(
     rule: &Rule,
@@ -552,7 +538,7 @@ pub(crate) async fn resolve(
         let ip = a.ip();
         let why = if addr::is_metadata(ip) {
             Some("a cloud metadata address")
-        } else if reserved.iter().any(|r| reaches(*a, *r)) {
+        } else if reserved.iter().any(|r| addr::reaches_listener(*a, *r)) {
             Some("nanoclaw's own API")
         } else if rule.private {
             None

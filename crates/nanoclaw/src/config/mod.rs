@@ -618,22 +618,21 @@ impl Validator<'_> {
         for (key, policy) in lists {
             for rule in &policy.rules {
                 // An address literal in another spelling of the API's (IPv4-mapped IPv6), or
-                // the unspecified one, which the kernel takes for this host.
-                let literal = match &rule.pattern {
+                // the unspecified one, which the kernel takes for this host: as the proxy
+                // judges it.
+                let same_address = match &rule.pattern {
                     nanoclaw_egress::HostPattern::Exact(h) => h
                         .trim_start_matches('[')
                         .trim_end_matches(']')
                         .parse::<std::net::IpAddr>()
-                        .ok()
-                        .map(|ip| match ip {
-                            std::net::IpAddr::V6(v6) => {
-                                v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4)
-                            }
-                            v4 => v4,
+                        .is_ok_and(|ip| {
+                            nanoclaw_egress::addr::reaches_listener(
+                                std::net::SocketAddr::new(ip, api.port()),
+                                api,
+                            )
                         }),
-                    nanoclaw_egress::HostPattern::Suffix(_) => None,
+                    nanoclaw_egress::HostPattern::Suffix(_) => false,
                 };
-                let same_address = literal.is_some_and(|ip| ip.is_unspecified() || ip == api.ip());
                 if rule.private
                     && rule.ports.contains(&api.port())
                     && (same_address || names.iter().any(|n| rule.pattern.matches(n)))

@@ -306,12 +306,9 @@ impl Servers {
         group: &GroupId,
         start: &Starter<'_>,
     ) -> Result<Arc<Connection>, String> {
-        if let Some(why) = self.outdated(server, group) {
-            return Err(why);
-        }
         let key = (server.name.clone(), group.clone());
         let mut slots = self.slots.lock().await;
-        // Checked again under the lock: a reload may have come while it was awaited.
+        // Under the lock: a reload may have come while it was awaited.
         if let Some(why) = self.outdated(server, group) {
             return Err(why);
         }
